@@ -1,0 +1,23 @@
+"""Local explanations (the paper's Table 4): Grad-CAM, GA attention maps and ViT attention rollout.
+
+Each method maps a batch of images (B, 3, H, W) to maps (B, H, W) in [0, 1] at input resolution and
+leaves the model as it found it. ``explain_runs`` draws the Table 4 grid for a study's best runs and
+measures where the maps put their mass.
+"""
+
+from medattn.explain.attention_maps import ga_blocks, ga_maps
+from medattn.explain.gradcam import gradcam
+from medattn.explain.quantify import border_mask, corner_mask, mass_share
+from medattn.explain.rollout import attention_weights, rollout, vit_rollout
+
+__all__ = ["gradcam", "ga_maps", "ga_blocks", "vit_rollout", "rollout", "attention_weights",
+           "mass_share", "border_mask", "corner_mask", "explain_runs"]
+
+
+def __getattr__(name):
+    # The pipeline pulls in data, training and plotting; import it only when asked for.
+    if name == "explain_runs":
+        from medattn.explain.pipeline import explain_runs
+
+        return explain_runs
+    raise AttributeError(name)
