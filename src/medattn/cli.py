@@ -28,6 +28,54 @@ def command(fn: Callable[[argparse._SubParsersAction], None]):
 
 
 # --- commands start ---------------------------------------------------------------------------
+@command
+def _add_compare(sub):
+    p = sub.add_parser("compare", help="Table 2: every variant vs its base (Welch, CIs, g, TOST, Holm)",
+                       description="Compare each model variant with the base of its backbone, "
+                       "from a study's runs or from a summary CSV (docs/statistics.md).")
+    p.add_argument("runs_dir", nargs="?", metavar="RUNS_DIR", help="study output folder")
+    p.add_argument("--summary", metavar="FILE.csv",
+                   help="summary CSV (dataset,backbone,model,set,mean,sd,n; percent) instead of "
+                   "RUNS_DIR; 'paper' = the paper's Table 2")
+    p.add_argument("--format", dest="fmt", choices=["md", "csv", "json", "latex"], default="md")
+    p.add_argument("--out", metavar="FILE", help="also write the output to FILE")
+    p.add_argument("--include-diverged", action="store_true",
+                   help="include diverged final runs (excluded and listed by default)")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    p.add_argument("--margin", type=float, default=1.0,
+                   help="TOST equivalence margin in percentage points (default 1.0)")
+    p.add_argument("--power", type=float, default=0.8,
+                   help="power for the detectable difference (default 0.8)")
+    p.add_argument("--correction", default="holm",
+                   choices=["holm", "none", "bonferroni", "holm-sidak", "fdr_bh", "fdr_by"],
+                   help="multiple-comparison correction within each column (default holm)")
+
+    def run(args):
+        from medattn.analysis.compare import run_compare
+
+        print(run_compare(args.runs_dir, summary=args.summary, fmt=args.fmt, out=args.out,
+                          include_diverged=args.include_diverged, alpha=args.alpha,
+                          margin=args.margin, power=args.power, correction=args.correction),
+              end="")
+
+    p.set_defaults(func=run)
+
+
+@command
+def _add_report(sub):
+    p = sub.add_parser("report", help="one self-contained HTML report (+ Markdown, CSV, LaTeX)",
+                       description="Write RUNS_DIR/report/report.html (figures embedded, opens "
+                       "offline), report.md and the tables as CSV and LaTeX (docs/report.md).")
+    p.add_argument("runs_dir", metavar="RUNS_DIR", help="study output folder")
+    p.add_argument("--out", metavar="DIR", help="output folder (default RUNS_DIR/report)")
+
+    def run(args):
+        from medattn.report import build_report
+
+        print(build_report(args.runs_dir, out=args.out))
+
+    p.set_defaults(func=run)
+
 # --- commands end -----------------------------------------------------------------------------
 
 

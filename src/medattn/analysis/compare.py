@@ -44,6 +44,7 @@ __all__ = [
     "wide_table",
 ]
 
+PAPER_TABLE2 = Path(__file__).resolve().parents[1] / "configs" / "paper_table2.csv"
 SUMMARY_COLUMNS = ["dataset", "backbone", "model", "set", "mean", "sd", "n"]
 FORMATS = ("md", "csv", "json", "latex")
 CORRECTIONS = ("holm", "none", "bonferroni", "holm-sidak", "fdr_bh", "fdr_by")
@@ -522,6 +523,8 @@ def run_compare(runs_dir: str | None = None, *, summary: str | None = None, fmt:
         raise ConfigError(f"--format {fmt!r} is unknown; use one of {', '.join(FORMATS)}.")
     opts = dict(alpha=alpha, margin=margin, power=power, correction=correction)
     if summary is not None:
+        if summary == "paper":
+            summary = str(PAPER_TABLE2)
         result = CompareResult(compare_summary(read_summary(summary), **opts),
                                settings=_settings(opts))
     else:
