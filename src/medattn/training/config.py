@@ -1,0 +1,423 @@
+"""Study configs (YAML): schema, validation, and the per-run specification they expand into.
+
+A study config names the data sets, the models, the hyper-parameter grid searched on a few splits,
+the number of final splits, and the training settings shared by all runs. :func:`load_config`
+validates it and raises :class:`medattn.errors.ConfigError` naming the offending key (with close
+matches for typos). :class:`RunSpec` is one training run, the unit that backends execute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medattn.errors import ConfigError
+
+# ---------------------------------------------------------------------------------------------
+# One run
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Settings shared by every run of a study (defaults follow the paper where it says)."""
+
+    epochs: int = 30
+    batch_size: int = 32
+    image_size: int = 224
+    momentum: float = 0.9
+    schedule: str = "cosine"  # "cosine" (per epoch, to 0) or "constant"
+    pretrained: bool = True
+    fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    chance_margin: float = 0.02  # selected val balanced accuracy <= 1/K + margin -> diverged
+    amp: bool = True  # only takes effect on CUDA
+    channels_last: bool = True  # only takes effect on CUDA
+    num_workers: int = 0
+    cache: bool = True  # decoded, resized images cached under RUNS_DIR/cache
+    tensorboard: bool = False
+    threads: int = 0  # torch intra-op threads for a run; 0 = leave as is
+
+
+# Settings that change a run's result; the others (workers, cache, logging) do not enter its id.
+_RESULT_FIELDS = ("epochs", "batch_size", "image_size", "momentum", "schedule", "pretrained",
+                  "fractions", "chance_margin", "amp")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run: a model, a data set, a split seed and hyper-parameters.
+
+    ``data``/``ood`` are the resolved data specs (``source:PATH``) the run loads; ``dataset`` is the
+    short label used in the run id (paths do not enter the id, so moving the data keeps results).
+    The training seed equals ``split_seed``: split and initialisation vary together across runs.
+    """
+
+    phase: str  # "search" or "final"
+    dataset: str
+    data: str
+    model: str
+    lr: float
+    weight_decay: float
+    split_seed: int
+    ood: tuple[str, ...] = ()
+    model_options: tuple[tuple[str, Any], ...] = ()
+    train: TrainSettings = field(default_factory=TrainSettings)
+
+    @property
+    def run_id(self) -> str:
+        """Deterministic id: readable prefix plus a hash of everything that changes the result."""
+        key = {
+            "phase": self.phase, "dataset": self.dataset, "model": self.model,
+            "lr": float(self.lr), "weight_decay": float(self.weight_decay),
+            "split_seed": int(self.split_seed),
+            "ood": [_spec_source(s) for s in self.ood],
+            "model_options": [list(kv) for kv in self.model_options],
+            **{k: _jsonable(getattr(self.train, k)) for k in _RESULT_FIELDS},
+        }
+        digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
+        return (f"{self.phase}-{self.dataset}-{self.model}-lr{self.lr:g}-wd{self.weight_decay:g}"
+                f"-split{self.split_seed}-{digest}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict (also what crosses process boundaries for the Ray backend)."""
+        d = dataclasses.asdict(self)
+        d["ood"] = list(self.ood)
+        d["model_options"] = dict(self.model_options)
+        d["train"]["fractions"] = list(self.train.fractions)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunSpec:
+        d = dict(d)
+        train = dict(d.pop("train", {}))
+        if "fractions" in train:
+            train["fractions"] = tuple(train["fractions"])
+        return cls(ood=tuple(d.pop("ood", ())),
+                   model_options=tuple(sorted(dict(d.pop("model_options", {})).items())),
+                   train=TrainSettings(**train), **d)
+
+
+def _jsonable(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
+
+
+def _spec_source(spec: str) -> str:
+    return spec.split(":", 1)[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# The study config
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    name: str  # label used in run ids
+    data: str  # source:PATH, PATH relative to the config's data_root
+    ood: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A validated study: see ``docs/training.md`` for every key."""
+
+    name: str
+    datasets: tuple[DatasetConfig, ...]
+    models: tuple[str, ...]
+    search_lr: tuple[float, ...]
+    search_weight_decay: tuple[float, ...]
+    search_splits: int
+    search_first_seed: int
+    final_splits: int
+    final_first_seed: int
+    train: TrainSettings
+    data_root: str = "."
+    model_options: tuple[tuple[str, Any], ...] = ()
+    hparams: tuple[tuple[str, float, float], ...] = ()  # (model, lr, wd) fixed: no search
+    source: str = ""  # file the config came from
+
+    def resolve(self, spec: str) -> str:
+        """``source:PATH`` with PATH made absolute (a relative PATH is joined onto ``data_root``)."""
+        source, _, path = spec.partition(":")
+        path = os.path.expanduser(path)
+        # Absolute, so that workers with another working directory (Ray) find the same files.
+        return f"{source}:{os.path.abspath(os.path.join(self.data_root, path))}"
+
+    def fixed_hparams(self, model: str) -> tuple[float, float] | None:
+        for m, lr, wd in self.hparams:
+            if m == model:
+                return lr, wd
+        return None
+
+    def run_spec(self, phase: str, ds: DatasetConfig, model: str, lr: float, wd: float,
+                 seed: int) -> RunSpec:
+        return RunSpec(phase=phase, dataset=ds.name, data=self.resolve(ds.data), model=model,
+                       lr=float(lr), weight_decay=float(wd), split_seed=int(seed),
+                       ood=tuple(self.resolve(s) for s in ds.ood),
+                       model_options=self.model_options, train=self.train)
+
+    def search_seeds(self) -> list[int]:
+        return [self.search_first_seed + i for i in range(self.search_splits)]
+
+    def final_seeds(self) -> list[int]:
+        return [self.final_first_seed + i for i in range(self.final_splits)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config in the YAML schema (written to ``RUNS_DIR/study.yaml``)."""
+        train = {k: _jsonable(v) for k, v in dataclasses.asdict(self.train).items()}
+        out: dict[str, Any] = {
+            "name": self.name,
+            "data_root": os.path.abspath(self.data_root),
+            "datasets": [{"name": d.name, "data": d.data, "ood": list(d.ood)}
+                         for d in self.datasets],
+            "models": list(self.models),
+            "model_options": dict(self.model_options),
+            "search": {"lr": list(self.search_lr), "weight_decay": list(self.search_weight_decay),
+                       "splits": self.search_splits, "first_seed": self.search_first_seed},
+            "final": {"splits": self.final_splits, "first_seed": self.final_first_seed},
+            "train": train,
+        }
+        if self.hparams:
+            out["hparams"] = {m: {"lr": lr, "weight_decay": wd} for m, lr, wd in self.hparams}
+        return out
+
+
+_TOP_KEYS = {"name", "data_root", "datasets", "models", "model_options", "search", "final",
+             "train", "hparams"}
+_SEARCH_KEYS = {"lr", "weight_decay", "splits", "first_seed"}
+_FINAL_KEYS = {"splits", "first_seed"}
+_DATASET_KEYS = {"name", "data", "ood"}
+_TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainSettings)}
+
+
+def _check_keys(d: Any, allowed: set[str], where: str, src: str) -> dict:
+    if not isinstance(d, dict):
+        raise ConfigError(f"{src}: `{where}` must be a mapping of keys to values, got "
+                          f"{type(d).__name__}.")
+    for key in d:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), sorted(allowed), n=2)
+            hint = f" Did you mean {' or '.join(f'`{c}`' for c in close)}?" if close else ""
+            full = f"{where}.{key}" if where != "(top level)" else str(key)
+            raise ConfigError(f"{src}: unknown key `{full}`.{hint} Allowed here: "
+                              f"{', '.join(sorted(allowed))}.")
+    return d
+
+
+def _num(v: Any, key: str, src: str, *, positive: bool = False, integer: bool = False,
+         minimum: float | None = None) -> float:
+    try:
+        if isinstance(v, bool):
+            raise ValueError
+        x = float(v)  # YAML 1.1 reads 1e-3 as a string; accept it
+        if integer:
+            if x != int(x):
+                raise ValueError
+            x = int(x)
+    except (TypeError, ValueError):
+        kind = "an integer" if integer else "a number"
+        raise ConfigError(f"{src}: `{key}` must be {kind}, got {v!r}.") from None
+    if positive and not x > 0:
+        raise ConfigError(f"{src}: `{key}` must be > 0, got {v!r}.")
+    if minimum is not None and x < minimum:
+        raise ConfigError(f"{src}: `{key}` must be >= {minimum}, got {v!r}.")
+    return x
+
+
+def _num_list(v: Any, key: str, src: str, **kw) -> tuple[float, ...]:
+    items = v if isinstance(v, list) else [v]
+    if not items:
+        raise ConfigError(f"{src}: `{key}` must list at least one value.")
+    return tuple(_num(x, f"{key}[{i}]", src, **kw) for i, x in enumerate(items))
+
+
+def _check_model(name: Any, key: str, src: str) -> str:
+    if not isinstance(name, str):
+        raise ConfigError(f"{src}: `{key}` must be a model name, got {name!r}.")
+    try:
+        from medattn.models import list_models
+    except ImportError:  # models part absent: create_model reports bad names later
+        return name
+    known = list_models()
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=2)
+        hint = f" Did you mean {' or '.join(close)}?" if close else ""
+        raise ConfigError(f"{src}: `{key}`: unknown model {name!r}.{hint} "
+                          f"Known: {', '.join(known)}.")
+    return name
+
+
+def _check_spec(spec: Any, key: str, src: str) -> str:
+    if not isinstance(spec, str) or ":" not in spec or not spec.partition(":")[2]:
+        raise ConfigError(f"{src}: `{key}` must be a data spec `source:PATH` "
+                          f"(e.g. isic:data/isic), got {spec!r}.")
+    return spec
+
+
+def parse_config(raw: Any, src: str = "<config>", *, data_root: str | None = None,
+                 overrides: dict[str, Any] | None = None) -> StudyConfig:
+    """Validate a config mapping (as read from YAML) into a :class:`StudyConfig`.
+
+    ``overrides`` replaces top-level keys (and ``train`` keys, merged) before validation;
+    ``data_root`` replaces the config's ``data_root``.
+    """
+    raw = dict(_check_keys(raw if raw is not None else {}, _TOP_KEYS, "(top level)", src))
+    for k, v in (overrides or {}).items():
+        if k == "train" and isinstance(v, dict):
+            raw["train"] = {**(raw.get("train") or {}), **v}
+        else:
+            raw[k] = v
+    _check_keys(raw, _TOP_KEYS, "(top level)", src)
+    for required in ("datasets", "models"):
+        if required not in raw:
+            raise ConfigError(f"{src}: missing required key `{required}`.")
+
+    name = str(raw.get("name") or Path(src).stem)
+    root = data_root if data_root is not None else raw.get("data_root", ".")
+    if not isinstance(root, str):
+        raise ConfigError(f"{src}: `data_root` must be a path, got {root!r}.")
+    root = os.path.expanduser(root)  # relative to the working directory, like CLI paths
+
+    dsets = raw["datasets"]
+    if isinstance(dsets, dict):
+        dsets = [dsets]
+    if not isinstance(dsets, list) or not dsets:
+        raise ConfigError(f"{src}: `datasets` must be a list of {{data: source:PATH, ood: [...]}}.")
+    datasets = []
+    for i, d in enumerate(dsets):
+        if isinstance(d, str):
+            d = {"data": d}
+        d = _check_keys(d, _DATASET_KEYS, f"datasets[{i}]", src)
+        if "data" not in d:
+            raise ConfigError(f"{src}: `datasets[{i}]` needs a `data` key (source:PATH).")
+        spec = _check_spec(d["data"], f"datasets[{i}].data", src)
+        ood = d.get("ood") or []
+        ood = [ood] if isinstance(ood, str) else ood
+        if not isinstance(ood, list):
+            raise ConfigError(f"{src}: `datasets[{i}].ood` must be a list of source:PATH specs.")
+        ood = tuple(_check_spec(s, f"datasets[{i}].ood[{j}]", src) for j, s in enumerate(ood))
+        label = str(d.get("name") or _spec_source(spec))
+        if not label.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"{src}: `datasets[{i}].name` {label!r} may only hold letters, "
+                              "digits, '-' and '_' (it names run directories).")
+        datasets.append(DatasetConfig(name=label, data=spec, ood=ood))
+    labels = [d.name for d in datasets]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"{src}: two `datasets` share the name {labels}; give each a `name`.")
+
+    models = raw["models"]
+    models = [models] if isinstance(models, str) else models
+    if not isinstance(models, list) or not models:
+        raise ConfigError(f"{src}: `models` must be a non-empty list of model names.")
+    models = tuple(_check_model(m, f"models[{i}]", src) for i, m in enumerate(models))
+
+    mopts = raw.get("model_options") or {}
+    if not isinstance(mopts, dict):
+        raise ConfigError(f"{src}: `model_options` must be a mapping (e.g. {{la_kernel: 7}}).")
+
+    search = _check_keys(raw.get("search") or {}, _SEARCH_KEYS, "search", src)
+    final = _check_keys(raw.get("final") or {}, _FINAL_KEYS, "final", src)
+    lrs = _num_list(search.get("lr", [0.01, 0.001, 0.0001]), "search.lr", src, positive=True)
+    wds = _num_list(search.get("weight_decay", [0.0, 0.0001, 0.001, 0.01]),
+                    "search.weight_decay", src, minimum=0)
+    s_splits = int(_num(search.get("splits", 2), "search.splits", src, integer=True, minimum=1))
+    s_seed = int(_num(search.get("first_seed", 1000), "search.first_seed", src, integer=True))
+    f_splits = int(_num(final.get("splits", 10), "final.splits", src, integer=True, minimum=1))
+    f_seed = int(_num(final.get("first_seed", 0), "final.first_seed", src, integer=True))
+    if set(range(s_seed, s_seed + s_splits)) & set(range(f_seed, f_seed + f_splits)):
+        raise ConfigError(f"{src}: `search.first_seed` and `final.first_seed` give overlapping "
+                          "split seeds; final splits must differ from the search splits.")
+
+    train_raw = _check_keys(raw.get("train") or {}, _TRAIN_KEYS, "train", src)
+    train = _parse_train(train_raw, src)
+
+    hp = raw.get("hparams") or {}
+    if not isinstance(hp, dict):
+        raise ConfigError(f"{src}: `hparams` must map model names to {{lr, weight_decay}}.")
+    hparams = []
+    for m, v in hp.items():
+        _check_model(m, f"hparams.{m}", src)
+        if m not in models:
+            raise ConfigError(f"{src}: `hparams.{m}`: {m} is not in `models`.")
+        v = _check_keys(v, {"lr", "weight_decay"}, f"hparams.{m}", src)
+        if "lr" not in v or "weight_decay" not in v:
+            raise ConfigError(f"{src}: `hparams.{m}` needs both `lr` and `weight_decay`.")
+        hparams.append((m, _num(v["lr"], f"hparams.{m}.lr", src, positive=True),
+                        _num(v["weight_decay"], f"hparams.{m}.weight_decay", src, minimum=0)))
+
+    return StudyConfig(name=name, datasets=tuple(datasets), models=models, search_lr=lrs,
+                       search_weight_decay=wds, search_splits=s_splits, search_first_seed=s_seed,
+                       final_splits=f_splits, final_first_seed=f_seed, train=train,
+                       data_root=str(root), model_options=tuple(sorted(mopts.items())),
+                       hparams=tuple(hparams), source=src)
+
+
+def _parse_train(t: dict, src: str) -> TrainSettings:
+    d = TrainSettings()
+    kw: dict[str, Any] = {}
+    for key, value in t.items():
+        k = f"train.{key}"
+        default = getattr(d, key)
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{src}: `{k}` must be true or false, got {value!r}.")
+            kw[key] = value
+        elif key == "schedule":
+            if value not in ("cosine", "constant"):
+                raise ConfigError(f"{src}: `{k}` must be `cosine` or `constant`, got {value!r}.")
+            kw[key] = value
+        elif key == "fractions":
+            if not isinstance(value, list) or len(value) != 3:
+                raise ConfigError(f"{src}: `{k}` must be [train, val, test] fractions.")
+            fr = tuple(_num(x, f"{k}[{i}]", src, positive=True) for i, x in enumerate(value))
+            if abs(sum(fr) - 1) > 1e-6:
+                raise ConfigError(f"{src}: `{k}` must sum to 1, got {sum(fr):g}.")
+            kw[key] = fr
+        elif isinstance(default, int):
+            minimum = 0 if key in ("num_workers", "threads") else 1
+            kw[key] = int(_num(value, k, src, integer=True, minimum=minimum))
+        else:
+            kw[key] = _num(value, k, src, minimum=0)
+    return dataclasses.replace(d, **kw)
+
+
+def load_config(path: str | os.PathLike, *, data_root: str | None = None,
+                overrides: dict[str, Any] | None = None) -> StudyConfig:
+    """Read and validate a study config; ``path`` may name a packaged config (``demo``)."""
+    p = Path(path)
+    if not p.exists():
+        packaged = packaged_config(str(path))
+        if packaged is None:
+            names = ", ".join(list_packaged_configs())
+            raise ConfigError(f"config {str(path)!r} not found (neither a file nor a packaged "
+                              f"config; packaged: {names}).")
+        p = packaged
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{p}: not valid YAML: {err}") from None
+    return parse_config(raw, str(p), data_root=data_root, overrides=overrides)
+
+
+def list_packaged_configs() -> list[str]:
+    """Names of the configs shipped with medattn (``paper_isic``, ``paper_camelyon17``, ``demo``)."""
+    root = resources.files("medattn") / "configs"
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def packaged_config(name: str) -> Path | None:
+    """Path of a shipped config by name (with or without ``.yaml``), or None."""
+    stem = name[:-5] if name.endswith(".yaml") else name
+    if "/" in stem or os.sep in stem:
+        return None
+    p = Path(str(resources.files("medattn") / "configs" / f"{stem}.yaml"))
+    return p if p.exists() else None
