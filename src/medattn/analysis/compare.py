@@ -92,6 +92,10 @@ def read_summary(path: str | os.PathLike) -> pd.DataFrame:
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
         raise DataError(f"{path}: not a readable CSV ({err}).") from err
     df.columns = [str(c).strip().lower() for c in df.columns]
+    # Physical line numbers of the data rows (comments and blank lines are skipped by pandas).
+    text_lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    data_lines = [i for i, t in enumerate(text_lines, 1) if t.strip() and not t.lstrip().startswith("#")]
+    line_of = data_lines[1:] + [len(text_lines)] * max(0, len(df) - len(data_lines) + 1)
     missing = [c for c in SUMMARY_COLUMNS if c not in df.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}; the header must be "
@@ -102,7 +106,7 @@ def read_summary(path: str | os.PathLike) -> pd.DataFrame:
     df["model"] = df["model"].str.lower()
     df["set"] = df["set"].str.lower()
     for i, row in df.iterrows():
-        line = i + 2  # header is line 1
+        line = line_of[i]
         for col in ("mean", "sd", "n"):
             try:
                 float(row[col])
@@ -121,10 +125,10 @@ def read_summary(path: str | os.PathLike) -> pd.DataFrame:
     df["mean"] = df["mean"].astype(float)
     df["sd"] = df["sd"].astype(float)
     df["n"] = df["n"].astype(float).astype(int)
-    dup = df.duplicated(["dataset", "backbone", "model", "set"], keep=False)
+    dup = df.duplicated(["dataset", "backbone", "model", "set"], keep="first")
     if dup.any():
         i = int(np.flatnonzero(dup.to_numpy())[0])
-        raise DataError(f"{path}, line {i + 2}: (dataset, backbone, model, set) appears more than "
+        raise DataError(f"{path}, line {line_of[i]}: (dataset, backbone, model, set) appears more than "
                         f"once; keep one row per combination.")
     if len(df) and df["mean"].abs().max() <= 1.0:
         raise DataError(f"{path}: all means are <= 1; the summary must be in percent "
@@ -226,16 +230,19 @@ def _order(values, order):
 
 
 def _sort(df: pd.DataFrame, datasets: list[str]) -> pd.DataFrame:
-    key = pd.DataFrame({
-        "d": [datasets.index(v) for v in df["dataset"]],
-        "s": [(0, "") if v == "id" else (1, v) for v in df["set"]],
-        "r": [(_order([v], BACKBONE_ORDER)[0], str(v)) if isinstance(v, str) else (-1, "")
-              for v in df["reference"]],
-        "b": _order(df["backbone"], BACKBONE_ORDER),
-        "m": _order(df["model"], MODEL_ORDER),
-    }, index=df.index)
-    idx = sorted(df.index, key=lambda i: tuple(key.loc[i]))
-    return df.loc[idx].reset_index(drop=True)
+    # Table order: dataset, set (id first), column (reference, or own backbone for a base), then
+    # the column's own variants before the models compared with it from elsewhere (ViTs).
+    col = [r if isinstance(r, str) else b for r, b in zip(df["reference"], df["backbone"])]
+    keys = list(zip(
+        [datasets.index(v) for v in df["dataset"]],
+        [(0, "") if v == "id" else (1, v) for v in df["set"]],
+        [(_order([c], BACKBONE_ORDER)[0], c) for c in col],
+        [int(b != c) for b, c in zip(df["backbone"], col)],
+        _order(df["backbone"], BACKBONE_ORDER),
+        _order(df["model"], MODEL_ORDER),
+    ))
+    idx = sorted(range(len(df)), key=lambda i: keys[i])
+    return df.iloc[idx].reset_index(drop=True)
 
 
 def compare_summary(summary: pd.DataFrame, *, alpha: float = 0.05, margin: float = 1.0,

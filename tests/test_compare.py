@@ -1,0 +1,181 @@
+"""Table 2 from summary CSVs (the paper's own included) and from run records."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as ss
+from statsmodels.stats.multitest import multipletests
+
+from medattn import cli
+from medattn.analysis import compare
+from medattn.errors import ConfigError, DataError
+
+from test_compare_fixtures import DIVERGED_RUN, FAILED_RUN, N_FINAL, write_fake_study
+
+
+@pytest.fixture(scope="module")
+def paper():
+    return compare.compare_summary(compare.read_summary(compare.PAPER_TABLE2))
+
+
+def _row(table, dataset, backbone, model, set_, reference=None):
+    sel = table[(table.dataset == dataset) & (table.backbone == backbone) & (table.model == model)
+                & (table.set == set_)]
+    if reference is not None:
+        sel = sel[sel.reference == reference]
+    assert len(sel) == 1, sel
+    return sel.iloc[0]
+
+
+def test_paper_isic_resnet_id_marks_as_printed(paper):
+    marks = {m: bool(_row(paper, "isic", "resnet18", m, "id").significant)
+             for m in ["ga", "la", "ga+la", "ela", "ga+ela"]}
+    assert marks == {"ga": True, "la": True, "ga+la": True, "ela": True, "ga+ela": False}
+
+
+def test_paper_efficientnet_isic_has_no_significant_difference(paper):
+    # The paper: "these improvements are not statistically significant"; only ELA on Camelyon17.
+    eff = paper[(paper.backbone == "efficientnet_b0") & paper.reference.notna()]
+    sig = eff[eff.significant.astype(bool)]
+    assert set(zip(sig.dataset, sig.model, sig.set)) == {("camelyon17", "ela", "id")}
+
+
+def test_paper_table_has_one_row_per_key_and_vit_against_each_base(paper):
+    cnn = paper[paper.backbone != "vit"]
+    assert not cnn.duplicated(["dataset", "backbone", "model", "set"]).any()
+    vit = paper[paper.backbone == "vit"]
+    assert len(vit) == 2 * 2 * 2 * 2  # datasets x sets x {1k, 21k} x references
+    assert set(vit.reference) == {"resnet18", "efficientnet_b0"}
+    assert paper[paper.model == "base"].reference.isna().all()
+
+
+def test_paper_p_values_equal_scipy_from_stats(paper):
+    for _, r in paper[paper.reference.notna()].iterrows():
+        ref = ss.ttest_ind_from_stats(r["mean"], r.sd, r.n, r.ref_mean, r.ref_sd, r.ref_n,
+                                      equal_var=False)
+        assert r.p == pytest.approx(ref.pvalue, rel=1e-10)
+
+
+def test_holm_within_each_column_equals_statsmodels(paper):
+    groups = paper[paper.reference.notna()].groupby(["dataset", "set", "reference"])
+    assert len(groups) == 2 * 2 * 2
+    for _, g in groups:
+        assert len(g) == 7  # five variants and the two ViTs
+        np.testing.assert_allclose(g.p_adjusted, multipletests(g.p, method="holm")[1])
+        np.testing.assert_array_equal(g.significant_adjusted.astype(bool), g.p_adjusted < 0.05)
+    # Holm removes most of the paper's marks in the ISIC ResNet column; +GA+LA survives.
+    col = paper[(paper.dataset == "isic") & (paper.set == "id") & (paper.reference == "resnet18")]
+    assert set(col[col.significant_adjusted.astype(bool)].model) == {"ga+la"}
+
+
+def test_correction_none_and_margin_option(paper):
+    s = compare.read_summary(compare.PAPER_TABLE2)
+    raw = compare.compare_summary(s, correction="none")
+    has = raw.reference.notna()
+    np.testing.assert_allclose(raw.p_adjusted[has], raw.p[has])
+    wide = compare.compare_summary(s, margin=5.0)
+    # A wider margin can only make more comparisons equivalent.
+    assert wide.equivalent[has].astype(bool).sum() > paper.equivalent[has].astype(bool).sum()
+    with pytest.raises(ConfigError, match="correction"):
+        compare.compare_summary(s, correction="tukey")
+    with pytest.raises(ConfigError, match="margin"):
+        compare.compare_summary(s, margin=0)
+
+
+def test_from_runs_matches_scipy_and_excludes_diverged(tmp_path):
+    values = write_fake_study(tmp_path)
+    res = compare.compare_runs(tmp_path)
+    t = res.table
+    assert set(t.set) == {"id", "ood-pad-ufes-20"}
+    ga = _row(t, "isic", "resnet18", "ga", "id")
+    a, b = values[("resnet18", "ga")], values[("resnet18", "base")]
+    assert ga.n == N_FINAL - 1 and ga.ref_n == N_FINAL  # the diverged run is left out
+    assert ga["mean"] == pytest.approx(np.mean(a))
+    ref = ss.ttest_ind(a, b, equal_var=False)
+    assert (ga.p, ga.df) == pytest.approx((ref.pvalue, ref.df), rel=1e-10)
+    assert set(res.excluded.run_id) == {DIVERGED_RUN, FAILED_RUN}
+    assert "diverged" in res.excluded.set_index("run_id").reason[DIVERGED_RUN]
+    assert "CUDA out of memory" in res.excluded.set_index("run_id").reason[FAILED_RUN]
+    # Search-phase runs never enter: every n is the count of final runs.
+    assert t.n.max() == N_FINAL
+    # The ViT has no base of its own and is compared with both CNN bases.
+    assert set(t[t.backbone == "vit"].reference) == {"resnet18", "efficientnet_b0"}
+
+    inc = compare.compare_runs(tmp_path, include_diverged=True).table
+    ga_inc = _row(inc, "isic", "resnet18", "ga", "id")
+    assert ga_inc.n == N_FINAL
+    assert ga_inc["mean"] == pytest.approx(np.mean(a + [100 / 3]))
+
+
+def test_formats(tmp_path, paper):
+    out = compare.run_compare(summary=str(compare.PAPER_TABLE2), fmt="json")
+    rows = json.loads(out)
+    assert len(rows) == len(paper)
+    need = {"dataset", "backbone", "model", "set", "mean", "sd", "n", "diff", "diff_ci_low",
+            "diff_ci_high", "p", "p_adjusted", "significant", "significant_adjusted", "hedges_g",
+            "hedges_g_ci_low", "hedges_g_ci_high", "tost_p", "equivalent", "detectable_diff"}
+    assert need <= set(rows[0])
+    ga = next(r for r in rows if r["dataset"] == "isic" and r["model"] == "ga"
+              and r["backbone"] == "resnet18" and r["set"] == "id")
+    assert ga["significant"] is True and ga["diff"] == pytest.approx(-1.8)
+    assert next(r for r in rows if r["model"] == "base")["p"] is None
+
+    path = tmp_path / "t2.csv"
+    compare.run_compare(summary="paper", fmt="csv", out=str(path))
+    back = pd.read_csv(path)
+    assert len(back) == len(paper)
+    np.testing.assert_allclose(back.p.dropna(), paper.p.dropna(), rtol=1e-5)
+
+    md = compare.run_compare(summary="paper", fmt="md")
+    assert "| +GA | **72.1** ± 1.31 (56.3 ± 12.92)" in md
+    assert "| +GA+ELA | 73.5 ± 1.35 (58.8 ± 10.41)" in md
+    tex = compare.run_compare(summary="paper", fmt="latex")
+    assert r"\begin{tabular}" in tex and r"\textbf{72.1} $\pm$ 1.31" in tex
+    assert "efficientnet\\_b0" not in tex.split("Statistics")[0]  # labels, not raw names
+    with pytest.raises(ConfigError, match="format"):
+        compare.run_compare(summary="paper", fmt="xlsx")
+
+
+def test_wide_table_flags_unequal_n(tmp_path):
+    write_fake_study(tmp_path)
+    md = compare.format_result(compare.compare_runs(tmp_path), "md")
+    assert f"[n={N_FINAL - 1}]" in md  # the +GA cell lost its diverged run
+    assert DIVERGED_RUN in md and "Final runs not included" in md
+
+
+@pytest.mark.parametrize("text, match", [
+    ("dataset,backbone,model,mean,sd,n\nisic,resnet18,base,70,1,10\n", "missing column.*set"),
+    ("dataset,backbone,model,set,mean,sd,n\nisic,resnet18,base,test,70,1,10\n", "line 2.*set"),
+    ("dataset,backbone,model,set,mean,sd,n\nisic,resnet18,base,id,70,x,10\n", "line 2.*sd"),
+    ("dataset,backbone,model,set,mean,sd,n\nisic,resnet18,base,id,70,1,10\n"
+     "isic,resnet18,ga,id,70,-1,10\n", "line 3.*negative"),
+    ("dataset,backbone,model,set,mean,sd,n\nisic,resnet18,base,id,70,1,2.5\n", "line 2.*whole"),
+    ("dataset,backbone,model,set,mean,sd,n\nisic,resnet18,base,id,70,1,10\n"
+     "isic,resnet18,base,id,71,1,10\n", "line 3.*more than once"),
+    ("dataset,backbone,model,set,mean,sd,n\nisic,resnet18,base,id,0.7,0.01,10\n", "percent"),
+    ("# a comment\n\ndataset,backbone,model,set,mean,sd,n\nisic,resnet18,base,ID,70,1,10\n"
+     "isic,resnet18,ga,idd,70,1,10\n", "line 5.*set='idd'"),
+])
+def test_summary_errors_name_the_line(tmp_path, text, match):
+    path = tmp_path / "s.csv"
+    path.write_text(text)
+    with pytest.raises(DataError, match=match):
+        compare.read_summary(path)
+
+
+def test_cli(tmp_path, capsys):
+    assert cli.main(["compare", "--summary", "paper", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert any(r["model"] == "ga+ela" for r in rows)
+    assert cli.main(["compare", str(tmp_path)]) == 2
+    assert "runs/" in capsys.readouterr().err
+    assert cli.main(["compare"]) == 2
+    assert "exactly one" in capsys.readouterr().err
+    write_fake_study(tmp_path)
+    assert cli.main(["compare", str(tmp_path), "--include-diverged", "--format", "csv"]) == 0
+    t = pd.read_csv(__import__("io").StringIO(capsys.readouterr().out))
+    assert t[(t.model == "ga") & (t.set == "id")].n.iloc[0] == N_FINAL
+    assert not math.isnan(t.p.dropna().iloc[0])
