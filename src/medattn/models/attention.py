@@ -1,0 +1,283 @@
+"""Self-attention layers for convolutional networks: GA, LA and ELA.
+
+* :class:`GlobalAttention2d` (GA): the non-local block of Wang et al. (2018), embedded-Gaussian form,
+  residual and identity at initialisation.
+* :class:`LocalAttention2d` (LA): stand-alone k x k neighbourhood self-attention of Ramachandran et
+  al. (2019) with learned relative position embeddings (split over rows and columns).
+* :class:`EmbeddedLocalAttention2d` (ELA): keeps an existing layer and adds an LA branch followed by a
+  zero-initialised 1x1 conv, so the network is unchanged at initialisation.
+
+All layers take and return ``(B, C, H, W)`` tensors and work at any spatial size. Attention runs
+through :func:`torch.nn.functional.scaled_dot_product_attention` (SDPA): on CPU its fused kernel is only
+used for 4-D, contiguous q/k/v with equal head dimensions, which is why the code below takes care to
+produce exactly that (otherwise SDPA silently falls back to the explicit N x N "math" kernel).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["GlobalAttention2d", "LocalAttention2d", "EmbeddedLocalAttention2d", "local_attention_unfold"]
+
+
+class GlobalAttention2d(nn.Module):
+    """Non-local block (embedded Gaussian): ``z = x + BN(W_z(softmax(theta(x)^T phi(x)) g(x)))``.
+
+    theta, phi, g are 1x1 convs ``C -> C_i`` (``C_i = C // 2`` unless given) with bias, W_z is a 1x1 conv
+    ``C_i -> C`` with bias, followed by BatchNorm whose scale is zero-initialised: the block is the
+    identity at initialisation. Logits are not scaled (``scale=1.0``), as in Wang et al.
+
+    Args:
+        channels: C, input and output channels.
+        inter_channels: C_i; default ``channels // 2``.
+        scale: multiplier of the logits ``theta^T phi``; default 1.0 (the original block).
+        impl: ``"sdpa"`` (fused kernel, no N x N matrix kept) or ``"explicit"`` (materialises
+            softmax(QK^T); for reference and benchmarks).
+
+    Attention maps: set ``module.record_map = True`` and every forward stores ``module.last_map``, a
+    detached ``(B, H, W)`` tensor: for each key position, the attention it receives averaged over all
+    query positions (the mean of the rows of softmax(QK^T)). It is accumulated over chunks of queries,
+    so the N x N matrix is never held in memory at once (exact, not an approximation).
+    """
+
+    def __init__(self, channels: int, inter_channels: int | None = None, scale: float = 1.0,
+                 impl: str = "sdpa"):
+        super().__init__()
+        inter = inter_channels or max(channels // 2, 1)
+        if impl not in ("sdpa", "explicit"):
+            raise ValueError(f"impl must be 'sdpa' or 'explicit', got {impl!r}")
+        self.channels, self.inter_channels, self.scale, self.impl = channels, inter, float(scale), impl
+        self.theta = nn.Conv2d(channels, inter, 1)
+        self.phi = nn.Conv2d(channels, inter, 1)
+        self.g = nn.Conv2d(channels, inter, 1)
+        self.out = nn.Conv2d(inter, channels, 1)
+        self.bn = nn.BatchNorm2d(channels)
+        nn.init.zeros_(self.bn.weight)  # identity at initialisation (Wang et al., sec. 4.1)
+        self.record_map = False
+        self.last_map: torch.Tensor | None = None
+        self.map_chunk_elements = 1 << 22  # queries x keys per chunk when averaging the map
+
+    @staticmethod
+    def _tokens(t: torch.Tensor) -> torch.Tensor:
+        # (B, C, H, W) -> (B, 1, N, C), contiguous so that CPU SDPA can use its fused kernel
+        return t.flatten(2).transpose(1, 2).unsqueeze(1).contiguous()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, _, H, W = x.shape
+        q, k, v = self._tokens(self.theta(x)), self._tokens(self.phi(x)), self._tokens(self.g(x))
+        if self.impl == "sdpa":
+            y = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        else:
+            y = torch.softmax(q @ k.transpose(-1, -2) * self.scale, dim=-1) @ v
+        y = y.squeeze(1).transpose(1, 2).reshape(B, self.inter_channels, H, W)
+        if self.record_map:
+            self.last_map = self.average_map(q.squeeze(1), k.squeeze(1)).view(B, H, W)
+        return x + self.bn(self.out(y))
+
+    @torch.no_grad()
+    def average_map(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """Mean over queries of softmax(scale * q k^T) rows. q: (B, N, C_i), k: (B, N, C_i) -> (B, N)."""
+        B, N, _ = q.shape
+        chunk = max(1, min(N, self.map_chunk_elements // max(N, 1)))
+        acc = q.new_zeros(B, N, dtype=torch.float32)
+        kt = k.transpose(1, 2).float()
+        for start in range(0, N, chunk):
+            logits = q[:, start:start + chunk].float() @ kt * self.scale
+            acc += torch.softmax(logits, dim=-1).sum(dim=1)
+        return (acc / N).to(q.dtype).detach()
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, inter_channels={self.inter_channels}, scale={self.scale}"
+
+
+class _LAPlan:
+    """Index tables of the blocked neighbourhood attention for one (H, W, stride) geometry."""
+
+    def __init__(self, H: int, W: int, k: int, stride: int, tile: int, device: torch.device):
+        r = k // 2
+        self.Ho, self.Wo = (H - 1) // stride + 1, (W - 1) // stride + 1
+        ys = self._axis(H, self.Ho, k, stride, tile, r)
+        xs = self._axis(W, self.Wo, k, stride, tile, r)
+        (self.nty, self.ty, self.kh, qy, ky, my, iy) = ys
+        (self.ntx, self.tx, self.kw, qx, kx, mx, ix) = xs
+        L, S = self.ty * self.tx, self.kh * self.kw
+        # tiles are row-major (ty_index, tx_index); inside a tile, queries and keys are row-major too
+        qidx = qy[:, None, :, None] * self.Wo + qx[None, :, None, :]          # (nty, ntx, ty, tx)
+        kidx = ky[:, None, :, None] * W + kx[None, :, None, :]                # (nty, ntx, kh, kw)
+        mask = my[:, None, :, None, :, None] & mx[None, :, None, :, None, :]  # (nty, ntx, ty, tx, kh, kw)
+        nt = self.nty * self.ntx
+        self.qidx = qidx.reshape(nt * L).to(device)
+        self.kidx = kidx.reshape(nt * S).to(device)
+        self.mask = mask.reshape(nt, L, S).to(device)
+        # relative-offset index (0..k-1) of key row/col for each query, clamped outside the window
+        self.iy = iy[:, None, :, None, :].expand(self.nty, self.ntx, self.ty, self.tx, self.kh)
+        self.iy = self.iy.reshape(nt, L, self.kh).to(device)
+        self.ix = ix[None, :, None, :, :].expand(self.nty, self.ntx, self.ty, self.tx, self.kw)
+        self.ix = self.ix.reshape(nt, L, self.kw).to(device)
+        onehot_y = F.one_hot(torch.arange(self.kh).repeat_interleave(self.kw), self.kh)
+        onehot_x = F.one_hot(torch.arange(self.kw).repeat(self.kh), self.kw)
+        self.onehot = torch.cat([onehot_y, onehot_x], dim=1).float().to(device)  # (S, kh + kw)
+        self.nt, self.L, self.S = nt, L, S
+
+    @staticmethod
+    def _axis(n_in: int, n_out: int, k: int, s: int, tile: int, r: int):
+        t = n_out if n_out <= tile else tile  # one tile per axis when the map is small: dense masked attention
+        n_tiles = -(-n_out // t)
+        kn = min((t - 1) * s + k, n_in)  # key window per tile: always inside the image
+        starts_q = torch.arange(n_tiles) * t
+        q_out = (starts_q[:, None] + torch.arange(t)[None]).clamp(max=n_out - 1)  # padded queries repeat the last
+        start_k = (starts_q * s - r).clamp(min=0, max=n_in - kn)
+        k_in = start_k[:, None] + torch.arange(kn)[None]                       # (n_tiles, kn)
+        off = k_in[:, None, :] - (q_out * s)[:, :, None]                        # (n_tiles, t, kn)
+        valid = off.abs() <= r
+        idx = (off + r).clamp(0, k - 1)
+        return n_tiles, t, kn, q_out, k_in, valid, idx
+
+
+class LocalAttention2d(nn.Module):
+    """Stand-alone k x k neighbourhood self-attention (Ramachandran et al., 2019).
+
+    For output position (i, j) (query at input position (s*i, s*j) for stride s), attends to the input
+    positions (a, b) with ``|a - s*i| <= k // 2`` and ``|b - s*j| <= k // 2`` that lie inside the
+    image (padded positions never receive attention)::
+
+        y_ij = sum_ab softmax_ab(scale * q_ij . (k_ab + r_{a - s i, b - s j})) v_ab
+
+    q, k, v are 1x1 convs ``C_in -> C_out`` without bias, split into ``heads`` heads. The relative
+    embedding r of each head concatenates a row-offset embedding (first half of the head's
+    channels) and a column-offset embedding (second half); ``rel_h``/``rel_w`` are learned.
+    With ``stride=2`` queries are computed only at the strided positions (output size
+    ``ceil(H / 2) x ceil(W / 2)``, like a 3x3 conv with stride 2 and padding 1).
+
+    Implementation (``impl="blocked"``, default): queries are grouped into ``tile x tile`` blocks;
+    each block attends densely to the key window that covers its neighbourhoods, with a boolean
+    mask for the k x k window and the relative term folded into the dot product (q is extended by
+    its row/column scores, k by one-hot row/column indicators, v by zeros), so one fused SDPA call
+    does the work. Small maps (``<= tile`` per axis) are a single block: dense masked attention.
+    Memory is O(keys per block), not k^2 copies of the feature map. ``impl="unfold"`` is the
+    straightforward unfold formulation (k^2 copies), kept as a reference for tests and benchmarks.
+
+    Args:
+        in_channels, out_channels: C_in, C_out.
+        kernel_size: k, odd (default 7).
+        stride: 1 or 2 (any positive int works).
+        heads: number of heads; must divide ``out_channels``.
+        scale: logit multiplier; default ``head_dim ** -0.5``.
+        tile: query block size of the blocked formulation (default 7).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 7, stride: int = 1,
+                 heads: int = 8, scale: float | None = None, tile: int = 7, impl: str = "blocked"):
+        super().__init__()
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd and positive, got {kernel_size}")
+        if out_channels % heads:
+            raise ValueError(f"heads={heads} must divide out_channels={out_channels}")
+        if impl not in ("blocked", "unfold"):
+            raise ValueError(f"impl must be 'blocked' or 'unfold', got {impl!r}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.heads, self.tile, self.impl = kernel_size, stride, heads, tile, impl
+        self.head_dim = out_channels // heads
+        self.scale = float(scale) if scale is not None else self.head_dim ** -0.5
+        self.query = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        self.key = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        self.value = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        dh = self.head_dim // 2
+        # named rel_* (not weight/bias): the paper's counting convention leaves them out
+        self.rel_h = nn.Parameter(torch.randn(heads, dh, kernel_size) * self.head_dim ** -0.5)
+        self.rel_w = nn.Parameter(torch.randn(heads, self.head_dim - dh, kernel_size) * self.head_dim ** -0.5)
+        for conv in (self.query, self.key, self.value):
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        self._plans: dict = {}
+
+    def _plan(self, H: int, W: int, device: torch.device) -> _LAPlan:
+        key = (H, W, str(device))
+        plan = self._plans.get(key)
+        if plan is None:
+            if len(self._plans) > 16:
+                self._plans.clear()
+            plan = self._plans[key] = _LAPlan(H, W, self.kernel_size, self.stride, self.tile, device)
+        return plan
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.impl == "unfold":
+            return local_attention_unfold(self, x)
+        B, _, H, W = x.shape
+        s, nh, d = self.stride, self.heads, self.head_dim
+        p = self._plan(H, W, x.device)
+        xq = x[:, :, ::s, ::s] if s > 1 else x
+        q = self.query(xq).reshape(B * nh, d, p.Ho * p.Wo)
+        k = self.key(x).reshape(B * nh, d, H * W)
+        v = self.value(x).reshape(B * nh, d, H * W)
+        # gather query blocks and key windows: (B*nh, nt, L|S, d)
+        q = q.index_select(2, p.qidx).view(B * nh, d, p.nt, p.L).permute(0, 2, 3, 1)
+        k = k.index_select(2, p.kidx).view(B * nh, d, p.nt, p.S).permute(0, 2, 3, 1)
+        v = v.index_select(2, p.kidx).view(B * nh, d, p.nt, p.S).permute(0, 2, 3, 1)
+        # relative term: per query, its score for every key row / column of the window
+        dh = self.rel_h.shape[1]
+        qh = q[..., :dh].reshape(B, nh, p.nt, p.L, dh)
+        qw = q[..., dh:].reshape(B, nh, p.nt, p.L, d - dh)
+        sh = torch.einsum("bhtlc,hck->bhtlk", qh, self.rel_h.to(q.dtype))  # (B, nh, nt, L, k)
+        sw = torch.einsum("bhtlc,hck->bhtlk", qw, self.rel_w.to(q.dtype))
+        sh = torch.gather(sh, 4, p.iy.expand(B, nh, -1, -1, -1))            # (B, nh, nt, L, kh)
+        sw = torch.gather(sw, 4, p.ix.expand(B, nh, -1, -1, -1))
+        extra = p.kh + p.kw
+        qx = torch.cat([q, sh.reshape(B * nh, p.nt, p.L, p.kh), sw.reshape(B * nh, p.nt, p.L, p.kw)], -1)
+        kx = torch.cat([k, p.onehot.to(k.dtype).expand(B * nh, p.nt, p.S, extra)], -1)
+        vx = F.pad(v, (0, extra))  # equal head dims keep CPU SDPA on its fused kernel
+        y = F.scaled_dot_product_attention(qx.contiguous(), kx.contiguous(), vx.contiguous(),
+                                           attn_mask=p.mask, scale=self.scale)[..., :d]
+        # (B*nh, nt, L, d) -> (B, C_out, Ho, Wo)
+        y = y.reshape(B, nh, p.nty, p.ntx, p.ty, p.tx, d).permute(0, 1, 6, 2, 4, 3, 5)
+        y = y.reshape(B, self.out_channels, p.nty * p.ty, p.ntx * p.tx)
+        return y[:, :, :p.Ho, :p.Wo].contiguous()
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, heads={self.heads}, impl={self.impl}")
+
+
+def local_attention_unfold(la: LocalAttention2d, x: torch.Tensor) -> torch.Tensor:
+    """LA by the common unfold formulation: k^2 shifted copies of k and v (reference, slow).
+
+    Same parameters and result as ``la(x)`` (padded positions are masked out). x: (B, C_in, H, W)
+    -> (B, C_out, ceil(H / stride), ceil(W / stride)).
+    """
+    B, _, H, W = x.shape
+    k_, s, r, nh, d = la.kernel_size, la.stride, la.kernel_size // 2, la.heads, la.head_dim
+    Ho, Wo = (H - 1) // s + 1, (W - 1) // s + 1
+    q = la.query(x[:, :, ::s, ::s]).view(B, nh, d, Ho, Wo, 1)
+    pad = lambda t: F.unfold(t, k_, padding=r, stride=s).view(B, nh, d, k_ * k_, Ho, Wo)  # noqa: E731
+    keys, vals = pad(la.key(x)), pad(la.value(x))
+    valid = F.unfold(x.new_ones(1, 1, H, W), k_, padding=r, stride=s).view(1, 1, k_ * k_, Ho, Wo) > 0
+    rel = torch.cat([la.rel_h[:, :, :, None].expand(-1, -1, -1, k_),
+                     la.rel_w[:, :, None, :].expand(-1, -1, k_, -1)], dim=1).reshape(nh, d, k_ * k_)
+    keys = keys + rel[None, :, :, :, None, None]
+    logits = (q.permute(0, 1, 3, 4, 5, 2) @ keys.permute(0, 1, 4, 5, 2, 3)).squeeze(-2)  # (B, nh, Ho, Wo, k^2)
+    logits = logits.permute(0, 1, 4, 2, 3) * la.scale
+    logits = logits.masked_fill(~valid, float("-inf"))
+    attn = torch.softmax(logits, dim=2)                                   # (B, nh, k^2, Ho, Wo)
+    y = (attn[:, :, None] * vals).sum(dim=3)                              # (B, nh, d, Ho, Wo)
+    return y.reshape(B, la.out_channels, Ho, Wo)
+
+
+class EmbeddedLocalAttention2d(nn.Module):
+    """ELA: ``y = layer(x) + proj(LA(x))`` with ``proj`` a zero-initialised 1x1 conv (with bias).
+
+    ``layer`` is the original conv or block with its (pretrained) weights; the LA branch runs on the
+    same input with the same stride, so the sum is the original layer at initialisation.
+    """
+
+    def __init__(self, layer: nn.Module, attention: LocalAttention2d):
+        super().__init__()
+        self.layer = layer
+        self.attention = attention
+        c = attention.out_channels
+        self.proj = nn.Conv2d(c, c, 1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x) + self.proj(self.attention(x))
