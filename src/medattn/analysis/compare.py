@@ -36,9 +36,7 @@ __all__ = [
     "compare_runs",
     "compare_summary",
     "format_result",
-    "load_run_records",
     "read_summary",
-    "records_frame",
     "run_compare",
     "summarize_runs",
     "wide_table",
@@ -136,36 +134,6 @@ def read_summary(path: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
-def load_run_records(runs_dir: str | os.PathLike) -> list[dict]:
-    """Read every ``RUNS_DIR/runs/<run_id>/record.json`` (the layout of docs/architecture.md)."""
-    runs_dir = Path(runs_dir)
-    if not (runs_dir / "runs").is_dir():
-        raise DataError(f"{runs_dir}: no 'runs/' folder; give the RUNS_DIR that `medattn study` "
-                        f"wrote (or use --summary FILE.csv).")
-    records = []
-    for path in sorted((runs_dir / "runs").glob("*/record.json")):
-        try:
-            rec = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
-            raise DataError(f"{path}: unreadable run record ({err}); delete the run folder and "
-                            f"resume the study to redo it.") from err
-        rec.setdefault("run_id", path.parent.name)
-        records.append(rec)
-    return records
-
-
-def records_frame(records: list[dict]) -> pd.DataFrame:
-    """One row per run: the scalar fields of the records plus ``bacc_<set>`` (fractions)."""
-    rows = []
-    for rec in records:
-        row = {k: v for k, v in rec.items() if not isinstance(v, (dict, list))}
-        for name, m in (rec.get("metrics") or {}).items():
-            if isinstance(m, dict) and m.get("balanced_accuracy") is not None:
-                row[f"bacc_{name}"] = float(m["balanced_accuracy"])
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
 def _set_name(metric_set: str) -> str | None:
     if metric_set == "test":
         return "id"
@@ -178,7 +146,7 @@ def summarize_runs(frame: pd.DataFrame, include_diverged: bool = False
                    ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Summarise final runs per (dataset, backbone, model, set).
 
-    ``frame``: one row per run as :func:`records_frame` (or the store's ``load_records``) gives.
+    ``frame``: one row per run as :func:`medattn.training.store.load_records` gives.
     Returns ``(summary, runs, excluded)``: the summary in percent, the per-run values in long form
     (``run_id, dataset, backbone, model, set, bacc, status, included``) and the final runs that
     did not enter (``run_id, dataset, backbone, model, status, reason``).
@@ -296,7 +264,12 @@ def compare_summary(summary: pd.DataFrame, *, alpha: float = 0.05, margin: float
 def compare_runs(runs_dir: str | os.PathLike, *, include_diverged: bool = False,
                  **options) -> CompareResult:
     """Table 2 from the final runs in ``runs_dir`` (diverged runs excluded unless asked)."""
-    frame = records_frame(load_run_records(runs_dir))
+    from medattn.training import store
+
+    if not Path(runs_dir, "runs").is_dir():
+        raise DataError(f"{runs_dir}: no 'runs/' folder; give the RUNS_DIR that `medattn study` "
+                        f"wrote (or use --summary FILE.csv).")
+    frame = store.load_records(runs_dir)
     summary, runs, excluded = summarize_runs(frame, include_diverged)
     if summary.empty:
         raise DataError(f"{runs_dir}: no finished final runs with test metrics; run "
