@@ -29,6 +29,37 @@ def command(fn: Callable[[argparse._SubParsersAction], None]):
 
 # --- commands start ---------------------------------------------------------------------------
 @command
+def _add_models(sub):
+    p = sub.add_parser("models", help="list the model names of the zoo",
+                       description="List every model name create_model/--model accepts (docs/models.md).")
+
+    def run(args):
+        from medattn.models import model_catalog
+
+        for name, description in model_catalog():
+            print(f"{name:24s} {description}")
+
+    p.set_defaults(func=run)
+
+
+@command
+def _add_params(sub):
+    p = sub.add_parser("params", help="Table 1: parameter counts of every model",
+                       description="Count parameters of the real models: the paper's convention "
+                       "(only weight/bias tensors), the full count, and the change relative to the "
+                       "base model (docs/models.md).")
+    p.add_argument("--format", dest="fmt", choices=["md", "csv", "json"], default="md")
+    p.add_argument("--num-classes", type=int, default=3, help="classifier outputs (default 3, as the paper)")
+
+    def run(args):
+        from medattn.models.counting import parameter_table_text
+
+        print(parameter_table_text(args.fmt, num_classes=args.num_classes), end="")
+
+    p.set_defaults(func=run)
+
+
+@command
 def _add_compare(sub):
     p = sub.add_parser("compare", help="Table 2: every variant vs its base (Welch, CIs, g, TOST, Holm)",
                        description="Compare each model variant with the base of its backbone, "
@@ -73,6 +104,37 @@ def _add_report(sub):
         from medattn.report import build_report
 
         print(build_report(args.runs_dir, out=args.out))
+
+    p.set_defaults(func=run)
+
+
+@command
+def _add_explain(sub):
+    p = sub.add_parser("explain", help="Table 4: Grad-CAM, GA attention maps and ViT rollout",
+                       description="Explain the best run of each model per data set: one example "
+                       "image per class and the mean map over N images, drawn as the Table 4 grid, "
+                       "plus the share of map mass in the lesion mask, patch region and border "
+                       "(RUNS_DIR/analysis/explain/; docs/explain.md).")
+    p.add_argument("runs_dir", metavar="RUNS_DIR", help="study output folder")
+    p.add_argument("--n-mean", type=int, default=500, help="images averaged for the mean map (default 500)")
+    p.add_argument("--image-ids", nargs="+", metavar="ID", help="example images (one per class) "
+                   "instead of the reproducible choice")
+    p.add_argument("--models", nargs="+", metavar="MODEL", help="models to include (default: "
+                   "base, +ga, +ela, +ga+ela of both backbones and the ViTs, where trained)")
+    p.add_argument("--datasets", nargs="+", metavar="NAME", help="data sets to include (default all)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    p.add_argument("--border", type=float, default=0.1,
+                   help="border/corner width as a fraction of the image side (default 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the image choice (default 0)")
+
+    def run(args):
+        from medattn.explain import explain_runs
+
+        out = explain_runs(args.runs_dir, n_mean=args.n_mean, image_ids=args.image_ids,
+                           models=args.models, datasets=args.datasets, batch_size=args.batch_size,
+                           border=args.border, seed=args.seed)
+        for key in ("png", "pdf", "summary"):
+            print(out[key])
 
     p.set_defaults(func=run)
 
