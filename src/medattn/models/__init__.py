@@ -13,8 +13,8 @@ from medattn.models.attention import EmbeddedLocalAttention2d, GlobalAttention2d
 from medattn.models.counting import count_parameters, parameter_table
 from medattn.models.weights import load_checkpoint, save_checkpoint
 from medattn.models.zoo import (ModelSpec, create_model, describe_model, gradcam_target_layers, list_models,
-                                parse_model_name)
+                                model_catalog, parse_model_name)
 
-__all__ = ["create_model", "list_models", "parse_model_name", "describe_model", "ModelSpec",
+__all__ = ["create_model", "list_models", "parse_model_name", "describe_model", "model_catalog", "ModelSpec",
            "gradcam_target_layers", "parameter_table", "count_parameters", "save_checkpoint",
            "load_checkpoint", "GlobalAttention2d", "LocalAttention2d", "EmbeddedLocalAttention2d"]

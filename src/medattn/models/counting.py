@@ -8,6 +8,7 @@ The paper counted only tensors named ``weight`` or ``bias`` of modules, so ViT `
 from __future__ import annotations
 
 import pandas as pd
+import torch
 from torch import nn
 
 __all__ = ["count_parameters", "parameter_table"]
@@ -36,7 +37,8 @@ def parameter_table(num_classes: int = 3, models: list[str] | None = None) -> pd
     rows = []
     for name in models or list_models():
         spec = parse_model_name(name)
-        model = create_model(spec.name, num_classes)
+        with torch.device("meta"):  # shapes only: no memory, no weight init cost
+            model = create_model(spec.name, num_classes)
         rows.append(dict(model=spec.name, backbone=spec.backbone, variant=spec.variant,
                          params_paper=count_parameters(model, "paper"),
                          params_full=count_parameters(model, "full"),
@@ -45,8 +47,9 @@ def parameter_table(num_classes: int = 3, models: list[str] | None = None) -> pd
     table = pd.DataFrame(rows)
     base = {r.backbone: r.params_paper for r in table.itertuples() if r.variant == "base"}
     if len(base) < table.backbone[table.backbone != "vit"].nunique():
-        base.update({bb: count_parameters(create_model(bb, num_classes), "paper")
-                     for bb in set(table.backbone) - set(base) - {"vit"}})
+        with torch.device("meta"):
+            base.update({bb: count_parameters(create_model(bb, num_classes), "paper")
+                         for bb in set(table.backbone) - set(base) - {"vit"}})
     table["params_paper_m"] = (table.params_paper / 1e6).round(2)
     table["params_full_m"] = (table.params_full / 1e6).round(2)
     table["rel_change_pct"] = [round(100 * (p - base[b]) / base[b], 2) if b in base else float("nan")
@@ -54,3 +57,20 @@ def parameter_table(num_classes: int = 3, models: list[str] | None = None) -> pd
     cols = ["model", "backbone", "variant", "params_paper_m", "params_full_m", "rel_change_pct",
             "params_paper", "params_full", "description"]
     return table[cols]
+
+
+def parameter_table_text(fmt: str = "md", num_classes: int = 3) -> str:
+    """Table 1 as text: ``fmt`` is ``md`` (Markdown), ``csv`` or ``json`` (a list of row objects)."""
+    table = parameter_table(num_classes)
+    if fmt == "csv":
+        return table.to_csv(index=False)
+    if fmt == "json":
+        return table.to_json(orient="records", indent=2) + "\n"
+    if fmt != "md":
+        raise ValueError(f"fmt must be 'md', 'csv' or 'json', got {fmt!r}")
+    head = ["model", "params (paper, M)", "params (full, M)", "change vs base (%)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * 3) + "|"]
+    for r in table.itertuples():
+        change = "" if r.rel_change_pct != r.rel_change_pct else f"{r.rel_change_pct:+.2f}"
+        lines.append(f"| {r.model} | {r.params_paper_m:.2f} | {r.params_full_m:.2f} | {change} |")
+    return "\n".join(lines) + "\n"

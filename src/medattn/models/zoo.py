@@ -25,7 +25,7 @@ from medattn.errors import ConfigError
 from medattn.models.attention import EmbeddedLocalAttention2d, GlobalAttention2d, LocalAttention2d
 
 __all__ = ["ModelSpec", "create_model", "list_models", "parse_model_name", "gradcam_target_layers",
-           "describe_model", "BACKBONES", "VARIANTS", "VIT_CHECKPOINTS"]
+           "describe_model", "model_catalog", "BACKBONES", "VARIANTS", "VIT_CHECKPOINTS"]
 
 BACKBONES = ("resnet18", "efficientnet_b0")
 VARIANTS = ("base", "ga", "la", "ela", "ga+la", "ga+ela")
@@ -110,6 +110,11 @@ def parse_model_name(name: str) -> ModelSpec:
         raise ConfigError(f"unknown model {raw!r}; choose one of: {', '.join(list_models())} "
                           "(`medattn models` lists them)")
     return ModelSpec(head if variant == "base" else f"{head}+{variant}", head, variant)
+
+
+def model_catalog() -> list[tuple[str, str]]:
+    """``(name, one-line description)`` for every model, in the paper's order."""
+    return [(name, describe_model(name)) for name in list_models()]
 
 
 def describe_model(name: str) -> str:
