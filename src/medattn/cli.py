@@ -138,6 +138,113 @@ def _add_explain(sub):
 
     p.set_defaults(func=run)
 
+@command
+def _add_train(sub):
+    p = sub.add_parser("train", help="one training run: train, select on validation, evaluate",
+                       description="Train one model on one split of a data set, keep the epoch with "
+                       "the best validation balanced accuracy, evaluate it on the test set and every "
+                       "OOD set, and store record, model and predictions under RUNS/runs/<run id>/ "
+                       "(docs/training.md). Started again, it resumes after its last epoch.")
+    p.add_argument("--model", required=True, help="model name, e.g. resnet18+ga (medattn params)")
+    p.add_argument("--data", required=True, metavar="SOURCE:PATH", help="e.g. isic:data/isic")
+    p.add_argument("--ood", action="append", default=[], metavar="SOURCE:PATH",
+                   help="an out-of-distribution test set (repeatable)")
+    p.add_argument("--runs", default="runs/train", metavar="DIR", help="run store (default runs/train)")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 0.001)")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="weight decay (default 0)")
+    p.add_argument("--split-seed", type=int, default=0, help="split (and training) seed (default 0)")
+    p.add_argument("--epochs", type=int, default=30, help="epoch budget (default 30)")
+    p.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
+    p.add_argument("--image-size", type=int, default=224, help="input side in pixels (default 224)")
+    p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine",
+                   help="learning-rate schedule (default cosine)")
+    p.add_argument("--no-pretrained", dest="pretrained", action="store_false",
+                   help="start from random weights instead of timm's ImageNet weights")
+    p.add_argument("--workers", type=int, default=0, help="data-loading processes (default 0)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    p.add_argument("--no-cache", dest="cache", action="store_false",
+                   help="decode images every epoch instead of caching resized copies")
+    p.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs to the run")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+
+    def run(args):
+        import logging
+
+        from medattn.training import train
+
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        rec = train(args.model, args.data, ood=args.ood, runs_dir=args.runs, lr=args.lr,
+                    weight_decay=args.weight_decay, split_seed=args.split_seed, device=args.device,
+                    epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
+                    schedule=args.schedule, pretrained=args.pretrained, num_workers=args.workers,
+                    threads=args.threads, cache=args.cache, tensorboard=args.tensorboard)
+        print(f"{rec['status']}: {rec['run_id']} (best epoch {rec.get('best_epoch')})")
+        for name, m in (rec.get("metrics") or {}).items():
+            print(f"  {name:<20} balanced accuracy {100 * m['balanced_accuracy']:.1f}%  (n={m['n']})")
+        if rec.get("message"):
+            print(f"  {rec['message']}")
+        print(f"results in {args.runs}/runs/{rec['run_id']}")
+        return 0 if rec["status"] in ("done", "diverged") else 1
+
+    p.set_defaults(func=run)
+
+
+@command
+def _add_study(sub):
+    p = sub.add_parser("study", help="the paper's protocol: HP search, then final runs",
+                       description="Run a study config (YAML file, or a shipped one: demo, "
+                       "paper_isic, paper_camelyon17): learning rate x weight decay search on a few "
+                       "splits, the best setting per model, then the final runs. Finished runs are "
+                       "skipped, so an interrupted study is completed by running it again "
+                       "(docs/training.md).")
+    p.add_argument("config", metavar="CONFIG", help="config file or shipped config name")
+    p.add_argument("--out", metavar="RUNS_DIR", help="run store (default runs/<config name>)")
+    p.add_argument("--data-root", metavar="DIR", help="folder relative data paths start from "
+                   "(overrides the config's data_root)")
+    p.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="local: one run after another in this process (default); ray: each run "
+                   "a Ray task")
+    p.add_argument("--address", help="Ray cluster to join (auto or host:port; default: start one)")
+    p.add_argument("--cpus-per-run", type=float, default=1.0, help="Ray: CPUs per run (default 1)")
+    p.add_argument("--gpus-per-run", type=float, default=None,
+                   help="Ray: GPUs per run (default 1 if the cluster has GPUs, else 0)")
+    p.add_argument("--device", help="local: cpu, cuda, ... (default: cuda if available)")
+
+    def run(args):
+        import logging
+
+        from medattn.training import run_study
+
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        opts = ({"address": args.address, "num_cpus": args.cpus_per_run,
+                 "num_gpus": args.gpus_per_run} if args.backend == "ray"
+                else {"device": args.device})
+        res = run_study(args.config, args.out, args.backend, data_root=args.data_root, **opts)
+        counts = res.records["status"].value_counts().to_dict() if len(res.records) else {}
+        print(f"runs: {counts}")
+        if len(res.summary):
+            print(res.summary.to_string(index=False, float_format=lambda v: f"{100 * v:.1f}"))
+        print(f"results in {res.runs_dir} (next: medattn compare {res.runs_dir})")
+
+    p.set_defaults(func=run)
+
+
+@command
+def _add_demo(sub):
+    p = sub.add_parser("demo", help="the whole study on built-in synthetic data, in minutes",
+                       description="Write the synthetic data sets, run a small but real study "
+                       "(base, +GA, +ELA; several splits; in-distribution and OOD) and its "
+                       "analysis, and print where the results are (docs/training.md).")
+    p.add_argument("--out", default="medattn-demo", metavar="DIR",
+                   help="output folder (default ./medattn-demo); run again to resume")
+
+    def run(args):
+        from medattn.demo import run_demo
+
+        print(f"demo results in {run_demo(args.out)}")
+
+    p.set_defaults(func=run)
+
 # --- commands end -----------------------------------------------------------------------------
 
 

@@ -439,10 +439,11 @@ class _Run:
             rec.update(status="diverged", message=diverged_msg, metrics={})
         else:
             self.model.load_state_dict(self.best_state)
-            from medattn.models.weights import save_checkpoint
-            meta = {"run_id": self.spec.run_id, "best_epoch": str(self.best_epoch)}
-            store.atomic_write(self.dir / store.MODEL,
-                               lambda tmp: save_checkpoint(self.model, tmp, meta))
+            from medattn.models import save_checkpoint
+            save_checkpoint(self.model, self.dir / store.MODEL,  # atomic itself
+                            {"classes": self.classes, "num_classes": len(self.classes),
+                             "run_id": self.spec.run_id, "best_epoch": self.best_epoch,
+                             "image_size": self.spec.train.image_size})
             e0 = time.perf_counter()
             metrics = {}
             for name, ds in self.eval_sets.items():
