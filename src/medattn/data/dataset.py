@@ -1,0 +1,96 @@
+"""Reading images and the torch ``Dataset`` over a sample table."""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from medattn.errors import DataError
+
+# Whole-slide scans and some ISIC images exceed PIL's decompression-bomb guard; they are trusted data.
+Image.MAX_IMAGE_PIXELS = None
+
+
+@functools.lru_cache(maxsize=4)
+def _npz_split(file: str, split: str, mtime_ns: int) -> np.ndarray:
+    with np.load(file, allow_pickle=False) as npz:
+        return npz[f"{split}_images"]
+
+
+def _npz_member(path: str) -> np.ndarray:
+    file, _, member = path.rpartition("#")
+    split, _, index = member.partition("/")
+    try:
+        arr = _npz_split(file, split, os.stat(file).st_mtime_ns)
+        return arr[int(index)]
+    except (OSError, KeyError, ValueError, IndexError) as err:
+        raise DataError(f"{path}: cannot read this MedMNIST image ({err}); "
+                        "check the file with `medattn data inspect medmnist:FILE`") from err
+
+
+def read_image(path: str) -> Image.Image:
+    """Decode one image (file path, or ``FILE.npz#split/index``) to an RGB ``PIL.Image``.
+
+    RGBA/greyscale/palette images are converted to RGB (alpha dropped). A corrupt or truncated file
+    raises :class:`DataError` naming it; ``medattn data inspect`` finds all such files at once.
+    """
+    if ".npz#" in path:
+        arr = _npz_member(path)
+        return Image.fromarray(arr).convert("RGB")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.convert("RGB")
+    except FileNotFoundError as err:
+        raise DataError(f"{path}: image file not found; was it moved after the data set was "
+                        "loaded? Re-run to reload the data set") from err
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise DataError(f"{path}: corrupt or unreadable image ({err}); replace or delete it "
+                        "(`medattn data inspect SOURCE:PATH` lists every such file)") from err
+
+
+def verify_image(path: str) -> str | None:
+    """``None`` if the image decodes fully, else the reason (used by ``inspect`` and ``verify``)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            read_image(path)
+        return None
+    except DataError as err:
+        return str(err).split(": ", 1)[-1]
+
+
+class ImageDataset:
+    """A map-style dataset over a sample table.
+
+    Items are ``(image, label, row_position)``: ``image`` is what ``transform`` returns (a float
+    tensor 3 x H x W for :func:`medattn.data.build_transform`), ``label`` an int, ``row_position``
+    the row's position in ``table`` (so predictions can be joined back to metadata).
+
+    Args:
+        table: a sample table (``path`` and ``label`` columns are used).
+        transform: callable on a PIL RGB image; ``None`` returns the PIL image.
+        cache: an :class:`medattn.data.ImageCache`; images then come from it, decoded and resized.
+    """
+
+    def __init__(self, table: pd.DataFrame, transform: Callable | None = None, cache=None):
+        self.paths = table["path"].astype(str).tolist()
+        self.labels = table["label"].astype(np.int64).to_numpy()
+        self.transform = transform
+        self.cache = cache
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        path = self.paths[i]
+        image = self.cache.get(path) if self.cache is not None else read_image(path)
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, int(self.labels[i]), i
