@@ -104,6 +104,14 @@ def write_fake_study(root: Path, seed: int = 0) -> dict:
         d = runs / rec["run_id"]
         d.mkdir(parents=True, exist_ok=True)
         (d / "record.json").write_text(json.dumps(rec), encoding="utf-8")
-    (root / "study.yaml").write_text("name: fake\ndata: isic:/data/isic\nfinal_runs: 5\n"
-                                     "models: [resnet18, resnet18+ga]\n", encoding="utf-8")
+    models = [_name(bb, var) for bb, var in FAKE_MODELS] + ["resnet18+la"]  # +LA never ran
+    (root / "study.yaml").write_text(
+        "name: fake\ndata_root: /data\ndatasets:\n  - name: isic\n    data: isic:/data/isic\n"
+        "    ood: [pad-ufes-20:/data/pad]\nmodels:\n" + "".join(f"  - {m}\n" for m in models)
+        + "search:\n  lr: [0.001, 0.01]\n  weight_decay: [0, 0.0001]\n  splits: 2\n"
+        "  first_seed: 100\nfinal:\n  splits: 5\n  first_seed: 0\n", encoding="utf-8")
+    (root / "selection.csv").write_text(
+        "dataset,model,lr,weight_decay,mean_val_bacc,n_runs\n"
+        + "".join(f"isic,{_name(bb, var)},0.001,0.0,{mu:.4f},2\n" for (bb, var), mu in FAKE_MODELS.items()),
+        encoding="utf-8")
     return values

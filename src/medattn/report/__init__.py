@@ -1,0 +1,276 @@
+"""The study report: one self-contained HTML page plus Markdown, CSV and LaTeX tables.
+
+``build_report(runs_dir, out=None) -> Path`` reads a study's runs (docs/architecture.md) and the
+analysis outputs beside them and writes ``out`` (default ``RUNS_DIR/report``):
+
+- ``report.html``: every section, figures embedded as base64 PNG, CSS inline, no scripts;
+- ``report.md`` with ``figures/*.png``;
+- ``table1.csv/.tex``, ``table2.csv`` (long form, full precision), ``table2.md``, ``table2.tex``,
+  ``runs.csv`` (every final run's balanced accuracy per set).
+
+See docs/report.md.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from medattn.errors import DataError, MedattnError
+
+__all__ = ["build_report"]
+
+log = logging.getLogger("medattn.report")
+
+FEATURES_HINT = "not run yet (run `medattn features RUNS_DIR`)"
+EXPLAIN_HINT = "not run yet (run `medattn explain RUNS_DIR`)"
+
+
+def _slug(*parts: str) -> str:
+    return "-".join(str(p).replace("+", "").replace(":", "").replace("/", "").replace(" ", "_")
+                    for p in parts)
+
+
+def _read_yaml(path: Path) -> tuple[dict | None, str | None]:
+    import yaml
+
+    if not path.is_file():
+        return None, None
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raw = None
+    return (raw if isinstance(raw, dict) else None), text
+
+
+def _csv_table(path: Path) -> pd.DataFrame | None:
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError):
+        return None
+
+
+def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
+                 include_diverged: bool = False, alpha: float = 0.05, margin: float = 1.0,
+                 power: float = 0.8, correction: str = "holm", parameters: bool = True) -> Path:
+    """Write the report of the study in ``runs_dir``; returns the path of ``report.html``.
+
+    The Table 2 options are those of ``medattn compare``. ``parameters=False`` skips Table 1
+    (it builds every model, a few seconds).
+    """
+    from medattn import __version__
+    from medattn.analysis import compare
+    from medattn.report import figures as F
+    from medattn.report import tables as T
+    from medattn.report.html import Figure, Pre, Section, Table, Text, render_html, render_markdown
+    from medattn.training import store
+
+    runs_dir = Path(runs_dir)
+    if not (runs_dir / "runs").is_dir():
+        raise DataError(f"{runs_dir}: no 'runs/' folder; give the RUNS_DIR that "
+                        f"`medattn study` wrote.")
+    out = Path(out) if out is not None else runs_dir / "report"
+    records = list(store.iter_records(runs_dir))
+    config, config_text = _read_yaml(runs_dir / "study.yaml")
+    study_name = (config or {}).get("name") or runs_dir.resolve().name
+    settings = dict(alpha=alpha, margin=margin, power=power, correction=correction)
+    sections: list[Section] = []
+    tables: dict[str, pd.DataFrame] = {}
+
+    # Overview ---------------------------------------------------------------------------------
+    counts = (pd.DataFrame([{"phase": r.get("phase"), "status": r.get("status")} for r in records])
+              .value_counts().rename("runs").reset_index()
+              if records else pd.DataFrame(columns=["phase", "status", "runs"]))
+    datasets = list(dict.fromkeys(r.get("dataset") for r in records if r.get("dataset")))
+    sections.append(Section("overview", "Overview", [
+        Text(f"Study **{study_name}** in `{runs_dir}`: {len(records)} runs on data set(s) "
+             f"{', '.join(f'`{d}`' for d in datasets) or '(none)'}. Balanced accuracy is in %, "
+             f"differences in percentage points (pp). Only final runs enter Table 2 and the "
+             f"accuracy plots; the hyper-parameter search is shown on its own."),
+        Table(counts, "Runs by phase and status."),
+    ]))
+
+    # Table 1 ----------------------------------------------------------------------------------
+    blocks: list = []
+    if parameters:
+        n_classes = next((len(r["classes"]) for r in records if r.get("classes")), 3)
+        try:
+            t1 = T.table1(num_classes=n_classes)
+            tables["table1"] = t1
+            blocks = [Table(t1, f"Parameters in millions with {n_classes} output classes. "
+                                "\"Paper's counting\" counts only module weights and biases, as "
+                                "the paper did (Table 1); \"all tensors\" adds position embeddings "
+                                "and the like.")]
+        except ImportError as err:  # the model zoo is another part of medattn
+            blocks = [Text(f"Table 1 is not available: {err}.")]
+    else:
+        blocks = [Text("Table 1 was skipped (`parameters=False`); `medattn params` prints it.")]
+    sections.append(Section("table1", "Table 1: parameters", blocks))
+
+    # Table 2 ----------------------------------------------------------------------------------
+    result = None
+    try:
+        result = compare.compare_runs(runs_dir, include_diverged=include_diverged, **settings)
+    except MedattnError as err:
+        sections.append(Section("table2", "Table 2: balanced accuracy", [Text(str(err))]))
+    if result is not None:
+        wide = compare.wide_table(result.table)
+        blocks = [Table(wide, compare.legend(result.settings), index=True),
+                  Text("Statistics per comparison: difference variant − base with its 95% CI "
+                       "(Welch-Satterthwaite), Welch's p, the corrected p, Hedges' g with its "
+                       "95% CI, the TOST equivalence p and the smallest difference detectable "
+                       "with 80% power (docs/statistics.md)."),
+                  Table(compare.stats_display(result.table))]
+        if len(result.excluded):
+            blocks += [Text("Final runs not included in Table 2 (n counts only included runs):"),
+                       Table(result.excluded[["run_id", "dataset", "backbone", "model", "reason"]])]
+        sections.append(Section("table2", "Table 2: balanced accuracy and comparisons", blocks))
+
+    # Accuracy per run -------------------------------------------------------------------------
+    blocks = []
+    if result is not None and result.runs is not None and len(result.runs):
+        for ds in datasets:
+            for set_name in sorted(set(result.runs[result.runs.dataset == ds].set),
+                                   key=lambda s: (s != "id", s)):
+                sel = result.runs[(result.runs.dataset == ds) & (result.runs.set == set_name)]
+                label = "in-distribution test" if set_name == "id" else f"OOD test ({set_name[4:]})"
+                fig = F.bacc_dots(sel, set_name, f"{ds}: {label}")
+                if fig is not None:
+                    blocks.append(Figure(F.to_png(fig), _slug("bacc", ds, set_name),
+                                         f"{ds}, {label}: balanced accuracy of every final run "
+                                         "(box: quartiles of included runs; whiskers: 1.5 IQR)."))
+    sections.append(Section("accuracy", "Balanced accuracy per run",
+                            blocks or [Text("No final runs with test metrics yet.")]))
+
+    final = [r for r in records if r.get("phase") == "final"
+             and (r.get("status") == "done" or (include_diverged and r.get("status") == "diverged"))]
+
+    # Training curves --------------------------------------------------------------------------
+    blocks = []
+    for ds in datasets:
+        fig = F.training_curves([r for r in final if r.get("dataset") == ds], ds)
+        if fig is not None:
+            blocks.append(Figure(F.to_png(fig), _slug("curves", ds),
+                                 f"{ds}: mean over final runs per epoch."))
+    sections.append(Section("curves", "Training curves",
+                            blocks or [Text("No training histories in the final runs.")]))
+
+    # Confusion matrices -----------------------------------------------------------------------
+    blocks = []
+    for ds in datasets:
+        recs = [r for r in final if r.get("dataset") == ds]
+        classes = next((r["classes"] for r in recs if r.get("classes")), None)
+        sets = sorted({s for r in recs for s in (r.get("metrics") or {}) if s != "val"},
+                      key=lambda s: (s != "test", s))
+        for s in sets:
+            label = "in-distribution test" if s == "test" else f"OOD test ({s[4:]})"
+            fig = F.confusion_grid(recs, s, classes or [], f"{ds}, {label}") if classes else None
+            if fig is not None:
+                blocks.append(Figure(F.to_png(fig), _slug("confusion", ds, s),
+                                     f"{ds}, {label}: confusion matrices."))
+    sections.append(Section("confusion", "Confusion matrices",
+                            blocks or [Text("No confusion matrices in the final runs.")]))
+
+    # Hyper-parameter search -------------------------------------------------------------------
+    blocks = []
+    selection = _csv_table(runs_dir / "selection.csv")
+    for ds in datasets:
+        recs = [r for r in records if r.get("phase") == "search" and r.get("dataset") == ds]
+        sel = selection[selection.dataset == ds] if (
+            selection is not None and {"dataset", "model", "lr", "weight_decay"} <= set(selection.columns)) else None
+        fig = F.hp_heatmaps(recs, ds, sel) if recs else None
+        if fig is not None:
+            blocks.append(Figure(F.to_png(fig), _slug("search", ds),
+                                 f"{ds}: hyper-parameter search (learning rate × weight decay)."))
+    if selection is not None:
+        blocks.append(Table(selection, "Selected hyper-parameters (`selection.csv`)."))
+    sections.append(Section("search", "Hyper-parameter search",
+                            blocks or [Text("No search runs (hyper-parameters were fixed or the "
+                                            "search has not run).")]))
+
+    # Tables 3 and 4 (written by other commands) -----------------------------------------------
+    sections.append(_artifact_section(runs_dir / "analysis" / "features", "table3",
+                                      "Table 3: feature usage", ["table3.csv"], FEATURES_HINT,
+                                      Figure, Table, Text))
+    sections.append(_artifact_section(runs_dir / "analysis" / "explain", "table4",
+                                      "Table 4: explanations", ["explain_summary.csv"],
+                                      EXPLAIN_HINT, Figure, Table, Text, first_png="table4.png"))
+
+    # Diverged, failed and missing runs --------------------------------------------------------
+    problems, missing = T.run_problems(records, config)
+    blocks = [Text("Runs whose status is not `done` (diverged runs are excluded from Table 2 "
+                   "unless `--include-diverged`):") if len(problems) else
+              Text("Every run finished with status `done`.")]
+    if len(problems):
+        blocks.append(Table(problems))
+    if config is None:
+        blocks.append(Text("`study.yaml` not found or unreadable, so missing runs cannot be "
+                           "listed."))
+    elif len(missing):
+        blocks += [Text("Runs the study config asks for that have not finished (run the study "
+                        "again to complete them; finished runs are skipped):"), Table(missing)]
+    else:
+        blocks.append(Text("No runs are missing: every run the study config asks for finished."))
+    sections.append(Section("runs", "Diverged, failed and missing runs", blocks))
+
+    # Reproduction -----------------------------------------------------------------------------
+    blocks = [Text(f"Generated by medattn {__version__} on "
+                   f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC. To reproduce, run "
+                   f"the study with the config below, then `medattn compare RUNS_DIR` and "
+                   f"`medattn report RUNS_DIR`. Runs are deterministic functions of (data, "
+                   f"model, hyper-parameters, split seed) up to GPU non-determinism.")]
+    versions = T.versions_table(records)
+    if len(versions):
+        blocks.append(Table(versions, "Package versions recorded by the runs."))
+    fps = sorted({str(r.get("data_fingerprint")) for r in records if r.get("data_fingerprint")})
+    if fps:
+        blocks.append(Text("Data fingerprints: " + ", ".join(f"`{f}`" for f in fps)))
+    blocks.append(Pre(config_text, "`RUNS_DIR/study.yaml`:") if config_text else
+                  Text("`study.yaml` not found in RUNS_DIR."))
+    sections.append(Section("reproduce", "How to reproduce", blocks))
+
+    # Write ------------------------------------------------------------------------------------
+    title = f"medattn report: {study_name}"
+    subtitle = f"Runs directory `{runs_dir}`."
+    write = compare.write_atomic
+    out.mkdir(parents=True, exist_ok=True)
+    md, files = render_markdown(title, subtitle, sections)
+    for rel, data in files.items():
+        write(out / rel, data)
+    write(out / "report.md", md)
+    if "table1" in tables:
+        T.write_table(out, "table1", tables["table1"])
+    if result is not None:
+        write(out / "table2.csv", compare.format_result(result, "csv"))
+        write(out / "table2.md", compare.format_result(result, "md"))
+        write(out / "table2.tex", compare.format_result(result, "latex"))
+        if result.runs is not None:
+            write(out / "runs.csv", result.runs.to_csv(index=False))
+    html_path = write(out / "report.html", render_html(title, subtitle, sections))
+    log.info("report written to %s", html_path)
+    return html_path
+
+
+def _artifact_section(folder: Path, sid: str, title: str, csvs: list[str], hint: str,
+                      Figure, Table, Text, first_png: str | None = None):
+    from medattn.report.html import Pre, Section
+
+    blocks = []
+    md = folder / f"{sid}.md"
+    for name in csvs:
+        t = _csv_table(folder / name) if (folder / name).is_file() else None
+        if t is not None:
+            blocks.append(Table(t, f"`{folder.name}/{name}`"))
+    if not blocks and md.is_file():
+        blocks.append(Pre(md.read_text(encoding="utf-8"), f"`{folder.name}/{md.name}`"))
+    pngs = sorted(folder.glob("*.png")) if folder.is_dir() else []
+    if first_png:
+        pngs.sort(key=lambda p: p.name != first_png)
+    for p in pngs:
+        blocks.append(Figure(p.read_bytes(), _slug(sid, p.stem), f"`{folder.name}/{p.name}`"))
+    return Section(sid, title, blocks or [Text(f"{title.split(':')[0]}: {hint}.")])

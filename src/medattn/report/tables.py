@@ -1,0 +1,91 @@
+"""The report's tables: Table 1 (parameters), run status (diverged / failed / missing), versions,
+hyper-parameter selection; plus writers for CSV and LaTeX copies."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+from medattn.analysis.compare import _tex_table, write_atomic
+from medattn.report.figures import model_label
+
+__all__ = ["expected_runs", "run_problems", "table1", "versions_table", "write_table"]
+
+
+def table1(num_classes: int = 3) -> pd.DataFrame:
+    """Table 1 for display: parameters (millions, the paper's counting) and change vs the base."""
+    from medattn.models import parameter_table
+
+    t = parameter_table(num_classes=num_classes)
+    return pd.DataFrame({
+        "model": [model_label(b, v) for b, v in zip(t.backbone, t.variant)],
+        "parameters (M), paper's counting": [f"{x:.2f}" for x in t.params_paper_m],
+        "change vs base (%)": ["" if pd.isna(x) else f"{x:+.2f}" for x in t.rel_change_pct],
+        "parameters (M), all tensors": [f"{x:.2f}" for x in t.params_full_m],
+    })
+
+
+def expected_runs(config: dict) -> pd.DataFrame:
+    """Runs a study config asks for: ``dataset, model, phase, expected`` (from study.yaml)."""
+    rows = []
+    search = config.get("search") or {}
+    grid = len(search.get("lr") or []) * len(search.get("weight_decay") or [])
+    # As training.study.search_specs: a one-point grid and models with fixed hparams skip search.
+    n_search = grid * int(search.get("splits") or 0) if grid > 1 else 0
+    fixed = set((config.get("hparams") or {}).keys())
+    n_final = int((config.get("final") or {}).get("splits") or 0)
+    for ds in config.get("datasets") or []:
+        name = ds.get("name") if isinstance(ds, dict) else str(ds)
+        for model in config.get("models") or []:
+            model = str(model)
+            if n_search and model not in fixed:
+                rows.append({"dataset": name, "model": model, "phase": "search",
+                             "expected": n_search})
+            rows.append({"dataset": name, "model": model, "phase": "final", "expected": n_final})
+    return pd.DataFrame(rows, columns=["dataset", "model", "phase", "expected"])
+
+
+def run_problems(records: list[dict], config: dict | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Runs that did not finish cleanly, and runs a study asked for but that are absent.
+
+    Returns ``(problems, missing)``: ``problems`` has ``run_id, dataset, model, phase, status,
+    message`` for every run whose status is not ``done``; ``missing`` has ``dataset, model,
+    phase, expected, done, missing`` where fewer runs finished (done or diverged) than expected.
+    """
+    problems = pd.DataFrame(
+        [{"run_id": r.get("run_id"), "dataset": r.get("dataset"), "model": r.get("model"),
+          "phase": r.get("phase"), "status": r.get("status"), "message": r.get("message") or ""}
+         for r in records if r.get("status") != "done"],
+        columns=["run_id", "dataset", "model", "phase", "status", "message"])
+    finished = Counter((r.get("dataset"), r.get("model"), r.get("phase")) for r in records
+                       if r.get("status") in ("done", "diverged"))
+    exp = expected_runs(config or {})
+    rows = []
+    for e in exp.itertuples():
+        have = finished.get((e.dataset, e.model, e.phase), 0)
+        if have < e.expected:
+            rows.append({"dataset": e.dataset, "model": e.model, "phase": e.phase,
+                         "expected": e.expected, "done": have, "missing": e.expected - have})
+    missing = pd.DataFrame(rows, columns=["dataset", "model", "phase", "expected", "done",
+                                          "missing"])
+    return problems, missing
+
+
+def versions_table(records: list[dict]) -> pd.DataFrame:
+    """Package versions recorded by the runs: ``package, version, runs`` (one row per pair)."""
+    seen: Counter = Counter()
+    for r in records:
+        for pkg, ver in (r.get("versions") or {}).items():
+            seen[(str(pkg), str(ver))] += 1
+    return pd.DataFrame([{"package": p, "version": v, "runs": n}
+                         for (p, v), n in sorted(seen.items())],
+                        columns=["package", "version", "runs"])
+
+
+def write_table(out_dir: Path, stem: str, frame: pd.DataFrame, index: bool = False) -> list[Path]:
+    """Write ``stem.csv`` and ``stem.tex`` (booktabs tabular) atomically; returns the paths."""
+    csv = write_atomic(out_dir / f"{stem}.csv", frame.to_csv(index=index))
+    tex = write_atomic(out_dir / f"{stem}.tex", _tex_table(frame, index=index) + "\n")
+    return [csv, tex]
