@@ -82,7 +82,7 @@ def _save(job: tuple) -> None:
 
 
 def write_path(out: str | Path, n: int = 3000, seed: int = 0, size: int = 96,
-               patients_per_center: int = 2, nodes_per_patient: int = 2, tumour_rate: float = 0.5,
+               patients_per_center: int = 3, nodes_per_patient: int = 2, tumour_rate: float = 0.5,
                id_val_fraction: float = 0.1, overwrite: bool = False, progress: bool = False,
                workers: int | None = None) -> str:
     """Write ``out/camelyon17_v1.0/`` (metadata.csv, RELEASE_v1.0.txt, patches/); returns the spec.

@@ -1,0 +1,371 @@
+"""Readers on small fixtures written in each real on-disk layout, with the usual problems planted:
+CRLF line ends, a .png among .jpgs, a missing image, a corrupt image, an unknown diagnosis, a
+missing required column. Splits drawn from every reader never share a group between sides."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from medattn.cli import main
+from medattn.data import load_dataset, load_task, make_split, read_image
+from medattn.data.splits import split_groups_disjoint
+from medattn.errors import DataError
+
+MEL = "Malignant melanocytic proliferations (Melanoma)"
+NEW_DX = [  # (diagnosis_1, diagnosis_2, diagnosis_3) -> expected label
+    (("Malignant", MEL, "Melanoma Invasive"), 0),
+    (("Benign", "Benign melanocytic proliferations", "Nevus"), 1),
+    (("Benign", "Benign epidermal proliferations", "Seborrheic keratosis"), 2),
+    (("Malignant", "Malignant adnexal epithelial proliferations - Follicular", "Basal cell carcinoma"), 2),
+]
+
+
+def _img(path: Path, size=(24, 18), mode="RGB", seed=0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 255, (size[1], size[0], len(mode)), dtype=np.uint8)
+    Image.fromarray(arr.squeeze(), mode).save(path)
+
+
+def _corrupt(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG")
+
+
+def _csv(path: Path, header: list[str], rows: list[list], crlf: bool = True) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\r\n" if crlf else "\n")
+        w.writerow(header)
+        w.writerows(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixture writers, one per layout. Each returns (folder, expected {image_id: label}).
+# ---------------------------------------------------------------------------------------------
+
+def write_isic_new(root: Path, n: int = 30) -> tuple[Path, dict]:
+    header = ["isic_id", "attribution", "copyright_license", "age_approx", "anatom_site_general",
+              "diagnosis_1", "diagnosis_2", "diagnosis_3", "diagnosis_4", "diagnosis_5",
+              "diagnosis_confirm_type", "fitzpatrick_skin_type", "image_type", "lesion_id",
+              "patient_id", "sex"]
+    rows, expected = [], {}
+    for i in range(n):
+        iid = f"ISIC_{i:07d}"
+        (d1, d2, d3), label = NEW_DX[i % 4]
+        patient = f"IP_{i // 3:07d}" if i < 24 else ""  # the last ones fall back to lesion_id
+        lesion = f"IL_{i // 2:07d}"
+        if i == 4:
+            d1, d2, d3 = "Indeterminate", "", ""          # no usable diagnosis
+        if i == 5:
+            d1, d2, d3 = "Weird", "", ""                  # unknown diagnosis
+        rows.append([iid, "Someone", "CC-BY", 40 + i % 5 * 5, "head/neck", d1, d2, d3, "", "",
+                     "histopathology", "II", "dermoscopic", lesion, patient,
+                     "male" if i % 2 else "female"])
+        if i == 1:
+            _img(root / f"{iid}.png", seed=i)
+        elif i == 2:
+            _corrupt(root / f"{iid}.jpg")
+        elif i == 3:
+            pass                                           # missing image
+        else:
+            _img(root / f"{iid}.jpg", seed=i)
+        if i not in (3, 4, 5):
+            expected[iid] = label
+    _csv(root / "metadata.csv", header, rows)
+    (root / "attribution.txt").write_text("x\n")
+    (root / "licenses").mkdir(exist_ok=True)
+    gt = root / "ISIC2018_Task1-2_GroundTruth"
+    gt.mkdir(exist_ok=True)
+    for i in (0, 1):
+        Image.fromarray(np.full((18, 24), 255, np.uint8)).save(gt / f"ISIC_{i:07d}_segmentation.png")
+        Image.fromarray(np.zeros((18, 24), np.uint8)).save(gt / f"ISIC_{i:07d}_attribute_globules.png")
+    return root, expected
+
+
+def write_isic_old(root: Path) -> tuple[Path, dict]:
+    values = [("melanoma", 0), ("nevus", 1), ("seborrheic keratosis", 2), ("basal cell carcinoma", 2),
+              ("unknown", None), ("banana", None), ("", None), ("dermatofibroma", 2)]
+    header = ["isic_id", "attribution", "copyright_license", "age_approx", "benign_malignant",
+              "diagnosis", "diagnosis_confirm_type", "lesion_id", "sex"]
+    rows, expected = [], {}
+    for i in range(24):
+        dx, label = values[i % len(values)]
+        iid = f"ISIC_{1000 + i:07d}"
+        rows.append([iid, "A", "CC-0", "", "benign", dx, "", f"IL_{i // 2}" if i % 5 else "", ""])
+        _img(root / f"{iid}.jpg", seed=i)
+        if label is not None:
+            expected[iid] = label
+    _csv(root / "metadata.csv", header, rows)
+    return root, expected
+
+
+def write_ham(root: Path) -> tuple[Path, dict]:
+    dxs = [("mel", 0), ("nv", 1), ("bkl", 2), ("bcc", 2), ("akiec", 2), ("df", 2), ("vasc", 2), ("xyz", None)]
+    rows, expected = [], {}
+    for i in range(32):
+        dx, label = dxs[i % len(dxs)]
+        iid = f"ISIC_{2000 + i:07d}"
+        rows.append([f"HAM_{i // 2:07d}", iid, dx, "histo", 30 + i, "male" if i % 3 else "unknown", "back"])
+        part = root / f"HAM10000_images_part_{1 + i % 2}"
+        if i == 9:
+            continue                                       # missing image
+        if i == 10:
+            _corrupt(part / f"{iid}.jpg")
+        else:
+            _img(part / f"{iid}.jpg", seed=i)
+        if label is not None:
+            expected[iid] = label
+    _csv(root / "HAM10000_metadata.csv",
+         ["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization"], rows, crlf=False)
+    return root, expected
+
+
+PAD_HEADER = ["patient_id", "lesion_id", "smoke", "drink", "background_father", "background_mother",
+              "age", "pesticide", "gender", "skin_cancer_history", "cancer_history",
+              "has_piped_water", "has_sewage_system", "fitspatrick", "region", "diameter_1",
+              "diameter_2", "diagnostic", "itch", "grew", "hurt", "changed", "bleed", "elevation",
+              "img_id", "biopsed"]
+
+
+def write_pad(root: Path) -> tuple[Path, dict]:
+    dxs = [("MEL", 0), ("NEV", 1), ("ACK", 2), ("BCC", 2), ("SCC", 2), ("SEK", 2), ("ZZZ", None)]
+    rows, expected = [], {}
+    for i in range(28):
+        dx, label = dxs[i % len(dxs)]
+        pid, lid = 100 + i // 3, 500 + i
+        img = f"PAT_{pid}_{lid}_{i}.png"
+        row = dict.fromkeys(PAD_HEADER, "")
+        row.update(patient_id=f"PAT_{pid}", lesion_id=lid, age=50, gender="FEMALE",
+                   fitspatrick="2.0" if i % 4 else "", diagnostic=dx, img_id=img, biopsed="True")
+        rows.append([row[h] for h in PAD_HEADER])
+        folder = root / f"imgs_part_{1 + i % 3}"
+        if i == 8:
+            continue
+        if i == 11:
+            _corrupt(folder / img)
+        else:
+            _img(folder / img, seed=i)
+        if label is not None:
+            expected[img[:-4]] = label
+    _csv(root / "metadata.csv", PAD_HEADER, rows, crlf=False)
+    return root, expected
+
+
+def write_camelyon(root: Path) -> tuple[Path, dict]:
+    base = root / "camelyon17_v1.0"
+    (base / "RELEASE_v1.0.txt").parent.mkdir(parents=True, exist_ok=True)
+    (base / "RELEASE_v1.0.txt").write_text("v1.0\n")
+    rows, expected, k = [], {}, 0
+    for center in range(5):
+        for s in range(2):
+            patient, node, slide = center * 10 + s, s, center * 2 + s
+            folder = f"patient_{patient:03d}_node_{node}"
+            for j in range(4):
+                x, y = 96 * j, 96 * (j + s)
+                tumor = (j + s) % 2
+                name = f"patch_{folder}_x_{x}_y_{y}"
+                rows.append([k, f"{patient:03d}", node, x, y, tumor, slide, center, int(j == 3)])
+                k += 1
+                path = base / "patches" / folder / f"{name}.png"
+                if (center, s, j) == (3, 1, 2):
+                    continue
+                if (center, s, j) == (4, 0, 1):
+                    _corrupt(path)
+                else:
+                    _img(path, size=(96, 96), mode="RGBA", seed=k)
+                expected[name] = tumor
+    _csv(base / "metadata.csv", ["", "patient", "node", "x_coord", "y_coord", "tumor", "slide",
+                                 "center", "split"], rows, crlf=False)
+    return root, expected
+
+
+def write_medmnist(root: Path) -> tuple[Path, dict]:
+    rng = np.random.default_rng(0)
+    arrays, expected = {}, {}
+    mapping = [2, 2, 2, 2, 0, 1, 2]
+    for split, n in (("train", 21), ("val", 7), ("test", 7)):
+        arrays[f"{split}_images"] = rng.integers(0, 255, (n, 28, 28, 3), dtype=np.uint8)
+        labels = (np.arange(n) % 7).reshape(-1, 1).astype(np.uint8)
+        arrays[f"{split}_labels"] = labels
+        for i in range(n):
+            expected[f"dermamnist_{split}_{i}"] = mapping[int(labels[i, 0])]
+    path = root / "dermamnist_28.npz"
+    root.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+    return path, expected
+
+
+@pytest.fixture(scope="module")
+def fixtures(tmp_path_factory):
+    t = tmp_path_factory.mktemp("layouts")
+    return {
+        "isic": write_isic_new(t / "isic"),
+        "isic-old": write_isic_old(t / "isic_old"),
+        "ham10000": write_ham(t / "ham"),
+        "pad-ufes-20": write_pad(t / "pad"),
+        "camelyon17": write_camelyon(t / "wilds"),
+        "medmnist": write_medmnist(t / "mnist"),
+    }
+
+
+def spec_of(name: str, path: Path) -> str:
+    return f"{'isic' if name == 'isic-old' else name}:{path}"
+
+
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["isic", "isic-old", "ham10000", "pad-ufes-20", "camelyon17", "medmnist"])
+def test_reader_yields_right_samples_and_labels(fixtures, name):
+    path, expected = fixtures[name]
+    table = load_dataset(spec_of(name, path))
+    assert dict(zip(table["image_id"], table["label"])) == expected
+    for col in ("image_id", "path", "label", "group", "subset"):
+        assert col in table.columns
+    assert table["image_id"].is_unique and table["group"].notna().all()
+    assert table.attrs["source"] == name.replace("isic-old", "isic")
+    assert table.attrs["classes"] == (["normal", "tumor"] if name == "camelyon17"
+                                      else ["melanoma", "nevus", "other"])
+
+
+def test_isic_new_generation_details(fixtures):
+    path, _ = fixtures["isic"]
+    assert b"\r\n" in (path / "metadata.csv").read_bytes()
+    t = load_dataset(f"isic:{path}").set_index("image_id")
+    assert t.attrs["skipped"] == {"missing image": 1, "no diagnosis": 1, "unknown diagnosis 'Weird'": 1}
+    assert t.loc["ISIC_0000001", "path"].endswith(".png")
+    # CRLF must not leak into the last column's values
+    assert set(t["sex"].dropna()) == {"male", "female"}
+    # group: patient where known, else lesion
+    assert t.loc["ISIC_0000000", "group"] == "patient:IP_0000000"
+    assert t.loc["ISIC_0000026", "group"] == "lesion:IL_0000013"
+    assert t.loc["ISIC_0000000", "mask_path"].endswith("ISIC_0000000_segmentation.png")
+    assert t.loc["ISIC_0000001", "attr_globules_path"].endswith("ISIC_0000001_attribute_globules.png")
+    assert pd.isna(t.loc["ISIC_0000006", "mask_path"])
+    assert t.loc["ISIC_0000000", "age"] == 40.0 and t.loc["ISIC_0000000", "skin_type"] == "II"
+
+
+def test_isic_old_generation_skips_never_relabels(fixtures):
+    path, _ = fixtures["isic-old"]
+    t = load_dataset(f"isic:{path}")
+    assert t.attrs["skipped"] == {"no diagnosis": 6, "unknown diagnosis 'banana'": 3}
+    assert "banana" not in set(t["diagnosis"])
+    assert t["group"].str.startswith("lesion:").sum() > 0 and t["group"].str.startswith("image:").sum() > 0
+
+
+def test_corrupt_image_is_a_clear_error_at_read_and_a_counted_skip_when_verified(fixtures):
+    path, expected = fixtures["isic"]
+    t = load_dataset(f"isic:{path}")
+    bad = t.loc[t["image_id"] == "ISIC_0000002", "path"].iloc[0]
+    with pytest.raises(DataError, match="ISIC_0000002.jpg: corrupt"):
+        read_image(bad)
+    v = load_dataset(f"isic:{path}", verify=True)
+    assert "ISIC_0000002" not in set(v["image_id"]) and len(v) == len(expected) - 1
+    assert v.attrs["skipped"]["corrupt image"] == 1 and v.attrs["corrupt"] == [bad]
+
+
+@pytest.mark.parametrize("name,nbad", [("ham10000", 1), ("pad-ufes-20", 1), ("camelyon17", 1)])
+def test_verify_counts_corrupt_images_in_every_folder_reader(fixtures, name, nbad):
+    path, expected = fixtures[name]
+    t = load_dataset(spec_of(name, path), verify=True)
+    assert t.attrs["skipped"]["corrupt image"] == nbad
+    assert t.attrs["skipped"]["missing image"] == 1
+    assert len(t) == len(expected) - nbad
+
+
+def test_missing_required_column_names_file_and_column(tmp_path):
+    root, _ = write_isic_new(tmp_path / "isic", n=8)
+    df = pd.read_csv(root / "metadata.csv", dtype=str)
+    df.drop(columns=["isic_id"]).to_csv(root / "metadata.csv", index=False)
+    with pytest.raises(DataError, match=r"metadata\.csv: required column\(s\) 'isic_id' missing"):
+        load_dataset(f"isic:{root}")
+    df.drop(columns=["diagnosis_1", "diagnosis_2", "diagnosis_3"]).to_csv(root / "metadata.csv", index=False)
+    with pytest.raises(DataError, match="'diagnosis'.*'diagnosis_1'"):
+        load_dataset(f"isic:{root}")
+    ham, _ = write_ham(tmp_path / "ham")
+    pd.read_csv(ham / "HAM10000_metadata.csv").drop(columns=["dx"]).to_csv(ham / "HAM10000_metadata.csv", index=False)
+    with pytest.raises(DataError, match=r"HAM10000_metadata\.csv: required column\(s\) 'dx'"):
+        load_dataset(f"ham10000:{ham}")
+
+
+def test_camelyon_official_split_rgba_and_task(fixtures):
+    root, _ = fixtures["camelyon17"]
+    t = load_dataset(f"camelyon17:{root}")
+    by_center = t.groupby("center")["subset"].agg(set).to_dict()
+    assert by_center[1] == {"val"} and by_center[2] == {"test"}
+    assert by_center[0] == by_center[3] == {"train", "id_val"}
+    assert t["image_id"].str.contains("patient_040_node_0").any()      # zero-padded patient
+    assert read_image(t["path"].iloc[0]).mode == "RGB"                  # RGBA patch -> RGB
+    task = load_task(f"camelyon17:{root}")
+    assert set(task.ood) == {"center1", "center2"}
+    assert set(task.table["center"]) == {0, 3, 4}
+    assert set(task.ood["center1"]["center"]) == {1} and set(task.ood["center2"]["center"]) == {2}
+
+
+def test_medmnist_flags_and_errors(tmp_path, fixtures):
+    path, _ = fixtures["medmnist"]
+    t = load_dataset(f"medmnist:{path}")
+    assert t["subset"].value_counts().to_dict() == {"train": 21, "val": 7, "test": 7}
+    im = read_image(t["path"].iloc[3])
+    assert im.size == (28, 28) and im.mode == "RGB"
+    rng = np.random.default_rng(1)
+    grey = {f"{s}_{k}": v for s in ("train", "val", "test") for k, v in (
+        ("images", rng.integers(0, 255, (6, 28, 28), dtype=np.uint8)),
+        ("labels", (np.arange(6) % 2).reshape(-1, 1)))}
+    np.savez(tmp_path / "pneumoniamnist.npz", **grey)
+    g = load_dataset(f"medmnist:{tmp_path / 'pneumoniamnist.npz'}")
+    assert g.attrs["classes"] == ["normal", "pneumonia"] and read_image(g["path"].iloc[0]).mode == "RGB"
+    np.savez(tmp_path / "chestmnist.npz", **grey)
+    with pytest.raises(DataError, match="multi-label"):
+        load_dataset(f"medmnist:{tmp_path / 'chestmnist.npz'}")
+    del grey["val_labels"]
+    np.savez(tmp_path / "bloodmnist.npz", **grey)
+    with pytest.raises(DataError, match="'val_images' or 'val_labels' missing"):
+        load_dataset(f"medmnist:{tmp_path / 'bloodmnist.npz'}")
+
+
+def test_task_with_ood_and_class_mismatch(fixtures):
+    isic, _ = fixtures["isic"]
+    pad, _ = fixtures["pad-ufes-20"]
+    cam, _ = fixtures["camelyon17"]
+    task = load_task(f"isic:{isic}", ood=[f"pad-ufes-20:{pad}", f"pad-ufes-20:{pad}"])
+    assert task.name == "isic" and list(task.ood) == ["pad-ufes-20", "pad-ufes-20-2"]
+    assert task.classes == ["melanoma", "nevus", "other"]
+    with pytest.raises(DataError, match="same classes"):
+        load_task(f"isic:{isic}", ood=[f"camelyon17:{cam}"])
+    with pytest.raises(DataError, match="unknown source 'foo'"):
+        load_dataset("foo:/x")
+    with pytest.raises(DataError, match="SOURCE:PATH"):
+        load_dataset("isic")
+
+
+@pytest.mark.parametrize("name", ["isic", "isic-old", "ham10000", "pad-ufes-20", "camelyon17", "medmnist"])
+def test_splits_of_every_reader_are_grouped_and_reproducible(fixtures, name):
+    path, _ = fixtures[name]
+    table = load_dataset(spec_of(name, path))
+    for seed in range(25):
+        split = make_split(table, seed)
+        assert split_groups_disjoint(table, split)
+        allrows = np.sort(np.concatenate(list(split.values())))
+        assert np.array_equal(allrows, np.arange(len(table)))
+        again = make_split(table, seed)
+        assert all(np.array_equal(split[k], again[k]) for k in split)
+
+
+def test_inspect_cli_reports_counts_and_problems(fixtures, capsys):
+    path, expected = fixtures["isic"]
+    assert main(["data", "inspect", f"isic:{path}"]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(expected) - 1} usable" in out
+    assert "corrupt image" in out and "ISIC_0000002.jpg" in out
+    assert "missing image: 1" in out and "unknown diagnosis 'Weird': 1" in out
+    assert "melanoma: " in out and "groups" in out
+    assert main(["data", "inspect", f"isic:{path / 'nope'}"]) == 2
+    err = capsys.readouterr().err
+    assert "metadata.csv: metadata file not found" in err and "Traceback" not in err
