@@ -245,6 +245,70 @@ def _add_demo(sub):
 
     p.set_defaults(func=run)
 
+@command
+def _add_synth(sub):
+    p = sub.add_parser("synth", help="write a synthetic data set in a real on-disk layout",
+                       description="Write synthetic images with known ground truth as the real "
+                       "data sets are laid out on disk (docs/data.md).")
+    kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
+    d = kinds.add_parser("derm", help="skin lesions: OUT/isic (ISIC archive) + OUT/pad-ufes-20 (OOD)")
+    d.add_argument("--out", required=True, metavar="DIR")
+    d.add_argument("--n", type=int, default=2000, help="ISIC-layout images (default 2000)")
+    d.add_argument("--n-ood", type=int, default=500, help="PAD-UFES-20-layout images (default 500)")
+    d.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--patch-bias", type=float, default=0.6,
+                   help="0 = colourful patches independent of class, 1 = tied to nevus (default 0.6)")
+    d.add_argument("--age-bias", type=float, default=0.8, help="0..1 (default 0.8)")
+    d.add_argument("--skin-bias", type=float, default=0.8, help="0..1 (default 0.8)")
+    d.add_argument("--metadata", choices=["new", "old"], default="new",
+                   help="ISIC metadata generation: diagnosis_1..5 (new) or diagnosis (old)")
+    d.add_argument("--overwrite", action="store_true", help="replace existing output folders")
+    d.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
+    h = kinds.add_parser("path", help="H&E patches: OUT/camelyon17_v1.0 (Camelyon17-WILDS)")
+    h.add_argument("--out", required=True, metavar="DIR")
+    h.add_argument("--n", type=int, default=3000, help="patches (default 3000)")
+    h.add_argument("--size", type=int, default=96, help="patch side in pixels (default 96)")
+    h.add_argument("--seed", type=int, default=0)
+    h.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    h.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
+
+    def run(args):
+        from medattn.data import synthetic
+
+        if args.kind == "derm":
+            specs = synthetic.write_derm(
+                args.out, n=args.n, n_ood=args.n_ood, seed=args.seed, image_size=args.size,
+                patch_bias=args.patch_bias, age_bias=args.age_bias, skin_bias=args.skin_bias,
+                metadata=args.metadata, overwrite=args.overwrite, progress=True, workers=args.workers)
+        else:
+            specs = (synthetic.write_path(args.out, n=args.n, seed=args.seed, size=args.size,
+                                          overwrite=args.overwrite, progress=True,
+                                          workers=args.workers),)
+        print("\n".join(specs))
+
+    p.set_defaults(func=run)
+
+
+@command
+def _add_data(sub):
+    p = sub.add_parser("data", help="inspect a data set on disk",
+                       description="Data set utilities (docs/data.md).")
+    acts = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    i = acts.add_parser("inspect", help="class counts, groups, missing values and problems",
+                        description="Load SOURCE:PATH (isic, ham10000, medmnist, pad-ufes-20, "
+                        "camelyon17), decode every image, and report what it holds and what is wrong.")
+    i.add_argument("spec", metavar="SOURCE:PATH")
+    i.add_argument("--no-verify", action="store_true", help="do not decode every image (faster)")
+
+    def run(args):
+        from medattn.data.inspect import inspect_dataset
+
+        print(inspect_dataset(args.spec, verify=not args.no_verify))
+
+    p.set_defaults(func=run)
+
+
 # --- commands end -----------------------------------------------------------------------------
 
 
