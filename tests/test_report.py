@@ -1,0 +1,177 @@
+"""The study report: contents, self-containment, and that it opens offline in headless chromium."""
+
+import base64
+import io
+import json
+import re
+import shutil
+import subprocess
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from medattn import cli
+from medattn.errors import DataError
+from medattn.report import EXPLAIN_HINT, FEATURES_HINT, build_report
+
+from test_compare_fixtures import DIVERGED_RUN, FAILED_RUN, write_fake_study
+
+SECTIONS = ["overview", "table1", "table2", "accuracy", "curves", "confusion", "search", "table3",
+            "table4", "runs", "reproduce"]
+
+
+def _text(html: str) -> str:
+    return re.sub(r"<[^>]+>", "", html)
+
+
+def _hint(hint: str) -> str:
+    return hint.replace("`", "")
+
+
+def _png(color=(200, 30, 30), size=(40, 30)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    write_fake_study(root)
+    feat = root / "analysis" / "features"
+    feat.mkdir(parents=True)
+    pd.DataFrame({"model": ["resnet18", "resnet18+ga"], "age": ["used", "used"],
+                  "asymmetry": ["used", "not used"]}).to_csv(feat / "table3.csv", index=False)
+    (feat / "table3.md").write_text("| model | age |\n|---|---|\n| resnet18 | used |\n")
+    (feat / "pvalues.png").write_bytes(_png())
+    html = build_report(root, parameters=True)
+    return root, html
+
+
+def test_report_files_and_sections(study):
+    root, html_path = study
+    assert html_path == root / "report" / "report.html"
+    out = html_path.parent
+    for name in ["report.md", "table1.csv", "table1.tex", "table2.csv", "table2.md", "table2.tex",
+                 "runs.csv"]:
+        assert (out / name).stat().st_size > 0, name
+    html = html_path.read_text(encoding="utf-8")
+    for sid in SECTIONS:
+        assert f'<section id="{sid}">' in html
+    # Table 1 comes from the model zoo: the paper's ResNet18 +GA count.
+    t1 = pd.read_csv(out / "table1.csv")
+    assert "11.22" in t1.astype(str).to_numpy().ravel().tolist()
+    # Table 2 with n, the diverged and failed runs named, +LA missing entirely.
+    assert "[n=4]" in html and DIVERGED_RUN in html and FAILED_RUN in html
+    assert "CUDA out of memory" in html
+    runs_sec = html.split('<section id="runs">')[1].split("</section>")[0]
+    assert "resnet18+la" in runs_sec and "<td>final</td><td>5</td><td>0</td><td>5</td>" in runs_sec
+    # Table 3 from the features analysis is shown; Table 4 says how to make it.
+    t3 = html.split('<section id="table3">')[1].split("</section>")[0]
+    assert "asymmetry" in t3 and "data:image/png;base64," in t3
+    assert _hint(EXPLAIN_HINT) in _text(html) and _hint(FEATURES_HINT) not in _text(html)
+    # Reproduction: the config and versions.
+    assert "first_seed: 100" in html and "2.14.1" in html
+
+
+def test_report_is_self_contained(study):
+    _, html_path = study
+    html = html_path.read_text(encoding="utf-8")
+    assert "<script" not in html.lower() and "<link" not in html.lower()
+    assert not re.search(r"""(src|href)\s*=\s*["'](?!data:|#)""", html)
+    assert not re.search(r"url\((?!data:)", html)
+    imgs = re.findall(r'<img src="data:image/png;base64,([^"]+)"', html)
+    # 2 accuracy plots, 1 curves, 2 confusion grids, 1 search, 1 table-3 figure
+    assert len(imgs) == 7
+    for data in imgs:
+        im = Image.open(io.BytesIO(base64.b64decode(data)))
+        assert im.width >= 40 and im.height >= 30
+
+
+def test_markdown_links_existing_figures(study):
+    _, html_path = study
+    md = (html_path.parent / "report.md").read_text(encoding="utf-8")
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert len(links) == 7
+    for rel in links:
+        assert (html_path.parent / rel).is_file()
+    assert "## Table 2: balanced accuracy and comparisons" in md
+
+
+def test_report_table4_section_uses_explain_outputs(tmp_path):
+    write_fake_study(tmp_path)
+    ex = tmp_path / "analysis" / "explain"
+    ex.mkdir(parents=True)
+    (ex / "table4.png").write_bytes(_png((10, 120, 200)))
+    (ex / "explain_summary.csv").write_text("model,map,mass_in_lesion\nresnet18,gradcam,0.61\n")
+    html = build_report(tmp_path, out=tmp_path / "r", parameters=False).read_text()
+    t4 = html.split('<section id="table4">')[1].split("</section>")[0]
+    assert "mass_in_lesion" in t4 and "data:image/png;base64," in t4
+    assert _hint(EXPLAIN_HINT) not in _text(t4) and _hint(FEATURES_HINT) in _text(html)
+
+
+def test_report_without_final_runs_and_bad_dir(tmp_path):
+    write_fake_study(tmp_path)
+    for d in (tmp_path / "runs").iterdir():
+        if d.name.startswith("final-"):
+            shutil.rmtree(d)
+    html = build_report(tmp_path, parameters=False).read_text()
+    assert "no finished final runs" in html
+    assert '<section id="search">' in html and "data:image/png" in html  # heat map still there
+    with pytest.raises(DataError, match="runs/"):
+        build_report(tmp_path / "nope")
+
+
+def test_cli_report(tmp_path, capsys, monkeypatch):
+    write_fake_study(tmp_path)
+    monkeypatch.setattr("medattn.report.tables.table1",
+                        lambda num_classes=3: pd.DataFrame({"model": ["x"], "params": [1.0]}))
+    assert cli.main(["report", str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    assert capsys.readouterr().out.strip().endswith("out/report.html")
+    assert (tmp_path / "out" / "report.html").is_file()
+
+
+_CHECK = """<script>
+window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  const res = {
+    images: imgs.length,
+    broken: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).length,
+    sections: [...document.querySelectorAll('section')].filter(s => s.offsetHeight > 0).map(s => s.id),
+    external: performance.getEntriesByType('resource').map(e => e.name)
+      .filter(n => !n.startsWith('data:')),
+  };
+  const pre = document.createElement('pre');
+  pre.id = 'medattn-check';
+  pre.textContent = JSON.stringify(res);
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+def _chromium():
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(_chromium() is None,
+                    reason="chromium not installed (apt-get install chromium; .ci/run does this)")
+def test_report_opens_offline_in_headless_chromium(study, tmp_path):
+    _, html_path = study
+    # The report has no scripts; a copy gets one that records what the browser loaded.
+    page = tmp_path / "page.html"
+    page.write_text(html_path.read_text(encoding="utf-8").replace("</body>", _CHECK + "</body>"),
+                    encoding="utf-8")
+    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu",
+           "--disable-background-networking", "--disable-component-update", "--no-first-run",
+           f"--user-data-dir={tmp_path / 'profile'}", "--host-resolver-rules=MAP * ~NOTFOUND",
+           "--proxy-server=127.0.0.1:9", "--virtual-time-budget=10000", "--dump-dom",
+           page.as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    m = re.search(r'<pre id="medattn-check">(.*?)</pre>', proc.stdout, re.S)
+    assert m, f"no check output from chromium (rc {proc.returncode}): {proc.stderr[-2000:]}"
+    res = json.loads(m.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    assert res["images"] == 7
+    assert res["broken"] == 0
+    assert res["sections"] == SECTIONS
+    assert res["external"] == []
