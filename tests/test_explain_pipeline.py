@@ -1,0 +1,157 @@
+"""`explain_runs` on a hand-built run store: best-run choice, outputs, mean map, resume, bad input."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from medattn.errors import ConfigError
+
+pytest.importorskip("medattn.models")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# (model, split seed, val balanced accuracy); the best resnet18 run is seed 1
+RUNS = [("resnet18", 0, 0.50), ("resnet18", 1, 0.70), ("resnet18+ga", 0, 0.60), ("vit_tiny_in1k", 0, 0.40)]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    from medattn.data import load_dataset
+    from medattn.data.synthetic.derm import write_derm
+    from medattn.models import create_model, save_checkpoint
+    from medattn.models.zoo import parse_model_name
+    from medattn.training.store import write_predictions, write_record
+
+    root = tmp_path_factory.mktemp("explain_study")
+    isic, _ = write_derm(root / "data", n=36, n_ood=1, image_size=64, patch_bias=1.0)
+    table = load_dataset(isic)
+    classes = list(table.attrs["classes"])
+    runs_dir = root / "study"
+    torch.manual_seed(0)
+    for name, seed, bacc in RUNS:
+        spec = parse_model_name(name)
+        opts = {"zero_init_last": False} if spec.backbone == "resnet18" else {}
+        model = create_model(name, num_classes=len(classes), **opts)
+        run_id = f"isic-{name.replace('+', '-')}-s{seed}"
+        save_checkpoint(model, runs_dir / "runs" / run_id / "model.safetensors")
+        write_record(runs_dir, {
+            "run_id": run_id, "status": "done", "phase": "final", "model": name,
+            "backbone": spec.backbone, "variant": spec.variant, "dataset": "isic", "data": isic,
+            "classes": classes, "split_seed": seed, "image_size": 64,
+            "metrics": {"val": {"balanced_accuracy": bacc}, "test": {"balanced_accuracy": 0.5}}})
+        # test sets overlap in every other image: the explained pool is their intersection
+        test = table if (name, seed) == ("resnet18", 0) else table.iloc[::2]
+        write_predictions(runs_dir / "runs" / run_id / "predictions" / "test.csv",
+                          pd.DataFrame({"row": range(len(test)), "image_id": test["image_id"],
+                                        "label": test["label"], "pred": 0}))
+    return runs_dir, table
+
+
+@pytest.fixture(scope="module")
+def explained(study):
+    from medattn.explain import explain_runs
+
+    runs_dir, _ = study
+    return explain_runs(runs_dir, n_mean=10, batch_size=4, progress=False)
+
+
+def test_outputs_and_summary(study, explained):
+    runs_dir, table = study
+    out = runs_dir / "analysis" / "explain"
+    assert explained["png"] == out / "table4.png" and explained["png"].stat().st_size > 10_000
+    assert explained["pdf"].read_bytes()[:4] == b"%PDF"
+    s = pd.read_csv(explained["summary"])
+    rows = set(zip(s["method"], s["model"], s["block"].fillna(0).astype(int)))
+    assert rows == {("gradcam", "resnet18", 0), ("gradcam", "resnet18+ga", 0), ("ga", "resnet18+ga", 1),
+                    ("ga", "resnet18+ga", 2), ("rollout", "vit_tiny_in1k", 0)}
+    assert set(s.loc[s["model"] == "resnet18", "run_id"]) == {"isic-resnet18-s1"}  # best by val
+    classes = list(table.attrs["classes"])
+    assert set(s["class"]) == set(classes) | {"all"}
+    every = s[s["class"] == "all"]
+    assert (every["n_images"] == 10).all()
+    for r in ("lesion", "patch", "border", "corners"):
+        vals = s[f"mass_{r}"].dropna()
+        assert ((vals >= 0) & (vals <= 1)).all()
+    from medattn.explain import border_mask, corner_mask
+
+    assert np.allclose(s["area_border"], border_mask(64, 64).float().mean(), atol=1e-4)
+    assert np.allclose(s["area_corners"], corner_mask(64, 64).float().mean(), atol=1e-4)
+    assert every["mass_lesion"].notna().all()  # the synthetic set has lesion masks
+    # per class counts add up to the pool
+    per_class = s[s["class"] != "all"].groupby(["method", "model", "block"], dropna=False)["n_images"].sum()
+    assert (per_class == 10).all()
+
+
+def test_saved_maps_and_examples_come_from_the_common_test_set(study, explained):
+    runs_dir, table = study
+    unit = runs_dir / "analysis" / "explain" / "isic" / "ga__resnet18-ga__block2"
+    meta = json.loads((unit / "meta.json").read_text())
+    common = set(table["image_id"].iloc[::2])
+    assert set(meta["pool"]) <= common and len(meta["pool"]) == 10
+    labels = table.set_index("image_id")["label"]
+    for c, iid in enumerate(meta["example_ids"]):
+        assert iid in common and labels[iid] == c
+    ex = np.load(unit / "examples.npy")
+    mean = np.load(unit / "mean.npy")
+    assert ex.shape == (len(meta["classes"]), 64, 64) and mean.shape == (64, 64)
+    assert np.isfinite(ex).all() and ex.min() >= 0 and ex.max() <= 1
+    assert len(list(unit.glob("*.png"))) == len(meta["classes"]) + 1
+
+
+def test_mean_map_is_the_mean_of_per_image_maps(study, explained):
+    from medattn.data import build_transform, read_image
+    from medattn.explain import vit_rollout
+    from medattn.models import create_model
+
+    runs_dir, table = study
+    unit = runs_dir / "analysis" / "explain" / "isic" / "rollout__vit_tiny_in1k"
+    meta = json.loads((unit / "meta.json").read_text())
+    model = create_model("vit_tiny_in1k", num_classes=3,
+                         weights=runs_dir / "runs" / meta["run_id"] / "model.safetensors").eval()
+    tf = build_transform(False, 64, model.pretrained_cfg["mean"], model.pretrained_cfg["std"])
+    paths = table.set_index("image_id").loc[meta["pool"], "path"]
+    x = torch.stack([tf(read_image(p)) for p in paths])
+    assert np.allclose(np.load(unit / "mean.npy"), vit_rollout(model, x).mean(0).numpy(), atol=1e-5)
+
+
+def test_second_call_resumes_without_recomputing(study, explained, monkeypatch):
+    from medattn.explain import explain_runs, pipeline
+
+    runs_dir, _ = study
+
+    def boom(*a, **k):
+        raise AssertionError("recomputed a finished unit")
+
+    monkeypatch.setattr(pipeline, "_compute", boom)
+    again = explain_runs(runs_dir, n_mean=10, batch_size=4, progress=False)
+    assert pd.read_csv(again["summary"]).equals(pd.read_csv(explained["summary"]))
+    # a different pool is a different unit: it must be computed
+    with pytest.raises(AssertionError, match="recomputed"):
+        explain_runs(runs_dir, n_mean=9, batch_size=4, progress=False, models=["resnet18"])
+
+
+def test_given_image_ids_and_bad_options(study, explained):
+    from medattn.explain import explain_runs, pipeline
+
+    runs_dir, table = study
+    with pytest.raises(ConfigError, match="--models"):
+        explain_runs(runs_dir, models=["efficientnet_b0"], progress=False)
+    with pytest.raises(ConfigError, match="--image-ids.*NOPE"):
+        explain_runs(runs_dir, image_ids=["NOPE"], progress=False)
+    with pytest.raises(ConfigError, match="--n-mean"):
+        explain_runs(runs_dir, n_mean=0, progress=False)
+    given = table["image_id"].iloc[1]  # not in the common test set: allowed when asked for
+    ex, pool = pipeline.choose_images(table, list(table["image_id"].iloc[::2]), 5, image_ids=[given])
+    assert ex[int(table["label"].iloc[1])] == given and len(pool) == 5
+    assert pipeline.choose_images(table, list(table["image_id"]), 5) == \
+        pipeline.choose_images(table, list(table["image_id"])[::-1], 5)  # order-free, seeded
