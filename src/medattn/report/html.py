@@ -58,7 +58,8 @@ h1{font-size:1.7rem;margin-bottom:.2rem}h2{border-bottom:2px solid #ddd;padding-
 nav{background:#f6f6f6;border:1px solid #e2e2e2;padding:.6rem 1rem;border-radius:6px}
 nav ol{margin:.2rem 0;columns:2}
 table{border-collapse:collapse;margin:.6rem 0;font-size:.86rem}
-th,td{border:1px solid #d4d4d4;padding:.25rem .5rem;text-align:left;vertical-align:top}
+th,td{border:1px solid #d4d4d4;padding:.25rem .5rem;text-align:left;vertical-align:top;
+ white-space:nowrap}
 th{background:#f0f0f0}tr:nth-child(even) td{background:#fafafa}
 .scroll{overflow-x:auto}
 figure{margin:1rem 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
