@@ -99,11 +99,19 @@ def _add_report(sub):
                        "offline), report.md and the tables as CSV and LaTeX (docs/report.md).")
     p.add_argument("runs_dir", metavar="RUNS_DIR", help="study output folder")
     p.add_argument("--out", metavar="DIR", help="output folder (default RUNS_DIR/report)")
+    p.add_argument("--include-diverged", action="store_true",
+                   help="include diverged final runs in Table 2 (excluded and listed by default)")
+    p.add_argument("--margin", type=float, default=1.0,
+                   help="TOST equivalence margin in percentage points (default 1.0)")
+    p.add_argument("--correction", default="holm",
+                   choices=["holm", "none", "bonferroni", "holm-sidak", "fdr_bh", "fdr_by"],
+                   help="multiple-comparison correction within each column (default holm)")
 
     def run(args):
         from medattn.report import build_report
 
-        print(build_report(args.runs_dir, out=args.out))
+        print(build_report(args.runs_dir, out=args.out, include_diverged=args.include_diverged,
+                           margin=args.margin, correction=args.correction))
 
     p.set_defaults(func=run)
 

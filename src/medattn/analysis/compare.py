@@ -388,7 +388,9 @@ def stats_display(table: pd.DataFrame) -> pd.DataFrame:
 
 def legend(settings: dict) -> str:
     """One paragraph explaining the marks and settings of Table 2."""
-    corr = settings.get("correction", "holm")
+    corr = {"holm": "Holm", "none": "no", "bonferroni": "Bonferroni", "holm-sidak": "Holm-Sidak",
+            "fdr_bh": "Benjamini-Hochberg", "fdr_by": "Benjamini-Yekutieli"}.get(
+        settings.get("correction", "holm"), settings.get("correction"))
     return (f"Balanced accuracy in %, mean ± sd over the final runs (ID test set, OOD in "
             f"parentheses). **Bold**: Welch's t-test against the respective base, p < "
             f"{settings.get('alpha', 0.05)} (the paper's mark). †: still significant after "
@@ -407,7 +409,8 @@ def _md_table(df: pd.DataFrame, index: bool = True) -> str:
     return "\n".join(lines)
 
 
-_TEX = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+_TEX = {"·": "/", "–": "--", "−": "-", "±": r"$\pm$", "†": r"$^\dagger$", "≈": r"$^\approx$",
+        "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
         "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}
 
 
