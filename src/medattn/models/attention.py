@@ -110,7 +110,7 @@ class _LAPlan:
         nt = self.nty * self.ntx
         self.qidx = qidx.reshape(nt * L).to(device)
         self.kidx = kidx.reshape(nt * S).to(device)
-        self.mask = mask.reshape(nt, L, S).to(device)
+        self.mask = mask.reshape(1, nt, L, S).to(device)  # 4-D: CPU fused SDPA rejects 3-D masks
         # relative-offset index (0..k-1) of key row/col for each query, clamped outside the window
         self.iy = iy[:, None, :, None, :].expand(self.nty, self.ntx, self.ty, self.tx, self.kh)
         self.iy = self.iy.reshape(nt, L, self.kh).to(device)
