@@ -345,7 +345,7 @@ class _Run:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            total += float(loss) * len(y)
+            total += float(loss.detach()) * len(y)
             count += len(y)
             self.timings["train_images"] += len(y)
             bar.update(1)
