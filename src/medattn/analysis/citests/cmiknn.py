@@ -1,0 +1,233 @@
+"""CMIknn: conditional mutual information from k nearest neighbours with a shuffle test
+(Runge 2018), stratified for a discrete conditioning label.
+
+Estimator. Frenzel and Pompe (2007): for each sample, eps_i is the max-norm distance to its k-th
+nearest neighbour in the joint (x, y, z) space, and
+``I(X;Y|Z) = psi(k) - mean_i[psi(n_xz,i) - psi(n_z,i) + psi(n_yz,i)]`` with the counts (self included)
+of samples strictly closer than eps_i in the (x, z), (y, z) and z sub-spaces.
+
+Discrete z. The distance in z is 0 within a class and infinite between classes, so the estimator
+splits into the Kraskov (KSG-1) estimate of I(X;Y) within each class, weighted by the class share:
+``I = sum_c n_c / n * I_c``, with ``n_z = n_c``. Runge's local shuffle (permuting x among samples
+with nearby z) becomes a permutation of x *within each class*, which is exact under H0.
+
+Preparation. Columns are standardised; a Gaussian jitter of ``jitter`` standard deviations is added
+once (and moves with its sample under the shuffles, so the test stays exact) to break the ties of
+binary or discrete variables. No rank transform: it would turn a binary variable into noise.
+
+Speed. The sub-space of the variable that is not shuffled is fixed, so its neighbour candidates,
+sorted distances and counts are computed once; per shuffle only the joint k-th neighbour distance
+is needed. It is taken from the ``candidates`` nearest neighbours of the fixed variable and is exact
+whenever it does not exceed the distance to the last candidate; the remaining samples are queried
+exactly with a k-d tree (scipy's cKDTree). Per shuffle the cost is O(n * candidates).
+
+Continuous z (not used by Table 3) runs the unstratified Frenzel-Pompe estimator with Runge's local
+permutation (x permuted among the ``shuffle_neighbors`` nearest neighbours in z), with k-d trees in
+every sub-space. It is much slower (a Python loop per shuffle).
+
+p = (1 + #{I_b >= I}) / (1 + B).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial import cKDTree
+from scipy.special import digamma
+
+from medattn.analysis.citests._common import (
+    check_positive_int,
+    check_xyz,
+    permutation_pvalue,
+    standardize,
+)
+from medattn.errors import ConfigError
+
+_FULL_ROWS_LIMIT = 2500  # largest class whose full sorted distance rows are kept (n_c^2 floats)
+
+
+class _Counter:
+    """Counts, for query points of a fixed point set, the points strictly closer than eps (max-norm,
+    the query point itself included)."""
+
+    def __init__(self, pts: np.ndarray):
+        self.pts = pts
+        if pts.shape[1] == 1:
+            self.sorted = np.sort(pts[:, 0])
+            self.mode = "1d"
+        elif len(pts) <= _FULL_ROWS_LIMIT:
+            rows = np.sort(np.abs(pts[:, None, :] - pts[None, :, :]).max(-1), axis=1)
+            self.stride = float(rows[:, -1].max()) * 2 + 1.0
+            self.offsets = np.arange(len(pts)) * self.stride
+            self.flat = (rows + self.offsets[:, None]).ravel()
+            self.mode = "rows"
+        else:
+            self.tree = cKDTree(pts)
+            self.mode = "tree"
+
+    def count(self, owner: np.ndarray, eps: np.ndarray) -> np.ndarray:
+        """#{j: |pts_j - pts_owner_i|_inf < eps_i} for each i, (n,) ints."""
+        if self.mode == "1d":
+            q = self.pts[owner, 0]
+            return (np.searchsorted(self.sorted, q + eps, side="left")
+                    - np.searchsorted(self.sorted, q - eps, side="right"))
+        if self.mode == "rows":
+            # eps beyond the farthest point counts the whole row; clipping keeps it inside its row.
+            eps = np.minimum(eps, 0.5 * self.stride)
+            pos = np.searchsorted(self.flat, eps + self.offsets[owner], side="left")
+            return pos - owner * len(self.pts)
+        return self.tree.query_ball_point(self.pts[owner], np.nextafter(eps, 0), p=np.inf,
+                                          return_length=True)
+
+
+class _Stratum:
+    """One class: the fixed variable v, the shuffled variable u and the cached neighbour data."""
+
+    def __init__(self, u: np.ndarray, v: np.ndarray, k: int, candidates: int):
+        self.u, self.v, self.k, self.n = u, v, k, len(u)
+        m = min(self.n - 1, max(candidates, k))
+        dist, idx = cKDTree(v).query(v, k=m + 1, p=np.inf)
+        # Drop each point itself (jitter makes self the unique zero-distance neighbour).
+        self.cand, self.cand_dist = idx[:, 1:], dist[:, 1:]
+        self.u_count, self.v_count = _Counter(u), _Counter(v)
+        self.const = digamma(k) + digamma(self.n)
+        self.window = None
+        if u.shape[1] == 1 and self.n > 2:
+            # A 1-D shuffled variable keeps its sorted values: the w nearest values on each side of
+            # every rank and their distances are fixed, only which sample holds them changes.
+            w = min(max(candidates // 2, k), (self.n - 1) // 2)
+            self.order = np.argsort(u[:, 0], kind="stable")
+            self.rank = np.empty(self.n, dtype=np.int64)
+            self.rank[self.order] = np.arange(self.n)
+            us = u[self.order, 0]
+            offs = np.concatenate([np.arange(-w, 0), np.arange(1, w + 1)])
+            pos = np.arange(self.n)[:, None] + offs
+            inside = (pos >= 0) & (pos < self.n)
+            self.win_pos = np.clip(pos, 0, self.n - 1)
+            self.win_du = np.where(inside, np.abs(us[self.win_pos] - us[:, None]), np.inf)
+            lo, hi = np.arange(self.n) - w - 1, np.arange(self.n) + w + 1
+            # distance in u to the nearest value outside the window (inf at the ends)
+            self.win_out = np.minimum(
+                np.where(lo >= 0, us - us[np.clip(lo, 0, None)], np.inf),
+                np.where(hi < self.n, us[np.clip(hi, None, self.n - 1)] - us, np.inf))
+            self.window = w
+
+    def cmi_sums(self, perms: np.ndarray) -> np.ndarray:
+        """Sums over the stratum's samples of the KSG terms, u permuted by each row of ``perms``
+        (P, n_c) local indices -> (P,). Batched to amortise numpy's per-call overhead."""
+        n_perm = len(perms)
+        up = self.u[perms]  # (P, n, du)
+        joint = np.broadcast_to(self.cand_dist, (n_perm,) + self.cand_dist.shape).copy()
+        for d in range(up.shape[2]):  # per column: avoids slow reductions over short axes
+            col = up[:, :, d]
+            np.maximum(joint, np.abs(col[:, :, None] - np.take_along_axis(
+                col, self.cand.reshape(1, -1), axis=1).reshape(joint.shape)), out=joint)
+        bound = np.broadcast_to(self.cand_dist[:, -1], (n_perm, self.n))
+        if self.window is not None:
+            # Add the samples holding the nearest u values, skipping those already candidates.
+            inv = np.empty_like(perms)
+            np.put_along_axis(inv, perms, np.arange(self.n)[None, :], axis=1)
+            r = self.rank[perms]  # (P, n) rank of each sample's new u value
+            held = self.order[self.win_pos[r]]  # (P, n, 2w) original indices of nearby values
+            holders = np.take_along_axis(inv, held.reshape(n_perm, -1), axis=1).reshape(held.shape)
+            dv = np.zeros(holders.shape)
+            for d in range(self.v.shape[1]):
+                col = self.v[:, d]
+                np.maximum(dv, np.abs(col[holders] - col[None, :, None]), out=dv)
+            extra = np.maximum(self.win_du[r], dv)
+            extra[dv <= bound[:, :, None]] = np.inf
+            joint = np.concatenate([joint, extra], axis=2)
+            bound = np.maximum(bound, self.win_out[r])
+        eps = np.partition(joint, self.k - 1, axis=2)[:, :, self.k - 1]
+        unsure = eps > bound
+        for b in np.flatnonzero(unsure.any(axis=1)):  # rare: search those samples exactly
+            pts = np.hstack([up[b], self.v])
+            rows = np.flatnonzero(unsure[b])
+            eps[b, rows] = cKDTree(pts).query(pts[rows], k=[self.k + 1], p=np.inf)[0][:, 0]
+        # Strictly closer than eps: shrinking by far less than the jitter keeps the k-th neighbour
+        # itself out of the sub-space counts despite rounding in |a - b| < eps vs a < b + eps.
+        eps = eps * (1.0 - 1e-9)
+        n_u = self.u_count.count(perms.ravel(), eps.ravel())
+        n_v = self.v_count.count(np.tile(np.arange(self.n), n_perm), eps.ravel())
+        terms = self.const - digamma(n_u) - digamma(n_v)
+        return terms.reshape(n_perm, self.n).sum(axis=1)
+
+
+def _local_permutation(neighbors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Runge's restricted shuffle: each sample takes the x of a not yet used z-neighbour."""
+    n = len(neighbors)
+    order = rng.permutation(n)
+    choices = rng.permuted(neighbors, axis=1)
+    used = np.zeros(n, dtype=bool)
+    perm = np.empty(n, dtype=np.int64)
+    for i in order:
+        row = choices[i]
+        free = row[~used[row]]
+        j = free[0] if len(free) else row[0]
+        perm[i] = j
+        used[j] = True
+    return perm
+
+
+def _fp_cmi(x: np.ndarray, y: np.ndarray, z: np.ndarray, k: int) -> float:
+    """Unstratified Frenzel-Pompe CMI estimate for a continuous z (k-d trees everywhere)."""
+    xyz = np.hstack([x, y, z])
+    eps = cKDTree(xyz).query(xyz, k=[k + 1], p=np.inf)[0][:, 0]
+    r = np.nextafter(eps, 0)
+    counts = [cKDTree(a).query_ball_point(a, r, p=np.inf, return_length=True)
+              for a in (np.hstack([x, z]), np.hstack([y, z]), z)]
+    return float(digamma(k) - np.mean(digamma(counts[0]) + digamma(counts[1]) - digamma(counts[2])))
+
+
+def cmiknn(x, y, z, *, seed: int | None = None, k: int = 10, permutations: int = 1000,
+           candidates: int = 48, jitter: float = 1e-6, shuffle_neighbors: int = 5,
+           z_discrete: bool | None = None, chunk: int = 32) -> float:
+    """p-value of H0: x independent of y given z with the kNN CMI shuffle test.
+
+    Args:
+        x, y: (n,) or (n, d) arrays. z: (n,) class labels (integer/bool/str) or (n, d) floats.
+        seed: seeds the jitter and the shuffles (numpy Generator).
+        k: nearest neighbours of the estimator (per class for a discrete z; classes with at most
+            k samples are left out of the estimate).
+        permutations: number B of shuffles (>= 1000 for decisions at p < 0.01).
+        candidates: neighbours of the fixed variable searched first (speed only; results are exact).
+        jitter: tie-breaking noise in standard deviations.
+        shuffle_neighbors: z-neighbours of the local shuffle for a continuous z.
+        z_discrete: force (True) or forbid (False) treating z as class labels; default by dtype.
+        chunk: shuffles evaluated together (memory vs. speed).
+    Returns:
+        the shuffle-test p-value in [1 / (B + 1), 1].
+    """
+    x, y, cond = check_xyz(x, y, z, z_discrete)
+    k = check_positive_int(k, "k")
+    permutations = check_positive_int(permutations, "permutations")
+    candidates = check_positive_int(candidates, "candidates")
+    chunk = check_positive_int(chunk, "chunk")
+    if jitter < 0:
+        raise ConfigError(f"cmiknn: option jitter={jitter!r} must be >= 0")
+    rng = np.random.default_rng(seed)
+    x = standardize(x) + jitter * rng.standard_normal(x.shape)
+    y = standardize(y) + jitter * rng.standard_normal(y.shape)
+
+    if not cond.discrete:
+        zc = standardize(cond.values) + jitter * rng.standard_normal(cond.values.shape)
+        kp = min(check_positive_int(shuffle_neighbors, "shuffle_neighbors"), len(x))
+        neighbors = cKDTree(zc).query(zc, k=kp, p=np.inf)[1].reshape(len(x), kp)
+        observed = _fp_cmi(x, y, zc, k)
+        null = np.array([_fp_cmi(x[_local_permutation(neighbors, rng)], y, zc, k)
+                         for _ in range(permutations)])
+        return permutation_pvalue(observed, null)
+
+    # Shuffle the variable of lower dimension; the other one's neighbour structure stays fixed.
+    u, v = (x, y) if x.shape[1] <= y.shape[1] else (y, x)
+    strata = [_Stratum(u[idx], v[idx], k, candidates)
+              for idx in cond.strata() if len(idx) > k + 1]
+    if not strata:
+        return 1.0  # no class has enough samples to estimate anything
+    observed = sum(s.cmi_sums(np.arange(s.n)[None, :])[0] for s in strata)
+    null = np.zeros(permutations)
+    for start in range(0, permutations, chunk):
+        size = min(chunk, permutations - start)
+        for s in strata:
+            perms = rng.permuted(np.broadcast_to(np.arange(s.n), (size, s.n)), axis=1)
+            null[start:start + size] += s.cmi_sums(perms)
+    return permutation_pvalue(observed, null)

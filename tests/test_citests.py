@@ -1,0 +1,150 @@
+"""Conditional-independence tests: level under H0 (with a strong confounding label), power, exactness
+of the fast kNN search, the LPB null approximation, seeding and input errors."""
+
+import numpy as np
+import pytest
+from scipy import stats
+from scipy.special import digamma
+from threadpoolctl import threadpool_limits
+
+from medattn.analysis.citests import TESTS, chsic, cmiknn, rcot
+from medattn.analysis.citests.cmiknn import _Stratum
+from medattn.analysis.citests.rcot import hbe_sf, lpb4_sf
+from medattn.errors import ConfigError, DataError
+
+
+@pytest.fixture(autouse=True)
+def one_blas_thread():
+    with threadpool_limits(1):
+        yield
+
+
+def draw(n, beta, rng, classes=3, binary=False):
+    """X and Y both depend strongly on the label Z; X -> Y only when beta != 0."""
+    z = rng.integers(0, classes, n)
+    if binary:
+        x = (rng.random(n) < 0.2 + 0.3 * z).astype(float)
+    else:
+        x = 2.0 * z + rng.standard_normal(n)
+    logits = 3.0 * np.eye(classes)[z] + rng.standard_normal((n, classes))
+    logits[:, 0] += beta * (x - x.mean())
+    y = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return x, y, z
+
+
+FAST = {"chsic": {"permutations": 99}, "rcot": {}, "cmiknn": {"permutations": 99}}
+
+
+@pytest.mark.parametrize("name", list(TESTS))
+def test_level_under_strong_confounding(name):
+    # Unconditionally X and Y are strongly dependent through Z; a test that ignored the label would
+    # reject nearly always. Within the binomial 99% band of 30 draws at alpha = 0.05: <= 5 rejections.
+    rng = np.random.default_rng(0)
+    pvals = np.array([TESTS[name](*draw(240, 0.0, rng), seed=r, **FAST[name]) for r in range(30)])
+    assert np.sum(pvals < 0.05) <= stats.binom.ppf(0.995, 30, 0.05)
+    # and the p-values are not piled up at 1 either (a uselessly conservative test)
+    assert np.mean(pvals) > 0.25 and np.mean(pvals < 0.5) > 0.25
+
+
+@pytest.mark.parametrize("name", list(TESTS))
+@pytest.mark.parametrize("binary", [False, True])
+def test_power_against_clear_alternative(name, binary):
+    rng = np.random.default_rng(1)
+    pvals = [TESTS[name](*draw(300, 2.0, rng, binary=binary), seed=r, **FAST[name]) for r in range(3)]
+    assert max(pvals) <= 0.01  # 1 / (B + 1) is the smallest permutation p-value
+
+
+def test_unconditional_dependence_is_detected_only_without_label():
+    rng = np.random.default_rng(2)
+    x, y, z = draw(300, 0.0, rng)
+    assert chsic(x, y, None, seed=0, permutations=99) <= 0.01
+    assert chsic(x, y, z, seed=0, permutations=99) > 0.01
+
+
+@pytest.mark.parametrize("name", ["chsic", "cmiknn"])
+def test_smallest_permutation_pvalue_is_one_over_b_plus_one(name):
+    x, y, z = draw(200, 4.0, np.random.default_rng(3))
+    assert TESTS[name](x, y, z, seed=0, permutations=99) == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("name", list(TESTS))
+def test_seeded_and_label_encoding_invariant(name):
+    x, y, z = draw(150, 0.5, np.random.default_rng(4))
+    opts = FAST[name]
+    p1 = TESTS[name](x, y, z, seed=7, **opts)
+    assert TESTS[name](x, y, z, seed=7, **opts) == p1
+    names = np.array(["melanoma", "nevus", "other"])[z]  # string labels give the same strata
+    assert TESTS[name](x, y, names, seed=7, **opts) == p1
+    assert TESTS[name](x, y, z.astype(float), seed=7, z_discrete=True, **opts) == p1
+
+
+@pytest.mark.parametrize("name", list(TESTS))
+def test_continuous_conditioning(name):
+    # X = f(Z) + e, Y = g(Z) + e': independent given the continuous Z, dependent without it.
+    rng = np.random.default_rng(5)
+    n = 150 if name == "cmiknn" else 400
+    zc = rng.uniform(-2, 2, n)
+    x = np.sin(zc) + 0.3 * rng.standard_normal(n)
+    y = zc ** 2 / 2 + 0.3 * rng.standard_normal(n)
+    opts = {"permutations": 49} if name != "rcot" else {}
+    assert TESTS[name](x, y, zc, seed=0, **opts) > 0.02
+    assert TESTS[name](x, y + 2 * x, zc, seed=0, **opts) <= 0.02
+
+
+def _brute_ksg(u, v, k):
+    n = len(u)
+    du = np.abs(u[:, None, :] - u[None]).max(-1)
+    dv = np.abs(v[:, None, :] - v[None]).max(-1)
+    d = np.maximum(du, dv)
+    np.fill_diagonal(d, np.inf)
+    eps = np.sort(d, 1)[:, k - 1] * (1 - 1e-9)
+    nu, nv = (du < eps[:, None]).sum(1), (dv < eps[:, None]).sum(1)
+    return np.sum(digamma(k) + digamma(n) - digamma(nu) - digamma(nv))
+
+
+@pytest.mark.parametrize("du,dv,candidates", [(1, 1, 8), (1, 2, 16), (2, 2, 8), (1, 3, 48)])
+def test_cmiknn_fast_search_equals_brute_force(du, dv, candidates):
+    # Few candidates force the exact k-d tree fallback; many make the candidate search decide alone.
+    rng = np.random.default_rng(6)
+    u, v = rng.standard_normal((300, du)), rng.standard_normal((300, dv))
+    v[:, 0] += u[:, 0]
+    stratum = _Stratum(u, v, k=7, candidates=candidates)
+    perms = np.array([np.arange(300)] + [rng.permutation(300) for _ in range(4)])
+    expected = [_brute_ksg(u[p], v, 7) for p in perms]
+    np.testing.assert_allclose(stratum.cmi_sums(perms), expected, rtol=1e-10, atol=1e-8)
+
+
+@pytest.mark.parametrize("weights", [np.array([5, 1, 0.5, 0.2, 0.1, 0.05]),
+                                     np.random.default_rng(7).exponential(size=25)])
+def test_lpb4_matches_monte_carlo(weights):
+    rng = np.random.default_rng(8)
+    sims = (rng.chisquare(1, size=(200_000, len(weights))) * weights).sum(1)
+    for q in np.quantile(sims, [0.5, 0.95, 0.99]):
+        tail = np.mean(sims > q)
+        assert lpb4_sf(weights, q) == pytest.approx(tail, rel=0.05, abs=5e-4)
+        assert hbe_sf(weights, q) == pytest.approx(tail, rel=0.25, abs=2e-3)
+
+
+def test_lpb4_declines_fewer_than_four_weights_and_rcot_falls_back():
+    assert lpb4_sf(np.array([1.0, 0.5]), 3.0) is None
+    # binary x and binary y: a single non-zero weight, so RCoT uses its permutation fallback,
+    # whose p-values are multiples of 1 / (B + 1)
+    rng = np.random.default_rng(9)
+    z = rng.integers(0, 2, 300)
+    x = (rng.random(300) < 0.5).astype(float)
+    y = (rng.random(300) < 0.3 + 0.4 * z).astype(float)
+    p = rcot(x, y, z, seed=0, permutations=99)
+    assert p > 0.01 and (p * 100) == pytest.approx(round(p * 100))
+
+
+def test_bad_input_errors_name_the_problem():
+    x, y, z = draw(50, 0.0, np.random.default_rng(10))
+    x[3] = np.nan
+    with pytest.raises(DataError, match="x has NaN.*row 3"):
+        chsic(x, y, z)
+    with pytest.raises(DataError, match="z has 49 rows"):
+        rcot(y[:, 0], y, z[:-1])
+    with pytest.raises(ConfigError, match="permutations"):
+        cmiknn(y[:, 0], y, z, permutations=0)
+    with pytest.raises(ConfigError, match="null="):
+        rcot(y[:, 0], y, z, null="chi2")
