@@ -1,0 +1,160 @@
+"""Speed and memory of the attention layers and of the model variants, measured side by side.
+
+    python benchmarks/bench_attention.py                # all parts, 1 thread
+    python benchmarks/bench_attention.py --part c --reps 3 --batch 8
+
+(a) GA: fused SDPA path vs the explicit softmax(QK^T) matrix, ResNet18 layer1 (64 ch, 56x56) and
+    layer2 (128 ch, 28x28), batch 8, forward + backward.
+(b) LA: our blocked SDPA formulation vs the straightforward unfold formulation (k^2 copies), at
+    7x7, 14x14 and 28x28 maps (k = 7, 8 heads, batch 8, forward + backward), plus the 3x3 conv that
+    LA replaces, for scale.
+(c) one SGD training step (forward, loss, backward, update) of every model variant at 224 px,
+    relative to its base model.
+
+Time: median of --reps runs after a warm-up. Peak memory: the largest amount of live tensor memory
+during one run, from the PyTorch profiler's allocation records (activations kept for backward
+included, parameters and inputs excluded). Prints Markdown tables with the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from threadpoolctl import threadpool_limits
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from medattn.models import create_model, list_models  # noqa: E402
+from medattn.models.attention import GlobalAttention2d, LocalAttention2d  # noqa: E402
+
+
+def timeit(fn, reps: int, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` in seconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def peak_memory(fn) -> float:
+    """Peak live tensor memory (MB) allocated during ``fn()``: allocations (self, per op) and frees
+    replayed in time order."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e.time_range.start, e.self_cpu_memory_usage) for e in prof.events()
+                    if e.self_cpu_memory_usage)
+    live = peak = 0
+    for _, delta in events:
+        live += delta
+        peak = max(peak, live)
+    return peak / 2**20
+
+
+def fwd_bwd(module, x):
+    def step():
+        module.zero_grad(set_to_none=True)
+        x.grad = None
+        module(x).sum().backward()
+    return step
+
+
+def part_a(reps: int, batch: int) -> list[str]:
+    rows = ["| map | SDPA time (ms) | explicit time (ms) | time ratio | SDPA peak (MB) | explicit peak (MB) | memory ratio |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
+    for c, s in [(64, 56), (128, 28)]:
+        torch.manual_seed(0)
+        ga = GlobalAttention2d(c)
+        torch.nn.init.normal_(ga.bn.weight)  # a trained block, not the identity
+        x = torch.randn(batch, c, s, s, requires_grad=True)
+        res = {}
+        for impl in ("sdpa", "explicit"):
+            ga.impl = impl
+            step = fwd_bwd(ga, x)
+            res[impl] = (timeit(step, reps), peak_memory(step))
+        (ts, ms), (te, me) = res["sdpa"], res["explicit"]
+        rows.append(f"| {c} ch, {s}x{s}, batch {batch} | {ts * 1e3:.1f} | {te * 1e3:.1f} | {ts / te:.2f} | "
+                    f"{ms:.1f} | {me:.1f} | {ms / me:.3f} |")
+    return rows
+
+
+def part_b(reps: int, batch: int) -> list[str]:
+    rows = ["| map (C_in -> C_out, stride) | ours (ms) | unfold (ms) | speed-up | ours peak (MB) | unfold peak (MB) | 3x3 conv (ms) |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
+    for cin, cout, s, stride in [(512, 512, 7, 1), (256, 512, 14, 2), (256, 256, 14, 1), (128, 128, 28, 1)]:
+        torch.manual_seed(0)
+        la = LocalAttention2d(cin, cout, kernel_size=7, stride=stride, heads=8)
+        conv = torch.nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        x = torch.randn(batch, cin, s, s, requires_grad=True)
+        res = {}
+        for impl in ("blocked", "unfold"):
+            la.impl = impl
+            step = fwd_bwd(la, x)
+            res[impl] = (timeit(step, reps), peak_memory(step))
+        tc = timeit(fwd_bwd(conv, x), reps)
+        (to, mo), (tu, mu) = res["blocked"], res["unfold"]
+        rows.append(f"| {s}x{s} ({cin} -> {cout}, {stride}) | {to * 1e3:.1f} | {tu * 1e3:.1f} | {tu / to:.2f}x | "
+                    f"{mo:.1f} | {mu:.1f} | {tc * 1e3:.1f} |")
+    return rows
+
+
+def part_c(reps: int, batch: int, size: int) -> list[str]:
+    rows = [f"| model | step time (s) | vs base | peak (MB) | vs base |", "|---|---:|---:|---:|---:|"]
+    base: dict[str, tuple[float, float]] = {}
+    for name in list_models():
+        torch.manual_seed(0)
+        model = create_model(name, 3).train()
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+        x, y = torch.randn(batch, 3, size, size), torch.randint(0, 3, (batch,))
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+
+        t, m = timeit(step, reps), peak_memory(step)
+        bb = name.split("+")[0]
+        base.setdefault(bb if "vit" not in bb else "resnet18", (t, m))
+        bt, bm = base[bb if "vit" not in bb else "resnet18"]
+        ref = "" if "vit" not in bb else " (vs resnet18)"
+        rows.append(f"| {name} | {t:.2f} | {t / bt:.2f}x{ref} | {m:.0f} | {m / bm:.2f}x |")
+        print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--part", default="abc", help="which parts to run: any of a, b, c (default abc)")
+    ap.add_argument("--reps", type=int, default=5, help="timed repetitions of (a) and (b)")
+    ap.add_argument("--reps-c", type=int, default=3, help="timed repetitions of (c)")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--size", type=int, default=224, help="image size of (c)")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    with threadpool_limits(args.threads):
+        print(f"torch {torch.__version__}, {args.threads} thread(s), {platform.processor() or platform.machine()}")
+        if "a" in args.part:
+            print("\n(a) GA forward+backward: SDPA vs explicit N x N matrix\n")
+            print("\n".join(part_a(args.reps, args.batch)), flush=True)
+        if "b" in args.part:
+            print("\n(b) LA forward+backward: ours (blocked SDPA) vs unfold (k = 7, 8 heads)\n")
+            print("\n".join(part_b(args.reps, args.batch)), flush=True)
+        if "c" in args.part:
+            print(f"\n(c) training step at {args.size} px, batch {args.batch}\n")
+            print("\n".join(part_c(args.reps_c, args.batch, args.size)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
