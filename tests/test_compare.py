@@ -136,14 +136,15 @@ def test_formats(tmp_path, paper):
     assert len(back) == len(paper)
     np.testing.assert_allclose(back.p.dropna(), paper.p.dropna(), rtol=1e-5)
 
-    md = compare.run_compare(summary="paper", fmt="md")
+    result = compare.CompareResult(paper, settings={"alpha": 0.05, "margin": 1.0})
+    md = compare.format_result(result, "md")
     assert "| +GA | **72.1** ± 1.31 (56.3 ± 12.92)" in md
     assert "| +GA+ELA | 73.5 ± 1.35 (58.8 ± 10.41)" in md
-    tex = compare.run_compare(summary="paper", fmt="latex")
+    tex = compare.format_result(result, "latex")
     assert r"\begin{tabular}" in tex and r"\textbf{72.1} $\pm$ 1.31" in tex
     assert "efficientnet\\_b0" not in tex.split("Statistics")[0]  # labels, not raw names
     with pytest.raises(ConfigError, match="format"):
-        compare.run_compare(summary="paper", fmt="xlsx")
+        compare.format_result(result, "xlsx")
 
 
 def test_wide_table_flags_unequal_n(tmp_path):
