@@ -91,15 +91,16 @@ def bacc_dots(runs: pd.DataFrame, set_name: str, title: str):
                        color="#d62728", zorder=4, clip_on=False,
                        label="excluded run (diverged)" if not exc_any else None)
             if off:
-                ax.annotate(f"{v:.1f}", (i, y), xytext=(6, 3 if v > y1 else -2),
-                            textcoords="offset points", color="#d62728", fontsize=8)
+                ax.annotate(f"{v:.1f}", (i, y), xytext=(7, 4 if v > y1 else 2),
+                            textcoords="offset points", color="#d62728", fontsize=9,
+                            bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5})
             exc_any = True
     ax.set_xticks(range(len(models)), [model_label(*k) for k in models], rotation=35, ha="right")
     ax.set_ylabel("balanced accuracy (%)")
     ax.set_xlabel("model")
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     return fig
 
 

@@ -52,7 +52,7 @@ class Section:
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;
  color:#1a1a1a;background:#fff;line-height:1.45}
-main{max-width:1200px;margin:0 auto;padding:1.5rem 2rem 4rem}
+main{max-width:1500px;margin:0 auto;padding:1.5rem 2rem 4rem}
 h1{font-size:1.7rem;margin-bottom:.2rem}h2{border-bottom:2px solid #ddd;padding-bottom:.2rem;
  margin-top:2.2rem}h3{margin-top:1.4rem}
 nav{background:#f6f6f6;border:1px solid #e2e2e2;padding:.6rem 1rem;border-radius:6px}
