@@ -149,7 +149,7 @@ def render(rng: np.random.Generator, lesion: dict, skin_rgb: np.ndarray, patch: 
     a, b = lesion["asymmetry"], lesion["border"]
 
     # Lesion outline r(theta): low harmonics (asymmetry) + high harmonics (border irregularity).
-    R = shape_rng.uniform(0.42, 0.55) * (0.7 if clinical else 1.0)
+    R = shape_rng.uniform(0.42, 0.55) * (0.85 if clinical else 1.0)
     cx, cy = (float(v) for v in rng.uniform(-0.08, 0.08, 2))
     rot = float(rng.uniform(0, 2 * np.pi))
     th = np.arctan2(yy - cy, xx - cx) + np.float32(rot)
@@ -254,10 +254,10 @@ def render(rng: np.random.Generator, lesion: dict, skin_rgb: np.ndarray, patch: 
     if clinical:
         # Flash / room light from one side, a colour cast, lower contrast.
         g = rng.uniform(0, 2 * np.pi)
-        light = 1 + 0.22 * (xx * np.cos(g) + yy * np.sin(g))
-        cast = np.array([1.0 + rng.uniform(0.0, 0.12), 1.0, 1.0 - rng.uniform(0.05, 0.2)], np.float32)
+        light = 1 + 0.15 * (xx * np.cos(g) + yy * np.sin(g))
+        cast = np.array([1.0 + rng.uniform(0.0, 0.08), 1.0, 1.0 - rng.uniform(0.03, 0.12)], np.float32)
         img = img * light[..., None] * cast
-        img = 0.82 * img + 0.18 * img.mean((0, 1), keepdims=True) + 0.04
+        img = 0.88 * img + 0.12 * img.mean((0, 1), keepdims=True) + 0.03
     else:
         # Dermoscope: circular field of view with dark surround, slight bluish cold light.
         fov = rng.uniform(1.15, 1.45)
@@ -267,7 +267,7 @@ def render(rng: np.random.Generator, lesion: dict, skin_rgb: np.ndarray, patch: 
     img = img + (rng.random(img.shape, dtype=np.float32) - np.float32(0.5)) * np.float32(0.04)
     out = Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8))
     if clinical:
-        out = out.filter(ImageFilter.GaussianBlur(radius=0.9 * S / 128))
+        out = out.filter(ImageFilter.GaussianBlur(radius=0.7 * S / 128))
     return np.asarray(out), seg, masks, patch_mask
 
 
@@ -427,7 +427,7 @@ def write_pad_ufes(out: str | Path, n: int, seed: int = 0, cfg: DermConfig | Non
         (out / f"imgs_part_{k}").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, 2])
     rows, jobs = [], []
-    for i, (p, patient, les, label, lesion, _) in enumerate(_draw_cohort(rng, n, cfg, ita_shift=-12.0)):
+    for i, (p, patient, les, label, lesion, _) in enumerate(_draw_cohort(rng, n, cfg, ita_shift=-8.0)):
         patch = bool(rng.random() < patch_probability(label, cfg))
         pid, lid = 1000 + p, 100 + les
         img_id = f"PAT_{pid}_{lid}_{i + 1}.png"
