@@ -11,7 +11,8 @@
 (c) one SGD training step (forward, loss, backward, update) of every model variant at 224 px,
     relative to its base model.
 
-Time: median of --reps runs after a warm-up. Peak memory: the largest amount of live tensor memory
+Time: the variants of one comparison run round-robin (--reps rounds after a warm-up), so that load
+from other jobs hits them alike; ratios use the minimum, the medians are shown too for (c). Peak memory: the largest amount of live tensor memory
 during one run, from the PyTorch profiler's allocation records (activations kept for backward
 included, parameters and inputs excluded). Prints Markdown tables with the ratios.
 """
@@ -36,16 +37,19 @@ from medattn.models import create_model, list_models  # noqa: E402
 from medattn.models.attention import GlobalAttention2d, LocalAttention2d  # noqa: E402
 
 
-def timeit(fn, reps: int, warmup: int = 1) -> float:
-    """Median wall time of ``fn()`` in seconds."""
-    for _ in range(warmup):
-        fn()
-    times = []
+def interleaved_times(fns: dict, reps: int, warmup: int = 1) -> dict[str, tuple[float, float]]:
+    """``name -> (min, median)`` wall time of each ``fn()`` in seconds, the functions run round-robin
+    so that load from other jobs on a shared machine hits all of them alike; ratios use the min."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {k: (min(v), statistics.median(v)) for k, v in times.items()}
 
 
 def peak_memory(fn) -> float:
@@ -75,16 +79,15 @@ def part_a(reps: int, batch: int) -> list[str]:
             "|---|---:|---:|---:|---:|---:|---:|"]
     for c, s in [(64, 56), (128, 28)]:
         torch.manual_seed(0)
-        ga = GlobalAttention2d(c)
-        torch.nn.init.normal_(ga.bn.weight)  # a trained block, not the identity
+        ga = {impl: GlobalAttention2d(c, impl=impl) for impl in ("sdpa", "explicit")}
+        torch.nn.init.normal_(ga["sdpa"].bn.weight)  # a trained block, not the identity
+        ga["explicit"].load_state_dict(ga["sdpa"].state_dict())
         x = torch.randn(batch, c, s, s, requires_grad=True)
-        res = {}
-        for impl in ("sdpa", "explicit"):
-            ga.impl = impl
-            step = fwd_bwd(ga, x)
-            res[impl] = (timeit(step, reps), peak_memory(step))
-        (ts, ms), (te, me) = res["sdpa"], res["explicit"]
-        rows.append(f"| {c} ch, {s}x{s}, batch {batch} | {ts * 1e3:.1f} | {te * 1e3:.1f} | {ts / te:.2f} | "
+        steps = {impl: fwd_bwd(m, x) for impl, m in ga.items()}
+        t = interleaved_times(steps, reps)
+        m = {impl: peak_memory(step) for impl, step in steps.items()}
+        (ts, te), (ms, me) = (t["sdpa"][0], t["explicit"][0]), (m["sdpa"], m["explicit"])
+        rows.append(f"| {c} ch, {s}x{s}, batch {batch} | {ts * 1e3:.0f} | {te * 1e3:.0f} | {ts / te:.2f} | "
                     f"{ms:.1f} | {me:.1f} | {ms / me:.3f} |")
     return rows
 
@@ -94,50 +97,53 @@ def part_b(reps: int, batch: int) -> list[str]:
             "|---|---:|---:|---:|---:|---:|---:|"]
     for cin, cout, s, stride in [(512, 512, 7, 1), (256, 512, 14, 2), (256, 256, 14, 1), (128, 128, 28, 1)]:
         torch.manual_seed(0)
-        la = LocalAttention2d(cin, cout, kernel_size=7, stride=stride, heads=8)
+        la = {impl: LocalAttention2d(cin, cout, kernel_size=7, stride=stride, heads=8, impl=impl)
+              for impl in ("blocked", "unfold")}
+        la["unfold"].load_state_dict(la["blocked"].state_dict())
         conv = torch.nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
         x = torch.randn(batch, cin, s, s, requires_grad=True)
-        res = {}
-        for impl in ("blocked", "unfold"):
-            la.impl = impl
-            step = fwd_bwd(la, x)
-            res[impl] = (timeit(step, reps), peak_memory(step))
-        tc = timeit(fwd_bwd(conv, x), reps)
-        (to, mo), (tu, mu) = res["blocked"], res["unfold"]
-        rows.append(f"| {s}x{s} ({cin} -> {cout}, {stride}) | {to * 1e3:.1f} | {tu * 1e3:.1f} | {tu / to:.2f}x | "
-                    f"{mo:.1f} | {mu:.1f} | {tc * 1e3:.1f} |")
+        steps = {impl: fwd_bwd(m, x) for impl, m in la.items()}
+        t = interleaved_times({**steps, "conv": fwd_bwd(conv, x)}, reps)
+        m = {impl: peak_memory(step) for impl, step in steps.items()}
+        to, tu, tc = t["blocked"][0], t["unfold"][0], t["conv"][0]
+        rows.append(f"| {s}x{s} ({cin} -> {cout}, {stride}) | {to * 1e3:.0f} | {tu * 1e3:.0f} | {tu / to:.2f}x | "
+                    f"{m['blocked']:.1f} | {m['unfold']:.1f} | {tc * 1e3:.0f} |")
     return rows
 
 
 def part_c(reps: int, batch: int, size: int) -> list[str]:
-    rows = [f"| model | step time (s) | vs base | peak (MB) | vs base |", "|---|---:|---:|---:|---:|"]
-    base: dict[str, tuple[float, float]] = {}
-    for name in list_models():
-        torch.manual_seed(0)
-        model = create_model(name, 3).train()
-        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    rows = ["| model | step time, min (s) | median (s) | vs base (min) | peak (MB) | vs base |",
+            "|---|---:|---:|---:|---:|---:|"]
+    for backbone in ("resnet18", "efficientnet_b0"):
+        names = [n for n in list_models() if n.split("+")[0] == backbone]
         x, y = torch.randn(batch, 3, size, size), torch.randint(0, 3, (batch,))
+        steps = {}
+        for name in names:
+            torch.manual_seed(0)
+            model = create_model(name, 3).train()
+            opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
-        def step():
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x), y).backward()
-            opt.step()
+            def step(model=model, opt=opt):
+                opt.zero_grad(set_to_none=True)
+                F.cross_entropy(model(x), y).backward()
+                opt.step()
 
-        t, m = timeit(step, reps), peak_memory(step)
-        bb = name.split("+")[0]
-        base.setdefault(bb if "vit" not in bb else "resnet18", (t, m))
-        bt, bm = base[bb if "vit" not in bb else "resnet18"]
-        ref = "" if "vit" not in bb else " (vs resnet18)"
-        rows.append(f"| {name} | {t:.2f} | {t / bt:.2f}x{ref} | {m:.0f} | {m / bm:.2f}x |")
-        print(rows[-1], flush=True)
+            steps[name] = step
+        t = interleaved_times(steps, reps)
+        m = {name: peak_memory(step) for name, step in steps.items()}
+        for name in names:
+            rows.append(f"| {name} | {t[name][0]:.2f} | {t[name][1]:.2f} | {t[name][0] / t[backbone][0]:.2f}x | "
+                        f"{m[name]:.0f} | {m[name] / m[backbone]:.2f}x |")
+            print(rows[-1], flush=True)
+        del steps
     return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", default="abc", help="which parts to run: any of a, b, c (default abc)")
-    ap.add_argument("--reps", type=int, default=5, help="timed repetitions of (a) and (b)")
-    ap.add_argument("--reps-c", type=int, default=3, help="timed repetitions of (c)")
+    ap.add_argument("--reps", type=int, default=7, help="timed repetitions of (a) and (b)")
+    ap.add_argument("--reps-c", type=int, default=5, help="timed repetitions of (c)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--size", type=int, default=224, help="image size of (c)")
     ap.add_argument("--threads", type=int, default=1)
