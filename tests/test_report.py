@@ -4,10 +4,10 @@ import base64
 import io
 import json
 import os
-import sys
 import re
 import shutil
 import subprocess
+import sys
 
 import pandas as pd
 import pytest
