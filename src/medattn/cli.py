@@ -319,6 +319,37 @@ def _add_data(sub):
 
 # --- commands end -----------------------------------------------------------------------------
 
+@command
+def _add_features(sub):
+    p = sub.add_parser("features", help="Table 3: feature usage by conditional-independence tests",
+                       description="Test, for the ABCD and bias features, whether each model's "
+                       "prediction depends on the feature given the true label (cHSIC, RCoT, "
+                       "CMIknn; majority at --alpha). Writes RUNS_DIR/analysis/features/ "
+                       "(table3.csv, table3.md, pvalues.csv; docs/features.md).")
+    p.add_argument("runs_dir", metavar="RUNS_DIR", help="study output folder")
+    p.add_argument("--runs", choices=["best", "all"], default="best",
+                   help="best final run per model by test balanced accuracy (default), or all final "
+                   "runs aggregated as the share of runs using each feature")
+    p.add_argument("--prediction", choices=["softmax", "logits", "class"], default="softmax",
+                   help="model output tested (default softmax)")
+    p.add_argument("--alpha", type=float, default=0.01, help="significance level (default 0.01)")
+    p.add_argument("--set", dest="set_name", default="test", help="predictions analysed (default test)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the tests (default 0)")
+    p.add_argument("--patches", choices=["auto", "detector", "annotation"], default="auto",
+                   help="colourful-patch source: annotation where present (auto), or the detector")
+
+    def run(args):
+        from medattn.analysis.features.usage import feature_usage
+
+        result = feature_usage(args.runs_dir, runs=args.runs, prediction=args.prediction,
+                               alpha=args.alpha, set_name=args.set_name, seed=args.seed,
+                               patches=args.patches)
+        print(result.markdown, end="")
+        print(f"written: {result.paths['table3_md'].parent}")
+
+    p.set_defaults(func=run)
+
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
