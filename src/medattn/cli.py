@@ -217,6 +217,8 @@ def _add_study(sub):
     p.add_argument("--gpus-per-run", type=float, default=None,
                    help="Ray: GPUs per run (default 1 if the cluster has GPUs, else 0)")
     p.add_argument("--device", help="local: cpu, cuda, ... (default: cuda if available)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="local: runs trained at once in worker processes (default 1)")
 
     def run(args):
         import logging
@@ -226,7 +228,7 @@ def _add_study(sub):
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         opts = ({"address": args.address, "num_cpus": args.cpus_per_run,
                  "num_gpus": args.gpus_per_run} if args.backend == "ray"
-                else {"device": args.device})
+                else {"device": args.device, "jobs": args.jobs})
         res = run_study(args.config, args.out, args.backend, data_root=args.data_root, **opts)
         counts = res.records["status"].value_counts().to_dict() if len(res.records) else {}
         print(f"runs: {counts}")
@@ -317,8 +319,6 @@ def _add_data(sub):
     p.set_defaults(func=run)
 
 
-# --- commands end -----------------------------------------------------------------------------
-
 @command
 def _add_features(sub):
     p = sub.add_parser("features", help="Table 3: feature usage by conditional-independence tests",
@@ -349,6 +349,8 @@ def _add_features(sub):
 
     p.set_defaults(func=run)
 
+
+# --- commands end -----------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:

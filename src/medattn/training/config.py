@@ -38,6 +38,7 @@ class TrainSettings:
     schedule: str = "cosine"  # "cosine" (per epoch, to 0) or "constant"
     pretrained: bool = True
     fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    augment: str = "paper"  # "paper" (Perez et al. 2018's scheme) or "light" (see AUGMENT)
     chance_margin: float = 0.02  # selected val balanced accuracy <= 1/K + margin -> diverged
     amp: bool = True  # only takes effect on CUDA
     channels_last: bool = True  # only takes effect on CUDA
@@ -49,7 +50,15 @@ class TrainSettings:
 
 # Settings that change a run's result; the others (workers, cache, logging) do not enter its id.
 _RESULT_FIELDS = ("epochs", "batch_size", "image_size", "momentum", "schedule", "pretrained",
-                  "fractions", "chance_margin", "amp")
+                  "fractions", "augment", "chance_margin", "amp")
+
+# Training augmentation presets: keyword arguments of medattn.data.build_transform. "paper" is the
+# data part's default (random resized crop, affine, flips, colour jitter as in Perez et al. 2018);
+# "light" keeps crops and flips mild, for tiny from-scratch runs (the demo) that cannot afford to
+# learn invariance to strong rotations and colour shifts in a few epochs.
+AUGMENT = {"paper": {},
+           "light": {"scale": (0.7, 1.0), "degrees": 0.0, "shear": 0.0, "jitter": 0.1,
+                     "hue": 0.0}}
 
 
 @dataclass(frozen=True)
@@ -374,6 +383,11 @@ def _parse_train(t: dict, src: str) -> TrainSettings:
         elif key == "schedule":
             if value not in ("cosine", "constant"):
                 raise ConfigError(f"{src}: `{k}` must be `cosine` or `constant`, got {value!r}.")
+            kw[key] = value
+        elif key == "augment":
+            if value not in AUGMENT:
+                raise ConfigError(f"{src}: `{k}` must be one of {', '.join(AUGMENT)}, got "
+                                  f"{value!r}.")
             kw[key] = value
         elif key == "fractions":
             if not isinstance(value, list) or len(value) != 3:

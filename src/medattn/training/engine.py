@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from medattn.errors import DataError, MedattnError
 from medattn.training import store
-from medattn.training.config import RunSpec
+from medattn.training.config import AUGMENT, RunSpec
 from medattn.training.metrics import summarize
 
 log = logging.getLogger("medattn.train")
@@ -130,12 +130,14 @@ def _worker_init(worker_id: int) -> None:  # torch seeds `random` and torch in w
 
 
 def data_fingerprint(table, ood: dict) -> str:
-    """Hash of the sample tables' identities and labels (image files are not read)."""
-    h = hashlib.sha256()
-    for name, t in [("", table), *sorted(ood.items())]:
-        cols = [c for c in ("image_id", "label", "group") if c in t.columns]
-        h.update(name.encode())
-        h.update(t[cols].to_csv(index=False).encode())
+    """Hash of the sample tables' ids, labels and groups, in-distribution pool and OOD sets
+    (image files are not read); equals ``medattn.data.fingerprint(table)`` without OOD sets."""
+    from medattn.data import fingerprint
+    if not ood:
+        return fingerprint(table)
+    h = hashlib.sha256(fingerprint(table).encode())
+    for name, t in sorted(ood.items()):
+        h.update(f"|{name}:{fingerprint(t)}".encode())
     return h.hexdigest()[:16]
 
 
@@ -225,7 +227,7 @@ class _Run:
         cache = None
         if t.cache:
             cache = ImageCache(self.runs_dir / "cache", short_side=_cache_side(t.image_size))
-        train_tf = build_transform(True, t.image_size, mean, std)
+        train_tf = build_transform(True, t.image_size, mean, std, **AUGMENT[t.augment])
         eval_tf = build_transform(False, t.image_size, mean, std)
         self.train_set = Subset(ImageDataset(task.table, train_tf, cache=cache), self.split["train"])
         full_eval = ImageDataset(task.table, eval_tf, cache=cache)
