@@ -165,9 +165,11 @@ def summarize_runs(frame: pd.DataFrame, include_diverged: bool = False
         base = dict(run_id=r["run_id"], dataset=r["dataset"], backbone=r["backbone"],
                     model=r["variant"], status=r["status"])
         if r["status"] not in allowed:
-            reason = {"diverged": "diverged (use --include-diverged to include)",
+            msg = r.get("message")
+            msg = f": {msg}" if isinstance(msg, str) and msg else ""
+            reason = {"diverged": f"diverged{msg} (use --include-diverged to include)",
                       "running": "still running or interrupted",
-                      "failed": f"failed: {r.get('message') or 'see record.json'}"}.get(
+                      "failed": f"failed{msg or ': see record.json'}"}.get(
                 r["status"], f"status {r['status']}")
             excluded.append({**base, "reason": reason})
         elif not sets:

@@ -59,12 +59,15 @@ def run_problems(records: list[dict], config: dict | None) -> tuple[pd.DataFrame
           "phase": r.get("phase"), "status": r.get("status"), "message": r.get("message") or ""}
          for r in records if r.get("status") != "done"],
         columns=["run_id", "dataset", "model", "phase", "status", "message"])
-    finished = Counter((r.get("dataset"), r.get("model"), r.get("phase")) for r in records
-                       if r.get("status") in ("done", "diverged"))
+    done = [r for r in records if r.get("status") in ("done", "diverged")]
     exp = expected_runs(config or {})
     rows = []
     for e in exp.itertuples():
-        have = finished.get((e.dataset, e.model, e.phase), 0)
+        # A record names its task (e.g. `isic`), the config its data set (e.g. `derm`); the run id
+        # starts with `<phase>-<config name>-<model>-lr` (training.config.RunSpec.run_id).
+        prefix = f"{e.phase}-{e.dataset}-{e.model}-lr"
+        have = sum(1 for r in done if r.get("model") == e.model and r.get("phase") == e.phase
+                   and (r.get("dataset") == e.dataset or str(r.get("run_id", "")).startswith(prefix)))
         if have < e.expected:
             rows.append({"dataset": e.dataset, "model": e.model, "phase": e.phase,
                          "expected": e.expected, "done": have, "missing": e.expected - have})
