@@ -31,6 +31,9 @@ class DemoContext:
     out: Path
     progress: bool = True
     jobs: int = 1
+    n_images: int = N_IMAGES
+    n_ood: int = N_OOD
+    overrides: dict | None = None  # study config keys replaced (tests use a tinier study)
     data_dir: Path = field(init=False)
     runs_dir: Path = field(init=False)
     specs: dict[str, str] = field(default_factory=dict)  # data set name -> source:PATH
@@ -50,7 +53,7 @@ def make_data(ctx: DemoContext) -> None:
     if (isic / "metadata.csv").is_file() and (pad / "metadata.csv").is_file():
         log.info("synthetic data already in %s", ctx.data_dir)
     else:
-        write_derm(ctx.data_dir, n=N_IMAGES, n_ood=N_OOD, seed=0, image_size=IMAGE_SIZE,
+        write_derm(ctx.data_dir, n=ctx.n_images, n_ood=ctx.n_ood, seed=0, image_size=IMAGE_SIZE,
                    overwrite=True, progress=ctx.progress, workers=ctx.jobs)
     ctx.specs = {"isic": f"isic:{isic}", "pad-ufes-20": f"pad-ufes-20:{pad}"}
     ctx.outputs.append(f"data: {ctx.data_dir}")
@@ -61,9 +64,10 @@ def run_demo_study(ctx: DemoContext) -> None:
     from medattn.training import run_study
     from medattn.training.backends import LocalBackend
 
-    ctx.result = run_study("demo", ctx.runs_dir,
-                           LocalBackend(progress=ctx.progress, jobs=ctx.jobs),
-                           data_root=str(ctx.data_dir))
+    from medattn.training.config import load_config
+
+    config = load_config("demo", data_root=str(ctx.data_dir), overrides=ctx.overrides)
+    ctx.result = run_study(config, ctx.runs_dir, LocalBackend(progress=ctx.progress, jobs=ctx.jobs))
     ctx.outputs.append(f"runs: {ctx.runs_dir}/runs (one folder per run: record.json, "
                        "model.safetensors, predictions/)")
 
@@ -110,18 +114,21 @@ STEPS: list[tuple[str, Callable[[DemoContext], None]]] = [
 
 
 def run_demo(out_dir: str | os.PathLike = "medattn-demo", *, progress: bool = True,
-             jobs: int | None = None) -> Path:
+             jobs: int | None = None, n_images: int = N_IMAGES, n_ood: int = N_OOD,
+             overrides: dict | None = None) -> Path:
     """Run every step of :data:`STEPS` into ``out_dir``; returns ``out_dir`` (absolute).
 
-    ``jobs``: runs trained at once (default: the CPU cores available, at most 2). Timings of the
-    steps are written to ``out_dir/timings.json``.
+    ``jobs``: runs trained at once (default: the CPU cores available, at most 2);
+    ``n_images``/``n_ood``: size of the synthetic sets; ``overrides``: demo study config keys to
+    replace. Timings of the steps are written to ``out_dir/timings.json``.
     """
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    ctx = DemoContext(out=out, progress=progress, jobs=jobs or max(1, min(2, cores or 1)))
+    ctx = DemoContext(out=out, progress=progress, jobs=jobs or max(1, min(2, cores or 1)),
+                      n_images=n_images, n_ood=n_ood, overrides=overrides)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
     for i, (name, step) in enumerate(STEPS, 1):
