@@ -179,9 +179,16 @@ def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = No
     # Hyper-parameter search -------------------------------------------------------------------
     blocks = []
     selection = _csv_table(runs_dir / "selection.csv")
+    # selection.csv names data sets as the config does; records name the task (see tables.py).
+    config_names = {}
+    for r in records:
+        for d in (config or {}).get("datasets") or []:
+            name = d.get("name") if isinstance(d, dict) else None
+            if name and str(r.get("run_id", "")).startswith(f"{r.get('phase')}-{name}-"):
+                config_names[r.get("dataset")] = name
     for ds in datasets:
         recs = [r for r in records if r.get("phase") == "search" and r.get("dataset") == ds]
-        sel = selection[selection.dataset == ds] if (
+        sel = selection[selection.dataset.isin([ds, config_names.get(ds, ds)])] if (
             selection is not None and {"dataset", "model", "lr", "weight_decay"} <= set(selection.columns)) else None
         fig = F.hp_heatmaps(recs, ds, sel) if recs else None
         if fig is not None:

@@ -196,7 +196,7 @@ def hp_heatmaps(records: list[dict], title: str, selected: pd.DataFrame | None =
     lrs, wds = sorted(df.lr.dropna().unique()), sorted(df.wd.dropna().unique())
     ncol = min(4, len(keys))
     nrow = -(-len(keys) // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(0.9 * len(wds) * ncol + 2.5,
+    fig, axes = plt.subplots(nrow, ncol, figsize=(max(7.0, 0.9 * len(wds) * ncol + 2.5),
                                                  0.65 * len(lrs) * nrow + 1.5 * nrow + 0.5),
                              squeeze=False, layout="constrained")
     vmin, vmax = np.nanmin(df.bacc), np.nanmax(df.bacc)
@@ -214,7 +214,7 @@ def hp_heatmaps(records: list[dict], title: str, selected: pd.DataFrame | None =
             for _, s in pick.iterrows():
                 if s.lr in lrs and s.weight_decay in wds:
                     ax.add_patch(plt.Rectangle((wds.index(s.weight_decay) - 0.5, lrs.index(s.lr) - 0.5),
-                                               1, 1, fill=False, edgecolor="red", linewidth=2))
+                                               1, 1, fill=False, edgecolor="red", linewidth=3))
         ax.set_xticks(range(len(wds)), [f"{w:g}" for w in wds], fontsize=8)
         ax.set_yticks(range(len(lrs)), [f"{x:g}" for x in lrs], fontsize=8)
         ax.set_xlabel("weight decay", fontsize=9)
@@ -222,8 +222,8 @@ def hp_heatmaps(records: list[dict], title: str, selected: pd.DataFrame | None =
         ax.set_title(model_label(*key), fontsize=9)
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
-    sel_note = "; red box = selected setting" if selected is not None else ""
-    fig.suptitle(f"{title}: mean validation balanced accuracy over search splits{sel_note}")
+    sel_note = " (red box: selected)" if selected is not None and len(selected) else ""
+    fig.suptitle(f"{title}: mean validation balanced accuracy\nover the search splits{sel_note}")
     if im is not None:
         fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8,
                      label="validation balanced accuracy (%)")

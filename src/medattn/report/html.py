@@ -70,6 +70,14 @@ code{background:#f3f3f3;padding:0 .2rem;border-radius:3px}
 """
 
 
+def _cell(v) -> str:
+    if v is None or (not isinstance(v, str) and pd.isna(v)):
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
 def _inline_html(text: str) -> str:
     t = html.escape(text, quote=False)
     t = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", t)
@@ -96,7 +104,7 @@ def _table_html(t: Table) -> str:
     rows = []
     for i, row in df.iterrows():
         cells = ([f"<th>{_inline_html(str(i))}</th>"] if t.index else []) + [
-            f"<td>{_inline_html('' if pd.isna(v) else str(v))}</td>" for v in row]
+            f"<td>{_inline_html(_cell(v))}</td>" for v in row]
         rows.append("<tr>" + "".join(cells) + "</tr>")
     cap = f'<div class="caption">{_inline_html(t.caption)}</div>' if t.caption else ""
     return (f'<div class="scroll"><table><thead><tr>{"".join(f"<th>{h}</th>" for h in head)}'
@@ -137,7 +145,7 @@ def _md_table(t: Table) -> str:
     cols = ([str(df.index.name or "")] if t.index else []) + [str(c) for c in df.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for i, row in df.iterrows():
-        vals = ([str(i)] if t.index else []) + ["" if pd.isna(v) else str(v) for v in row]
+        vals = ([str(i)] if t.index else []) + [_cell(v) for v in row]
         lines.append("| " + " | ".join(v.replace("|", "\\|").replace("\n", " ") for v in vals) + " |")
     if t.caption:
         lines += ["", t.caption]
