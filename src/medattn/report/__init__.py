@@ -28,6 +28,7 @@ log = logging.getLogger("medattn.report")
 
 FEATURES_HINT = "not run yet (run `medattn features RUNS_DIR`)"
 EXPLAIN_HINT = "not run yet (run `medattn explain RUNS_DIR`)"
+MAX_ROWS = 120  # rows of an analysis CSV shown in the report
 
 
 def _slug(*parts: str) -> str:
@@ -273,7 +274,11 @@ def _artifact_section(folder: Path, sid: str, title: str, csvs: list[str], hint:
     for name in csvs:
         t = _csv_table(folder / name) if (folder / name).is_file() else None
         if t is not None:
-            blocks.append(Table(t, f"`{folder.name}/{name}`"))
+            cap = f"`{folder.name}/{name}`"
+            if len(t) > MAX_ROWS:  # keep the page light; the file has everything
+                cap += f" (first {MAX_ROWS} of {len(t)} rows)"
+                t = t.head(MAX_ROWS)
+            blocks.append(Table(t, cap))
     if not blocks and md.is_file():
         blocks.append(Pre(md.read_text(encoding="utf-8"), f"`{folder.name}/{md.name}`"))
     pngs = sorted(folder.glob("*.png")) if folder.is_dir() else []
