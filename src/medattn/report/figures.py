@@ -16,7 +16,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from medattn.analysis.compare import BACKBONE_LABELS, BACKBONE_ORDER, MODEL_LABELS, MODEL_ORDER  # noqa: E402
+from medattn.analysis.compare import BACKBONE_ORDER, MODEL_LABELS, MODEL_ORDER  # noqa: E402
 
 __all__ = ["bacc_dots", "confusion_grid", "hp_heatmaps", "model_label", "to_png", "training_curves"]
 
