@@ -179,7 +179,7 @@ def _fp_cmi(x: np.ndarray, y: np.ndarray, z: np.ndarray, k: int) -> float:
 
 
 def cmiknn(x, y, z, *, seed: int | None = None, k: int = 10, permutations: int = 1000,
-           candidates: int = 48, jitter: float = 1e-6, shuffle_neighbors: int = 5,
+           candidates: int = 24, jitter: float = 1e-6, shuffle_neighbors: int = 5,
            z_discrete: bool | None = None, chunk: int = 32) -> float:
     """p-value of H0: x independent of y given z with the kNN CMI shuffle test.
 
