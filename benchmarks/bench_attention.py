@@ -11,8 +11,10 @@
 (c) one SGD training step (forward, loss, backward, update) of every model variant at 224 px,
     relative to its base model.
 
-Time: the variants of one comparison run round-robin (--reps rounds after a warm-up), so that load
-from other jobs hits them alike; ratios use the minimum, the medians are shown too for (c). Peak memory: the largest amount of live tensor memory
+Time: CPU time of the process (``time.process_time``; with 1 thread that is the work done, while
+wall time on the shared development machine mostly measures other jobs). The variants of one
+comparison run round-robin (--reps rounds after a warm-up); ratios use the minimum, the medians are
+shown too for (c). Peak memory: the largest amount of live tensor memory
 during one run, from the PyTorch profiler's allocation records (activations kept for backward
 included, parameters and inputs excluded). Prints Markdown tables with the ratios.
 """
@@ -38,17 +40,18 @@ from medattn.models.attention import GlobalAttention2d, LocalAttention2d  # noqa
 
 
 def interleaved_times(fns: dict, reps: int, warmup: int = 1) -> dict[str, tuple[float, float]]:
-    """``name -> (min, median)`` wall time of each ``fn()`` in seconds, the functions run round-robin
-    so that load from other jobs on a shared machine hits all of them alike; ratios use the min."""
+    """``name -> (min, median)`` CPU time of each ``fn()`` in seconds (process time: with one thread,
+    the cost of our work; wall time on a shared, overloaded machine mostly measures the other jobs).
+    The functions run round-robin so that cache and memory-bandwidth contention hit them alike."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(reps):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             fn()
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(time.process_time() - t0)
     return {k: (min(v), statistics.median(v)) for k, v in times.items()}
 
 
@@ -112,7 +115,7 @@ def part_b(reps: int, batch: int) -> list[str]:
 
 
 def part_c(reps: int, batch: int, size: int) -> list[str]:
-    rows = ["| model | step time, min (s) | median (s) | vs base (min) | peak (MB) | vs base |",
+    rows = ["| model | step CPU time, min (s) | median (s) | vs base (min) | peak (MB) | vs base |",
             "|---|---:|---:|---:|---:|---:|"]
     for backbone in ("resnet18", "efficientnet_b0"):
         names = [n for n in list_models() if n.split("+")[0] == backbone]
