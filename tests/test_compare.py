@@ -81,6 +81,15 @@ def test_holm_within_each_column_equals_statsmodels(paper):
     assert set(col[col.significant_adjusted.astype(bool)].model) == {"ga+la"}
 
 
+def test_variant_without_its_base_is_not_compared_with_another_backbone():
+    s = compare.read_summary(compare.PAPER_TABLE2)
+    s = s[~((s.backbone == "efficientnet_b0") & (s.model == "base"))]
+    t = compare.compare_summary(s, correction="none")
+    eff = t[t.backbone == "efficientnet_b0"]
+    assert len(eff) == 20 and eff.reference.isna().all() and eff.p.isna().all()
+    assert set(t[t.backbone == "vit"].reference) == {"resnet18"}
+
+
 def test_correction_none_and_margin_option(paper):
     s = compare.read_summary(compare.PAPER_TABLE2)
     raw = compare.compare_summary(s, correction="none")

@@ -47,6 +47,7 @@ SUMMARY_COLUMNS = ["dataset", "backbone", "model", "set", "mean", "sd", "n"]
 FORMATS = ("md", "csv", "json", "latex")
 CORRECTIONS = ("holm", "none", "bonferroni", "holm-sidak", "fdr_bh", "fdr_by")
 MODEL_ORDER = ["base", "ga", "la", "ga+la", "ela", "ga+ela", "1k", "21k"]
+ATTENTION_VARIANTS = ("ga", "la", "ga+la", "ela", "ga+ela")
 MODEL_LABELS = {"base": "Base", "ga": "+GA", "la": "+LA", "ga+la": "+GA+LA", "ela": "+ELA",
                 "ga+ela": "+GA+ELA", "1k": "ViT-1k", "21k": "ViT-21k"}
 BACKBONE_ORDER = ["resnet18", "efficientnet_b0", "vit"]
@@ -239,7 +240,12 @@ def compare_summary(summary: pd.DataFrame, *, alpha: float = 0.05, margin: float
             if r["model"] == "base":
                 rows.append({**own, "reference": None})
                 continue
-            refs = [bases[r["backbone"]]] if r["backbone"] in bases else list(bases.values())
+            if r["backbone"] in bases:
+                refs = [bases[r["backbone"]]]
+            elif r["model"] in ATTENTION_VARIANTS:
+                refs = []  # a CNN variant is only ever compared with its own base
+            else:
+                refs = list(bases.values())  # ViTs: against every base
             if not refs:
                 rows.append({**own, "reference": None})
             for ref in refs:
