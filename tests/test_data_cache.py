@@ -13,7 +13,10 @@ import torch
 from PIL import Image
 
 import medattn.data.cache as cache_mod
+import torchvision.transforms.v2.functional as TF
+
 from medattn.data import ImageCache, ImageDataset, build_transform, read_image
+from medattn.data.transforms import RandomColorJitter
 from medattn.errors import DataError
 
 
@@ -105,3 +108,30 @@ def test_image_dataset_items_with_and_without_cache(tmp_path):
     loader = torch.utils.data.DataLoader(cached, batch_size=2)
     xb, yb, rb = next(iter(loader))
     assert xb.shape == (2, 3, 32, 32) and yb.tolist() == [0, 0] and rb.tolist() == [0, 1]
+
+
+def _draws(seed):
+    torch.manual_seed(seed)
+    return torch.rand(4) * 2 - 1
+
+
+def test_color_jitter_matches_torchvision_and_keeps_grey():
+    x = 0.35 + 0.3 * torch.rand(3, 20, 30)   # mid-range: no step clips, so clamping order is moot
+    for seed in range(3):
+        u = _draws(seed)
+        torch.manual_seed(seed)
+        ours = RandomColorJitter(0.3, 0.3, 0.3, 0.0)(x)
+        ref = TF.adjust_saturation(TF.adjust_contrast(TF.adjust_brightness(
+            x, float(1 + 0.3 * u[0])).clamp(0, 1), float(1 + 0.3 * u[1])), float(1 + 0.3 * u[2]))
+        assert (ours - ref).abs().max() < 1e-4
+    grey = torch.full((3, 8, 8), 0.4)
+    for seed in range(5):
+        torch.manual_seed(seed)
+        out = RandomColorJitter(0.0, 0.0, 0.0, 0.5)(grey)
+        assert torch.allclose(out, grey, atol=1e-5)                    # hue keeps greys grey
+    colour = torch.tensor([0.8, 0.2, 0.1]).view(3, 1, 1).expand(3, 4, 4).clone()
+    torch.manual_seed(0)
+    shifted = RandomColorJitter(0.0, 0.0, 0.0, 0.5)(colour)
+    luma = torch.tensor([0.299, 0.587, 0.114])
+    assert abs(float(luma @ shifted[:, 0, 0]) - float(luma @ colour[:, 0, 0])) < 0.05
+    assert not torch.allclose(shifted, colour, atol=0.05)                # but colours move

@@ -2,8 +2,13 @@
 
 Perez et al., "Data augmentation for skin lesion analysis" (2018), found the combination of random
 resized crops, affine transforms (rotation, shear), flips and colour jitter (hue, brightness,
-contrast, saturation) best; the paper we reproduce uses it. Built from torchvision transforms v2 and
-applied to uint8 tensors (faster than PIL for the affine and jitter steps).
+contrast, saturation) best; the paper we reproduce uses it.
+
+The geometric steps are torchvision transforms v2 on the PIL image (C code; on CPU faster than
+their tensor versions). The colour jitter, :class:`RandomColorJitter`, is written here: brightness,
+contrast, saturation and hue are all linear colour maps, so they compose into one 3 x 3 matrix and
+an offset (one small matmul), instead of torchvision's HSV round trip for hue, which costs more
+than every other step together on CPU (docs/data.md, benchmarks/bench_data.py).
 """
 
 from __future__ import annotations
@@ -16,29 +21,66 @@ from torchvision.transforms import v2
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+_LUMA = torch.tensor([0.299, 0.587, 0.114])
+_RGB2YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ2RGB = torch.linalg.inv(_RGB2YIQ)
+
+
+class RandomColorJitter(torch.nn.Module):
+    """Random brightness, contrast, saturation and hue on a float image 3 x H x W in [0, 1].
+
+    Factors as torchvision's ``ColorJitter``: brightness, contrast and saturation factors are drawn
+    uniformly from [1 - j, 1 + j]; the hue shift from [-hue, hue] of a full turn. Brightness scales;
+    contrast blends with the mean grey level; saturation blends with the grey image; hue rotates
+    the chroma plane of YIQ (keeps luma, rotates colours around the grey axis, as an HSV hue shift
+    does). Applied in that fixed order and clamped once at the end.
+    """
+
+    def __init__(self, brightness: float = 0.3, contrast: float = 0.3, saturation: float = 0.3,
+                 hue: float = 0.1):
+        super().__init__()
+        if not 0 <= hue <= 0.5 or min(brightness, contrast, saturation) < 0:
+            raise ValueError("jitter strengths must be >= 0 and hue within [0, 0.5]")
+        self.brightness, self.contrast, self.saturation, self.hue = brightness, contrast, saturation, hue
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        u = torch.rand(4) * 2 - 1
+        b = 1 + u[0] * self.brightness
+        c = 1 + u[1] * self.contrast
+        s = 1 + u[2] * self.saturation
+        a = -u[3] * self.hue * 2 * torch.pi  # negative: HSV hue order (red -> yellow) in YIQ
+        rot = torch.tensor([[1.0, 0.0, 0.0], [0.0, torch.cos(a), -torch.sin(a)],
+                            [0.0, torch.sin(a), torch.cos(a)]])
+        hue = _YIQ2RGB @ rot @ _RGB2YIQ
+        sat = s * torch.eye(3) + (1 - s) * torch.ones(3, 1) * _LUMA[None, :]
+        m = hue @ sat * (c * b)
+        grey_mean = float(_LUMA @ x.mean(dim=(1, 2)))       # luma is linear: mean of grey = grey of mean
+        offset = (1 - c) * b * grey_mean                      # grey stays grey under sat and hue
+        out = torch.addmm(torch.full((3, 1), float(offset), dtype=x.dtype), m.to(x.dtype), x.reshape(3, -1))
+        return out.reshape(x.shape).clamp_(0, 1)
+
 
 def build_transform(train: bool, image_size: int, mean: Sequence[float] = IMAGENET_MEAN,
                     std: Sequence[float] = IMAGENET_STD, scale: tuple[float, float] = (0.4, 1.0),
                     degrees: float = 90.0, shear: float = 20.0, jitter: float = 0.3,
                     hue: float = 0.1) -> v2.Compose:
-    """A transform from an RGB PIL image (or uint8 tensor) to a normalised float tensor 3 x S x S.
+    """A transform from an RGB PIL image to a normalised float tensor 3 x S x S.
 
     Args:
         train: random augmentation if True, else resize (short side) + centre crop.
         image_size: output side S in pixels.
         mean, std: per-channel normalisation (use the model's ``pretrained_cfg``).
-        scale: area fraction range of the random resized crop.
+        scale: area fraction range of the random resized crop (aspect ratio 3/4..4/3).
         degrees, shear: maximum rotation and shear of the random affine (degrees).
         jitter: brightness/contrast/saturation jitter strength; ``hue``: hue jitter (0..0.5).
     """
-    head = [v2.ToImage()]
-    tail = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean), std=list(std))]
+    tail = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
+    norm = [v2.Normalize(mean=list(mean), std=list(std))]
     if not train:
-        return v2.Compose(head + [v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)] + tail)
-    return v2.Compose(head + [
+        return v2.Compose([v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)] + tail + norm)
+    return v2.Compose([
         v2.RandomResizedCrop(image_size, scale=scale, ratio=(3 / 4, 4 / 3), antialias=True),
         v2.RandomAffine(degrees=degrees, shear=shear),
         v2.RandomHorizontalFlip(),
         v2.RandomVerticalFlip(),
-        v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter, hue=hue),
-    ] + tail)
+    ] + tail + [RandomColorJitter(jitter, jitter, jitter, hue)] + norm)
