@@ -88,6 +88,10 @@ def test_variant_without_its_base_is_not_compared_with_another_backbone():
     eff = t[t.backbone == "efficientnet_b0"]
     assert len(eff) == 20 and eff.reference.isna().all() and eff.p.isna().all()
     assert set(t[t.backbone == "vit"].reference) == {"resnet18"}
+    wide = compare.wide_table(t)  # still shown, unmarked, in its own column
+    col = wide["isic · EfficientNet-B0"]
+    assert col["+GA"].startswith("76.6 ± 1.83") and "**" not in "".join(col)
+    assert list(wide.columns).count("isic · ResNet18") == 1 and "isic · ViT-tiny" not in wide
 
 
 def test_correction_none_and_margin_option(paper):

@@ -331,14 +331,15 @@ def wide_table(table: pd.DataFrame, markup: str = "md") -> pd.DataFrame:
     columns: dict[str, dict[str, str]] = {}
     for ds in datasets:
         t = table[table["dataset"] == ds]
-        cols = [b for b in BACKBONE_ORDER + sorted(set(t["backbone"]) - set(BACKBONE_ORDER))
-                if ((t["backbone"] == b) & (t["model"] == "base")).any()]
-        for col_bb in cols or list(dict.fromkeys(t["backbone"])):
-            sel = t[((t["backbone"] == col_bb) & t["reference"].isin([col_bb]))
-                    | ((t["backbone"] == col_bb) & (t["model"] == "base"))
-                    | ((t["reference"] == col_bb) & (t["backbone"] != col_bb))]
-            if not cols:
-                sel = t[t["backbone"] == col_bb]
+        present = [b for b in BACKBONE_ORDER + sorted(set(t["backbone"]) - set(BACKBONE_ORDER))
+                   if (t["backbone"] == b).any()]
+        compared_elsewhere = set(t.loc[t["reference"].notna() & (t["reference"] != t["backbone"]),
+                                       "backbone"])
+        # One column per backbone, except those whose rows sit in the other columns (the ViTs).
+        for col_bb in [b for b in present if b not in compared_elsewhere]:
+            own = t["backbone"] == col_bb
+            sel = t[(own & (t["reference"].isna() | (t["reference"] == col_bb)))
+                    | (~own & (t["reference"] == col_bb))]
             cells: dict[str, str] = {}
             for (bb, model), g in sel.groupby(["backbone", "model"], sort=False):
                 parts = {r["set"]: _cell(r, n_mode, markup) for _, r in g.iterrows()}
