@@ -6,7 +6,7 @@ alternative, on X. Under H0 (beta = 0) X and Y are independent given Z.
 
 Prints one row per (test, n, classes, X type, hypothesis): the rejection rate at alpha = 0.05 and at
 0.01 over ``--reps`` draws, and for H0 whether the 0.05 rate lies in the binomial 99% band.
-The permutation tests use ``--permutations`` (default 199) shuffles here: a permutation test is exact
+The permutation tests use ``--permutations`` (default 99) shuffles here: a permutation test is exact
 at any B, so the level is unaffected; B >= 1000 matters only for resolving p < 0.01 in real use.
 
     python benchmarks/calibrate_citests.py --reps 200 --n 500 2000 --out docs/calibration.csv
@@ -57,7 +57,7 @@ def main() -> None:
     ap.add_argument("--power-reps", type=int, default=50)
     ap.add_argument("--beta", type=float, default=None,
                     help="alternative strength (default 1.0 at n=500, 0.5 at n>=2000)")
-    ap.add_argument("--permutations", type=int, default=199)
+    ap.add_argument("--permutations", type=int, default=99)
     ap.add_argument("--out", default=None, help="append rows to this CSV")
     args = ap.parse_args()
     band = binomial_band(args.reps)
