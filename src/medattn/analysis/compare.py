@@ -395,13 +395,16 @@ def stats_display(table: pd.DataFrame) -> pd.DataFrame:
     }).reset_index(drop=True)
 
 
-def legend(settings: dict) -> str:
-    """One paragraph explaining the marks and settings of Table 2."""
+def legend(settings: dict, table: pd.DataFrame | None = None) -> str:
+    """One paragraph explaining the marks and settings of Table 2 (with its usual n if given)."""
     corr = {"holm": "Holm", "none": "no", "bonferroni": "Bonferroni", "holm-sidak": "Holm-Sidak",
             "fdr_bh": "Benjamini-Hochberg", "fdr_by": "Benjamini-Yekutieli"}.get(
         settings.get("correction", "holm"), settings.get("correction"))
+    n = ""
+    if table is not None and len(table) and table["n"].notna().any():
+        n = f", n = {int(table['n'].mode().iloc[0])} runs unless marked [n=k]"
     return (f"Balanced accuracy in %, mean ± sd over the final runs (ID test set, OOD in "
-            f"parentheses). **Bold**: Welch's t-test against the respective base, p < "
+            f"parentheses{n}). **Bold**: Welch's t-test against the respective base, p < "
             f"{settings.get('alpha', 0.05)} (the paper's mark). †: still significant after "
             f"{corr} correction within each column. ≈: equivalent within ±"
             f"{settings.get('margin', 1.0)} pp (TOST, alpha {settings.get('alpha', 0.05)}). "
@@ -443,7 +446,7 @@ def _tex_table(df: pd.DataFrame, index: bool = True, raw_cells: bool = False) ->
 def table2_markdown(result: CompareResult) -> str:
     """Table 2 (paper layout), the statistics per comparison and the excluded runs, as Markdown."""
     parts = ["## Table 2: balanced accuracy per model", "", _md_table(wide_table(result.table)), "",
-             legend(result.settings), "", "### Statistics per comparison", "",
+             legend(result.settings, result.table), "", "### Statistics per comparison", "",
              "Differences are variant − reference in percentage points (pp).", "",
              _md_table(stats_display(result.table), index=False)]
     if result.excluded is not None and len(result.excluded):

@@ -121,7 +121,7 @@ def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = No
         sections.append(Section("table2", "Table 2: balanced accuracy", [Text(str(err))]))
     if result is not None:
         wide = compare.wide_table(result.table)
-        blocks = [Table(wide, compare.legend(result.settings), index=True),
+        blocks = [Table(wide, compare.legend(result.settings, result.table), index=True),
                   Text("Statistics per comparison: difference variant − base with its 95% CI "
                        "(Welch-Satterthwaite), Welch's p, the corrected p, Hedges' g with its "
                        "95% CI, the TOST equivalence p and the smallest difference detectable "
