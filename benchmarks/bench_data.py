@@ -40,7 +40,7 @@ from torchvision.transforms import v2  # noqa: E402
 
 from medattn.data import ImageCache, ImageDataset, build_transform, synthetic  # noqa: E402
 from medattn.data.cache import resize_short_side  # noqa: E402
-from medattn.data.transforms import RandomColorJitter  # noqa: E402
+from medattn.data.transforms import IMAGENET_MEAN, IMAGENET_STD, RandomColorJitter  # noqa: E402
 
 
 def write_jpegs(folder: Path, n: int, width: int, height: int) -> list[str]:
@@ -88,8 +88,9 @@ def main() -> None:
         table = pd.DataFrame({"image_id": [f"i{k}" for k in range(len(paths))], "path": paths,
                               "label": 0, "group": "g", "subset": pd.NA})
         tf = build_transform(True, args.size)
-        tv = v2.Compose([v2.ColorJitter(0.3, 0.3, 0.3, 0.1) if isinstance(t, RandomColorJitter) else t
-                         for t in tf.transforms])
+        tv = v2.Compose([t for t in tf.transforms if not isinstance(t, RandomColorJitter)] + [
+            v2.ColorJitter(0.3, 0.3, 0.3, 0.1), v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD))])
         short = lambda im: v2.functional.pil_to_tensor(resize_short_side(im, args.short_side))  # noqa: E731
         as_tensor = v2.Compose([v2.PILToTensor(), v2.CenterCrop(args.short_side)])
         cache = ImageCache(tmp / "cache", args.short_side)

@@ -37,13 +37,20 @@ class RandomColorJitter(torch.nn.Module):
     """
 
     def __init__(self, brightness: float = 0.3, contrast: float = 0.3, saturation: float = 0.3,
-                 hue: float = 0.1):
+                 hue: float = 0.1, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None):
         super().__init__()
         if not 0 <= hue <= 0.5 or min(brightness, contrast, saturation) < 0:
             raise ValueError("jitter strengths must be >= 0 and hue within [0, 0.5]")
         self.brightness, self.contrast, self.saturation, self.hue = brightness, contrast, saturation, hue
+        # optional normalisation fused in, so the image is touched once after the jitter
+        self.mean = None if mean is None else torch.tensor(mean, dtype=torch.float32).view(3, 1)
+        self.std = None if std is None else torch.tensor(std, dtype=torch.float32).view(3, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: float 3 x H x W in [0, 1], or uint8 3 x H x W (scaled by 1/255 on the way)."""
+        if x.dtype == torch.uint8:
+            x = x.float().mul_(1 / 255)
         u = torch.rand(4) * 2 - 1
         b = 1 + u[0] * self.brightness
         c = 1 + u[1] * self.contrast
@@ -56,8 +63,11 @@ class RandomColorJitter(torch.nn.Module):
         m = hue @ sat * (c * b)
         grey_mean = float(_LUMA @ x.mean(dim=(1, 2)))       # luma is linear: mean of grey = grey of mean
         offset = (1 - c) * b * grey_mean                      # grey stays grey under sat and hue
-        out = torch.addmm(torch.full((3, 1), float(offset), dtype=x.dtype), m.to(x.dtype), x.reshape(3, -1))
-        return out.reshape(x.shape).clamp_(0, 1)
+        flat = torch.addmm(torch.full((3, 1), float(offset), dtype=x.dtype), m.to(x.dtype),
+                           x.reshape(3, -1)).clamp_(0, 1)
+        if self.mean is not None:
+            flat.sub_(self.mean).div_(self.std)
+        return flat.reshape(x.shape)
 
 
 def build_transform(train: bool, image_size: int, mean: Sequence[float] = IMAGENET_MEAN,
@@ -74,13 +84,15 @@ def build_transform(train: bool, image_size: int, mean: Sequence[float] = IMAGEN
         degrees, shear: maximum rotation and shear of the random affine (degrees).
         jitter: brightness/contrast/saturation jitter strength; ``hue``: hue jitter (0..0.5).
     """
-    tail = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
-    norm = [v2.Normalize(mean=list(mean), std=list(std))]
     if not train:
-        return v2.Compose([v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)] + tail + norm)
+        return v2.Compose([v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size),
+                           v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
+                           v2.Normalize(mean=list(mean), std=list(std))])
     return v2.Compose([
         v2.RandomResizedCrop(image_size, scale=scale, ratio=(3 / 4, 4 / 3), antialias=True),
         v2.RandomAffine(degrees=degrees, shear=shear),
         v2.RandomHorizontalFlip(),
         v2.RandomVerticalFlip(),
-    ] + tail + [RandomColorJitter(jitter, jitter, jitter, hue)] + norm)
+        v2.ToImage(),
+        RandomColorJitter(jitter, jitter, jitter, hue, mean=mean, std=std),  # + scaling, normalising
+    ])
