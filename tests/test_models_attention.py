@@ -38,9 +38,17 @@ def direct_local_attention(la: LocalAttention2d, x: torch.Tensor) -> torch.Tenso
 
 
 # (H, W, stride, kernel, tile): borders, odd/non-square maps, stride 2, maps smaller than the
-# window, one tile and many tiles with a partial last tile
-CASES = [(5, 7, 1, 3, 7), (9, 6, 2, 3, 7), (9, 11, 1, 5, 4), (10, 13, 2, 3, 3), (3, 3, 1, 7, 7),
-         (8, 8, 1, 7, 7), (7, 5, 2, 7, 2), (1, 4, 1, 3, 7)]
+# window, one block (maps up to 2 * tile + 2) and many blocks with padded last blocks
+CASES = [(5, 7, 1, 3, 7), (9, 6, 2, 3, 7), (9, 11, 1, 5, 4), (13, 17, 2, 5, 2), (3, 3, 1, 7, 7),
+         (8, 8, 1, 7, 7), (12, 9, 1, 3, 1), (1, 4, 1, 3, 7), (11, 10, 2, 7, 1)]
+
+
+def test_cases_cover_single_and_multi_block_plans():
+    from medattn.models.attention import _LAPlan
+
+    plans = [_LAPlan(H, W, k, s, t, torch.device("cpu")) for H, W, s, k, t in CASES]
+    assert any(p.nt == 1 for p in plans) and sum(p.nt > 1 for p in plans) >= 3
+    assert any(p.nty * p.ty > p.Ho for p in plans)  # a padded last block
 
 
 @pytest.mark.parametrize("H,W,stride,k,tile", CASES)
@@ -69,7 +77,7 @@ def test_local_attention_padding_never_attended():
     assert y.min() > 2.9 and y.max() < 3.1
 
 
-@pytest.mark.parametrize("H,W,stride,tile", [(9, 7, 1, 4), (8, 11, 2, 7)])
+@pytest.mark.parametrize("H,W,stride,tile", [(9, 7, 1, 4), (13, 11, 2, 1)])
 def test_local_attention_gradients_match_unfold(H, W, stride, tile):
     la = LocalAttention2d(6, 8, kernel_size=5, stride=stride, heads=2, tile=tile)
     x = torch.randn(2, 6, H, W, requires_grad=True)

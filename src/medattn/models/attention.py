@@ -125,7 +125,13 @@ class _LAPlan:
 
     @staticmethod
     def _axis(n_in: int, n_out: int, k: int, s: int, tile: int, r: int):
-        t = n_out if n_out <= tile else tile  # one tile per axis when the map is small: dense masked attention
+        # one block per axis while the map is small: dense masked attention is then faster than
+        # gathering windows (measured: 16x16 dense 1.3x faster than 7x7 blocks, 28x28 2.3x slower);
+        # larger maps get blocks of about `tile` with as little padding as possible
+        if n_out <= 2 * tile + 2:
+            t = n_out
+        else:
+            t = -(-n_out // -(-n_out // tile))
         n_tiles = -(-n_out // t)
         kn = min((t - 1) * s + k, n_in)  # key window per tile: always inside the image
         starts_q = torch.arange(n_tiles) * t
@@ -157,7 +163,7 @@ class LocalAttention2d(nn.Module):
     each block attends densely to the key window that covers its neighbourhoods, with a boolean
     mask for the k x k window and the relative term folded into the dot product (q is extended by
     its row/column scores, k by one-hot row/column indicators, v by zeros), so one fused SDPA call
-    does the work. Small maps (``<= tile`` per axis) are a single block: dense masked attention.
+    does the work. Small maps (``<= 2 * tile + 2`` per axis) are a single block: dense masked attention.
     Memory is O(keys per block), not k^2 copies of the feature map. ``impl="unfold"`` is the
     straightforward unfold formulation (k^2 copies), kept as a reference for tests and benchmarks.
 
@@ -167,7 +173,7 @@ class LocalAttention2d(nn.Module):
         stride: 1 or 2 (any positive int works).
         heads: number of heads; must divide ``out_channels``.
         scale: logit multiplier; default ``head_dim ** -0.5``.
-        tile: query block size of the blocked formulation (default 7).
+        tile: query block size of the blocked formulation on large maps (default 7; speed only).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 7, stride: int = 1,
