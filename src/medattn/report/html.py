@@ -60,7 +60,7 @@ nav ol{margin:.2rem 0;columns:2}
 table{border-collapse:collapse;margin:.6rem 0;font-size:.86rem}
 th,td{border:1px solid #d4d4d4;padding:.25rem .5rem;text-align:left;vertical-align:top;
  white-space:nowrap}
-th{background:#f0f0f0}tr:nth-child(even) td{background:#fafafa}
+td:last-child{white-space:normal}th{background:#f0f0f0}tr:nth-child(even) td{background:#fafafa}
 .scroll{overflow-x:auto}
 figure{margin:1rem 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption,.caption{font-size:.85rem;color:#555;margin:.2rem 0 .6rem}
