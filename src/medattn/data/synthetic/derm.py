@@ -348,6 +348,13 @@ def _save_pad_item(job: tuple) -> None:
     Image.fromarray(img).save(path, compress_level=1)
 
 
+def available_cpus() -> int:
+    """CPUs this process may use (the affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _run_jobs(fn, jobs: list, workers: int, progress: bool, desc: str) -> None:
     """Render and save; images are independent (own seeds), so the result does not depend on workers."""
     from tqdm.auto import tqdm
@@ -486,7 +493,7 @@ def write_derm(out: str | Path, n: int = 2000, n_ood: int = 500, seed: int = 0,
     out = Path(out).expanduser()
     cfg = DermConfig(image_size=image_size, patch_bias=patch_bias, age_bias=age_bias,
                      skin_bias=skin_bias)
-    workers = workers if workers is not None else len(os.sched_getaffinity(0))
+    workers = workers if workers is not None else available_cpus()
     specs = []
     for sub, fn in (("isic", lambda d: write_isic(d, n, seed, cfg, metadata, progress, workers)),
                     ("pad-ufes-20", lambda d: write_pad_ufes(d, n_ood, seed, cfg, progress, workers))):

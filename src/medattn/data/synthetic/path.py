@@ -134,9 +134,9 @@ def write_path(out: str | Path, n: int = 3000, seed: int = 0, size: int = 96,
         if key not in seen:
             seen.add(key)
             uniq.append((row, job))
-    from medattn.data.synthetic.derm import _run_jobs
+    from medattn.data.synthetic.derm import _run_jobs, available_cpus
 
-    workers = workers if workers is not None else len(os.sched_getaffinity(0))
+    workers = workers if workers is not None else available_cpus()
     _run_jobs(_save, [j for _, j in uniq], workers, progress, "synth camelyon17")
     with open(root / "metadata.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, lineterminator="\n")
