@@ -107,6 +107,7 @@ def test_gradcam_leaves_resnet_untouched():
     assert model.training, "training mode restored"
     assert _hooks(model) == hooks, "hooks removed"
     assert torch.equal(model.fc.weight.grad, torch.ones_like(model.fc.weight)), "grads restored"
+    assert all(p.requires_grad for p in model.parameters()), "requires_grad restored"
     for k, v in model.state_dict().items():  # no BN running-stat update
         assert torch.equal(v, state[k]), k
     model.eval()
@@ -200,3 +201,21 @@ def test_mass_share_and_regions():
     assert torch.isnan(mass_share(torch.zeros(1, 10, 10), border)).all()
     with pytest.raises(ValueError):
         border_mask(10, 10, 0.6)
+
+
+def test_gradcam_short_backward_equals_the_package_used_plainly():
+    # our single-layer path stops autograd at the target activation; the result must not change
+    from pytorch_grad_cam import GradCAM
+
+    model = timm.create_model("resnet18", num_classes=3, zero_init_last=False).eval()
+    x = torch.randn(3, 3, 64, 64)
+    layer = [model.layer4[-1]]
+    ours = gradcam(model, x, target_layers=layer)
+    with GradCAM(model=model, target_layers=layer) as cam:
+        ref = torch.from_numpy(cam(input_tensor=x, targets=None))
+    assert torch.allclose(ours, ref, atol=1e-5)
+    # several layers take the full-backward path; still the package's result
+    layers = [model.layer3[-1], model.layer4[-1]]
+    with GradCAM(model=model, target_layers=layers) as cam:
+        ref2 = torch.from_numpy(cam(input_tensor=x, targets=None))
+    assert torch.allclose(gradcam(model, x, target_layers=layers), ref2, atol=1e-5)

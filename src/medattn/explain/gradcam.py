@@ -58,14 +58,30 @@ def gradcam(
     was_training = model.training
     params = list(model.parameters())
     saved_grads = [p.grad for p in params]  # the package zeroes and then fills them
-    # A leaf that requires grad makes the target layer's output require grad even when every
-    # parameter is frozen, so the package's gradient hook always fires.
-    x = images.detach().clone().requires_grad_(True)
+    saved_flags = [p.requires_grad for p in params]
+    handle = None
+    if len(layers) == 1:
+        # Grad-CAM needs only d(score)/d(activation). The package calls loss.backward(), which
+        # would back-propagate through the whole backbone into every weight (2.7-4x the cost, see
+        # docs/benchmarks.md). Freezing the weights and making the target activation a fresh leaf
+        # (registered before the package's hooks, so they see the leaf) stops autograd there;
+        # values are unchanged.
+        for p in params:
+            p.requires_grad_(False)
+        handle = layers[0].register_forward_hook(lambda _m, _i, out: out.detach().requires_grad_(True))
+        x = images.detach()
+    else:
+        # several layers: gradients must flow between them; a leaf input keeps hooks firing even
+        # when every parameter is frozen
+        x = images.detach().clone().requires_grad_(True)
     try:
         with torch.enable_grad(), GradCAM(model=model, target_layers=layers) as cam:
             maps = cam(input_tensor=x, targets=cam_targets)
     finally:
-        for p, g in zip(params, saved_grads):
+        if handle is not None:
+            handle.remove()
+        for p, g, flag in zip(params, saved_grads, saved_flags):
+            p.requires_grad_(flag)
             p.grad = g
         model.train(was_training)
     return torch.from_numpy(maps).float().clamp_(0.0, 1.0)
