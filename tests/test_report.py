@@ -178,3 +178,34 @@ def test_report_opens_offline_in_headless_chromium(study, tmp_path):
     assert res["broken"] == 0
     assert res["sections"] == SECTIONS
     assert res["external"] == []
+
+
+def test_figures_are_labelled_and_keep_boxes_readable():
+    from medattn.report import figures as F
+
+    runs = pd.DataFrame({
+        "backbone": ["resnet18"] * 4 + ["resnet18"] * 3, "model": ["base"] * 4 + ["ga"] * 3,
+        "bacc": [74.0, 75.0, 73.5, 74.4, 70.0, 71.2, 100 / 3], "status": ["done"] * 6 + ["diverged"],
+        "included": [True] * 6 + [False]})
+    fig = F.bacc_dots(runs, "id", "isic: in-distribution test")
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "balanced accuracy (%)" and ax.get_xlabel() == "model"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["ResNet18 base", "ResNet18 +GA"]
+    # The diverged run at chance does not stretch the axis; it is drawn at the edge with its value.
+    assert ax.get_ylim()[0] > 60 and "33.3" in [t.get_text() for t in ax.texts]
+    legend = [t.get_text() for t in fig.legends[0].get_texts()] if fig.legends else [
+        t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["run (included)", "excluded run (diverged)"]
+    F.to_png(fig)
+
+    recs = [{"backbone": "resnet18", "variant": "base", "model": "resnet18", "lr": lr,
+             "weight_decay": wd, "metrics": {"val": {"balanced_accuracy": 0.5 + lr + wd}}}
+            for lr in (0.01, 0.1) for wd in (0.0, 0.001)]
+    sel = pd.DataFrame({"model": ["resnet18"], "lr": [0.1], "weight_decay": [0.001]})
+    fig = F.hp_heatmaps(recs, "isic", sel)
+    ax = fig.axes[0]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("weight decay", "learning rate")
+    boxes = [p for p in ax.patches if p.get_edgecolor()[:3] == (1.0, 0.0, 0.0)]
+    assert len(boxes) == 1 and boxes[0].get_xy() == (0.5, 0.5)  # column wd=0.001, row lr=0.1
+    assert fig.axes[-1].get_ylabel() == "validation balanced accuracy (%)"  # the colour bar
+    F.to_png(fig)
