@@ -128,7 +128,7 @@ def ita_to_rgb(ita: float, b_star: float = 17.0, a_star: float = 12.0) -> np.nda
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
-    """Low-frequency noise in [-1, 1], size x size (bilinear upsampling of a coarse grid)."""
+    """Low-frequency noise in about [-1, 1], size x size (bicubic upsampling of a coarse grid)."""
     coarse = rng.uniform(-1, 1, (cells, cells)).astype(np.float32)
     img = Image.fromarray(coarse, mode="F").resize((size, size), Image.Resampling.BICUBIC)
     return np.asarray(img, dtype=np.float32)
