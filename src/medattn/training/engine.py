@@ -212,7 +212,8 @@ class _Run:
             batch_size=t.batch_size, epochs=t.epochs, image_size=t.image_size, history=[],
             best_epoch=None, metrics={}, data_fingerprint=self.fingerprint, versions=versions(),
             timings={}, config={**s.to_dict(), "device": str(self.device)}, message="",
-            split_sizes={k: int(len(v)) for k, v in self.split.items()})
+            split_sizes={k: int(len(v)) for k, v in self.split.items()},
+            dataset_label=s.dataset)  # the study config's name for the data set (in the run id)
 
         seed_everything(s.split_seed)  # model initialisation depends only on the seed
         self.model = create_model(s.model, num_classes=len(self.classes), pretrained=t.pretrained,
