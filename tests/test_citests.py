@@ -1,5 +1,7 @@
-"""Conditional-independence tests: level under H0 (with a strong confounding label), power, exactness
-of the fast kNN search, the LPB null approximation, seeding and input errors."""
+"""Conditional-independence tests: level under H0 (with a strong confounding label), power, the kNN
+estimator against brute force, the LPB null approximation, seeding and input errors."""
+
+import sys
 
 import numpy as np
 import pytest
@@ -102,13 +104,16 @@ def _brute_ksg(u, v, k):
     return np.sum(digamma(k) + digamma(n) - digamma(nu) - digamma(nv))
 
 
-@pytest.mark.parametrize("du,dv,candidates", [(1, 1, 8), (1, 2, 16), (2, 2, 8), (1, 3, 48)])
-def test_cmiknn_fast_search_equals_brute_force(du, dv, candidates):
-    # Few candidates force the exact k-d tree fallback; many make the candidate search decide alone.
+@pytest.mark.parametrize("du,dv,rows_limit", [(1, 1, 2500), (1, 2, 2500), (2, 2, 2500),
+                                              (1, 3, 2500), (2, 2, 10)])
+def test_cmiknn_statistic_equals_brute_force_frenzel_pompe(du, dv, rows_limit, monkeypatch):
+    # The cached sub-space counters (sorted values, sorted distance rows, or a k-d tree for large
+    # classes, forced here by rows_limit) must give exactly the counts of a brute-force KSG estimate.
+    monkeypatch.setattr(sys.modules["medattn.analysis.citests.cmiknn"], "_FULL_ROWS_LIMIT", rows_limit)
     rng = np.random.default_rng(6)
     u, v = rng.standard_normal((300, du)), rng.standard_normal((300, dv))
     v[:, 0] += u[:, 0]
-    stratum = _Stratum(u, v, k=7, candidates=candidates)
+    stratum = _Stratum(u, v, k=7)
     perms = np.array([np.arange(300)] + [rng.permutation(300) for _ in range(4)])
     expected = [_brute_ksg(u[p], v, 7) for p in perms]
     np.testing.assert_allclose(stratum.cmi_sums(perms), expected, rtol=1e-10, atol=1e-8)
