@@ -369,3 +369,22 @@ def test_inspect_cli_reports_counts_and_problems(fixtures, capsys):
     assert main(["data", "inspect", f"isic:{path / 'nope'}"]) == 2
     err = capsys.readouterr().err
     assert "metadata.csv: metadata file not found" in err and "Traceback" not in err
+
+
+def test_cli_bad_spec_is_a_clear_error(capsys):
+    assert main(["data", "inspect", "foo:/x"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown source 'foo'" in err and "isic, ham10000" in err and "Traceback" not in err
+
+
+def test_medmnist_images_through_the_cache(tmp_path, fixtures):
+    from medattn.data import ImageCache
+
+    path, _ = fixtures["medmnist"]
+    t = load_dataset(f"medmnist:{path}")
+    c = ImageCache(tmp_path / "c", 56)
+    im = c.get(t["path"].iloc[5])
+    assert im.size == (56, 56)
+    direct = read_image(t["path"].iloc[5]).resize((56, 56), Image.Resampling.BILINEAR)
+    assert np.abs(np.asarray(im, float) - np.asarray(direct, float)).mean() < 3
+    assert c.entry(t["path"].iloc[5]) != c.entry(t["path"].iloc[6])
