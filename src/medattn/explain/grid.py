@@ -20,6 +20,12 @@ _BACKBONES = {"resnet18": "ResNet18", "efficientnet_b0": "EfficientNet-B0",
               "vit_tiny_in1k": "ViT-tiny 1k", "vit_tiny_in21k": "ViT-tiny 21k"}
 _VARIANTS = {"ga": "G", "la": "L", "ela": "E"}
 _METHOD_ORDER = {"gradcam": 0, "ga": 1, "rollout": 2}
+GAP = 0.15  # spacer between data-set column groups and method row groups, in cells
+
+
+def _short(image_id: str, width: int = 20) -> str:
+    """Long ids (Camelyon patch names) shortened from the left so column titles do not overlap."""
+    return image_id if len(image_id) <= width else "..." + image_id[-(width - 3):]
 
 
 def model_label(name: str) -> str:
@@ -118,21 +124,36 @@ def draw_table4(units, display: dict, mean_images: dict, png: str | Path, pdf: s
     if not rows or not cols:
         raise ValueError("nothing to draw")
 
+    # thin spacer columns between data sets and spacer rows between methods keep groups apart
+    col_pos, ratios_w = [], []
+    for j, (d, c) in enumerate(cols):
+        if j and d != cols[j - 1][0]:
+            ratios_w.append(GAP)
+        col_pos.append(len(ratios_w))
+        ratios_w.append(1.0)
+    row_pos, ratios_h = [], []
+    for i, r in enumerate(rows):
+        if i and r[0] != rows[i - 1][0]:
+            ratios_h.append(GAP)
+        row_pos.append(len(ratios_h))
+        ratios_h.append(1.0)
     label_w, bar_w, head_h = 1.9, 0.9, 0.75
-    width = label_w + cell * len(cols) + bar_w
-    height = head_h + cell * len(rows) + 0.1
+    grid_w, grid_h = cell * sum(ratios_w), cell * sum(ratios_h)
+    width = label_w + grid_w + bar_w
+    height = head_h + grid_h + 0.1
     fig = Figure(figsize=(width, height))
-    grid = fig.add_gridspec(len(rows), len(cols), left=label_w / width,
-                            right=(label_w + cell * len(cols)) / width, top=1 - head_h / height,
+    grid = fig.add_gridspec(len(ratios_h), len(ratios_w), width_ratios=ratios_w,
+                            height_ratios=ratios_h, left=label_w / width,
+                            right=(label_w + grid_w) / width, top=1 - head_h / height,
                             bottom=0.1 / height, wspace=0.04, hspace=0.04)
     for j, (d, c) in enumerate(cols):
         if c == "mean":
             n = next(len(u.per_image) for u in units if u.dataset == d)
             title = f"{d}\nmean (n={n})"
         else:
-            title = f"{d}\n{classes[d][c]}\n{examples[d][c] or 'none'}"
+            title = f"{d}\n{classes[d][c]}\n{_short(examples[d][c]) or 'none'}"
         for i, (method, model, block) in enumerate(rows):
-            ax = fig.add_subplot(grid[i, j])
+            ax = fig.add_subplot(grid[row_pos[i], col_pos[j]])
             u = lookup.get((d, method, model, block))
             if u is None:
                 _draw_cell(ax, None, None)
@@ -146,7 +167,7 @@ def draw_table4(units, display: dict, mean_images: dict, png: str | Path, pdf: s
             if j == 0:
                 ax.set_ylabel(row_label(method, model, block), fontsize=7, rotation=0,
                               ha="right", va="center", labelpad=6)
-    cax = fig.add_axes(((label_w + cell * len(cols) + 0.2) / width, 0.25, 0.12 / width, 0.5))
+    cax = fig.add_axes(((label_w + grid_w + 0.2) / width, 0.25, 0.12 / width, 0.5))
     fig.colorbar(ScalarMappable(Normalize(0, 255), CMAP), cax=cax, ticks=[0, 64, 128, 192, 255])
     cax.tick_params(labelsize=7)
     cax.set_ylabel("map value (0..255 per cell)", fontsize=7)
