@@ -105,10 +105,19 @@ def build_report_step(ctx: DemoContext) -> None:
     ctx.outputs.append(f"report: {build_report(ctx.runs_dir)}")
 
 
+def explain_step(ctx: DemoContext) -> None:
+    """Table 4: Grad-CAM / GA maps of the best final run per model (``medattn explain``)."""
+    from medattn.explain import explain_runs
+
+    out = explain_runs(ctx.runs_dir, n_mean=500, progress=ctx.progress)
+    ctx.outputs.append(f"explanations: {out['png']} and {out['summary']}")
+
+
 STEPS: list[tuple[str, Callable[[DemoContext], None]]] = [
     ("data", make_data),
     ("study", run_demo_study),
     ("summary", write_summary),
+    ("explain", explain_step),
     ("report", build_report_step),
 ]
 
