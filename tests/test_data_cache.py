@@ -112,7 +112,7 @@ def test_image_dataset_items_with_and_without_cache(tmp_path):
 
 def _draws(seed):
     torch.manual_seed(seed)
-    return torch.rand(4) * 2 - 1
+    return torch.rand(4, dtype=torch.float64) * 2 - 1     # the draws RandomColorJitter makes
 
 
 def test_color_jitter_matches_torchvision_and_keeps_grey():
@@ -135,3 +135,13 @@ def test_color_jitter_matches_torchvision_and_keeps_grey():
     luma = torch.tensor([0.299, 0.587, 0.114])
     assert abs(float(luma @ shifted[:, 0, 0]) - float(luma @ colour[:, 0, 0])) < 0.05
     assert not torch.allclose(shifted, colour, atol=0.05)                # but colours move
+
+
+def test_color_jitter_fused_scaling_and_normalisation_equal_separate_steps():
+    x8 = torch.randint(0, 256, (3, 12, 17), dtype=torch.uint8)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    torch.manual_seed(3)
+    fused = RandomColorJitter(0.3, 0.3, 0.3, 0.1, mean=mean, std=std)(x8)
+    torch.manual_seed(3)
+    plain = RandomColorJitter(0.3, 0.3, 0.3, 0.1)(x8.float() / 255)
+    assert torch.allclose(fused, TF.normalize(plain, list(mean), list(std)), atol=1e-5)
