@@ -53,11 +53,9 @@ def read_camelyon17(root: str | Path, spec: str | None = None) -> pd.DataFrame:
     tumor = df["tumor"].str.strip()
     ok_label = tumor.isin(["0", "1"])
     skipped.update({"unknown label": int((~ok_label).sum())})
-    present = pd.Series(False, index=df.index)
-    for f in folder[ok_label].unique():
-        files = list_files(root / "patches" / f)
-        sel = ok_label & (folder == f)
-        present[sel] = name[sel].isin(files)
+    # one directory listing per slide folder, then one vectorised membership test
+    existing = {f"{f}/{n}" for f in folder[ok_label].unique() for n in list_files(root / "patches" / f)}
+    present = (folder + "/" + name).isin(existing)
     skipped.update({"missing image": int((ok_label & ~present).sum())})
     keep = ok_label & present
     subset = pd.Series("train", index=df.index)
