@@ -134,13 +134,16 @@ def _add_explain(sub):
     p.add_argument("--border", type=float, default=0.1,
                    help="border/corner width as a fraction of the image side (default 0.1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the image choice (default 0)")
+    p.add_argument("--select", choices=["split", "best"], default="split",
+                   help="runs explained: those of one common split, so every model is shown the "
+                   "same test images (default), or each model's best run")
 
     def run(args):
         from medattn.explain import explain_runs
 
         out = explain_runs(args.runs_dir, n_mean=args.n_mean, image_ids=args.image_ids,
                            models=args.models, datasets=args.datasets, batch_size=args.batch_size,
-                           border=args.border, seed=args.seed)
+                           border=args.border, seed=args.seed, select=args.select)
         for key in ("png", "pdf", "summary"):
             print(out[key])
 

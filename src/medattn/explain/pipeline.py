@@ -53,6 +53,8 @@ class Unit:
     examples: np.ndarray  # (n_examples, H, W) float32 in [0, 1]
     mean: np.ndarray  # (H, W)
     per_image: pd.DataFrame = field(repr=False)  # image_id, label, pred, mass_<region>
+    selected_by: str = ""  # "split <seed>" or "best run"
+    pool_source: str = ""  # "common test set" or "whole table"
 
     @property
     def key(self) -> str:
@@ -63,17 +65,24 @@ class Unit:
 # --------------------------------------------------------------------------------- run selection
 
 def select_runs(runs_dir: str | os.PathLike, models: list[str] | None = None,
-                datasets: list[str] | None = None) -> pd.DataFrame:
-    """The best finished run per (data set, model): highest validation balanced accuracy.
+                datasets: list[str] | None = None, select: str = "split") -> pd.DataFrame:
+    """The run explained per (data set, model), chosen on validation balanced accuracy.
 
-    Final runs are preferred; a (data set, model) with no final run falls back to its search runs.
-    Selecting on validation (not test) accuracy keeps the test set out of the choice.
+    ``select="best"``: each model's best finished run (final runs preferred over search runs).
+    ``select="split"`` (default): the final runs of one split per data set, the split that holds
+    runs of the most selected models, ties broken by their mean validation score; a model without a
+    run on that split falls back to its best run. With 10 random splits the test sets of each
+    model's *best* run barely overlap, so only runs of one split can show every model on the same
+    images without showing any model an image it trained on.
+    Validation (not test) accuracy keeps the test set out of the choice.
 
     Returns:
         one row per (dataset, model) with the ``load_records`` columns, in ``DEFAULT_MODELS`` order.
     """
     from medattn.training.store import load_records
 
+    if select not in ("split", "best"):
+        raise ConfigError(f"--select must be 'split' or 'best', got {select!r}.")
     records = load_records(runs_dir)
     if records.empty:
         raise DataError(f"{Path(runs_dir) / 'runs'}: no run records; train a study first "
@@ -85,6 +94,12 @@ def select_runs(runs_dir: str | os.PathLike, models: list[str] | None = None,
             raise ConfigError(f"--models: no finished runs for {', '.join(unknown)} in {runs_dir}; "
                               f"available: {', '.join(sorted(set(done['model'])))}.")
         done = done[done["model"].isin(models)]
+    else:
+        others = sorted(set(done["model"]) - set(DEFAULT_MODELS))
+        done = done[done["model"].isin(DEFAULT_MODELS)]
+        if done.empty:
+            raise DataError(f"{runs_dir}: no finished run of the Table 4 models; name others with "
+                            f"--models (finished: {', '.join(others) or 'none'}).")
     if datasets:
         unknown = sorted(set(datasets) - set(done["dataset"]))
         if unknown:
@@ -100,8 +115,23 @@ def select_runs(runs_dir: str | os.PathLike, models: list[str] | None = None,
     done["_score"] = score.fillna(-1.0)
     order = {m: i for i, m in enumerate(models or DEFAULT_MODELS)}
     done["_order"] = done["model"].map(lambda m: order.get(m, len(order)))
-    best = (done.sort_values(["_final", "_score", "run_id"], ascending=[False, False, True])
-                .groupby(["dataset", "model"], sort=False).head(1))
+    ranked = done.sort_values(["_final", "_score", "run_id"], ascending=[False, False, True])
+    best = ranked.groupby(["dataset", "model"], sort=False).head(1).copy()
+    best["selected_by"] = "best run"
+    if select == "split":
+        chosen = []
+        for dataset, rows in best.groupby("dataset", sort=False):
+            finals = ranked[(ranked["dataset"] == dataset) & ranked["_final"]]
+            if finals.empty:
+                chosen.append(rows)
+                continue
+            per_seed = (finals.groupby(["split_seed", "model"])["_score"].max()
+                        .groupby(level=0).agg(["size", "mean"]))
+            seed = sorted(per_seed.itertuples(), key=lambda r: (-r.size, -r.mean, r.Index))[0].Index
+            on_seed = finals[finals["split_seed"] == seed].groupby("model", sort=False).head(1)
+            on_seed = on_seed.assign(selected_by=f"split {seed}")
+            chosen += [on_seed, rows[~rows["model"].isin(on_seed["model"])]]
+        best = pd.concat(chosen)
     return best.sort_values(["dataset", "_order", "model"]).reset_index(drop=True)
 
 
@@ -317,7 +347,8 @@ def _load_unit(folder: Path, meta: dict, dataset: str, method: str, model: str,
                 classes=meta["classes"], example_ids=meta["example_ids"],
                 examples=np.load(folder / "examples.npy", allow_pickle=False),
                 mean=np.load(folder / "mean.npy", allow_pickle=False),
-                per_image=pd.read_csv(folder / "per_image.csv", dtype={"image_id": str}))
+                per_image=pd.read_csv(folder / "per_image.csv", dtype={"image_id": str}),
+                selected_by=meta.get("selected_by", ""), pool_source=meta.get("pool_source", ""))
 
 
 # --------------------------------------------------------------------------------- summary
@@ -335,6 +366,7 @@ def summarise(units: list[Unit], areas: dict[str, dict[str, float]]) -> pd.DataF
         groups += [(name, u.per_image[u.per_image["label"] == c]) for c, name in enumerate(u.classes)]
         for cls, frame in groups:
             row = {"dataset": u.dataset, "method": u.method, "model": u.model, "run_id": u.run_id,
+                   "selected_by": u.selected_by, "images": u.pool_source,
                    "block": u.block if u.block is not None else "", "class": cls,
                    "n_images": len(frame)}
             for r in REGIONS:
@@ -359,6 +391,7 @@ def explain_runs(
     batch_size: int = 32,
     border: float = 0.1,
     seed: int = 0,
+    select: str = "split",
     progress: bool = True,
 ) -> dict[str, Path]:
     """Table 4 for the best run of each model in a study, with its quantitative summary.
@@ -373,6 +406,8 @@ def explain_runs(
         batch_size: images per forward pass.
         border: width of the border / corner regions as a fraction of the image side.
         seed: seed of the image choice.
+        select: ``split`` (runs of one common split) or ``best`` (each model's best run); see
+            :func:`select_runs`.
         progress: show a tqdm bar.
 
     Returns:
@@ -390,23 +425,25 @@ def explain_runs(
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}.")
     runs_dir = Path(runs_dir)
     out = runs_dir / "analysis" / "explain"
-    best = select_runs(runs_dir, models, datasets)
+    best = select_runs(runs_dir, models, datasets, select)
 
     units: list[Unit] = []
     areas: dict[str, dict[str, float]] = {}
     meta_tables: dict[str, pd.DataFrame] = {}
     examples_by_ds: dict[str, tuple[list[str], list[str], list[str]]] = {}
     found_ids: set[str] = set()
+    sources: dict[str, str] = {}
     plans = []
     for dataset, runs in best.groupby("dataset", sort=False):
         first = runs.iloc[0]
         table = load_dataset(str(first["data"]))
         classes = list(table.attrs.get("classes", []))
-        candidates = _common_test_ids(runs_dir, runs, table)
+        candidates, source = _common_test_ids(runs_dir, runs, table)
         examples, pool = choose_images(table, candidates, n_mean, seed, image_ids)
         found_ids |= set(image_ids or []) & set(table["image_id"])
         meta_tables[dataset] = table
         examples_by_ds[dataset] = (classes, examples, pool)
+        sources[dataset] = source
         plans += [(dataset, rec) for _, rec in runs.iterrows()]
     missing = sorted(set(image_ids or []) - found_ids)
     if missing:
@@ -424,7 +461,8 @@ def explain_runs(
             images = image_cache[(dataset, size)] = _Images(meta_tables[dataset], size, border)
         areas.setdefault(dataset, _area_shares(images, pool))
         meta = {"run_id": rec["run_id"], "model": rec["model"], "classes": classes,
-                "example_ids": examples, "pool": pool, "image_size": size, "border": border}
+                "example_ids": examples, "pool": pool, "image_size": size, "border": border,
+                "selected_by": rec["selected_by"], "pool_source": sources[dataset]}
         model_dir = out / _slug(dataset)
         done = _resume(model_dir, meta, dataset, rec["model"])
         if done is not None:
@@ -442,7 +480,8 @@ def explain_runs(
                                 for e in examples]).astype(np.float32)
             unit = Unit(dataset, method, rec["model"], rec["run_id"], block, classes, examples,
                         ex_maps, (a["sum"] / max(a["n"], 1)).numpy().astype(np.float32),
-                        pd.concat(a["per_image"], ignore_index=True))
+                        pd.concat(a["per_image"], ignore_index=True), rec["selected_by"],
+                        sources[dataset])
             _save_unit(unit, model_dir / unit.key, images, {**meta, "method": method, "block": block})
             units.append(unit)
             keys.append(unit.key)
@@ -461,20 +500,31 @@ def explain_runs(
     return {"png": png, "pdf": pdf, "summary": out / "explain_summary.csv", "dir": out}
 
 
-def _common_test_ids(runs_dir: Path, runs: pd.DataFrame, table: pd.DataFrame) -> list[str]:
-    """Images in the test set of every selected run (so no map is drawn on a training image);
-    the whole table when predictions are missing or the test sets do not overlap."""
+def _common_test_ids(runs_dir: Path, runs: pd.DataFrame, table: pd.DataFrame) -> tuple[list[str], str]:
+    """Images in the test set of every selected run (so no map is drawn on a training image), and
+    where they came from; the whole table (with a warning) when predictions are missing or the test
+    sets do not overlap."""
+    import warnings
+
     from medattn.training.store import read_predictions
 
+    everything = table["image_id"].astype(str).tolist()
     common: set[str] | None = None
     for run_id in runs["run_id"]:
         try:
             ids = set(read_predictions(runs_dir, run_id, "test")["image_id"].astype(str))
         except DataError:
-            return table["image_id"].astype(str).tolist()
+            warnings.warn(f"run {run_id} has no test predictions: explaining images from the whole "
+                          "table, training images included", stacklevel=3)
+            return everything, "whole table"
         common = ids if common is None else common & ids
-    common = (common or set()) & set(table["image_id"].astype(str))
-    return sorted(common) if common else table["image_id"].astype(str).tolist()
+    common = (common or set()) & set(everything)
+    if not common:
+        warnings.warn(f"the test sets of runs {', '.join(runs['run_id'])} share no image: explaining "
+                      "images from the whole table, training images included (--select split avoids "
+                      "this)", stacklevel=3)
+        return everything, "whole table"
+    return sorted(common), "common test set"
 
 
 def _resume(model_dir: Path, meta: dict, dataset: str, model: str) -> list[Unit] | None:
