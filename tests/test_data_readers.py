@@ -289,7 +289,8 @@ def test_missing_required_column_names_file_and_column(tmp_path):
     with pytest.raises(DataError, match="'diagnosis'.*'diagnosis_1'"):
         load_dataset(f"isic:{root}")
     ham, _ = write_ham(tmp_path / "ham")
-    pd.read_csv(ham / "HAM10000_metadata.csv").drop(columns=["dx"]).to_csv(ham / "HAM10000_metadata.csv", index=False)
+    meta = ham / "HAM10000_metadata.csv"
+    pd.read_csv(meta).drop(columns=["dx"]).to_csv(meta, index=False)
     with pytest.raises(DataError, match=r"HAM10000_metadata\.csv: required column\(s\) 'dx'"):
         load_dataset(f"ham10000:{ham}")
 

@@ -161,7 +161,8 @@ def render(rng: np.random.Generator, lesion: dict, skin_rgb: np.ndarray, patch: 
         rt += a * amp * shape_rng.uniform(0.6, 1.0) * np.cos(k * t + shape_rng.uniform(0, 2 * np.pi))
     ks = shape_rng.choice(np.arange(7, 22), size=5, replace=False)
     for k in ks:
-        rt += (0.006 + 0.085 * b ** 1.5) * shape_rng.uniform(0.5, 1.0) * np.cos(k * t + shape_rng.uniform(0, 2 * np.pi))
+        amp = (0.006 + 0.085 * b ** 1.5) * shape_rng.uniform(0.5, 1.0)
+        rt += amp * np.cos(k * t + shape_rng.uniform(0, 2 * np.pi))
     th_idx = ((th % (2 * np.pi)) * (1024 / (2 * np.pi))).astype(np.int32)
     r = (rt[th_idx] * R).astype(np.float32)
     edge = 0.02 + 0.02 * (1 - b)
@@ -334,7 +335,8 @@ def _save_isic_item(job: tuple) -> None:
     rng = np.random.default_rng(seed)
     img, seg, masks, pmask = render(rng, lesion, ita_to_rgb(ita), patch, size)
     stem, ext = name.rsplit(".", 1)
-    Image.fromarray(img).save(Path(out) / name, **({"quality": 92} if ext == "jpg" else {"compress_level": 1}))
+    options = {"quality": 92} if ext == "jpg" else {"compress_level": 1}
+    Image.fromarray(img).save(Path(out) / name, **options)
     _save_mask(seg, Path(out) / f"{stem}_segmentation.png")
     for s in STRUCTURES:
         _save_mask(masks[s], Path(out) / f"{stem}_attribute_{s}.png")

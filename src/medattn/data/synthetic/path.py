@@ -119,7 +119,9 @@ def write_path(out: str | Path, n: int = 3000, seed: int = 0, size: int = 96,
         slide = slides.index((center, patient, node))
         label = int(rng.random() < tumour_rate)
         t = float(rng.beta(5, 2) if label else rng.beta(2, 5))
-        x, y = int(rng.integers(0, 400)) * 96 * 4 + 96 * (i % 4), int(rng.integers(0, 400)) * 96 * 4 + 96 * ((i // 4) % 4)
+        # patch coordinates on a 96-px grid of a (virtual) slide, as in WILDS
+        x = int(rng.integers(0, 400)) * 96 * 4 + 96 * (i % 4)
+        y = int(rng.integers(0, 400)) * 96 * 4 + 96 * ((i // 4) % 4)
         folder = f"patient_{patient:03d}_node_{node}"
         (root / "patches" / folder).mkdir(exist_ok=True)
         name = f"patch_{folder}_x_{x}_y_{y}.png"
