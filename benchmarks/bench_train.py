@@ -1,8 +1,9 @@
 """Training throughput of each model variant relative to its base, and the data-wait share.
 
-1. Images/s of a training step (forward, backward, SGD step; batch 32, random input, CPU,
-   1 thread) for every CNN variant, measured round-robin so that machine noise hits all models
-   alike; reported relative to the variant's base model.
+1. Images per CPU second of a training step (forward, backward, SGD step; batch 32, random
+   input, CPU, 1 thread) for every CNN variant, measured round-robin so that machine noise hits
+   all models alike, and in process CPU time (with one thread, robust to other jobs on shared
+   cores); reported relative to the variant's base model.
 2. The share of a training step spent waiting for data: one epoch of a real run (synthetic ISIC
    data, PNG decoding, the resize cache, the paper's augmentation) through medattn.training,
    with 0 and 2 loader workers.
@@ -30,7 +31,7 @@ VARIANTS = ["", "+ga", "+la", "+ga+la", "+ela", "+ga+ela"]
 
 
 def step_seconds(models: dict, size: int, batch: int, rounds: int, steps: int) -> dict[str, float]:
-    """Median seconds per training step of each model, timed round-robin."""
+    """Median CPU seconds per training step of each model, timed round-robin."""
     torch.manual_seed(0)
     x, y = torch.randn(batch, 3, size, size), torch.randint(0, 3, (batch,))
     opts = {n: torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9) for n, m in models.items()}
@@ -46,10 +47,10 @@ def step_seconds(models: dict, size: int, batch: int, rounds: int, steps: int) -
         step(name)
     for _ in range(rounds):
         for name in models:
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             for _ in range(steps):
                 step(name)
-            times[name].append((time.perf_counter() - t0) / steps)
+            times[name].append((time.process_time() - t0) / steps)
     return {n: statistics.median(v) for n, v in times.items()}
 
 
@@ -74,7 +75,7 @@ def main() -> None:
     torch.set_num_threads(1)
     with threadpool_limits(1):
         print(f"# training step throughput, CPU, 1 thread, batch {args.batch}, {args.size} px")
-        print("| model | images/s | relative to base |")
+        print("| model | images per CPU second | relative to base |")
         print("|---|---|---|")
         for backbone in ("resnet18", "efficientnet_b0"):
             models = {f"{backbone}{v}": create_model(f"{backbone}{v}", 3).train() for v in VARIANTS}

@@ -273,7 +273,8 @@ class _Run:
 
     def _save_state(self, epoch: int) -> None:
         tensors = _flat_tensors("model.", self.model.state_dict())
-        tensors.update(_flat_tensors("best.", self.best_state))
+        if self.best_epoch != epoch:  # else the best weights are the current ones: not twice
+            tensors.update(_flat_tensors("best.", self.best_state))
         opt_tensors, opt_meta = _split_optimizer_state(self.optimizer.state_dict())
         tensors.update(opt_tensors)
         tensors["rng.torch"] = torch.get_rng_state()
@@ -309,7 +310,8 @@ class _Run:
                             f"{self.dir} to start this run afresh.")
         tensors = load_file(str(path))
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        self.best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+        self.best_state = ({k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+                           or {k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         self.optimizer.load_state_dict(_join_optimizer_state(tensors, state["optimizer"]))
         if self.scheduler and state["scheduler"]:
             self.scheduler.load_state_dict(state["scheduler"])
