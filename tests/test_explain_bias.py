@@ -32,7 +32,7 @@ def _load(spec):
     plain = build_transform(False, SIZE, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
     x = torch.stack([tf(read_image(p)) for p in table["path"]])
     patch = torch.stack([plain(read_image(p))[0] > 0.5 for p in table["patch_mask_path"]])
-    return x, torch.as_tensor(table["label"].to_numpy()), patch
+    return x, torch.tensor(table["label"].to_numpy()), patch
 
 
 class _SmallCNN(nn.Module):
