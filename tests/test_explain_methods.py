@@ -130,8 +130,9 @@ def _tiny_vit(reg_tokens: int = 0):
     return vit.eval()
 
 
-def _direct_rollout(vit, x):
-    """Per image, per layer: attention from the block's own weights, 0.5 A + 0.5 I, chained."""
+def _direct_rollout(vit, x, fusion="mean"):
+    """Per image, per layer: attention from the block's own weights, heads fused, identity added,
+    each row divided by its own sum (explicit loop), chained."""
     maps = []
     for b in range(x.shape[0]):
         tokens = vit.norm_pre(vit._pos_embed(vit.patch_embed(x[b:b + 1])))
@@ -141,8 +142,9 @@ def _direct_rollout(vit, x):
             n, d = h.shape
             qkv = blk.attn.qkv(h).reshape(n, 3, blk.attn.num_heads, -1)
             q, k = qkv[:, 0].transpose(0, 1), qkv[:, 1].transpose(0, 1)
-            a = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(q.shape[-1]), dim=-1).mean(0)
-            a = 0.5 * a + 0.5 * torch.eye(n)
+            a = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(q.shape[-1]), dim=-1)
+            a = (a.mean(0) if fusion == "mean" else a.amax(0)) + torch.eye(n)
+            a = torch.stack([row / row.sum() for row in a])
             joint = a if joint is None else a @ joint
             tokens = blk(tokens)
         row = joint[0, vit.num_prefix_tokens:]
@@ -153,14 +155,16 @@ def _direct_rollout(vit, x):
     return torch.stack(maps)
 
 
-@pytest.mark.parametrize("reg_tokens", [0, 2])
-def test_rollout_equals_direct_computation(reg_tokens):
+@pytest.mark.parametrize("reg_tokens,fusion", [(0, "mean"), (2, "mean"), (0, "max")])
+def test_rollout_equals_direct_computation(reg_tokens, fusion):
+    # with max fusion the rows sum to different values, so a row normalisation without keepdim
+    # (dividing by the wrong sums) would fail here; with mean fusion every row sums to 2
     vit = _tiny_vit(reg_tokens)
     x = torch.randn(3, 3, 16, 16)
     x[1] *= 3  # batch elements differ: catches "batch element 0 only" bugs
-    ours = vit_rollout(vit, x)
+    ours = vit_rollout(vit, x, head_fusion=fusion)
     with torch.no_grad():
-        ref = _direct_rollout(vit, x)
+        ref = _direct_rollout(vit, x, fusion)
     assert ours.shape == (3, 16, 16)
     assert torch.allclose(ours, ref, atol=1e-5), (ours - ref).abs().max()
     assert not torch.allclose(ours[0], ours[1], atol=1e-3)

@@ -8,9 +8,11 @@ measures where the maps put their mass.
 from medattn.explain.attention_maps import ga_blocks, ga_maps
 from medattn.explain.gradcam import gradcam
 from medattn.explain.quantify import border_mask, corner_mask, mass_share
-from medattn.explain.rollout import attention_weights, rollout, vit_rollout
+from medattn.explain.rollout import attention_weights, vit_rollout
 
-__all__ = ["gradcam", "ga_maps", "ga_blocks", "vit_rollout", "rollout", "attention_weights",
+# (the rollout product itself is medattn.explain.rollout.rollout; not re-exported, so that the
+# name keeps meaning the submodule)
+__all__ = ["gradcam", "ga_maps", "ga_blocks", "vit_rollout", "attention_weights",
            "mass_share", "border_mask", "corner_mask", "explain_runs"]
 
 
