@@ -74,3 +74,12 @@ def test_table_other_num_classes_and_markdown(capsys):
     assert "| resnet18+ga | 11.22 | 11.22 | +0.37 |" in out
     with torch.device("meta"):
         assert count_parameters(create_model("efficientnet_b0", 3)) == 4011391
+
+
+def test_models_command_lists_every_name_with_a_description(capsys):
+    from medattn.models import list_models
+
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[0] for line in lines] == list_models()
+    assert all(len(line.split(None, 1)[1]) > 10 for line in lines)

@@ -142,6 +142,14 @@ def test_any_input_size_from_32_px(name, size):
     assert out.shape == (1, 4) and torch.isfinite(out).all()
 
 
+def test_large_non_square_input_512_px():
+    # layer4 gets a 16 x 13 map (one dense LA block), GA runs over 128 x 97 = 12416 positions
+    model = create_model("resnet18+ga+la", 2).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 512, 388))
+    assert out.shape == (1, 2) and torch.isfinite(out).all()
+
+
 def test_model_metadata_and_gradcam_layers():
     m = create_model("efficientnet_b0+ga", 3, kernel_size=5)
     assert m.medattn_name == "efficientnet_b0+ga" and m.medattn_options == {"kernel_size": 5}

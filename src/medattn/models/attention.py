@@ -240,11 +240,13 @@ class LocalAttention2d(nn.Module):
         qr = qr.view(B, nh, p.nt, p.L, 2 * kk)
         sh = torch.gather(qr[..., :kk], 4, p.iy.expand(B, nh, -1, -1, -1))      # (B, nh, nt, L, kh)
         sw = torch.gather(qr[..., kk:], 4, p.ix.expand(B, nh, -1, -1, -1))      # (B, nh, nt, L, kw)
+        # head dims: q, k, v equal (CPU fused kernel) and a multiple of 8 (CUDA fused kernels)
         extra = p.kh + p.kw
-        qx = torch.cat([q, sh, sw], -1).reshape(B * nh, p.nt, p.L, d + extra)
-        kx = torch.cat([k, p.onehot.to(k.dtype).expand(B, nh, p.nt, p.S, extra)], -1)
-        kx = kx.reshape(B * nh, p.nt, p.S, d + extra)
-        vx = F.pad(v, (0, extra)).reshape(B * nh, p.nt, p.S, d + extra)  # equal head dims: fused kernel
+        e = -(-(d + extra) // 8) * 8
+        qx = F.pad(torch.cat([q, sh, sw], -1), (0, e - d - extra)).reshape(B * nh, p.nt, p.L, e)
+        onehot = F.pad(p.onehot.to(k.dtype), (0, e - d - extra))
+        kx = torch.cat([k, onehot.expand(B, nh, p.nt, p.S, e - d)], -1).reshape(B * nh, p.nt, p.S, e)
+        vx = F.pad(v, (0, e - d)).reshape(B * nh, p.nt, p.S, e)
         y = F.scaled_dot_product_attention(qx, kx, vx, attn_mask=p.mask, scale=self.scale)[..., :d]
         # (B*nh, nt, L, d) -> (B, C_out, Ho, Wo)
         y = y.reshape(B, nh, p.nty, p.ntx, p.ty, p.tx, d).permute(0, 1, 6, 2, 4, 3, 5)
