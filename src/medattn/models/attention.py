@@ -215,8 +215,8 @@ class LocalAttention2d(nn.Module):
         B, C, H, W = x.shape
         s, nh, d, co = self.stride, self.heads, self.head_dim, self.out_channels
         p = self._plan(H, W, x.device)
-        # 1x1 convs as one token-major GEMM each (B, N, C) @ (C, C_out): several times faster on CPU
-        # than the 1x1 conv kernels, and the (token, channel) layout is what attention needs
+        # the 1x1 convs as one GEMM per input on (B, N, C) tokens: the (token, channel) layout is the
+        # one attention needs, so no transposing copies of q, k, v (the conv modules hold the weights)
         wq, wk, wv = (m.weight.view(co, C) for m in (self.query, self.key, self.value))
         tokens = x.flatten(2).transpose(1, 2)                                   # (B, H*W, C)
         if s == 1:
