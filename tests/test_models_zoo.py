@@ -35,6 +35,9 @@ def test_bad_options_are_config_errors():
         create_model("resnet18+la", 3, kernel_size=4)
     with pytest.raises(ConfigError, match="unknown model option"):
         create_model("resnet18", 3, kernal_size=7)
+    with pytest.raises(ConfigError, match="not a resnet18 checkpoint"):
+        create_model("resnet18+ga", 3, pretrained_tag="resnet50.a1_in1k")
+    assert create_model("resnet18", 3, pretrained_tag="a1_in1k").medattn_timm_name == "resnet18.a1_in1k"
 
 
 def _fake_timm_file(tmp_path, backbone: str) -> str:

@@ -126,9 +126,18 @@ def describe_model(name: str) -> str:
 
 
 def _timm_name(spec: ModelSpec, options: dict) -> str:
-    if options.get("pretrained_tag"):
-        return str(options["pretrained_tag"])
-    return VIT_CHECKPOINTS[spec.name] if spec.backbone == "vit" else CNN_CHECKPOINTS[spec.backbone]
+    default = VIT_CHECKPOINTS[spec.name] if spec.backbone == "vit" else CNN_CHECKPOINTS[spec.backbone]
+    tag = options.get("pretrained_tag")
+    if not tag:
+        return default
+    arch = default.split(".")[0]
+    tag = str(tag)
+    if "." not in tag:  # a bare tag such as "a1_in1k"
+        tag = f"{arch}.{tag}"
+    if tag.split(".")[0] != arch:
+        raise ConfigError(f"model option pretrained_tag={options['pretrained_tag']!r} is not a {arch} "
+                          f"checkpoint; use '{arch}.<tag>' (timm.list_pretrained('{arch}.*') lists them)")
+    return tag
 
 
 def _check_options(spec: ModelSpec, options: dict) -> dict:
