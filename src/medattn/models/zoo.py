@@ -17,8 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import timm
-import torch
 from torch import nn
 
 from medattn.errors import ConfigError
