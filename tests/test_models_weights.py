@@ -123,3 +123,20 @@ def test_checkpoint_metadata_is_json(tmp_path):
     assert json.loads(meta["classes"]) == ["a", "b"] and json.loads(meta["num_classes"]) == 2
     with pytest.raises(WeightsError, match=".safetensors"):
         save_checkpoint(create_model("resnet18", 2), tmp_path / "m.pth")
+
+
+def test_pretrained_true_offline_uses_the_local_hub_cache(tmp_path, monkeypatch):
+    import huggingface_hub.constants as hf_constants
+
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--timm--resnet18.tv_in1k" / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (cache / "models--timm--resnet18.tv_in1k" / "refs").mkdir()
+    (cache / "models--timm--resnet18.tv_in1k" / "refs" / "main").write_text("0123abcd")
+    timm_model = timm.create_model("resnet18", pretrained=False)
+    save_file({k: v.contiguous() for k, v in timm_model.state_dict().items()}, str(snapshot / "model.safetensors"))
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
+    model = create_model("resnet18+ga", 3, pretrained=True)
+    torch.testing.assert_close(model.layer3[1].conv2.weight, timm_model.layer3[1].conv2.weight)
+    assert model.fc.out_features == 3

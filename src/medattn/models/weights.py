@@ -34,12 +34,51 @@ def _hub_hint(timm_name: str) -> str:
             f"Hugging Face cache that holds timm/{timm_name}")
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """False when offline mode is set or huggingface.co cannot be connected to (behind a proxy we
+    cannot tell, so we let the hub client try)."""
+    import socket
+
+    import huggingface_hub.constants as hf
+
+    if hf.HF_HUB_OFFLINE:
+        return False
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HF_ENDPOINT")):
+        return True
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _cached_file(timm_name: str) -> str | None:
+    """Path of timm's weight file for ``timm_name`` in the local Hugging Face cache, or None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        path = try_to_load_from_cache(f"timm/{timm_name}", filename)
+        if isinstance(path, str):
+            return path
+    return None
+
+
 def create_timm(timm_name: str, pretrained: bool = False, **kwargs) -> nn.Module:
     """``timm.create_model`` with hub failures turned into a WeightsError that says what to do."""
     import timm
 
     if not pretrained:
         return timm.create_model(timm_name, pretrained=False, **kwargs)
+    if not _hub_reachable():
+        # the hub client retries for about a minute before it gives up; answer at once instead,
+        # from the local Hugging Face cache when the file is there
+        cached = _cached_file(timm_name)
+        if cached is None:
+            raise WeightsError(f"no pretrained weights for timm {timm_name!r}: huggingface.co is not "
+                               f"reachable and the file is not in the local cache; {_hub_hint(timm_name)}")
+        model = timm.create_model(timm_name, pretrained=False, **kwargs)
+        load_timm_file(model, cached, timm_name)
+        return model
     try:
         return timm.create_model(timm_name, pretrained=True, **kwargs)
     except (RuntimeError, ValueError) as err:
