@@ -58,6 +58,7 @@ def main() -> None:
     ap.add_argument("--beta", type=float, default=None,
                     help="alternative strength (default 1.0 at n=500, 0.5 at n>=2000)")
     ap.add_argument("--permutations", type=int, default=99)
+    ap.add_argument("--power-only", action="store_true", help="skip the H0 draws")
     ap.add_argument("--out", default=None, help="append rows to this CSV")
     args = ap.parse_args()
     band = binomial_band(args.reps)
@@ -71,7 +72,8 @@ def main() -> None:
         beta_alt = args.beta if args.beta is not None else (1.0 if n < 2000 else 0.5)
         for classes in args.classes:
             for x_kind in args.x:
-                for hyp, beta, reps in (("H0", 0.0, args.reps), ("H1", beta_alt, args.power_reps)):
+                plan = [("H0", 0.0, args.reps), ("H1", beta_alt, args.power_reps)]
+                for hyp, beta, reps in plan[1:] if args.power_only else plan:
                     draws = [draw(n, classes, x_kind, beta, np.random.default_rng(1000 * r + n))
                              for r in range(reps)]
                     for name in args.tests:

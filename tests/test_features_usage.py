@@ -15,6 +15,7 @@ import pytest
 from medattn.analysis.features.usage import (
     TABLE3_FEATURES,
     feature_usage,
+    one_image_per_group,
     prediction_matrix,
     select_runs,
 )
@@ -82,6 +83,8 @@ def test_planted_patch_is_found_and_sex_is_not(study):
         assert pv[("r18-s0", "Colorful patches", test)] < 0.01
     for path in res.paths.values():
         assert path.exists()
+    # one image per patient: fewer samples than predictions, all of distinct patients
+    assert res.decisions["n"].max() < 400
     md = res.paths["table3_md"].read_text()
     assert "| resnet18 |" in md and "p < 0.01" in md
     assert set(pd.read_csv(res.paths["table3_csv"]).columns) == {"model", *TABLE3_FEATURES}
@@ -95,6 +98,17 @@ def test_all_runs_give_shares_and_results_are_resumed(study):
     again = feature_usage(study, runs="all", test_options=FAST, progress=False)  # resumed from pvalues.csv
     pd.testing.assert_frame_equal(again.table, res.table)
     assert len(pd.read_csv(res.paths["pvalues"])) == len(before)
+
+
+def test_one_image_per_group_is_seeded_and_keeps_ungrouped_images():
+    preds = pd.DataFrame({"image_id": [f"i{k}" for k in range(6)], "label": 0})
+    group = pd.Series(["p1", "p1", "p2", "p2", "p2", None], index=preds["image_id"])
+    kept = one_image_per_group(preds, group, seed=3)
+    assert len(kept) == 3 and "i5" in set(kept["image_id"])
+    assert group[kept["image_id"]].dropna().is_unique
+    pd.testing.assert_frame_equal(kept, one_image_per_group(preds, group, seed=3))
+    seen = {tuple(one_image_per_group(preds, group, seed=s)["image_id"]) for s in range(20)}
+    assert len(seen) > 1  # the choice within a group is random
 
 
 def test_prediction_representations():

@@ -340,13 +340,16 @@ def _add_features(sub):
     p.add_argument("--seed", type=int, default=0, help="seed of the tests (default 0)")
     p.add_argument("--patches", choices=["auto", "detector", "annotation"], default="auto",
                    help="colourful-patch source: annotation where present (auto), or the detector")
+    p.add_argument("--all-images", action="store_true",
+                   help="test every image (default: one per patient/lesion, as the tests assume "
+                   "independent samples)")
 
     def run(args):
         from medattn.analysis.features.usage import feature_usage
 
         result = feature_usage(args.runs_dir, runs=args.runs, prediction=args.prediction,
                                alpha=args.alpha, set_name=args.set_name, seed=args.seed,
-                               patches=args.patches)
+                               patches=args.patches, one_per_group=not args.all_images)
         print(result.markdown, end="")
         print(f"written: {result.paths['table3_md'].parent}")
 

@@ -141,7 +141,8 @@ def feature_pvalues(x: np.ndarray, y: np.ndarray, z: np.ndarray, tests=DEFAULT_T
 def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "best", prediction: str = "softmax",
                   alpha: float = 0.01, tests: tuple[str, ...] = DEFAULT_TESTS, set_name: str = "test",
                   select_by: str = "test", seed: int = 0, test_options: dict | None = None,
-                  patches: str = "auto", progress: bool = True) -> UsageResult:
+                  patches: str = "auto", one_per_group: bool = True,
+                  progress: bool = True) -> UsageResult:
     """Run the feature-usage analysis over a study directory and write Table 3.
 
     Args:
@@ -155,6 +156,10 @@ def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "best", prediction
         seed: base seed of the tests (each run/feature/test gets its own derived seed).
         test_options: per-test keyword options, e.g. ``{"cmiknn": {"k": 20}}``.
         patches: colourful-patch source for the feature extraction (``auto``/``detector``/``annotation``).
+        one_per_group: test one randomly chosen (seeded) image per leakage group (patient, else
+            lesion). The tests assume independent samples; several images of one patient share
+            patient- and lesion-level features *and* similar predictions, which looks like
+            dependence and inflates false positives. ``False`` tests every image.
     """
     from threadpoolctl import threadpool_limits
     from tqdm.auto import tqdm
@@ -182,7 +187,7 @@ def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "best", prediction
     out_dir = runs_dir / "analysis" / "features"
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = {"prediction": prediction, "set": set_name, "seed": seed, "tests": list(tests),
-                "options": test_options or {}, "patches": patches}
+                "options": test_options or {}, "patches": patches, "one_per_group": one_per_group}
     key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     pv_path = out_dir / "pvalues.csv"
     previous = pd.read_csv(pv_path, dtype={"run_id": str, "key": str}) if pv_path.exists() else None
@@ -192,6 +197,7 @@ def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "best", prediction
         previous = None
 
     feature_tables: dict[str, pd.DataFrame] = {}
+    groups: dict[str, pd.Series] = {}
     rows: list[dict] = []
     todo = [(r, f) for r in chosen.itertuples(index=False) for f in TABLE3_FEATURES]
     bar = tqdm(total=len(todo), desc="feature tests", disable=not progress)
@@ -204,6 +210,8 @@ def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "best", prediction
                 continue
             if rec.data not in feature_tables:
                 table = load_dataset(rec.data)
+                groups[rec.data] = (table.set_index("image_id")["group"].astype(str)
+                                    if "group" in table else None)
                 feature_tables[rec.data] = extract_features(
                     table, cache=out_dir / f"features_{_slug(rec.data)}.csv", patches=patches,
                     progress=progress)
@@ -215,6 +223,8 @@ def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "best", prediction
                 raise DataError(f"run {rec.run_id}: {int(missing_ids.sum())} predicted images (e.g. "
                                 f"{preds['image_id'][missing_ids].iloc[0]}) are not in {rec.data}; "
                                 f"was the data set changed after training?")
+            if one_per_group and groups[rec.data] is not None:
+                preds = one_image_per_group(preds, groups[rec.data], seed)
             y = prediction_matrix(preds, classes, prediction)
             z = preds["label"].to_numpy(dtype=int)
             fx = feats.loc[preds["image_id"]]
@@ -238,13 +248,23 @@ def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "best", prediction
     decisions = decide(pvalues, len(tests))
     table = table3(decisions, runs)
     markdown = table3_markdown(table, runs=runs, prediction=prediction, alpha=alpha, tests=tests,
-                               decisions=decisions, set_name=set_name)
+                               decisions=decisions, set_name=set_name, one_per_group=one_per_group)
     paths = {"pvalues": pv_path, "table3_csv": out_dir / "table3.csv", "table3_md": out_dir / "table3.md",
              "decisions": out_dir / "decisions.csv"}
     _write_csv(paths["table3_csv"], table.reset_index())
     _write_csv(paths["decisions"], decisions)
     _write_text(paths["table3_md"], markdown)
     return UsageResult(pvalues=pvalues, decisions=decisions, table=table, markdown=markdown, paths=paths)
+
+
+def one_image_per_group(preds: pd.DataFrame, group: pd.Series, seed: int = 0) -> pd.DataFrame:
+    """Keep one randomly chosen (seeded) prediction row per group (``group``: image_id -> group)."""
+    order = np.random.default_rng(seed).permutation(len(preds))
+    shuffled = preds.iloc[order]
+    ids = shuffled["image_id"].to_numpy()
+    g = group.reindex(ids).to_numpy(dtype=object)
+    g = np.where(pd.isna(g), ids, g)  # an image without a group is its own group
+    return shuffled[~pd.Series(g).duplicated().to_numpy()].sort_index()
 
 
 def _merge_previous(path: Path, rows: list[dict], key: str) -> pd.DataFrame:
@@ -297,7 +317,7 @@ def table3(decisions: pd.DataFrame, runs: str = "best") -> pd.DataFrame:
 
 
 def table3_markdown(table: pd.DataFrame, *, runs: str, prediction: str, alpha: float, tests,
-                    decisions: pd.DataFrame, set_name: str) -> str:
+                    decisions: pd.DataFrame, set_name: str, one_per_group: bool = True) -> str:
     """Table 3 as Markdown with a legend that states how it was made."""
     header = "| Model | " + " | ".join(table.columns) + " |"
     lines = [header, "|" + "---|" * (len(table.columns) + 1)]
@@ -312,7 +332,8 @@ def table3_markdown(table: pd.DataFrame, *, runs: str, prediction: str, alpha: f
              else "all final runs; k/N = feature used in k of N runs")
     legend = (f"\nFeature usage ({which}). A feature is used ({USED}) when the majority of "
               f"{', '.join(tests)} rejects independence of the feature and the model's {prediction} "
-              f"output given the true label at p < {alpha:g}, on the {set_name} predictions. "
+              f"output given the true label at p < {alpha:g}, on the {set_name} predictions"
+              f"{' (one image per patient/lesion)' if one_per_group else ''}. "
               f"A = asymmetry, B = border irregularity, C = colours, D = dermoscopic structures "
               f"(count and area share). Samples per test: {sizes}.\n")
     return "\n".join(lines) + "\n" + legend
