@@ -159,3 +159,21 @@ def test_embedded_local_attention_is_identity_at_init_then_learns():
     torch.testing.assert_close(ela(x), conv(x))
     ela(x).square().sum().backward()
     assert ela.proj.weight.grad.abs().sum() > 0
+
+
+def test_global_attention_map_never_holds_the_full_matrix():
+    # N = 4096 positions: the N x N float matrix would be 64 MiB; chunks of 1M entries are 4 MiB
+    ga = GlobalAttention2d(8).eval()
+    ga.record_map = True
+    ga.map_chunk_elements = 1 << 20
+    x = torch.randn(1, 8, 64, 64)
+    with torch.no_grad(), profile(profile_memory=True) as prof:
+        ga(x)
+    events = sorted((e.time_range.start, e.self_cpu_memory_usage) for e in prof.events()
+                    if e.self_cpu_memory_usage)
+    live = peak = 0
+    for _, delta in events:
+        live += delta
+        peak = max(peak, live)
+    assert ga.last_map.shape == (1, 64, 64)
+    assert peak < 24 * 2**20, peak / 2**20
