@@ -77,16 +77,18 @@ def test_interrupted_study_runs_only_what_is_missing(derm, tmp_path):
 
 
 @pytest.mark.slow
-def test_ray_backend_gives_the_records_of_the_local_backend(derm, tmp_path):
+def test_ray_backend_gives_the_records_of_the_local_backend(derm, tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")
     cfg = _config(derm, search={"lr": [0.01], "weight_decay": [0.0]}, final={"splits": 2},
                   train={"epochs": 1, "batch_size": 16, "image_size": 32, "pretrained": False,
                          "threads": 1})
     local = run_study(cfg, tmp_path / "local", LocalBackend(progress=False)).records
+    # Workers inherit the environment of the Ray processes this test starts: they import this
+    # checkout's medattn even when it is not installed (no runtime_env set-up to wait for).
     src = str(Path(__file__).resolve().parents[1] / "src")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(
-                 [src, os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}})
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         remote = run_study(cfg, tmp_path / "ray", RayBackend(num_cpus=1)).records
     finally:

@@ -129,11 +129,21 @@ class RayBackend:
         except ImportError:
             raise ConfigError("--backend ray needs Ray: pip install 'medattn[ray]'.") from None
         if not ray.is_initialized():
-            # Workers must import this medattn even when it is not installed (e.g. PYTHONPATH=src).
+            if self.address:  # a cluster's nodes must have medattn installed
+                ray.init(address=self.address, log_to_driver=True)
+                return ray
+            # A local instance inherits this environment: its workers import this medattn even
+            # when it is not installed (PYTHONPATH=src). Faster than a runtime_env set-up.
             src = str(Path(__file__).resolve().parents[2])
-            path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p)
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=True,
-                     runtime_env={"env_vars": {"PYTHONPATH": path}})
+            old = os.environ.get("PYTHONPATH")
+            os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (src, old) if p)
+            try:
+                ray.init(include_dashboard=False, log_to_driver=True)
+            finally:
+                if old is None:
+                    os.environ.pop("PYTHONPATH", None)
+                else:
+                    os.environ["PYTHONPATH"] = old
         return ray
 
     def run(self, specs: Sequence[RunSpec], runs_dir: str | os.PathLike) -> list[dict[str, Any]]:
