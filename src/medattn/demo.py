@@ -81,7 +81,9 @@ def write_summary(ctx: DemoContext) -> None:
     from medattn.training import store
 
     res = ctx.result
-    summary = res.summary.copy()
+    order = {m: i for i, m in enumerate(res.selection["model"])}  # the config's model order
+    summary = res.summary.sort_values("model", key=lambda c: c.map(order),
+                                      kind="stable").reset_index(drop=True)
     store.atomic_write(ctx.out / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False))
     lines = ["| data set | model | set | balanced accuracy (%) | runs | diverged |",
              "|---|---|---|---|---|---|"]
