@@ -210,7 +210,8 @@ def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "best", prediction
                 continue
             if rec.data not in feature_tables:
                 table = load_dataset(rec.data)
-                groups[rec.data] = (table.set_index("image_id")["group"].astype(str)
+                # missing groups stay NA: each such image is then its own group
+                groups[rec.data] = (table.set_index("image_id")["group"].astype(object)
                                     if "group" in table else None)
                 feature_tables[rec.data] = extract_features(
                     table, cache=out_dir / f"features_{_slug(rec.data)}.csv", patches=patches,
