@@ -3,7 +3,8 @@
 :func:`run_demo` runs :data:`STEPS` in order, each a function of a :class:`DemoContext`:
 write the synthetic data sets, run the demo study (``configs/demo.yaml``: ResNet-18 base, +GA and
 +ELA; a learning-rate search, then final runs on 3 splits; in-distribution and OOD test sets), write
-a summary table, then the analysis steps that are available (the report). To add a step, append a
+a summary table, then the analysis steps: feature usage (Table 3), explanations
+(Table 4) and the report. To add a step, append a
 ``(name, function)`` pair to :data:`STEPS`. Every step skips what an earlier, interrupted demo
 already finished, so running the demo again resumes it.
 """
@@ -119,10 +120,20 @@ def explain_step(ctx: DemoContext) -> None:
     ctx.outputs.append(f"explanations: {out['png']} and {out['summary']}")
 
 
+def features_step(ctx: DemoContext) -> None:
+    """Table 3: which ABCD and bias features the best final run of each model uses."""
+    from medattn.analysis.features.usage import feature_usage
+
+    result = feature_usage(ctx.runs_dir, runs="best", progress=ctx.progress)
+    print(result.markdown, end="")
+    ctx.outputs.append(f"feature usage (Table 3): {result.paths['table3_md']}")
+
+
 STEPS: list[tuple[str, Callable[[DemoContext], None]]] = [
     ("data", make_data),
     ("study", run_demo_study),
     ("summary", write_summary),
+    ("features", features_step),
     ("explain", explain_step),
     ("report", build_report_step),
 ]
