@@ -22,8 +22,8 @@ from pathlib import Path
 log = logging.getLogger("medattn.demo")
 
 # Synthetic data: small enough for minutes on 2 CPU cores, large enough to learn above chance.
-N_IMAGES = 400  # ISIC-layout images (in-distribution pool: train/val/test 70/10/20)
-N_OOD = 150  # PAD-UFES-20-layout images (the OOD test set)
+N_IMAGES = 700  # ISIC-layout images (in-distribution pool: train/val/test 70/10/20)
+N_OOD = 200  # PAD-UFES-20-layout images (the OOD test set)
 IMAGE_SIZE = 64  # side of the written images; the study trains at the config's image_size
 # A strong colourful-patch shortcut on nevi (generator default 0.6): from-scratch models on a few
 # hundred images then learn clearly above chance within the time budget, and the feature-usage
