@@ -9,12 +9,7 @@ from medattn.explain import ga_blocks, ga_maps, gradcam
 models = pytest.importorskip("medattn.models")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _explicit_map(block, x):

@@ -13,12 +13,7 @@ from medattn.explain import gradcam, mass_share, vit_rollout  # noqa: E402
 from medattn.explain.quantify import border_mask, corner_mask  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _hooks(model: nn.Module) -> int:

@@ -12,12 +12,7 @@ from medattn.errors import ConfigError
 pytest.importorskip("medattn.models")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # (model, split seed, val balanced accuracy): split 0 holds every model; resnet18's best run is on split 1
