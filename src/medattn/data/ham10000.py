@@ -8,15 +8,20 @@ akiec/bcc/bkl/df/vasc -> other.
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 
 from medattn.data import labels as L
-from medattn.data.table import finish_table, list_files, read_csv
+from medattn.data.table import diagnosed_rows, finish_table, index_images, read_csv
 
 IMAGE_FOLDERS = ("HAM10000_images_part_1", "HAM10000_images_part_2", "HAM10000_images", ".")
+
+
+def _image_stem(name: str) -> str | None:
+    """``ISIC_0024306.jpg`` -> ``ISIC_0024306``; None for files that are not images."""
+    stem, _, ext = name.rpartition(".")
+    return stem if ext.lower() in ("jpg", "jpeg", "png") else None
 
 
 def read_ham10000(root: str | Path, spec: str | None = None) -> pd.DataFrame:
@@ -28,26 +33,8 @@ def read_ham10000(root: str | Path, spec: str | None = None) -> pd.DataFrame:
     if not meta.is_file() and (root / "HAM10000_metadata.tab").is_file():
         meta, sep = root / "HAM10000_metadata.tab", "\t"
     df = read_csv(meta, required=["lesion_id", "image_id", "dx"], sep=sep)
-    where: dict[str, str] = {}
-    for folder in IMAGE_FOLDERS:
-        for name in list_files(root / folder):
-            stem, _, ext = name.rpartition(".")
-            if ext.lower() in ("jpg", "jpeg", "png"):
-                where.setdefault(stem, str((root / folder / name).resolve()))
-    rows, keep, skipped = [], [], Counter()
-    for i, (dx, image_id) in enumerate(zip(df["dx"], df["image_id"])):
-        code = str(dx).strip().lower() if isinstance(dx, str) else ""
-        if code not in L.HAM10000_DX:
-            skipped["no diagnosis" if not code else f"unknown diagnosis {code!r}"] += 1
-            continue
-        path = where.get(str(image_id).strip())
-        if path is None:
-            skipped["missing image"] += 1
-            continue
-        keep.append(i)
-        rows.append((str(image_id).strip(), path, L.HAM10000_DX[code]))
-    sub = df.iloc[keep].reset_index(drop=True)
-    table = pd.DataFrame(rows, columns=["image_id", "path", "label"])
+    where = index_images(root, IMAGE_FOLDERS, _image_stem)
+    sub, table, skipped = diagnosed_rows(df, "dx", "image_id", L.HAM10000_DX, str.lower, where)
     table["group"] = ("lesion:" + sub["lesion_id"].astype(str)).values
     table["subset"] = pd.NA
     table["diagnosis"] = sub["dx"].values

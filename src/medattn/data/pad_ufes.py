@@ -7,13 +7,12 @@ diagnostic, ..., img_id, biopsed``) and images ``imgs_part_{1,2,3}/PAT_<p>_<l>_<
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 
 from medattn.data import labels as L
-from medattn.data.table import finish_table, list_files, read_csv
+from medattn.data.table import diagnosed_rows, finish_table, index_images, read_csv
 
 ROMAN = {1: "I", 2: "II", 3: "III", 4: "IV", 5: "V", 6: "VI"}
 IMAGE_FOLDERS = ("imgs_part_1", "imgs_part_2", "imgs_part_3", "images", ".")
@@ -28,24 +27,9 @@ def read_pad_ufes(root: str | Path, spec: str | None = None) -> pd.DataFrame:
     root = Path(root).expanduser()
     spec = spec or f"pad-ufes-20:{root}"
     df = read_csv(root / "metadata.csv", required=["patient_id", "lesion_id", "diagnostic", "img_id"])
-    where: dict[str, str] = {}
-    for folder in IMAGE_FOLDERS:
-        for name in list_files(root / folder):
-            where.setdefault(name, str((root / folder / name).resolve()))
-    rows, keep, skipped = [], [], Counter()
-    for i, (dx, img) in enumerate(zip(df["diagnostic"], df["img_id"])):
-        code = str(dx).strip().upper() if isinstance(dx, str) else ""
-        if code not in L.PAD_UFES_DIAGNOSTIC:
-            skipped["no diagnosis" if not code else f"unknown diagnosis {code!r}"] += 1
-            continue
-        path = where.get(str(img).strip())
-        if path is None:
-            skipped["missing image"] += 1
-            continue
-        keep.append(i)
-        rows.append((str(img).strip().rsplit(".", 1)[0], path, L.PAD_UFES_DIAGNOSTIC[code]))
-    sub = df.iloc[keep].reset_index(drop=True)
-    table = pd.DataFrame(rows, columns=["image_id", "path", "label"])
+    where = index_images(root, IMAGE_FOLDERS, lambda name: name)
+    sub, table, skipped = diagnosed_rows(df, "diagnostic", "img_id", L.PAD_UFES_DIAGNOSTIC, str.upper,
+                                         where, image_id=lambda name: name.rsplit(".", 1)[0])
     table["group"] = ("patient:" + sub["patient_id"].astype(str)).values
     table["subset"] = pd.NA
     table["diagnosis"] = sub["diagnostic"].values

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +52,44 @@ def list_files(folder: Path) -> set[str]:
             return {e.name for e in it if e.is_file()}
     except FileNotFoundError:
         return set()
+
+
+def index_images(root: Path, folders: Iterable[str], key: Callable[[str], str | None]) -> dict[str, str]:
+    """``key(file name) -> absolute path`` over image ``folders`` below ``root`` (first folder wins;
+    names for which ``key`` returns None are ignored)."""
+    where: dict[str, str] = {}
+    for folder in folders:
+        for name in list_files(root / folder):
+            k = key(name)
+            if k is not None:
+                where.setdefault(k, str((root / folder / name).resolve()))
+    return where
+
+
+def diagnosed_rows(df: pd.DataFrame, dx_col: str, id_col: str, codes: dict[str, int],
+                   normalise: Callable[[str], str], where: dict[str, str],
+                   image_id: Callable[[str], str] = lambda s: s,
+                   ) -> tuple[pd.DataFrame, pd.DataFrame, Counter]:
+    """Match metadata rows to labels and image files.
+
+    Each row's ``normalise(dx_col)`` is looked up in ``codes`` and its stripped ``id_col`` in
+    ``where``; rows with no, or an unknown, diagnosis or with no image are skipped and counted.
+    Returns (the kept metadata rows, a frame ``image_id, path, label`` aligned with them, skips).
+    """
+    rows, keep, skipped = [], [], Counter()
+    for i, (dx, ident) in enumerate(zip(df[dx_col], df[id_col])):
+        code = normalise(dx.strip()) if isinstance(dx, str) else ""
+        if code not in codes:
+            skipped["no diagnosis" if not code else f"unknown diagnosis {code!r}"] += 1
+            continue
+        path = where.get(str(ident).strip())
+        if path is None:
+            skipped["missing image"] += 1
+            continue
+        keep.append(i)
+        rows.append((image_id(str(ident).strip()), path, codes[code]))
+    return (df.iloc[keep].reset_index(drop=True),
+            pd.DataFrame(rows, columns=["image_id", "path", "label"]), skipped)
 
 
 def finish_table(rows: pd.DataFrame, classes: Sequence[str], source: str, spec: str,
