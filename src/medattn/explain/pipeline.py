@@ -64,6 +64,16 @@ class Unit:
 
 # --------------------------------------------------------------------------------- run selection
 
+def _restrict(done: pd.DataFrame, column: str, wanted, runs_dir) -> pd.DataFrame:
+    """Rows of ``done`` whose ``column`` is in ``wanted``; ConfigError naming ``--<column>s`` if a
+    wanted value has no finished run."""
+    unknown = sorted(set(wanted) - set(done[column]))
+    if unknown:
+        raise ConfigError(f"--{column}s: no finished runs for {', '.join(unknown)} in {runs_dir}; "
+                          f"available: {', '.join(sorted(set(done[column])))}.")
+    return done[done[column].isin(wanted)]
+
+
 def select_runs(runs_dir: str | os.PathLike, models: list[str] | None = None,
                 datasets: list[str] | None = None, select: str = "split") -> pd.DataFrame:
     """The run explained per (data set, model), chosen on validation balanced accuracy.
@@ -89,11 +99,7 @@ def select_runs(runs_dir: str | os.PathLike, models: list[str] | None = None,
                         "(medattn study CONFIG.yaml) or point RUNS_DIR at one.")
     done = records[records["status"] == "done"].copy()
     if models:
-        unknown = sorted(set(models) - set(done["model"]))
-        if unknown:
-            raise ConfigError(f"--models: no finished runs for {', '.join(unknown)} in {runs_dir}; "
-                              f"available: {', '.join(sorted(set(done['model'])))}.")
-        done = done[done["model"].isin(models)]
+        done = _restrict(done, "model", models, runs_dir)
     else:
         others = sorted(set(done["model"]) - set(DEFAULT_MODELS))
         done = done[done["model"].isin(DEFAULT_MODELS)]
@@ -101,11 +107,7 @@ def select_runs(runs_dir: str | os.PathLike, models: list[str] | None = None,
             raise DataError(f"{runs_dir}: no finished run of the Table 4 models; name others with "
                             f"--models (finished: {', '.join(others) or 'none'}).")
     if datasets:
-        unknown = sorted(set(datasets) - set(done["dataset"]))
-        if unknown:
-            raise ConfigError(f"--datasets: no finished runs for {', '.join(unknown)} in {runs_dir}; "
-                              f"available: {', '.join(sorted(set(done['dataset'])))}.")
-        done = done[done["dataset"].isin(datasets)]
+        done = _restrict(done, "dataset", datasets, runs_dir)
     if done.empty:
         raise DataError(f"{runs_dir}: no run with status 'done' to explain.")
     done["_final"] = done["phase"] == "final"
