@@ -9,10 +9,15 @@ from scipy import stats
 from scipy.special import digamma
 from threadpoolctl import threadpool_limits
 
-from medattn.analysis.citests import TESTS, chsic, cmiknn, rcot
+from medattn.analysis.citests import TESTS, _cmi_kernel, chsic, cmiknn, rcot
 from medattn.analysis.citests.cmiknn import _Stratum
 from medattn.analysis.citests.rcot import hbe_sf, lpb4_sf
 from medattn.errors import ConfigError, DataError
+
+
+CMIKNN_MODULE = sys.modules["medattn.analysis.citests.cmiknn"]  # the name is shadowed by the function
+needs_numba = pytest.mark.skipif(not _cmi_kernel.available(),
+                                 reason="numba not installed (pip install 'medattn[fast]')")
 
 
 @pytest.fixture(autouse=True)
@@ -109,14 +114,67 @@ def _brute_ksg(u, v, k):
 def test_cmiknn_statistic_equals_brute_force_frenzel_pompe(du, dv, rows_limit, monkeypatch):
     # The cached sub-space counters (sorted values, sorted distance rows, or a k-d tree for large
     # classes, forced here by rows_limit) must give exactly the counts of a brute-force KSG estimate.
-    monkeypatch.setattr(sys.modules["medattn.analysis.citests.cmiknn"], "_FULL_ROWS_LIMIT", rows_limit)
+    monkeypatch.setattr(CMIKNN_MODULE, "_FULL_ROWS_LIMIT", rows_limit)
     rng = np.random.default_rng(6)
     u, v = rng.standard_normal((300, du)), rng.standard_normal((300, dv))
     v[:, 0] += u[:, 0]
-    stratum = _Stratum(u, v, k=7)
+    stratum = _Stratum(u, v, k=7, compiled=False)
     perms = np.array([np.arange(300)] + [rng.permutation(300) for _ in range(4)])
     expected = [_brute_ksg(u[p], v, 7) for p in perms]
     np.testing.assert_allclose(stratum.cmi_sums(perms), expected, rtol=1e-10, atol=1e-8)
+
+
+@needs_numba
+@pytest.mark.parametrize("dv,width,ties", [(1, 512, False), (2, 512, False), (3, 512, False),
+                                           (2, 12, False), (2, 512, True), (2, 12, True)])
+def test_compiled_cmiknn_sums_equal_brute_force(dv, width, ties, monkeypatch):
+    # The compiled scan must find the exact k-th neighbour distances and counts whatever its first
+    # guess: too small (every sample falls back to the ordered scan), calibrated, or far too large;
+    # a short neighbour list (width 12) forces the full scans, rounded data forces ties.
+    monkeypatch.setattr(CMIKNN_MODULE, "_LIST_WIDTH", width)
+    rng = np.random.default_rng(6)
+    u, v = rng.standard_normal((300, 1)), rng.standard_normal((300, dv))
+    v[:, 0] += u[:, 0]
+    if ties:
+        u, v = np.round(u, 1), np.round(v, 1)
+    stratum = _Stratum(u, v, k=7, compiled=True)
+    assert stratum.compiled
+    perms = np.array([np.arange(300)] + [rng.permutation(300) for _ in range(40)])
+    expected = np.array([_brute_ksg(u[p], v, 7) for p in perms])
+    np.testing.assert_allclose(stratum.cmi_sums(perms[:1]), expected[:1], rtol=1e-10, atol=1e-8)
+    np.testing.assert_allclose(stratum.cmi_sums(perms[1:32]), expected[1:32], rtol=1e-10, atol=1e-8)
+    assert stratum.calibrated and 0 < stratum.factor < np.inf
+    for factor in (1e-6, stratum.factor, 1e6):
+        stratum.factor = factor
+        np.testing.assert_allclose(stratum.cmi_sums(perms[32:]), expected[32:], rtol=1e-10,
+                                   atol=1e-8)
+
+
+@needs_numba
+@pytest.mark.parametrize("binary,classes", [(False, 2), (True, 3)])
+def test_cmiknn_backends_give_the_same_pvalue(binary, classes):
+    rng = np.random.default_rng(11)
+    n = 240
+    z = rng.integers(0, classes, n)
+    x = (rng.random(n) < 0.3 + 0.1 * z) if binary else rng.standard_normal(n) + z
+    logits = np.eye(classes)[z] + rng.standard_normal((n, classes))
+    logits[:, 0] += 0.8 * x
+    y = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    for seed in range(3):
+        p_scipy = cmiknn(x, y[:, :classes - 1], z, seed=seed, permutations=199, backend="scipy")
+        p_numba = cmiknn(x, y[:, :classes - 1], z, seed=seed, permutations=199, backend="numba")
+        assert p_numba == p_scipy
+
+
+def test_cmiknn_backend_option_errors(monkeypatch):
+    x, y, z = np.zeros(20), np.arange(20.0), np.repeat([0, 1], 10)
+    with pytest.raises(ConfigError, match="backend='gpu' must be one of"):
+        cmiknn(x, y, z, backend="gpu")
+    monkeypatch.setattr(_cmi_kernel, "numba", None)
+    with pytest.raises(ConfigError, match=r"pip install 'medattn\[fast\]'"):
+        cmiknn(x, y, z, backend="numba")
+    with pytest.warns(RuntimeWarning, match="numba is not installed"):  # auto: the scipy path
+        assert 0 < cmiknn(x + np.arange(20), y, z, permutations=9) <= 1
 
 
 @pytest.mark.parametrize("weights", [np.array([5, 1, 0.5, 0.2, 0.1, 0.05]),
