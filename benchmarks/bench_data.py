@@ -12,7 +12,11 @@ texture, quality 90, ~ the size of ISIC archive JPEGs), then measures images/s t
    short-side-resized array is loaded);
 2. the loading stage alone (decode + resize to the short side, no augmentation): raw vs cached;
 3. our colour jitter vs torchvision's ``ColorJitter`` (same strengths, hue included) inside the
-   cached training loader, the reason ``RandomColorJitter`` exists.
+   cached training loader, the reason ``RandomColorJitter`` exists;
+4. our one-warp geometric step (``RandomResizedAffine``) vs torchvision's chain
+   ``RandomResizedCrop`` + ``RandomAffine`` + two flips on the PIL image (+ ``ToImage``; same
+   parameters, our colour jitter after both) inside the cached training loader, the reason
+   ``RandomResizedAffine`` exists.
 
 All loaders run round-robin (``--rounds`` epochs each, alternating) so load from other jobs hits
 them alike. Two rates per epoch: images per wall-clock second, and images per CPU second of this
@@ -95,6 +99,11 @@ def main() -> None:
         tv = v2.Compose([t for t in tf.transforms if not isinstance(t, RandomColorJitter)] + [
             v2.ColorJitter(0.3, 0.3, 0.3, 0.1), v2.ToDtype(torch.float32, scale=True),
             v2.Normalize(mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD))])
+        tv.accepts_arrays = True  # its first step is ours, as in tf
+        chain = v2.Compose([  # torchvision's geometric steps on PIL (what tf replaces), our jitter
+            v2.RandomResizedCrop(args.size, scale=(0.4, 1.0), ratio=(3 / 4, 4 / 3)),
+            v2.RandomAffine(degrees=90.0, shear=20.0), v2.RandomHorizontalFlip(),
+            v2.RandomVerticalFlip(), v2.ToImage(), tf.transforms[-1]])
         short = lambda im: v2.functional.pil_to_tensor(resize_short_side(im, args.short_side))  # noqa: E731
         as_tensor = v2.Compose([v2.PILToTensor(), v2.CenterCrop(args.short_side)])
         cache = ImageCache(tmp / "cache", args.short_side)
@@ -113,6 +122,7 @@ def main() -> None:
             "load only, raw": loader(v2.Compose([short, v2.CenterCrop(args.short_side)]), False),
             "load only, cached": loader(as_tensor, True),
             "train, cached, torchvision ColorJitter": loader(tv, True),
+            "train, cached, torchvision crop+affine+flips": loader(chain, True),
         }
         rates = {k: [] for k in loaders}
         for _ in range(args.rounds):
@@ -131,7 +141,9 @@ def main() -> None:
     for label, a, b in (("training loader, cached / raw", "train, cached", "train, raw"),
                         ("loading stage,   cached / raw", "load only, cached", "load only, raw"),
                         ("colour jitter, ours / torchvision (cached training loader)", "train, cached",
-                         "train, cached, torchvision ColorJitter")):
+                         "train, cached, torchvision ColorJitter"),
+                        ("geometric steps, one warp / torchvision chain (cached training loader)",
+                         "train, cached", "train, cached, torchvision crop+affine+flips")):
         print(f"{label}: {wall[a] / wall[b]:.1f}x wall, {cpu[a] / cpu[b]:.1f}x CPU time")
     print(f"building the cache once: {build:.1f} images/s")
 

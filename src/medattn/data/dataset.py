@@ -75,7 +75,9 @@ class ImageDataset:
 
     Args:
         table: a sample table (``path`` and ``label`` columns are used).
-        transform: callable on a PIL RGB image; ``None`` returns the PIL image.
+        transform: callable on a PIL RGB image; ``None`` returns the PIL image. A transform with
+            ``accepts_arrays = True`` (the training transform of ``build_transform``) gets cached
+            images as uint8 arrays H x W x 3 instead, which saves a PIL round trip per item.
         cache: an :class:`medattn.data.ImageCache`; images then come from it, decoded and resized.
     """
 
@@ -84,13 +86,17 @@ class ImageDataset:
         self.labels = table["label"].astype(np.int64).to_numpy()
         self.transform = transform
         self.cache = cache
+        self._arrays = cache is not None and bool(getattr(transform, "accepts_arrays", False))
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
         path = self.paths[i]
-        image = self.cache.get(path) if self.cache is not None else read_image(path)
+        if self._arrays:
+            image = self.cache.get_array(path)
+        else:
+            image = self.cache.get(path) if self.cache is not None else read_image(path)
         if self.transform is not None:
             image = self.transform(image)
         return image, int(self.labels[i]), i
