@@ -32,9 +32,16 @@ from torchvision.transforms import v2
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-_LUMA_NP = np.array([0.299, 0.587, 0.114])
+_LUMA = (0.299, 0.587, 0.114)
+_LUMA_NP = np.array(_LUMA)
 _RGB2YIQ_NP = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 _YIQ2RGB_NP = np.linalg.inv(_RGB2YIQ_NP)
+# The jitter's colour map is a combination of four fixed matrices (see RandomColorJitter.matrix):
+# hue rotation = YIQ2RGB @ (E0 + cos a E1 + sin a E2) @ RGB2YIQ, and the grey image = L @ x.
+_JITTER_BASIS = np.stack(
+    [_YIQ2RGB_NP @ e @ _RGB2YIQ_NP for e in (np.diag([1.0, 0.0, 0.0]), np.diag([0.0, 1.0, 1.0]),
+                                             np.array([[0.0, 0, 0], [0, 0, -1], [0, 1, 0]]))]
+    + [np.outer(np.ones(3), _LUMA_NP)])
 
 
 class RandomResizedAffine(v2.Transform):
@@ -182,20 +189,25 @@ class RandomColorJitter(torch.nn.Module):
         mean = np.zeros(3) if mean is None else np.asarray(mean, dtype=np.float64)
         std = np.ones(3) if std is None else np.asarray(std, dtype=np.float64)
         self._mean, self._inv_std = mean, 1 / std
+        self._basis = _JITTER_BASIS * self._inv_std[None, :, None]
         # clamping to [0, 1] before normalising = clamping to these bounds after it
         self._lo, self._hi = (-mean / std).tolist(), ((1 - mean) / std).tolist()
 
     def matrix(self, u: np.ndarray, grey_mean: float) -> tuple[np.ndarray, np.ndarray]:
         """The colour map ``x -> m @ x + offset`` (x in [0, 1]) for random draws ``u`` in [-1, 1]^4."""
+        coef, shift = self._coefficients(u, grey_mean)
+        return np.tensordot(coef, _JITTER_BASIS, 1), np.full(3, shift)
+
+    def _coefficients(self, u: Sequence[float], grey_mean: float) -> tuple[list[float], float]:
         b = 1 + u[0] * self.brightness
         c = 1 + u[1] * self.contrast
         s = 1 + u[2] * self.saturation
-        a = -u[3] * self.hue * 2 * np.pi  # negative: HSV hue order (red -> yellow) in YIQ
-        rot = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(a), -np.sin(a)], [0.0, np.sin(a), np.cos(a)]])
-        sat = s * np.eye(3) + (1 - s) * np.outer(np.ones(3), _LUMA_NP)
-        m = _YIQ2RGB_NP @ rot @ _RGB2YIQ_NP @ sat * (c * b)
-        offset = np.full(3, (1 - c) * b * grey_mean)  # grey stays grey under saturation and hue
-        return m, offset
+        a = -u[3] * self.hue * 2 * math.pi  # negative: HSV hue order (red -> yellow) in YIQ
+        # hue(a) @ saturation(s) * c * b, saturation = s I + (1 - s) L, and hue(a) @ L = L (grey
+        # stays grey), so the map is a combination of the four basis matrices
+        k = c * b
+        coef = [k * s, k * s * math.cos(a), k * s * math.sin(a), k * (1 - s)]
+        return coef, (1 - c) * b * grey_mean  # offset: contrast pulls towards the mean grey
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scale = 1 / 255 if x.dtype == torch.uint8 else 1.0
@@ -203,11 +215,11 @@ class RandomColorJitter(torch.nn.Module):
         # one copy at most, into contiguous 3 x N float (a permuted uint8 image is H x W x 3 in memory)
         x = x.as_subclass(torch.Tensor).to(torch.float32, memory_format=torch.contiguous_format)
         x = x.view(3, -1)
-        u = torch.rand(4, dtype=torch.float64).numpy() * 2 - 1
-        grey_mean = float(_LUMA_NP @ x.mean(dim=1).double().numpy()) * scale  # luma is linear
-        m, offset = self.matrix(u, grey_mean)
-        m = (self._inv_std[:, None] * m) * scale
-        offset = self._inv_std * (offset - self._mean)
+        u = (torch.rand(4, dtype=torch.float64) * 2 - 1).tolist()
+        grey_mean = sum(w * v for w, v in zip(_LUMA, x.mean(dim=1).tolist())) * scale  # luma: linear
+        coef, shift = self._coefficients(u, grey_mean)
+        m = np.tensordot(coef, self._basis, 1) * scale  # normalisation folded into the basis
+        offset = self._inv_std * (shift - self._mean)
         out = torch.addmm(torch.from_numpy(offset.astype(np.float32)).view(3, 1),
                           torch.from_numpy(m.astype(np.float32)), x)
         for channel, lo, hi in zip(out, self._lo, self._hi):  # scalar bounds: faster than broadcast
