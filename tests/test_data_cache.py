@@ -145,3 +145,20 @@ def test_color_jitter_fused_scaling_and_normalisation_equal_separate_steps():
     torch.manual_seed(3)
     plain = RandomColorJitter(0.3, 0.3, 0.3, 0.1)(x8.float() / 255)
     assert torch.allclose(fused, TF.normalize(plain, list(mean), list(std)), atol=1e-5)
+
+
+def test_entry_reader_fast_path_equals_np_load(tmp_path):
+    """Entries are read by a fixed-header fast path; any other or damaged .npy goes to np.load."""
+    for shape in [(37, 50, 3), (1, 1000, 3)]:
+        arr = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+        np.save(tmp_path / "a.npy", arr)
+        assert cache_mod._NPY_HEADER.match((tmp_path / "a.npy").read_bytes()) is not None
+        got = cache_mod._load_entry(tmp_path / "a.npy")
+        assert np.array_equal(got, arr) and got.flags.writeable
+    for other in (np.zeros((4, 4, 3), np.float32), np.zeros((4, 4), np.uint8)):
+        np.save(tmp_path / "b.npy", other)
+        got = cache_mod._load_entry(tmp_path / "b.npy")
+        assert got.dtype == other.dtype and got.shape == other.shape
+    (tmp_path / "c.npy").write_bytes((tmp_path / "a.npy").read_bytes()[:-5])
+    with pytest.raises(ValueError):
+        cache_mod._load_entry(tmp_path / "c.npy")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,24 @@ from PIL import Image
 
 from medattn.data.dataset import read_image
 from medattn.errors import DataError
+
+
+# The .npy header np.save writes for our entries (format 1.0, uint8, C order, H x W x 3)
+_NPY_HEADER = re.compile(rb"\x93NUMPY\x01\x00..\{'descr': '\|u1', 'fortran_order': False, "
+                         rb"'shape': \((\d+), (\d+), 3\), \} *\n", re.DOTALL)
+
+
+def _load_entry(entry: Path) -> np.ndarray:
+    """Read an entry. Ours have one fixed header form, parsed here without ``np.load``'s generic
+    (``ast``-based) parser, which cost about as much as reading the pixels; any other file (or a
+    truncated one) goes through ``np.load``, which reads it or raises."""
+    with open(entry, "rb") as f:
+        buf = bytearray(os.fstat(f.fileno()).st_size)
+        n = f.readinto(buf)
+    m = _NPY_HEADER.match(buf, 0, 128)
+    if m is None or n != len(buf) or len(buf) - m.end() != int(m[1]) * int(m[2]) * 3:
+        return np.load(entry, allow_pickle=False)
+    return np.frombuffer(buf, np.uint8, offset=m.end()).reshape(int(m[1]), int(m[2]), 3)
 
 
 def resize_short_side(image: Image.Image, short_side: int) -> Image.Image:
@@ -90,7 +109,7 @@ class ImageCache:
         """As :meth:`get`, as a uint8 array H x W x 3."""
         entry = self.entry(path)
         try:
-            return np.load(entry, allow_pickle=False)
+            return _load_entry(entry)
         except (FileNotFoundError, ValueError, EOFError, OSError):
             pass  # absent (or damaged: rebuilt)
         arr = np.asarray(_decode_small(path, self.short_side), dtype=np.uint8)
