@@ -131,8 +131,9 @@ def test_seed_determinism_and_input_types():
         assert torch.allclose(o, outs[0], atol=1e-6)
     torch.manual_seed(6)
     assert not torch.allclose(ours(img), outs[0], atol=0.05)
-    with pytest.raises(TypeError, match="RGB PIL image"):
-        ours(torch.zeros(1, 8, 8))
+    for bad in (torch.zeros(1, 8, 8), np.zeros((8, 8, 3), np.float32)):  # grey; unscaled floats
+        with pytest.raises(TypeError, match="RGB PIL image"):
+            ours(bad)
 
 
 def test_big_crops_are_antialiased():

@@ -8,8 +8,8 @@ Both training steps are written here, because each is measurably faster than tor
 chain on CPU (docs/data.md, benchmarks/bench_data.py):
 
 - :class:`RandomResizedAffine`: the random resized crop, the affine (rotation, shear) and the two
-  flips as ONE bilinear warp (``grid_sample``), with the parameters drawn by torchvision's own
-  ``RandomResizedCrop`` / ``RandomAffine`` (same distributions, same draws from torch's generator).
+  flips as ONE bilinear warp (``grid_sample``), with the parameters drawn exactly as torchvision's
+  ``RandomResizedCrop`` / ``RandomAffine`` / flips draw them (same calls to torch's generator).
   One resample instead of torchvision's two (an antialiased resize, then a nearest-neighbour
   rotation), and the uint8 -> float conversion only of the crop.
 - :class:`RandomColorJitter`: brightness, contrast, saturation and hue are all linear colour maps,
@@ -65,7 +65,8 @@ class RandomResizedAffine(v2.Transform):
     _transformed_types = (torch.Tensor, Image.Image, np.ndarray)
 
     def __init__(self, size: int, scale: tuple[float, float] = (0.08, 1.0),
-                 ratio: tuple[float, float] = (3 / 4, 4 / 3), degrees: float | Sequence[float] = 0.0,
+                 ratio: tuple[float, float] = (3 / 4, 4 / 3),
+                 degrees: float | Sequence[float] = 0.0,
                  shear: float | Sequence[float] | None = None, hflip: float = 0.5,
                  vflip: float = 0.5):
         super().__init__()
@@ -152,7 +153,7 @@ class RandomResizedAffine(v2.Transform):
                 i, j, h, w = 0, 0, *inpt.shape[:2]
             else:
                 inpt = np.asarray(inpt)
-        if isinstance(inpt, np.ndarray) and inpt.ndim == 3 and inpt.shape[2] == 3:
+        if isinstance(inpt, np.ndarray) and inpt.shape[2:] == (3,) and inpt.dtype == np.uint8:
             # H x W x 3 in memory, seen as 3 x H x W (grid_sample takes channels-last input)
             crop = np.multiply(inpt[i:i + h, j:j + w], 1 / 255, dtype=np.float32)
             crop = torch.from_numpy(crop).permute(2, 0, 1)
@@ -160,8 +161,9 @@ class RandomResizedAffine(v2.Transform):
             crop = inpt.as_subclass(torch.Tensor)[:, i:i + h, j:j + w]
             crop = crop * (1 / 255) if crop.dtype == torch.uint8 else crop.float()
         else:
-            raise TypeError(f"RandomResizedAffine takes an RGB PIL image, an H x W x 3 array or a "
-                            f"3 x H x W tensor, got {type(inpt).__name__} {getattr(inpt, 'shape', '')}")
+            raise TypeError("RandomResizedAffine takes an RGB PIL image, a uint8 H x W x 3 array "
+                            f"or a 3 x H x W tensor, got {type(inpt).__name__} "
+                            f"{getattr(inpt, 'shape', '')}")
         return F.avg_pool2d(crop[None], (ky, kx), ceil_mode=True)[0] if reduce else crop
 
 
