@@ -86,17 +86,18 @@ class ImageDataset:
         self.labels = table["label"].astype(np.int64).to_numpy()
         self.transform = transform
         self.cache = cache
-        self._arrays = cache is not None and bool(getattr(transform, "accepts_arrays", False))
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
         path = self.paths[i]
-        if self._arrays:
+        if self.cache is None:
+            image = read_image(path)
+        elif getattr(self.transform, "accepts_arrays", False):
             image = self.cache.get_array(path)
         else:
-            image = self.cache.get(path) if self.cache is not None else read_image(path)
+            image = self.cache.get(path)
         if self.transform is not None:
             image = self.transform(image)
         return image, int(self.labels[i]), i
