@@ -125,15 +125,18 @@ def test_cmiknn_statistic_equals_brute_force_frenzel_pompe(du, dv, rows_limit, m
 
 
 @needs_numba
-@pytest.mark.parametrize("dv,width,ties", [(1, 512, False), (2, 512, False), (3, 512, False),
-                                           (2, 12, False), (2, 512, True), (2, 12, True)])
-def test_compiled_cmiknn_sums_equal_brute_force(dv, width, ties, monkeypatch):
+@pytest.mark.parametrize("du,dv,width,ties", [(1, 1, 512, False), (1, 2, 512, False),
+                                              (1, 3, 512, False), (1, 2, 12, False),
+                                              (1, 2, 512, True), (1, 2, 12, True),
+                                              (2, 2, 512, False), (2, 2, 12, False),
+                                              (2, 1, 12, True)])
+def test_compiled_cmiknn_sums_equal_brute_force(du, dv, width, ties, monkeypatch):
     # The compiled scan must find the exact k-th neighbour distances and counts whatever its first
     # guess: too small (every sample falls back to the ordered scan), calibrated, or far too large;
     # a short neighbour list (width 12) forces the full scans, rounded data forces ties.
     monkeypatch.setattr(CMIKNN_MODULE, "_LIST_WIDTH", width)
     rng = np.random.default_rng(6)
-    u, v = rng.standard_normal((300, 1)), rng.standard_normal((300, dv))
+    u, v = rng.standard_normal((300, du)), rng.standard_normal((300, dv))
     v[:, 0] += u[:, 0]
     if ties:
         u, v = np.round(u, 1), np.round(v, 1)

@@ -4,9 +4,9 @@
 ``psi(k) + psi(n) - psi(n_u) - psi(n_v)`` that :mod:`medattn.analysis.citests.cmiknn` also computes
 with scipy k-d trees. Both use the same floating-point distances and counts, so they agree.
 
-How. Only the 1-D variable u is shuffled; v stays put, so each sample's v-neighbours sorted by
+How. Only u (the variable of fewer columns) is shuffled; v stays put, so each sample's v-neighbours sorted by
 v-distance are listed once (:func:`neighbour_lists`). Under a shuffle the joint max-norm distance to
-the m-th listed neighbour is ``max(|u_a - u_b|, dist[i, m])``. For a radius ``r``, every sample
+the m-th listed neighbour is ``max(|u_a - u_b|_inf, dist[i, m])``. For a radius ``r``, every sample
 closer than ``r`` in the joint space is among the listed neighbours with ``dist < r``, so one
 branch-free pass over that prefix collects them; if there are at least k + 1, the (k + 1)-th
 smallest of them (the sample itself included) is the exact k-th neighbour distance. ``r`` is a
@@ -14,7 +14,8 @@ guess from the local densities (``factor * v_radius[i] * u_radius[a]``, see
 :func:`medattn.analysis.citests.cmiknn`); a guess that was too small is enlarged once, then the
 listed neighbours are scanned in order keeping the k + 1 nearest, and a sample whose list runs out
 is compared with every sample. The guess only decides how much is scanned, never the result. The
-counts are binary searches: in the sorted u values and in the sample's sorted v-distances.
+counts are binary searches: in the sorted u values (1-D u) or sorted u-distance rows, and in the
+sample's sorted v-distances.
 
 The ordered scan alone is as exact, but as the only method it measured about 2x slower per shuffle
 (n_c = 1000): its data-dependent branches mispredict, while the guessed pass has none.
@@ -108,7 +109,7 @@ def _insert(best, k, d):
     return best[k]
 
 
-def _ordered_scan(q, up, row_o, row_d, best, k):
+def _ordered_scan(up, i, row_o, row_d, best, k):
     """Exact k-th neighbour distance by scanning the listed v-neighbours in order until the next
     one cannot be nearer; returns (distance, number scanned: the list length if it ran out)."""
     best[:] = np.inf
@@ -118,7 +119,7 @@ def _ordered_scan(q, up, row_o, row_d, best, k):
         dvm = row_d[m]
         if dvm >= worst:
             return worst, m
-        d = abs(q - up[row_o[m]])
+        d = _max_dist(up, i, row_o[m])
         if dvm > d:
             d = dvm
         if d < worst:
@@ -126,12 +127,12 @@ def _ordered_scan(q, up, row_o, row_d, best, k):
     return worst, width
 
 
-def _full_scan(q, up, v, i, best, k):
+def _full_scan(up, v, i, best, k):
     """Exact k-th neighbour distance of sample i over all samples."""
     best[:] = np.inf
     worst = np.inf
     for j in range(up.shape[0]):
-        d = abs(q - up[j])
+        d = _max_dist(up, i, j)
         e = _max_dist(v, i, j)
         if e > d:
             d = e
@@ -175,29 +176,46 @@ def _neighbour_lists(v, width):
     return order, dist
 
 
-def _stratum_sums(perms, u, v, order, dist, sorted_u, v_radius, u_radius, factor, k, shrink,
-                  const, psi, eps_out):
-    """(P,) sums over the stratum of ``const - psi[n_u] - psi[n_v]``, u (n,) shuffled by each row
-    of ``perms`` (P, n). ``factor * v_radius[i] * u_radius[a]`` is the first guess of the k-th
-    neighbour distance of sample i holding u[a]. Writes the distances to ``eps_out`` (P, n) unless
-    it is empty (used to calibrate the factor)."""
+def _count_within(rows, owner, eps, points):
+    """#{j: |points_j - points_owner|_inf < eps} (self included), from the owner's sorted distance
+    row when it reaches eps, else by comparing with every point."""
+    width = rows.shape[1]
+    if width == points.shape[0] or rows[owner, width - 1] >= eps:
+        return _lower_bound(rows[owner], eps, width)
+    count = 0
+    for j in range(points.shape[0]):
+        count += _max_dist(points, owner, j) < eps
+    return count
+
+
+def _stratum_sums(perms, u, v, order, dist, sorted_u, u_dist, v_radius, u_radius, factor, k,
+                  shrink, const, psi, eps_out):
+    """(P,) sums over the stratum of ``const - psi[n_u] - psi[n_v]``, u (n, d_u) shuffled by each
+    row of ``perms`` (P, n). u-counts come from ``sorted_u`` (n,) when d_u = 1, else from the sorted
+    u-distance rows ``u_dist`` (n, L_u). ``factor * v_radius[i] * u_radius[a]`` is the first guess
+    of the k-th neighbour distance of sample i holding u[a]. Writes the distances to ``eps_out``
+    (P, n) unless it is empty (used to calibrate the factor)."""
     n_perm, n = perms.shape
+    du = u.shape[1]
     width = order.shape[1]
     listed_all = width == n
     out = np.zeros(n_perm)
     near = np.empty(width)
     best = np.empty(k + 1)
-    up = np.empty(n)
+    up = np.empty((n, du))
+    up1 = np.empty(n)  # u of each sample when d_u = 1 (the common case, a tighter loop)
     us = np.empty(n)
     record = eps_out.shape[0] > 0
     for p in range(n_perm):
         for i in range(n):
             a = perms[p, i]
-            up[i] = u[a]
+            for c in range(du):
+                up[i, c] = u[a, c]
+            up1[i] = u[a, 0]
             us[i] = u_radius[a]
         total = 0.0
         for i in range(n):
-            q = up[i]
+            q = up1[i]
             row_o = order[i]
             row_d = dist[i]
             radius = factor * v_radius[i] * us[i]
@@ -206,7 +224,10 @@ def _stratum_sums(perms, u, v, order, dist, sorted_u, v_radius, u_radius, factor
                 count = 0
                 m = 0
                 while m < width and row_d[m] < radius:  # branch-free: store, count if closer
-                    d = abs(q - up[row_o[m]])
+                    if du == 1:  # loop-invariant: the compiler makes two loops of this one
+                        d = abs(q - up1[row_o[m]])
+                    else:
+                        d = _max_dist(up, i, row_o[m])
                     dvm = row_d[m]
                     if dvm > d:
                         d = dvm
@@ -221,9 +242,9 @@ def _stratum_sums(perms, u, v, order, dist, sorted_u, v_radius, u_radius, factor
                     break
                 radius *= _GROWTH
             if eps < 0.0:  # the guesses were too small: scan in order, keeping the k + 1 nearest
-                eps, scanned = _ordered_scan(q, up, row_o, row_d, best, k)
+                eps, scanned = _ordered_scan(up, i, row_o, row_d, best, k)
                 if scanned == width and not listed_all:  # list ran out: scan every sample
-                    eps = _full_scan(q, up, v, i, best, k)
+                    eps = _full_scan(up, v, i, best, k)
                     scanned = -1
             if record:
                 eps_out[p, i] = eps
@@ -231,10 +252,11 @@ def _stratum_sums(perms, u, v, order, dist, sorted_u, v_radius, u_radius, factor
             if scanned >= 0:  # every listed distance below eps lies in the scanned prefix
                 n_v = _lower_bound(row_d, eps, scanned)
             else:
-                n_v = 0
-                for j in range(n):
-                    n_v += _max_dist(v, i, j) < eps
-            n_u = _lower_bound(sorted_u, q + eps, n) - _upper_bound(sorted_u, q - eps, n)
+                n_v = _count_within(dist, i, eps, v)
+            if du == 1:
+                n_u = _lower_bound(sorted_u, q + eps, n) - _upper_bound(sorted_u, q - eps, n)
+            else:
+                n_u = _count_within(u_dist, perms[p, i], eps, u)
             total += const - psi[n_u] - psi[n_v]
         out[p] = total
     return out
@@ -248,6 +270,7 @@ if numba is not None:
     _insert = _jit(_insert)
     _ordered_scan = _jit(_ordered_scan)
     _full_scan = _jit(_full_scan)
+    _count_within = _jit(_count_within)
     neighbour_lists = _jit(_neighbour_lists)
     stratum_sums = _jit(_stratum_sums)
 else:

@@ -21,7 +21,7 @@ when it is there), a compiled loop (:mod:`._cmi_kernel`) finds each joint k-th n
 among the sample's listed v-neighbours: one branch-free pass over those closer in v than a guessed
 radius (guessed from the local u and v densities, calibrated on the first shuffles; a wrong guess
 costs time, never exactness), about 140 neighbours per sample at n_c = 1000. Without numba
-(``backend="scipy"``, and for a shuffled variable of more than one column) the fixed variable's
+(``backend="scipy"``) the fixed variable's
 sorted values (1-D) or sorted distance rows (classes up to 2500 samples) give its counts by binary
 search and, per shuffle, the joint distances come from a k-d tree (scipy's cKDTree, built
 unbalanced, which is faster to build here). Both backends compute the same distances and counts,
@@ -98,10 +98,13 @@ class _Stratum:
     def __init__(self, u: np.ndarray, v: np.ndarray, k: int, compiled: bool):
         self.u, self.v, self.k, self.n = u, v, k, len(u)
         self.const = digamma(k) + digamma(self.n)
-        self.compiled = compiled and u.shape[1] == 1
-        if self.compiled:
+        self.compiled = compiled
+        if compiled:
             self.order, self.dist = _cmi_kernel.neighbour_lists(v, _LIST_WIDTH)
-            self.sorted_u = np.sort(u[:, 0])
+            if u.shape[1] == 1:
+                self.sorted_u, self.u_dist = np.sort(u[:, 0]), np.empty((0, 0))
+            else:
+                self.sorted_u, self.u_dist = np.empty(0), _cmi_kernel.neighbour_lists(u, _LIST_WIDTH)[1]
             self.psi = digamma(np.arange(self.n + 1, dtype=np.float64))  # counts are 1..n
             self._guess_radii()
         else:
@@ -109,24 +112,28 @@ class _Stratum:
 
     def _guess_radii(self) -> None:
         """Per-sample factors whose product guesses the joint k-th neighbour distance. Let U be
-        the distance from u_a to its m_u-th nearest u value and V the distance from v_i to its
-        m_v-th nearest v, with m_u = n (k / n)^(1 / D), m_v = n (k / n)^(d_v / D), D = 1 + d_v.
-        If the shares of nearby samples grow like (r / U)^1 and (r / V)^(d_v), a cube of
-        half-side r = U^(1 / D) V^(d_v / D) holds about m_u m_v / n = k samples. The common
+        the distance from u_a to its m_u-th nearest u and V the distance from v_i to its m_v-th
+        nearest v, with m_u = n (k / n)^(d_u / D), m_v = n (k / n)^(d_v / D), D = d_u + d_v. If
+        the shares of nearby samples grow like (r / U)^(d_u) and (r / V)^(d_v), a cube of
+        half-side r = U^(d_u / D) V^(d_v / D) holds about m_u m_v / n = k samples. The common
         factor is then calibrated on shuffles (:meth:`cmi_sums`)."""
-        n, k, dv = self.n, self.k, self.v.shape[1]
-        share, dim = k / n, 1 + dv
+        n, k = self.n, self.k
+        du, dv = self.u.shape[1], self.v.shape[1]
+        share, dim = k / n, du + dv
         m_v = min(self.dist.shape[1] - 1, max(1, round(n * share ** (dv / dim))))
-        m_u = min(n - 1, max(1, round(n * share ** (1 / dim))))
+        m_u = min(n - 1, max(1, round(n * share ** (du / dim))))
         self.v_radius = np.ascontiguousarray(self.dist[:, m_v]) ** (dv / dim)
-        su = self.sorted_u
-        # distance from each sorted value to its m_u-th nearest: among the m_u values on each side
-        pad = np.concatenate([np.full(m_u, np.inf), su, np.full(m_u, np.inf)])
-        windows = np.lib.stride_tricks.sliding_window_view(pad, 2 * m_u + 1)
-        near = np.partition(np.abs(windows - su[:, None]), m_u, axis=1)[:, m_u]
-        rank = np.empty(n, dtype=np.int64)
-        rank[np.argsort(self.u[:, 0], kind="stable")] = np.arange(n)
-        self.u_radius = near[rank] ** (1 / dim)
+        if du > 1:
+            near = self.u_dist[:, min(m_u, self.u_dist.shape[1] - 1)]
+        else:
+            # distance from each sorted value to its m_u-th nearest: among m_u values on each side
+            su = self.sorted_u
+            pad = np.concatenate([np.full(m_u, np.inf), su, np.full(m_u, np.inf)])
+            windows = np.lib.stride_tricks.sliding_window_view(pad, 2 * m_u + 1)
+            near_sorted = np.partition(np.abs(windows - su[:, None]), m_u, axis=1)[:, m_u]
+            near = np.empty(n)
+            near[np.argsort(self.u[:, 0], kind="stable")] = near_sorted
+        self.u_radius = near ** (du / dim)
         self.factor = 1.0
         self.calibrated = False
 
@@ -138,10 +145,10 @@ class _Stratum:
             eps = np.empty((0, 0))
             if not self.calibrated and len(perms) > 1:  # the first batch of shuffles calibrates
                 eps = np.empty(perms.shape)
-            sums = _cmi_kernel.stratum_sums(perms, self.u[:, 0], self.v, self.order, self.dist,
-                                            self.sorted_u, self.v_radius, self.u_radius,
-                                            self.factor, self.k, _SHRINK, self.const, self.psi,
-                                            eps)
+            sums = _cmi_kernel.stratum_sums(perms, self.u, self.v, self.order, self.dist,
+                                            self.sorted_u, self.u_dist, self.v_radius,
+                                            self.u_radius, self.factor, self.k, _SHRINK,
+                                            self.const, self.psi, eps)
             if eps.size:
                 guess = self.factor * self.v_radius[None, :] * self.u_radius[perms]
                 ratio = eps[guess > 0] / guess[guess > 0]
