@@ -203,7 +203,8 @@ def _stratum_sums(perms, u, v, order, dist, sorted_u, u_dist, v_radius, u_radius
     near = np.empty(width)
     best = np.empty(k + 1)
     up = np.empty((n, du))
-    up1 = np.empty(n)  # u of each sample when d_u = 1 (the common case, a tighter loop)
+    up1 = np.empty(n)  # u's first two columns apart: tighter loops for d_u = 1 and 2
+    up2 = np.empty(n)
     us = np.empty(n)
     record = eps_out.shape[0] > 0
     for p in range(n_perm):
@@ -212,10 +213,11 @@ def _stratum_sums(perms, u, v, order, dist, sorted_u, u_dist, v_radius, u_radius
             for c in range(du):
                 up[i, c] = u[a, c]
             up1[i] = u[a, 0]
+            up2[i] = u[a, du - 1]
             us[i] = u_radius[a]
         total = 0.0
         for i in range(n):
-            q = up1[i]
+            q, q2 = up1[i], up2[i]
             row_o = order[i]
             row_d = dist[i]
             radius = factor * v_radius[i] * us[i]
@@ -224,10 +226,13 @@ def _stratum_sums(perms, u, v, order, dist, sorted_u, u_dist, v_radius, u_radius
                 count = 0
                 m = 0
                 while m < width and row_d[m] < radius:  # branch-free: store, count if closer
-                    if du == 1:  # loop-invariant: the compiler makes two loops of this one
-                        d = abs(q - up1[row_o[m]])
+                    j = row_o[m]
+                    if du == 1:  # loop-invariant: the compiler makes one loop per case
+                        d = abs(q - up1[j])
+                    elif du == 2:
+                        d = max(abs(q - up1[j]), abs(q2 - up2[j]))
                     else:
-                        d = _max_dist(up, i, row_o[m])
+                        d = _max_dist(up, i, j)
                     dvm = row_d[m]
                     if dvm > d:
                         d = dvm
