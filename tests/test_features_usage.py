@@ -100,6 +100,21 @@ def test_all_runs_give_shares_and_results_are_resumed(study):
     assert len(pd.read_csv(res.paths["pvalues"])) == len(before)
 
 
+def test_worker_processes_give_the_same_pvalues(study, tmp_path):
+    import shutil
+
+    serial, parallel = tmp_path / "serial", tmp_path / "parallel"
+    shutil.copytree(study, serial)
+    shutil.copytree(study, parallel)
+    # seed 7: settings no other test used, so nothing is resumed from an earlier pvalues.csv
+    one = feature_usage(serial, runs="all", seed=7, test_options=FAST, progress=False)
+    two = feature_usage(parallel, runs="all", seed=7, test_options=FAST, jobs=2, progress=False)
+    pd.testing.assert_frame_equal(one.pvalues, two.pvalues)
+    pd.testing.assert_frame_equal(pd.read_csv(one.paths["pvalues"]), pd.read_csv(two.paths["pvalues"]))
+    with pytest.raises(ConfigError, match="--jobs 0"):
+        feature_usage(serial, jobs=0, progress=False)
+
+
 def test_one_image_per_group_is_seeded_and_keeps_ungrouped_images():
     preds = pd.DataFrame({"image_id": [f"i{k}" for k in range(6)], "label": 0})
     group = pd.Series(["p1", "p1", "p2", "p2", "p2", None], index=preds["image_id"])

@@ -343,13 +343,16 @@ def _add_features(sub):
     p.add_argument("--all-images", action="store_true",
                    help="test every image (default: one per patient/lesion, as the tests assume "
                    "independent samples)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="worker processes for the tests (default 1; same p-values for any number)")
 
     def run(args):
         from medattn.analysis.features.usage import feature_usage
 
         result = feature_usage(args.runs_dir, runs=args.runs, prediction=args.prediction,
                                alpha=args.alpha, set_name=args.set_name, seed=args.seed,
-                               patches=args.patches, one_per_group=not args.all_images)
+                               patches=args.patches, one_per_group=not args.all_images,
+                               jobs=args.jobs)
         print(result.markdown, end="")
         print(f"written: {result.paths['table3_md'].parent}")
 

@@ -138,10 +138,19 @@ def feature_pvalues(x: np.ndarray, y: np.ndarray, z: np.ndarray, tests=DEFAULT_T
     return out
 
 
+def _pvalues_job(x: np.ndarray, y: np.ndarray, z: np.ndarray, tests, seed: int,
+                 options: dict | None) -> dict[str, float]:
+    """:func:`feature_pvalues` in a worker process, with BLAS on one thread."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        return feature_pvalues(x, y, z, tests, seed=seed, options=options)
+
+
 def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "best", prediction: str = "softmax",
                   alpha: float = 0.01, tests: tuple[str, ...] = DEFAULT_TESTS, set_name: str = "test",
                   select_by: str = "test", seed: int = 0, test_options: dict | None = None,
-                  patches: str = "auto", one_per_group: bool = True,
+                  patches: str = "auto", one_per_group: bool = True, jobs: int = 1,
                   progress: bool = True) -> UsageResult:
     """Run the feature-usage analysis over a study directory and write Table 3.
 
@@ -160,6 +169,8 @@ def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "best", prediction
             lesion). The tests assume independent samples; several images of one patient share
             patient- and lesion-level features *and* similar predictions, which looks like
             dependence and inflates false positives. ``False`` tests every image.
+        jobs: worker processes for the tests (one feature of one run each); the p-values do not
+            depend on it (every test has its own seed).
     """
     from threadpoolctl import threadpool_limits
     from tqdm.auto import tqdm
@@ -171,6 +182,8 @@ def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "best", prediction
 
     if not 0 < alpha < 1:
         raise ConfigError(f"features: --alpha {alpha} must lie in (0, 1)")
+    if int(jobs) != jobs or jobs < 1:
+        raise ConfigError(f"features: --jobs {jobs!r} must be a whole number >= 1")
     unknown = [t for t in tests if t not in TESTS]
     if unknown or not tests:
         raise ConfigError(f"features: unknown test(s) {unknown}; choose from {', '.join(TESTS)}")
@@ -201,46 +214,60 @@ def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "best", prediction
     rows: list[dict] = []
     todo = [(r, f) for r in chosen.itertuples(index=False) for f in TABLE3_FEATURES]
     bar = tqdm(total=len(todo), desc="feature tests", disable=not progress)
-    with threadpool_limits(1):
-        for r_i, rec in enumerate(chosen.itertuples(index=False)):
-            done = previous[previous["run_id"] == rec.run_id] if previous is not None else None
-            if done is not None and set(done["feature"]) >= set(TABLE3_FEATURES):
-                rows.extend(done.to_dict("records"))
-                bar.update(len(TABLE3_FEATURES))
-                continue
-            if rec.data not in feature_tables:
-                table = load_dataset(rec.data)
-                # missing groups stay NA: each such image is then its own group
-                groups[rec.data] = (table.set_index("image_id")["group"].astype(object)
-                                    if "group" in table else None)
-                feature_tables[rec.data] = extract_features(
-                    table, cache=out_dir / f"features_{_slug(rec.data)}.csv", patches=patches,
-                    progress=progress)
-            feats = feature_tables[rec.data]
-            preds = read_predictions(runs_dir, rec.run_id, set_name)
-            classes = [c[len("prob_"):] for c in preds.columns if c.startswith("prob_")]
-            missing_ids = ~preds["image_id"].isin(feats.index)
-            if missing_ids.any():
-                raise DataError(f"run {rec.run_id}: {int(missing_ids.sum())} predicted images (e.g. "
-                                f"{preds['image_id'][missing_ids].iloc[0]}) are not in {rec.data}; "
-                                f"was the data set changed after training?")
-            if one_per_group and groups[rec.data] is not None:
-                preds = one_image_per_group(preds, groups[rec.data], seed)
-            y = prediction_matrix(preds, classes, prediction)
-            z = preds["label"].to_numpy(dtype=int)
-            fx = feats.loc[preds["image_id"]]
-            for f_i, (feature, cols) in enumerate(TABLE3_FEATURES.items()):
-                x = fx[list(cols)].to_numpy(dtype=float)
-                n_left_out = int(np.isnan(x).any(axis=1).sum())
-                pvals = feature_pvalues(x, y, z, tests, seed=seed + 1000 * r_i + 10 * f_i,
-                                     options=test_options)
-                for name, p in pvals.items():
-                    rows.append({"model": rec.model, "run_id": rec.run_id, "feature": feature,
-                                 "test": name, "p_value": p, "n": len(x) - n_left_out,
-                                 "n_left_out": n_left_out, "alpha": alpha, "prediction": prediction,
-                                 "set": set_name, "key": key})
-                bar.update()
-            _write_csv(pv_path, _merge_previous(pv_path, rows, key))
+    pool = None
+    if jobs > 1:  # spawn: workers never inherit torch's threads from this process
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(int(jobs), mp_context=multiprocessing.get_context("spawn"))
+    pending = []  # per run: (record, [(feature, n_left_out, n, p-values or future)])
+    try:
+        with threadpool_limits(1):
+            for r_i, rec in enumerate(chosen.itertuples(index=False)):
+                done = previous[previous["run_id"] == rec.run_id] if previous is not None else None
+                if done is not None and set(done["feature"]) >= set(TABLE3_FEATURES):
+                    pending.append((rec, done.to_dict("records")))  # resumed: rows as they were
+                    bar.update(len(TABLE3_FEATURES))
+                    continue
+                if rec.data not in feature_tables:
+                    table = load_dataset(rec.data)
+                    # missing groups stay NA: each such image is then its own group
+                    groups[rec.data] = (table.set_index("image_id")["group"].astype(object)
+                                        if "group" in table else None)
+                    feature_tables[rec.data] = extract_features(
+                        table, cache=out_dir / f"features_{_slug(rec.data)}.csv", patches=patches,
+                        progress=progress)
+                feats = feature_tables[rec.data]
+                preds = read_predictions(runs_dir, rec.run_id, set_name)
+                classes = [c[len("prob_"):] for c in preds.columns if c.startswith("prob_")]
+                missing_ids = ~preds["image_id"].isin(feats.index)
+                if missing_ids.any():
+                    raise DataError(f"run {rec.run_id}: {int(missing_ids.sum())} predicted images "
+                                    f"(e.g. {preds['image_id'][missing_ids].iloc[0]}) are not in "
+                                    f"{rec.data}; was the data set changed after training?")
+                if one_per_group and groups[rec.data] is not None:
+                    preds = one_image_per_group(preds, groups[rec.data], seed)
+                y = prediction_matrix(preds, classes, prediction)
+                z = preds["label"].to_numpy(dtype=int)
+                fx = feats.loc[preds["image_id"]]
+                tasks = []
+                for f_i, (feature, cols) in enumerate(TABLE3_FEATURES.items()):
+                    x = fx[list(cols)].to_numpy(dtype=float)
+                    n_left_out = int(np.isnan(x).any(axis=1).sum())
+                    test_seed = seed + 1000 * r_i + 10 * f_i
+                    if pool is None:
+                        result = feature_pvalues(x, y, z, tests, seed=test_seed, options=test_options)
+                        bar.update()
+                    else:
+                        result = pool.submit(_pvalues_job, x, y, z, tests, test_seed, test_options)
+                    tasks.append((feature, n_left_out, len(x) - n_left_out, result))
+                pending.append((rec, tasks))
+                if pool is None:
+                    _collect(pending, rows, bar, alpha, prediction, set_name, key, pv_path)
+            _collect(pending, rows, bar, alpha, prediction, set_name, key, pv_path)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     bar.close()
     pvalues = pd.DataFrame(rows)
     pvalues["alpha"] = alpha
@@ -256,6 +283,28 @@ def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "best", prediction
     _write_csv(paths["decisions"], decisions)
     _write_text(paths["table3_md"], markdown)
     return UsageResult(pvalues=pvalues, decisions=decisions, table=table, markdown=markdown, paths=paths)
+
+
+def _collect(pending: list, rows: list[dict], bar, alpha: float, prediction: str, set_name: str,
+             key: str, pv_path: Path) -> None:
+    """Turn the runs of ``pending`` into p-value rows, in run and feature order, and save them
+    after each run (an interrupted analysis resumes from there). An entry is (record, tasks) or,
+    for a resumed run, (record, its rows)."""
+    while pending:
+        rec, tasks = pending.pop(0)
+        if tasks and isinstance(tasks[0], dict):
+            rows.extend(tasks)
+            continue
+        for feature, n_left_out, n, result in tasks:
+            if not isinstance(result, dict):  # a future of the worker pool
+                result = result.result()
+                bar.update()
+            for name, p in result.items():
+                rows.append({"model": rec.model, "run_id": rec.run_id, "feature": feature,
+                             "test": name, "p_value": p, "n": n, "n_left_out": n_left_out,
+                             "alpha": alpha, "prediction": prediction, "set": set_name,
+                             "key": key})
+        _write_csv(pv_path, _merge_previous(pv_path, rows, key))
 
 
 def one_image_per_group(preds: pd.DataFrame, group: pd.Series, seed: int = 0) -> pd.DataFrame:
