@@ -169,6 +169,20 @@ def test_cmiknn_backends_give_the_same_pvalue(binary, classes):
         assert p_numba == p_scipy
 
 
+@needs_numba
+def test_cmiknn_backends_agree_on_random_small_inputs_with_exact_ties():
+    # jitter=0 with rounded data gives exact distance ties, the hardest case for "strictly closer"
+    rng = np.random.default_rng(123)
+    for case in range(12):
+        n, du, dv, classes = int(rng.integers(12, 120)), *rng.integers(1, 4, size=3)
+        z = rng.integers(0, classes, n)
+        x = np.round(rng.standard_normal((n, du)))
+        y = np.round(rng.standard_normal((n, dv)) + 0.5 * x[:, :1], 1)
+        kw = dict(seed=case, permutations=29, k=int(rng.integers(1, 12)),
+                  jitter=0.0 if case % 2 else 1e-6)
+        assert cmiknn(x, y, z, backend="numba", **kw) == cmiknn(x, y, z, backend="scipy", **kw)
+
+
 def test_cmiknn_backend_option_errors(monkeypatch):
     x, y, z = np.zeros(20), np.arange(20.0), np.repeat([0, 1], 10)
     with pytest.raises(ConfigError, match="backend='gpu' must be one of"):
