@@ -21,10 +21,9 @@ when it is there), a compiled loop (:mod:`._cmi_kernel`) finds each joint k-th n
 among the sample's listed v-neighbours: one branch-free pass over those closer in v than a guessed
 radius (guessed from the local u and v densities, calibrated on the first shuffles; a wrong guess
 costs time, never exactness), about 140 neighbours per sample at n_c = 1000. Without numba
-(``backend="scipy"``) the fixed variable's
-sorted values (1-D) or sorted distance rows (classes up to 2500 samples) give its counts by binary
-search and, per shuffle, the joint distances come from a k-d tree (scipy's cKDTree, built
-unbalanced, which is faster to build here). Both backends compute the same distances and counts,
+(``backend="scipy"``) the fixed variable's sorted values (1-D) or sorted distance rows (classes up
+to 2500 samples) give its counts by binary search and, per shuffle, the joint distances come from
+a k-d tree (scipy's cKDTree, built unbalanced, which is faster to build here). Both backends compute the same distances and counts,
 so they give the same p-values (tested), the compiled one 4-6x faster (benchmarks/bench_citests.py).
 
 Continuous z (not used by Table 3) runs the unstratified Frenzel-Pompe estimator with Runge's local
@@ -101,10 +100,11 @@ class _Stratum:
         self.compiled = compiled
         if compiled:
             self.order, self.dist = _cmi_kernel.neighbour_lists(v, _LIST_WIDTH)
+            self.sorted_u, self.u_dist = np.empty(0), np.empty((0, 0))
             if u.shape[1] == 1:
-                self.sorted_u, self.u_dist = np.sort(u[:, 0]), np.empty((0, 0))
+                self.sorted_u = np.sort(u[:, 0])
             else:
-                self.sorted_u, self.u_dist = np.empty(0), _cmi_kernel.neighbour_lists(u, _LIST_WIDTH)[1]
+                self.u_dist = _cmi_kernel.neighbour_lists(u, _LIST_WIDTH)[1]
             self.psi = digamma(np.arange(self.n + 1, dtype=np.float64))  # counts are 1..n
             self._guess_radii()
         else:
