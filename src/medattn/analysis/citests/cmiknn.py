@@ -23,8 +23,9 @@ radius (guessed from the local u and v densities, calibrated on the first shuffl
 costs time, never exactness), about 140 neighbours per sample at n_c = 1000. Without numba
 (``backend="scipy"``) the fixed variable's sorted values (1-D) or sorted distance rows (classes up
 to 2500 samples) give its counts by binary search and, per shuffle, the joint distances come from
-a k-d tree (scipy's cKDTree, built unbalanced, which is faster to build here). Both backends compute the same distances and counts,
-so they give the same p-values (tested), the compiled one 4-6x faster (benchmarks/bench_citests.py).
+a k-d tree (scipy's cKDTree, built unbalanced, which is faster to build here). Both backends
+compute the same distances and counts, so they give the same p-values (tested), the compiled one
+4-6x faster (benchmarks/bench_citests.py).
 
 Continuous z (not used by Table 3) runs the unstratified Frenzel-Pompe estimator with Runge's local
 permutation (x permuted among the ``shuffle_neighbors`` nearest neighbours in z), with k-d trees in
