@@ -8,9 +8,9 @@ How. Only u (the variable of fewer columns) is shuffled; v stays put, so each sa
 v-neighbours sorted by v-distance are listed once (:func:`neighbour_lists`). Under a shuffle the
 joint max-norm distance to the m-th listed neighbour is ``max(|u_a - u_b|_inf, dist[i, m])``. For
 a radius ``r``, every sample closer than ``r`` in the joint space is among the listed neighbours
-with ``dist < r``, so one branch-free pass over that prefix collects them; if there are at least k + 1, the (k + 1)-th
-smallest of them (the sample itself included) is the exact k-th neighbour distance. ``r`` is a
-guess from the local densities (``factor * v_radius[i] * u_radius[a]``, see
+with ``dist < r``, so one branch-free pass over that prefix collects them; if there are at least
+k + 1, the (k + 1)-th smallest of them (the sample itself included) is the exact k-th neighbour
+distance. ``r`` is a guess from the local densities (``factor * v_radius[i] * u_radius[a]``, see
 :func:`medattn.analysis.citests.cmiknn`); a guess that was too small is enlarged once, then the
 listed neighbours are scanned in order keeping the k + 1 nearest, and a sample whose list runs out
 is compared with every sample. The guess only decides how much is scanned, never the result. The
