@@ -153,8 +153,9 @@ class _Stratum:
             if eps.size:
                 guess = self.factor * self.v_radius[None, :] * self.u_radius[perms]
                 ratio = eps[guess > 0] / guess[guess > 0]
-                if ratio.size and 0 < np.quantile(ratio, _GUESS_QUANTILE) < np.inf:
-                    self.factor *= float(np.quantile(ratio, _GUESS_QUANTILE))
+                scale = float(np.quantile(ratio, _GUESS_QUANTILE)) if ratio.size else 0.0
+                if 0 < scale < np.inf:
+                    self.factor *= scale
                 self.calibrated = True
             return sums
         out = np.empty(len(perms))

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -214,19 +215,19 @@ def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "best", prediction
     rows: list[dict] = []
     todo = [(r, f) for r in chosen.itertuples(index=False) for f in TABLE3_FEATURES]
     bar = tqdm(total=len(todo), desc="feature tests", disable=not progress)
-    pool = None
+    pool = _InlinePool()
     if jobs > 1:  # spawn: workers never inherit torch's threads from this process
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         pool = ProcessPoolExecutor(int(jobs), mp_context=multiprocessing.get_context("spawn"))
-    pending = []  # per run: (record, [(feature, n_left_out, n, p-values or future)])
+    pending = []  # per run: (record, resumed rows, [(feature, n_left_out, n, future p-values)])
     try:
         with threadpool_limits(1):
             for r_i, rec in enumerate(chosen.itertuples(index=False)):
                 done = previous[previous["run_id"] == rec.run_id] if previous is not None else None
                 if done is not None and set(done["feature"]) >= set(TABLE3_FEATURES):
-                    pending.append((rec, done.to_dict("records")))  # resumed: rows as they were
+                    pending.append((rec, done.to_dict("records"), []))  # resumed as they were
                     bar.update(len(TABLE3_FEATURES))
                     continue
                 if rec.data not in feature_tables:
@@ -254,20 +255,16 @@ def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "best", prediction
                 for f_i, (feature, cols) in enumerate(TABLE3_FEATURES.items()):
                     x = fx[list(cols)].to_numpy(dtype=float)
                     n_left_out = int(np.isnan(x).any(axis=1).sum())
-                    test_seed = seed + 1000 * r_i + 10 * f_i
-                    if pool is None:
-                        result = feature_pvalues(x, y, z, tests, seed=test_seed, options=test_options)
-                        bar.update()
-                    else:
-                        result = pool.submit(_pvalues_job, x, y, z, tests, test_seed, test_options)
-                    tasks.append((feature, n_left_out, len(x) - n_left_out, result))
-                pending.append((rec, tasks))
-                if pool is None:
-                    _collect(pending, rows, bar, alpha, prediction, set_name, key, pv_path)
-            _collect(pending, rows, bar, alpha, prediction, set_name, key, pv_path)
+                    future = pool.submit(_pvalues_job, x, y, z, tests,
+                                         seed + 1000 * r_i + 10 * f_i, test_options)
+                    future.add_done_callback(lambda _: bar.update())
+                    tasks.append((feature, n_left_out, len(x) - n_left_out, future))
+                pending.append((rec, [], tasks))
+                if jobs == 1:  # done already: save this run now
+                    _collect(pending, rows, alpha, prediction, set_name, key, pv_path)
+            _collect(pending, rows, alpha, prediction, set_name, key, pv_path)
     finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+        pool.shutdown(cancel_futures=True)
     bar.close()
     pvalues = pd.DataFrame(rows)
     pvalues["alpha"] = alpha
@@ -285,21 +282,27 @@ def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "best", prediction
     return UsageResult(pvalues=pvalues, decisions=decisions, table=table, markdown=markdown, paths=paths)
 
 
-def _collect(pending: list, rows: list[dict], bar, alpha: float, prediction: str, set_name: str,
+class _InlinePool:
+    """Runs each job at once in this process (``jobs=1``), with the worker pool's interface."""
+
+    def submit(self, fn, *args) -> Future:
+        future = Future()
+        future.set_result(fn(*args))
+        return future
+
+    def shutdown(self, cancel_futures: bool = False) -> None:
+        pass
+
+
+def _collect(pending: list, rows: list[dict], alpha: float, prediction: str, set_name: str,
              key: str, pv_path: Path) -> None:
     """Turn the runs of ``pending`` into p-value rows, in run and feature order, and save them
-    after each run (an interrupted analysis resumes from there). An entry is (record, tasks) or,
-    for a resumed run, (record, its rows)."""
+    after each run (an interrupted analysis resumes from there)."""
     while pending:
-        rec, tasks = pending.pop(0)
-        if tasks and isinstance(tasks[0], dict):
-            rows.extend(tasks)
-            continue
-        for feature, n_left_out, n, result in tasks:
-            if not isinstance(result, dict):  # a future of the worker pool
-                result = result.result()
-                bar.update()
-            for name, p in result.items():
+        rec, resumed, tasks = pending.pop(0)
+        rows.extend(resumed)
+        for feature, n_left_out, n, future in tasks:
+            for name, p in future.result().items():
                 rows.append({"model": rec.model, "run_id": rec.run_id, "feature": feature,
                              "test": name, "p_value": p, "n": n, "n_left_out": n_left_out,
                              "alpha": alpha, "prediction": prediction, "set": set_name,
