@@ -59,7 +59,7 @@ def write_isic_new(root: Path, n: int = 30) -> tuple[Path, dict]:
     for i in range(n):
         iid = f"ISIC_{i:07d}"
         (d1, d2, d3), label = NEW_DX[i % 4]
-        patient = f"IP_{i // 3:07d}" if i < 24 else ""  # the last ones fall back to lesion_id
+        patient = f"IP_{i // 4:07d}" if i < 24 else ""  # the last ones fall back to lesion_id
         lesion = f"IL_{i // 2:07d}"
         if i == 4:
             d1, d2, d3 = "Indeterminate", "", ""          # no usable diagnosis
@@ -134,18 +134,28 @@ PAD_HEADER = ["patient_id", "lesion_id", "smoke", "drink", "background_father", 
               "img_id", "biopsed"]
 
 
-def write_pad(root: Path) -> tuple[Path, dict]:
+PAD_FOLDERS = {  # where each release puts image part k
+    "paper": "imgs_part_{k}",                     # the layout the paper's code expects
+    "kaggle": "imgs_part_{k}/imgs_part_{k}",      # the Kaggle mirror
+    "publisher": "images/imgs_part_{k}",          # images/imgs_part_k.zip unpacked in place
+    "flat": "images",
+}
+
+
+def write_pad(root: Path, layout: str = "paper") -> tuple[Path, dict]:
+    """Lesion numbers repeat across patients, as in the real file (PAT_100 and PAT_101 both have a
+    lesion 500)."""
     dxs = [("MEL", 0), ("NEV", 1), ("ACK", 2), ("BCC", 2), ("SCC", 2), ("SEK", 2), ("ZZZ", None)]
     rows, expected = [], {}
     for i in range(28):
         dx, label = dxs[i % len(dxs)]
-        pid, lid = 100 + i // 3, 500 + i
+        pid, lid = 100 + i // 3, 500 + i % 3
         img = f"PAT_{pid}_{lid}_{i}.png"
         row = dict.fromkeys(PAD_HEADER, "")
         row.update(patient_id=f"PAT_{pid}", lesion_id=lid, age=50, gender="FEMALE",
                    fitspatrick="2.0" if i % 4 else "", diagnostic=dx, img_id=img, biopsed="True")
         rows.append([row[h] for h in PAD_HEADER])
-        folder = root / f"imgs_part_{1 + i % 3}"
+        folder = root / PAD_FOLDERS[layout].format(k=1 + i % 3)
         if i == 8:
             continue
         if i == 11:
@@ -230,6 +240,8 @@ def test_reader_yields_right_samples_and_labels(fixtures, name):
         assert col in table.columns
     assert table["image_id"].is_unique and table["group"].notna().all()
     assert table.attrs["source"] == name.replace("isic-old", "isic")
+    # every reader gives the fine diagnosis, lower case, for every image
+    assert table["diagnosis"].map(lambda d: isinstance(d, str) and d and d == d.lower()).all()
     assert table.attrs["classes"] == (["normal", "tumor"] if name == "camelyon17"
                                       else ["melanoma", "nevus", "other"])
 
@@ -249,6 +261,59 @@ def test_isic_new_generation_details(fixtures):
     assert t.loc["ISIC_0000001", "attr_globules_path"].endswith("ISIC_0000001_attribute_globules.png")
     assert pd.isna(t.loc["ISIC_0000006", "mask_path"])
     assert t.loc["ISIC_0000000", "age"] == 40.0 and t.loc["ISIC_0000000", "skin_type"] == "II"
+    assert t.loc["ISIC_0000000", "diagnosis"] == "melanoma invasive"
+    assert t.loc["ISIC_0000006", "diagnosis"] == "seborrheic keratosis"
+
+
+def test_isic_groups_link_images_sharing_a_patient_or_a_lesion(tmp_path):
+    """A lesion whose patient id is given in only some rows must not be split (the old reader
+    grouped such rows by patient and by lesion separately, so one lesion landed in two groups)."""
+    header = ["isic_id", "attribution", "copyright_license", "diagnosis", "lesion_id", "patient_id"]
+    rows = [["ISIC_0000001", "A", "CC-0", "nevus", "IL_1", "IP_1"],
+            ["ISIC_0000002", "A", "CC-0", "nevus", "IL_1", ""],      # same lesion, patient unknown
+            ["ISIC_0000003", "A", "CC-0", "melanoma", "", "IP_1"],   # same patient, lesion unknown
+            ["ISIC_0000004", "A", "CC-0", "melanoma", "IL_2", ""],
+            ["ISIC_0000005", "A", "CC-0", "melanoma", "IL_2", ""],
+            ["ISIC_0000006", "A", "CC-0", "nevus", "", ""]]
+    for r in rows:
+        _img(tmp_path / f"{r[0]}.jpg")
+    _csv(tmp_path / "metadata.csv", header, rows)
+    t = load_dataset(f"isic:{tmp_path}").set_index("image_id")
+    assert t["group"].to_dict() == {
+        "ISIC_0000001": "patient:IP_1", "ISIC_0000002": "patient:IP_1",
+        "ISIC_0000003": "patient:IP_1", "ISIC_0000004": "lesion:IL_2",
+        "ISIC_0000005": "lesion:IL_2", "ISIC_0000006": "image:ISIC_0000006"}
+
+
+def test_isic_new_generation_taxonomy_cases(tmp_path):
+    header = ["isic_id", "attribution", "copyright_license", "diagnosis_1", "diagnosis_2",
+              "diagnosis_3", "diagnosis_4", "diagnosis_5", "lesion_id", "patient_id"]
+    cases = [  # (levels, expected label or skip reason, fine diagnosis)
+        (("Indeterminate", "Indeterminate epidermal proliferations", "Solar or actinic keratosis"),
+         2, "actinic keratosis"),
+        (("Indeterminate", "Indeterminate melanocytic proliferations", "Atypical melanocytic neoplasm"),
+         2, "atypical melanocytic proliferation"),
+        (("Benign", "Benign melanocytic proliferations", "Nevus", "Blue nevus", "Blue nevus, Cellular"),
+         1, "blue nevus, cellular"),
+        (("Benign", "Benign melanocytic proliferations"), None, None),
+        (("Benign", "Collision - Only benign proliferations"), None, None),
+        (("Malignant",), None, None),
+    ]
+    rows = []
+    for i, (levels, _, _) in enumerate(cases):
+        iid = f"ISIC_{i:07d}"
+        _img(tmp_path / f"{iid}.jpg", seed=i)
+        rows.append([iid, "A", "CC-BY", *levels, *[""] * (5 - len(levels)), f"IL_{i}", f"IP_{i}"])
+    _csv(tmp_path / "metadata.csv", header, rows)
+    t = load_dataset(f"isic:{tmp_path}").set_index("image_id")
+    for i, (_, label, diagnosis) in enumerate(cases):
+        if label is None:
+            assert f"ISIC_{i:07d}" not in t.index
+        else:
+            assert (t.loc[f"ISIC_{i:07d}", "label"], t.loc[f"ISIC_{i:07d}", "diagnosis"]) == \
+                (label, diagnosis)
+    assert sum(t.attrs["skipped"].values()) == 3
+    assert any(k.startswith("diagnosis too coarse ('Benign melanocytic") for k in t.attrs["skipped"])
 
 
 def test_isic_old_generation_skips_never_relabels(fixtures):
@@ -257,6 +322,50 @@ def test_isic_old_generation_skips_never_relabels(fixtures):
     assert t.attrs["skipped"] == {"no diagnosis": 6, "unknown diagnosis 'banana'": 3}
     assert "banana" not in set(t["diagnosis"])
     assert t["group"].str.startswith("lesion:").sum() > 0 and t["group"].str.startswith("image:").sum() > 0
+
+
+@pytest.mark.parametrize("layout", ["kaggle", "publisher", "flat"])
+def test_pad_ufes_images_wherever_the_release_puts_them(tmp_path, layout, capsys):
+    root, expected = write_pad(tmp_path / "pad", layout)
+    t = load_dataset(f"pad-ufes-20:{root}")
+    assert dict(zip(t["image_id"], t["label"])) == expected
+    assert t.attrs["skipped"] == {"missing image": 1, "unknown diagnosis 'ZZZ'": 4}
+    assert main(["data", "inspect", f"pad-ufes-20:{root}"]) == 0
+    out = capsys.readouterr().out
+    # inspect decodes every image: the corrupt one (row 11) is left out of the counts
+    counts = pd.Series([v for k, v in expected.items() if not k.endswith("_11")]).value_counts()
+    assert f"classes    melanoma: {counts[0]}, nevus: {counts[1]}, other: {counts[2]}" in out
+
+
+def test_pad_ufes_lesion_ids_are_unique_per_patient(fixtures):
+    root, _ = fixtures["pad-ufes-20"]
+    meta = pd.read_csv(root / "metadata.csv", dtype=str)
+    shared = meta.groupby("lesion_id")["patient_id"].nunique()
+    assert (shared > 1).any()  # the fixture reuses lesion numbers across patients, as PAD does
+    t = load_dataset(f"pad-ufes-20:{root}")
+    assert t.groupby("lesion_id")["patient_id"].nunique().max() == 1
+    row = t.set_index("image_id").loc["PAT_101_500_3"]
+    assert row["lesion_id"] == "PAT_101_500" and row["group"] == "patient:PAT_101"
+    assert t.set_index("image_id").loc["PAT_100_500_0", "lesion_id"] == "PAT_100_500"
+    assert row["diagnosis"] == "basal cell carcinoma" and row["label"] == 2
+
+
+def test_image_index_is_one_walk_not_a_search_per_row(fixtures, monkeypatch):
+    import os
+
+    import medattn.data.table as table_module
+
+    calls = []
+    real = os.walk
+
+    def counting_walk(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(table_module.os, "walk", counting_walk)
+    root, expected = fixtures["pad-ufes-20"]
+    assert len(load_dataset(f"pad-ufes-20:{root}")) == len(expected)
+    assert len(calls) == 1
 
 
 def test_corrupt_image_is_a_clear_error_at_read_and_a_counted_skip_when_verified(fixtures):
@@ -375,7 +484,8 @@ def test_inspect_cli_reports_counts_and_problems(fixtures, capsys):
 def test_cli_bad_spec_is_a_clear_error(capsys):
     assert main(["data", "inspect", "foo:/x"]) == 2
     err = capsys.readouterr().err
-    assert "unknown source 'foo'" in err and "isic, ham10000" in err and "Traceback" not in err
+    assert "unknown source 'foo'" in err and "isic, isic2019, isic2020, ham10000" in err
+    assert "Traceback" not in err
 
 
 def test_medmnist_images_through_the_cache(tmp_path, fixtures):

@@ -19,6 +19,9 @@ from medattn.errors import MedattnError
 
 
 _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = []
+# medattn.data.READERS, named here so that building the parser does not import torch (a test
+# checks the two agree)
+SOURCES = ("isic", "isic2019", "isic2020", "ham10000", "medmnist", "pad-ufes-20", "camelyon17")
 
 
 def command(fn: Callable[[argparse._SubParsersAction], None]):
@@ -309,15 +312,18 @@ def _add_data(sub):
                        description="Data set utilities (docs/data.md).")
     acts = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     i = acts.add_parser("inspect", help="class counts, groups, missing values and problems",
-                        description="Load SOURCE:PATH (isic, ham10000, medmnist, pad-ufes-20, "
-                        "camelyon17), decode every image, and report what it holds and what is wrong.")
+                        description=f"Load SOURCE:PATH ({', '.join(SOURCES)}), decode every image, "
+                        "and report what it holds and what is wrong. Exits 1 when no image is "
+                        "usable.")
     i.add_argument("spec", metavar="SOURCE:PATH")
     i.add_argument("--no-verify", action="store_true", help="do not decode every image (faster)")
 
     def run(args):
         from medattn.data.inspect import inspect_dataset
 
-        print(inspect_dataset(args.spec, verify=not args.no_verify))
+        result = inspect_dataset(args.spec, verify=not args.no_verify)
+        print(result)
+        return 0 if result.usable else 1
 
     p.set_defaults(func=run)
 

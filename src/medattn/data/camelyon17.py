@@ -73,6 +73,7 @@ def read_camelyon17(root: str | Path, spec: str | None = None) -> pd.DataFrame:
         "patient": patient,
         "node": node.astype(int),
     })[keep.values]
+    table["diagnosis"] = table["label"].map(dict(enumerate(L.CAMELYON_CLASSES)))
     for col in df.columns:
         if col.startswith("true_"):
             table[col] = pd.to_numeric(df.loc[keep.values, col], errors="coerce")

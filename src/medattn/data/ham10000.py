@@ -2,8 +2,9 @@
 
 Layout: ``HAM10000_metadata.csv`` (``lesion_id, image_id, dx, dx_type, age, sex, localization``;
 the Dataverse ``HAM10000_metadata.tab`` is read too) with images in ``HAM10000_images_part_1/`` and
-``HAM10000_images_part_2/`` (or flat beside the metadata). ``dx``: mel -> melanoma, nv -> nevus,
-akiec/bcc/bkl/df/vasc -> other.
+``HAM10000_images_part_2/``, or anywhere else below the folder (flat, or the Kaggle mirror's
+duplicated lower-case folders: the first copy found is used). ``dx``: mel -> melanoma, nv ->
+nevus, akiec/bcc/bkl/df/vasc -> other.
 """
 
 from __future__ import annotations
@@ -13,15 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from medattn.data import labels as L
-from medattn.data.table import diagnosed_rows, finish_table, index_images, read_csv
-
-IMAGE_FOLDERS = ("HAM10000_images_part_1", "HAM10000_images_part_2", "HAM10000_images", ".")
-
-
-def _image_stem(name: str) -> str | None:
-    """``ISIC_0024306.jpg`` -> ``ISIC_0024306``; None for files that are not images."""
-    stem, _, ext = name.rpartition(".")
-    return stem if ext.lower() in ("jpg", "jpeg", "png") else None
+from medattn.data.table import (ImageIndex, finish_table, image_stem, link_groups, match_rows,
+                                read_csv)
 
 
 def read_ham10000(root: str | Path, spec: str | None = None) -> pd.DataFrame:
@@ -33,13 +27,14 @@ def read_ham10000(root: str | Path, spec: str | None = None) -> pd.DataFrame:
     if not meta.is_file() and (root / "HAM10000_metadata.tab").is_file():
         meta, sep = root / "HAM10000_metadata.tab", "\t"
     df = read_csv(meta, required=["lesion_id", "image_id", "dx"], sep=sep)
-    where = index_images(root, IMAGE_FOLDERS, _image_stem)
-    sub, table, skipped = diagnosed_rows(df, "dx", "image_id", L.HAM10000_DX, str.lower, where)
-    table["group"] = ("lesion:" + sub["lesion_id"].astype(str)).values
+    index = ImageIndex(root, image_stem)
+    mapped = [L.map_code(d, L.HAM10000_DX, lambda v: v.strip().lower()) for d in df["dx"]]
+    sub, table, skipped, missing = match_rows(df, mapped, df["image_id"].astype(str), index)
+    table["group"] = link_groups(table["image_id"], {"lesion": sub["lesion_id"]})
     table["subset"] = pd.NA
-    table["diagnosis"] = sub["dx"].values
     for col, new in (("age", "age"), ("sex", "sex"), ("localization", "localization"),
                      ("dx_type", "dx_type"), ("lesion_id", "lesion_id")):
         if col in sub.columns:
             table[new] = sub[col].values
-    return finish_table(table, L.SKIN_CLASSES, "ham10000", spec, skipped)
+    return finish_table(table, L.SKIN_CLASSES, "ham10000", spec, skipped,
+                        index.missing(missing, "a file named {}.jpg (or .png)"))

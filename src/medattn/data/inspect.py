@@ -9,6 +9,7 @@ import pandas as pd
 from medattn.data.load import load_dataset
 
 SHOW = 10  # corrupt files listed by name
+TOP_DIAGNOSES = 12
 
 
 @dataclasses.dataclass
@@ -23,16 +24,17 @@ class Inspection:
     def skipped(self) -> dict[str, int]:
         return dict(self.table.attrs.get("skipped", {}))
 
+    @property
+    def usable(self) -> bool:
+        """False when no image can be used (``medattn data inspect`` then exits 1)."""
+        return len(self.table) > 0
+
     def __str__(self) -> str:
         t, classes = self.table, self.table.attrs["classes"]
         lines = [f"data set   {self.spec}", f"source     {t.attrs['source']}",
                  f"images     {len(t)} usable, {sum(self.skipped.values())} skipped"]
-        counts = t["label"].value_counts().reindex(range(len(classes)), fill_value=0)
-        lines.append("classes    " + ", ".join(f"{c}: {int(n)}" for c, n in zip(classes, counts)))
-        if t["subset"].notna().any():
-            by = pd.crosstab(t["subset"], t["label"]).reindex(columns=range(len(classes)), fill_value=0)
-            for subset, row in by.iterrows():
-                lines.append(f"  {subset:<9s}" + ", ".join(f"{c}: {int(n)}" for c, n in zip(classes, row)))
+        lines += _class_lines(t, classes)
+        lines += _diagnosis_lines(t)
         sizes = t.groupby("group").size()
         if len(sizes):
             lines.append(f"groups     {len(sizes)} (images per group: min {sizes.min()}, median "
@@ -52,35 +54,94 @@ class Inspection:
         return "\n".join(lines)
 
 
+def _class_lines(t: pd.DataFrame, classes: list[str]) -> list[str]:
+    counts = t["label"].value_counts().reindex(range(len(classes)), fill_value=0)
+    lines = ["classes    " + ", ".join(f"{c}: {int(n)}" for c, n in zip(classes, counts))]
+    if t["subset"].notna().any():
+        by = pd.crosstab(t["subset"], t["label"]).reindex(columns=range(len(classes)), fill_value=0)
+        for subset, row in by.iterrows():
+            lines.append(f"  {subset:<9s}" + ", ".join(f"{c}: {int(n)}" for c, n in zip(classes, row)))
+    return lines
+
+
+def _diagnosis_lines(t: pd.DataFrame) -> list[str]:
+    """The fine diagnoses (what the feature analysis conditions on), most frequent first."""
+    if "diagnosis" not in t.columns or not len(t):
+        return []
+    counts = t["diagnosis"].value_counts()
+    more = f", ... ({len(counts) - TOP_DIAGNOSES} more)" if len(counts) > TOP_DIAGNOSES else ""
+    return ["diagnoses  " + ", ".join(f"{d}: {n}" for d, n in counts.head(TOP_DIAGNOSES).items()) + more]
+
+
 def inspect_dataset(spec: str, verify: bool = True) -> Inspection:
     """Load ``spec`` (decoding every image when ``verify``) and collect what looks wrong."""
     table = load_dataset(spec, verify=verify)
-    problems: list[str] = []
+    problems = (_unusable_problems(table) + _image_problems(table) + _skip_problems(table)
+                + _class_problems(table) + _group_problems(table) + _mask_problems(table))
+    return Inspection(spec=spec, table=table, problems=problems)
+
+
+def _unusable_problems(table: pd.DataFrame) -> list[str]:
+    if len(table):
+        return []
+    return ["no usable image: nothing can be trained or evaluated on this data set; the skips below "
+            "say why"]
+
+
+def _image_problems(table: pd.DataFrame) -> list[str]:
+    """Missing and corrupt images, named: first ids, what was looked for, where, archives."""
+    out = []
+    missing = table.attrs.get("missing")
+    if missing:
+        ids = ", ".join(missing["ids"]) + (" ..." if missing["count"] > len(missing["ids"]) else "")
+        text = (f"{missing['count']} image(s) not found ({ids}); looked for e.g. "
+                f"{missing['looked_for']}; {missing['searched']}")
+        if missing.get("archives"):
+            text += ("; unpack the archive(s) found there: " + ", ".join(missing["archives"]))
+        out.append(text)
     corrupt = table.attrs.get("corrupt", [])
     if corrupt:
-        problems.append(f"{len(corrupt)} corrupt image(s) left out: "
-                        + ", ".join(corrupt[:SHOW]) + (" ..." if len(corrupt) > SHOW else ""))
-    for reason, n in table.attrs.get("skipped", {}).items():
-        if reason != "corrupt image":
-            problems.append(f"{n} row(s) skipped: {reason}")
-    classes = table.attrs["classes"]
+        out.append(f"{len(corrupt)} corrupt image(s) left out (replace or delete them): "
+                   + ", ".join(corrupt[:SHOW]) + (" ..." if len(corrupt) > SHOW else ""))
+    return out
+
+
+def _skip_problems(table: pd.DataFrame) -> list[str]:
+    return [f"{n} row(s) skipped: {reason}" for reason, n in table.attrs.get("skipped", {}).items()
+            if reason not in ("corrupt image", "missing image")]
+
+
+def _class_problems(table: pd.DataFrame) -> list[str]:
+    if not len(table):
+        return []
     counts = table["label"].value_counts()
-    for k, c in enumerate(classes):
-        if counts.get(k, 0) == 0:
-            problems.append(f"class {c!r} has no images")
+    return [f"class {c!r} has no images" for k, c in enumerate(table.attrs["classes"])
+            if counts.get(k, 0) == 0]
+
+
+def _group_problems(table: pd.DataFrame) -> list[str]:
+    out = []
     if table["subset"].notna().any():
         # WILDS id_val is drawn from the training slides on purpose: compare it as train
         subset = table["subset"].replace({"id_val": "train"})
         shared = subset.groupby(table["group"]).nunique()
         if (shared > 1).any():
-            problems.append(f"{int((shared > 1).sum())} group(s) appear in more than one official "
-                            f"subset (e.g. {shared[shared > 1].index[0]!r}): that split leaks")
+            out.append(f"{int((shared > 1).sum())} group(s) appear in more than one official "
+                       f"subset (e.g. {shared[shared > 1].index[0]!r}): that split leaks")
     mixed = table.groupby("group")["label"].nunique()
     if (mixed > 1).any():
-        problems.append(f"note: {int((mixed > 1).sum())} group(s) hold images of several classes "
-                        "(a patient with several lesions, a slide with tumour and normal tissue); "
-                        "splits keep each group on one side")
+        out.append(f"note: {int((mixed > 1).sum())} group(s) hold images of several classes "
+                   "(a patient with several lesions, a slide with tumour and normal tissue); "
+                   "splits keep each group on one side")
+    alone = table["group"].astype(str).str.startswith("image:")
+    if alone.any() and not alone.all() and table.attrs.get("source") != "medmnist":
+        out.append(f"note: {int(alone.sum())} image(s) have no patient or lesion id and form a "
+                   "group of their own; images of the same lesion among them cannot be kept "
+                   "together")
+    return out
+
+
+def _mask_problems(table: pd.DataFrame) -> list[str]:
     if "mask_path" in table.columns and table["mask_path"].isna().any():
-        problems.append(f"{int(table['mask_path'].isna().sum())} image(s) without a task-1 "
-                        "segmentation mask")
-    return Inspection(spec=spec, table=table, problems=problems)
+        return [f"{int(table['mask_path'].isna().sum())} image(s) without a task-1 segmentation mask"]
+    return []

@@ -1,7 +1,7 @@
 """ISIC Archive as written by ``isic image download OUTDIR`` (isic-cli), plus ISIC 2018 masks.
 
 Layout: a flat folder of ``ISIC_0000000.jpg`` (some ``.png``/``.tif``), ``metadata.csv`` (UTF-8,
-CRLF), ``attribution.txt``, ``licenses/``. Both metadata generations are read: the older single
+CRLF), ``attribution.txt``, ``licenses/``; images in sub-folders are found too. Both metadata generations are read: the older single
 ``diagnosis`` column and the newer hierarchical ``diagnosis_1..5``. ISIC 2018 task-1/2 masks
 (``<id>_segmentation.png``, ``<id>_attribute_<name>.png``) are joined when found in the folder or
 in its sub-folders (two levels), e.g. an unpacked ``ISIC2018_Task1_Training_GroundTruth/``.
@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import os
 import re
-from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 
 from medattn.data import labels as L
-from medattn.data.table import finish_table, list_files, read_csv
+from medattn.data.table import (ImageIndex, copy_truth, finish_table, image_stem, link_groups,
+                                match_rows, read_csv)
 from medattn.errors import DataError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 ATTRIBUTES = ("pigment_network", "negative_network", "streaks", "milia_like_cyst", "globules")
+_ID_RE = re.compile(r"^ISIC_\d+$")
 _MASK_RE = re.compile(r"^(ISIC_\d+)_(segmentation|attribute_[a-z_]+|patch)\.png$")
 
 
@@ -40,76 +40,51 @@ def find_masks(root: Path, depth: int = 2) -> dict[str, dict[str, str]]:
     return found
 
 
+def isic_stem(name: str) -> str | None:
+    """``ISIC_0000000.jpg`` -> ``ISIC_0000000``; None for masks and other files."""
+    stem = image_stem(name)
+    return stem if stem is not None and _ID_RE.match(stem) else None
+
+
 def read_isic(root: str | Path, spec: str | None = None) -> pd.DataFrame:
     """Read an ISIC archive download into a sample table (classes melanoma / nevus / other).
 
-    group = ``patient_id`` where present, else ``lesion_id``, else the image id (the strongest
-    leakage unit the metadata provides). Images without a usable diagnosis, with a diagnosis not
-    in :data:`medattn.data.labels.ISIC_OLD_DIAGNOSES`, or without an image file are skipped and
-    counted in ``attrs["skipped"]``.
+    Images are found anywhere below the folder (isic-cli writes them flat). group = the images
+    linked by ``patient_id`` or ``lesion_id`` (named by the patient where one is known, else the
+    lesion, else the image; see :func:`medattn.data.table.link_groups`). Images without a usable
+    diagnosis, with a value outside :mod:`medattn.data.labels`' maps, or without an image file are
+    skipped and counted in ``attrs["skipped"]``.
     """
     root = Path(root).expanduser()
     spec = spec or f"isic:{root}"
     meta_path = root / "metadata.csv"
     df = read_csv(meta_path, required=["isic_id"])
     if "diagnosis_1" in df.columns:
-        for c in ("diagnosis_2", "diagnosis_3"):
-            if c not in df.columns:
-                df[c] = pd.NA
-        labels = [L.isic_new_label(a, b, c) for a, b, c in
-                  zip(df["diagnosis_1"], df["diagnosis_2"], df["diagnosis_3"])]
-        diagnosis = df["diagnosis_3"].fillna(df["diagnosis_2"]).fillna(df["diagnosis_1"])
+        levels = [df[c] if c in df.columns else [None] * len(df)
+                  for c in (f"diagnosis_{k}" for k in range(1, 6))]
+        mapped = [L.isic_hierarchy(*row) for row in zip(*levels)]
     elif "diagnosis" in df.columns:
-        labels = [L.isic_old_label(d) for d in df["diagnosis"]]
-        diagnosis = df["diagnosis"]
+        mapped = [L.isic_legacy(d) for d in df["diagnosis"]]
     else:
         raise DataError(f"{meta_path}: required column 'diagnosis' (older downloads) or "
                         "'diagnosis_1'..'diagnosis_5' (newer downloads) missing; download the "
                         "metadata with `isic image download` or `isic metadata download`")
 
-    files = list_files(root)
-    by_stem = {}
-    for name in sorted(files):
-        stem, ext = os.path.splitext(name)
-        if ext.lower() in IMAGE_EXTENSIONS and stem.startswith("ISIC_") and "_" not in stem[5:]:
-            by_stem.setdefault(stem, name)
-    masks = find_masks(root)
-
-    rows, skipped = [], Counter()
-    for i, isic_id in enumerate(df["isic_id"]):
-        label = labels[i]
-        if isinstance(label, str):
-            skipped[label] += 1
-            continue
-        name = by_stem.get(str(isic_id).strip())
-        if name is None:
-            skipped["missing image"] += 1
-            continue
-        rows.append((i, str(isic_id).strip(), str(root / name), label))
-    idx = [r[0] for r in rows]
-    sub = df.iloc[idx].reset_index(drop=True)
-    table = pd.DataFrame({
-        "image_id": [r[1] for r in rows],
-        "path": [r[2] for r in rows],
-        "label": [r[3] for r in rows],
-    })
-    group = pd.Series([pd.NA] * len(sub), dtype="object")
-    if "patient_id" in sub.columns:
-        group = ("patient:" + sub["patient_id"]).where(sub["patient_id"].notna(), pd.NA)
-    if "lesion_id" in sub.columns:
-        group = group.fillna("lesion:" + sub["lesion_id"].where(sub["lesion_id"].notna(), pd.NA))
-    table["group"] = group.fillna("image:" + table["image_id"]).values
+    index = ImageIndex(root, isic_stem)
+    sub, table, skipped, missing = match_rows(df, mapped, df["isic_id"].astype(str), index)
+    keys = {k: sub[f"{k}_id"] for k in ("patient", "lesion") if f"{k}_id" in sub.columns}
+    table["group"] = link_groups(table["image_id"], keys)
     table["subset"] = pd.NA
-    table["diagnosis"] = diagnosis.iloc[idx].values
     if "age_approx" in sub.columns:
         table["age"] = pd.to_numeric(sub["age_approx"], errors="coerce").values
     if "sex" in sub.columns:
         table["sex"] = sub["sex"].values
     if "fitzpatrick_skin_type" in sub.columns:
         table["skin_type"] = sub["fitzpatrick_skin_type"].values
-    for col in ("lesion_id", "patient_id", "anatom_site_general"):
+    for col in ("lesion_id", "patient_id", "anatom_site_general", *(f"anatom_site_{k}" for k in range(1, 6))):
         if col in sub.columns:
             table[col] = sub[col].values
+    masks = find_masks(root)
     ids = table["image_id"]
     if any(i in masks for i in ids):
         table["mask_path"] = [masks.get(i, {}).get("segmentation", pd.NA) for i in ids]
@@ -117,8 +92,6 @@ def read_isic(root: str | Path, spec: str | None = None) -> pd.DataFrame:
             table[f"attr_{att}_path"] = [masks.get(i, {}).get(f"attribute_{att}", pd.NA) for i in ids]
         if any("patch" in masks.get(i, {}) for i in ids):
             table["patch_mask_path"] = [masks.get(i, {}).get("patch", pd.NA) for i in ids]
-    for col in sub.columns:
-        if col.startswith("true_"):
-            values = pd.to_numeric(sub[col], errors="coerce")
-            table[col] = (values if values.notna().sum() == sub[col].notna().sum() else sub[col]).values
-    return finish_table(table, L.SKIN_CLASSES, "isic", spec, skipped)
+    copy_truth(sub, table)
+    return finish_table(table, L.SKIN_CLASSES, "isic", spec, skipped,
+                        index.missing(missing, "a file named {}.jpg (or .png/.tif)"))

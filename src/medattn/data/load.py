@@ -7,23 +7,34 @@ from collections.abc import Callable, Sequence
 
 import pandas as pd
 
+from pathlib import Path
+
 from medattn.data.camelyon17 import TEST_CENTER, TRAIN_CENTERS, VAL_CENTER, read_camelyon17
 from medattn.data.dataset import verify_image
+from medattn.data.detect import archive_message, hints
 from medattn.data.ham10000 import read_ham10000
 from medattn.data.isic import read_isic
+from medattn.data.isic2019 import read_isic2019
+from medattn.data.isic2020 import read_isic2020
 from medattn.data.medmnist import read_medmnist
 from medattn.data.pad_ufes import read_pad_ufes
+from medattn.data.table import MetadataProblem, is_archive
 from medattn.errors import DataError
 
+# The sources, in one place: ``source:PATH`` -> reader (docs/data.md describes each layout).
 READERS: dict[str, Callable[..., pd.DataFrame]] = {
     "isic": read_isic,
+    "isic2019": read_isic2019,
+    "isic2020": read_isic2020,
     "ham10000": read_ham10000,
     "medmnist": read_medmnist,
     "pad-ufes-20": read_pad_ufes,
     "camelyon17": read_camelyon17,
 }
 ALIASES = {"pad-ufes": "pad-ufes-20", "pad_ufes_20": "pad-ufes-20", "padufes20": "pad-ufes-20",
-           "ham": "ham10000", "camelyon": "camelyon17", "camelyon17-wilds": "camelyon17"}
+           "ham": "ham10000", "camelyon": "camelyon17", "camelyon17-wilds": "camelyon17",
+           "isic-2019": "isic2019", "isic_2019": "isic2019", "isic-2020": "isic2020",
+           "isic_2020": "isic2020", "siim-isic": "isic2020"}
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
@@ -48,7 +59,12 @@ def load_dataset(spec: str, verify: bool = False) -> pd.DataFrame:
     corrupt image raises :class:`DataError` naming the file when it is first read.
     """
     source, path = parse_spec(spec)
-    table = READERS[source](path, spec=spec)
+    if is_archive(path):
+        raise DataError(f"data set {spec!r}: {archive_message(source, Path(path).expanduser())}")
+    try:
+        table = READERS[source](path, spec=spec)
+    except MetadataProblem as err:
+        raise DataError("; ".join([f"data set {spec!r}: {err}", *hints(source, path)])) from None
     if verify:
         from tqdm.auto import tqdm
 

@@ -2,8 +2,8 @@
 
 Each file holds ``train_images, train_labels, val_images, val_labels, test_images, test_labels``
 (uint8 images N x S x S x 3 or N x S x S, labels N x 1). DermaMNIST (labels 0..6: akiec, bcc, bkl,
-df, melanoma, nevus, vasc) is mapped to melanoma / nevus / other; any other 2D single-label flag
-keeps its own classes. Images stay in the file: a row's ``path`` is ``FILE.npz#split/index``.
+df, melanoma, nevus, vasc) is mapped to melanoma / nevus / other, its seven classes kept as the fine
+``diagnosis``; any other 2D single-label flag keeps its own classes. Images stay in the file: a row's ``path`` is ``FILE.npz#split/index``.
 MedMNIST has no patient ids, so each image is its own group (leakage cannot be controlled).
 """
 
@@ -34,8 +34,11 @@ def read_medmnist(file: str | Path, spec: str | None = None) -> pd.DataFrame:
     file = Path(file).expanduser().resolve()
     spec = spec or f"medmnist:{file}"
     if not file.is_file():
+        found = sorted(file.glob("*.npz")) if file.is_dir() else []
+        use = (f"; found {', '.join(f.name for f in found[:5])} there: use medmnist:{found[0]}"
+               if found else "")
         raise DataError(f"{file}: MedMNIST file not found; name the .npz file itself, "
-                        "e.g. medmnist:~/data/dermamnist_64.npz")
+                        f"e.g. medmnist:~/data/dermamnist_64.npz{use}")
     flag = medmnist_flag(file)
     if flag in L.MEDMNIST_MULTILABEL:
         raise DataError(f"{file}: {flag} is multi-label; only single-label MedMNIST flags are supported")
@@ -66,15 +69,21 @@ def read_medmnist(file: str | Path, spec: str | None = None) -> pd.DataFrame:
                 "image_id": ids, "path": [f"{file}#{split}/{i}" for i in range(len(y))],
                 "label": y, "group": ids, "subset": split}))
     table = pd.concat(frames, ignore_index=True)
+    n = int(table["label"].max()) + 1
+    if int(table["label"].min()) < 0:
+        raise DataError(f"{file}: negative label {int(table['label'].min())}; is this a MedMNIST file?")
     if flag == "dermamnist":
-        table["diagnosis"] = table["label"]
+        if n > len(L.DERMAMNIST):
+            raise DataError(f"{file}: label {n - 1} is outside the {len(L.DERMAMNIST)} classes of "
+                            "dermamnist")
+        table["diagnosis"] = [L.DERMAMNIST[k][0] for k in table["label"]]
         table["label"] = np.asarray(L.DERMAMNIST_TO_SKIN)[table["label"].to_numpy()]
         classes = L.SKIN_CLASSES
     else:
-        n = int(table["label"].max()) + 1
         classes = L.MEDMNIST_CLASSES.get(flag, [f"class_{k}" for k in range(n)])
         if n > len(classes):
             raise DataError(f"{file}: label {n - 1} is outside the {len(classes)} classes of {flag}")
+        table["diagnosis"] = [classes[k].lower() for k in table["label"]]
     return finish_table(table, classes, "medmnist", spec, Counter())
 
 

@@ -82,6 +82,27 @@ def make_split(table: pd.DataFrame, seed: int,
     return {name: np.flatnonzero(row_subset == k).astype(np.int64) for k, name in enumerate(SUBSETS)}
 
 
+def official_split(table: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The data set's own train/val/test partition (the ``subset`` column, e.g. MedMNIST's).
+
+    Returns the same ``{"train", "val", "test"}`` row positions as :func:`make_split`. A fixed
+    partition means runs differ only by their training seed.
+
+    Raises:
+        DataError: the table has no official partition, or one without all three parts.
+    """
+    spec = table.attrs.get("spec", "the data set")
+    subset = table["subset"] if "subset" in table.columns else pd.Series(pd.NA, index=table.index)
+    values = sorted(subset.dropna().astype(str).unique())
+    if subset.isna().any() or set(values) != set(SUBSETS):
+        have = ", ".join(values) if values else "none"
+        raise DataError(f"{spec}: no official train/val/test partition to use (subset values: "
+                        f"{have}{', some rows without one' if subset.isna().any() and values else ''}"
+                        "); set `train.split: random` to draw grouped random splits instead")
+    part = subset.astype(str).to_numpy()
+    return {name: np.flatnonzero(part == name).astype(np.int64) for name in SUBSETS}
+
+
 def split_groups_disjoint(table: pd.DataFrame, split: dict[str, np.ndarray]) -> bool:
     """True when no ``group`` value occurs in two subsets of ``split``."""
     seen: dict[str, str] = {}

@@ -16,9 +16,30 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medattn.data.labels import clean
 from medattn.errors import DataError
 
 REQUIRED_COLUMNS = ("image_id", "path", "label", "group", "subset")
+
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "tif", "tiff")
+ARCHIVES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".7z", ".rar")
+SHOW = 5  # ids, folders and archives named in a report
+
+
+class MetadataProblem(DataError):
+    """The metadata file of a source is missing or is another file (``load_dataset`` adds hints:
+    which source the folder holds, the metadata found one level down, ...)."""
+
+    def __init__(self, path: Path, message: str):
+        self.path = Path(path)
+        super().__init__(message)
+
+
+class MetadataNotFound(MetadataProblem):
+    def __init__(self, path: Path):
+        super().__init__(path, f"{path}: metadata file not found; point the data spec at the "
+                         "folder that holds it as downloaded")
 
 
 def read_csv(path: Path, required: Sequence[str], sep: str = ",", **kwargs) -> pd.DataFrame:
@@ -28,8 +49,7 @@ def read_csv(path: Path, required: Sequence[str], sep: str = ",", **kwargs) -> p
         DataError: the file is missing or unreadable, or a required column is absent.
     """
     if not path.is_file():
-        raise DataError(f"{path}: metadata file not found; point the data spec at the folder "
-                        "that holds it as downloaded")
+        raise MetadataNotFound(path)
     try:
         # utf-8-sig: tolerate a byte-order mark; CRLF line ends are handled by the C parser.
         df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], sep=sep,
@@ -39,10 +59,22 @@ def read_csv(path: Path, required: Sequence[str], sep: str = ",", **kwargs) -> p
     df.columns = [str(c).strip() for c in df.columns]
     missing = [c for c in required if c not in df.columns]
     if missing:
-        raise DataError(f"{path}: required column(s) {', '.join(repr(m) for m in missing)} missing "
-                        f"(found: {', '.join(map(str, df.columns[:12]))}"
-                        f"{', ...' if len(df.columns) > 12 else ''}); is this the right file and source?")
+        raise MetadataProblem(path, f"{path}: required column(s) {', '.join(repr(m) for m in missing)} "
+                              f"missing (found: {', '.join(map(str, df.columns[:12]))}"
+                              f"{', ...' if len(df.columns) > 12 else ''}); is this the right file "
+                              "and source?")
     return df
+
+
+def is_archive(name: str | Path) -> bool:
+    """True for names of archives users forget to unpack (.zip, .tar.gz, ...)."""
+    return str(name).lower().endswith(ARCHIVES)
+
+
+def image_stem(name: str) -> str | None:
+    """``ISIC_0024306.jpg`` -> ``ISIC_0024306``; None for files that are not images."""
+    stem, dot, ext = name.rpartition(".")
+    return stem if dot and ext.lower() in IMAGE_EXTENSIONS else None
 
 
 def list_files(folder: Path) -> set[str]:
@@ -54,47 +86,144 @@ def list_files(folder: Path) -> set[str]:
         return set()
 
 
-def index_images(root: Path, folders: Iterable[str], key: Callable[[str], str | None]) -> dict[str, str]:
-    """``key(file name) -> absolute path`` over image ``folders`` below ``root`` (first folder wins;
-    names for which ``key`` returns None are ignored)."""
-    where: dict[str, str] = {}
-    for folder in folders:
-        for name in list_files(root / folder):
-            k = key(name)
-            if k is not None:
-                where.setdefault(k, str((root / folder / name).resolve()))
-    return where
+class ImageIndex:
+    """Image files anywhere below ``root``, found by ``key(file name)`` from one walk of the tree.
 
-
-def diagnosed_rows(df: pd.DataFrame, dx_col: str, id_col: str, codes: dict[str, int],
-                   normalise: Callable[[str], str], where: dict[str, str],
-                   image_id: Callable[[str], str] = lambda s: s,
-                   ) -> tuple[pd.DataFrame, pd.DataFrame, Counter]:
-    """Match metadata rows to labels and image files.
-
-    Each row's ``normalise(dx_col)`` is looked up in ``codes`` and its stripped ``id_col`` in
-    ``where``; rows with no, or an unknown, diagnosis or with no image are skipped and counted.
-    Returns (the kept metadata rows, a frame ``image_id, path, label`` aligned with them, skips).
+    Releases nest images differently (``imgs_part_1/``, ``images/imgs_part_1/``,
+    ``imgs_part_1/imgs_part_1/``, ``train/``, ``jpeg/train/``), so readers look files up here instead
+    of in fixed folders: one directory listing per folder, never a search per row. Folders are walked
+    in sorted order, files directly in ``root`` first; the first file of a key wins. Hidden folders,
+    macOS resource forks (``__MACOSX``, ``._*``) and names for which ``key`` returns None are ignored;
+    archives found on the way are remembered, to tell the user to unpack them.
     """
-    rows, keep, skipped = [], [], Counter()
-    for i, (dx, ident) in enumerate(zip(df[dx_col], df[id_col])):
-        code = normalise(dx.strip()) if isinstance(dx, str) else ""
-        if code not in codes:
-            skipped["no diagnosis" if not code else f"unknown diagnosis {code!r}"] += 1
+
+    def __init__(self, root: str | Path, key: Callable[[str], str | None]):
+        self.root = os.path.abspath(os.path.expanduser(str(root)))
+        self.paths: dict[str, str] = {}
+        self.folders: list[str] = []    # folders that held at least one indexed file
+        self.archives: list[str] = []
+        self.n_folders = 0
+        seen: set[str] = set()
+        for dirpath, dirnames, filenames in os.walk(self.root, followlinks=True):
+            real = os.path.realpath(dirpath)
+            if real in seen:            # a symlink loop
+                dirnames[:] = []
+                continue
+            seen.add(real)
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "__MACOSX")))
+            self.n_folders += 1
+            found = False
+            for name in sorted(filenames):
+                if name.startswith("._"):
+                    continue
+                if is_archive(name):
+                    self.archives.append(os.path.join(dirpath, name))
+                    continue
+                k = key(name)
+                if k is not None:
+                    found = True
+                    self.paths.setdefault(k, os.path.join(dirpath, name))
+            if found:
+                self.folders.append(dirpath)
+
+    def get(self, key: str) -> str | None:
+        return self.paths.get(key)
+
+    def missing(self, keys: Sequence[str], looked_for: str = "a file named {} below the folder"
+                ) -> dict:
+        """What ``data inspect`` says about images not found: how many, the first ids, an example
+        of what was looked for (``looked_for`` formatted with the first key), which folders were
+        searched and archives that may hold the images. Empty when nothing is missing."""
+        if not len(keys):
+            return {}
+        rel = [os.path.relpath(f, self.root) for f in self.folders]
+        where = (f"{self.n_folders} folder(s) searched below {self.root}; image files found in "
+                 + (", ".join(rel[:SHOW]) + (" ..." if len(rel) > SHOW else "") if rel else "none"))
+        return {"count": len(keys), "ids": list(keys[:SHOW]), "looked_for": looked_for.format(keys[0]),
+                "searched": where, "archives": self.archives[:SHOW]}
+
+
+def copy_truth(sub: pd.DataFrame, table: pd.DataFrame) -> None:
+    """Copy the synthetic sets' ``true_*`` columns of ``sub`` into ``table`` (numeric where all are)."""
+    for col in sub.columns:
+        if col.startswith("true_"):
+            values = pd.to_numeric(sub[col], errors="coerce")
+            table[col] = (values if values.notna().sum() == sub[col].notna().sum() else sub[col]).values
+
+
+def link_groups(image_ids: Sequence[str], keys: dict[str, Sequence],
+                pairs: Iterable[tuple[str, str]] = ()) -> np.ndarray:
+    """The leakage unit of every image: images that share any id are one group.
+
+    ``keys`` maps a kind (``patient``, ``lesion``, in order of preference for the name) to one value
+    per image (missing values link nothing); ``pairs`` links images directly (known duplicates).
+    Groups are the connected components of that graph, so a lesion whose images carry a patient id
+    only in some rows, or a duplicate filed under two patients, never ends up on two sides of a
+    split. A group is named by the first kind present in it (``patient:<smallest id>``), else by its
+    smallest image id (``image:<id>``).
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    ids = pd.Series(list(image_ids), dtype=object).astype(str)
+    n = len(ids)
+    values = {kind: pd.Series(list(v), dtype=object).map(clean) for kind, v in keys.items()}
+    rows, cols, offset = [np.arange(n)], [np.arange(n)], n
+    for v in values.values():
+        present = (v != "").to_numpy()
+        codes, uniques = pd.factorize(v[present])
+        rows.append(np.flatnonzero(present))
+        cols.append(codes + offset)
+        offset += len(uniques)
+    at = dict(zip(ids, range(n)))
+    linked = [(at[a], at[b]) for a, b in pairs if a in at and b in at]
+    if linked:
+        rows.append(np.array([a for a, _ in linked]))
+        cols.append(np.array([b for _, b in linked]))
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    graph = coo_matrix((np.ones(len(r), dtype=np.int8), (r, c)), shape=(offset, offset))
+    comp = pd.Series(connected_components(graph, directed=False)[1][:n])
+    name = pd.Series([None] * n, dtype=object)
+    for kind, v in values.items():
+        present = v != ""
+        smallest = v[present].groupby(comp[present]).min()
+        name = name.fillna(comp.map(f"{kind}:" + smallest))
+    return name.fillna(comp.map("image:" + ids.groupby(comp).min())).to_numpy()
+
+
+def match_rows(df: pd.DataFrame, mapped: Sequence[tuple[int | str, str]], keys: Sequence[str],
+               index: ImageIndex, image_id: Callable[[str], str] = lambda s: s,
+               ) -> tuple[pd.DataFrame, pd.DataFrame, Counter, list[str]]:
+    """Match metadata rows to their (class, fine diagnosis) and image files.
+
+    ``mapped[i]`` is row i's (class, fine diagnosis), or (skip reason, "") from
+    :mod:`medattn.data.labels`; ``keys[i]`` is looked up in ``index``. Rows with a skip reason or
+    without an image are counted in the returned Counter. Returns (the kept metadata rows, a frame
+    ``image_id, path, label, diagnosis`` aligned with them, skips, the keys of missing images).
+    """
+    rows, keep, skipped, missing = [], [], Counter(), []
+    for i, ((label, diagnosis), key) in enumerate(zip(mapped, keys)):
+        if isinstance(label, str):
+            skipped[label] += 1
             continue
-        path = where.get(str(ident).strip())
+        key = str(key).strip()
+        path = index.get(key)
         if path is None:
             skipped["missing image"] += 1
+            missing.append(key)
             continue
         keep.append(i)
-        rows.append((image_id(str(ident).strip()), path, codes[code]))
+        rows.append((image_id(key), path, label, diagnosis))
     return (df.iloc[keep].reset_index(drop=True),
-            pd.DataFrame(rows, columns=["image_id", "path", "label"]), skipped)
+            pd.DataFrame(rows, columns=["image_id", "path", "label", "diagnosis"]), skipped, missing)
 
 
 def finish_table(rows: pd.DataFrame, classes: Sequence[str], source: str, spec: str,
-                 skipped: Counter | dict) -> pd.DataFrame:
-    """Put columns in contract order and types, attach ``attrs``, check ids are unique."""
+                 skipped: Counter | dict, missing: dict | None = None) -> pd.DataFrame:
+    """Put columns in contract order and types, attach ``attrs``, check ids are unique.
+
+    ``missing`` (from :meth:`ImageIndex.missing`) describes images not found, for ``data inspect``.
+    """
     table = rows.reset_index(drop=True)
     for col in REQUIRED_COLUMNS:
         if col not in table.columns:
@@ -114,8 +243,12 @@ def finish_table(rows: pd.DataFrame, classes: Sequence[str], source: str, spec: 
                         "remove the duplicate rows")
     first = list(REQUIRED_COLUMNS)
     table = table[first + [c for c in table.columns if c not in first]]
+    if "diagnosis" in table.columns:
+        table["diagnosis"] = table["diagnosis"].astype(str)
     table.attrs.update(classes=list(classes), source=source, spec=spec,
                        skipped={k: int(v) for k, v in sorted(dict(skipped).items())})
+    if missing and missing.get("count"):
+        table.attrs["missing"] = missing
     return table
 
 
@@ -127,7 +260,3 @@ def fingerprint(table: pd.DataFrame) -> str:
         h.update("\x1f".join(key[col].tolist()).encode())
         h.update(b"\x1e")
     return h.hexdigest()[:16]
-
-
-def count(reasons: Iterable[str]) -> Counter:
-    return Counter(r for r in reasons if r)
