@@ -167,6 +167,10 @@ def _add_train(sub):
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 0.001)")
     p.add_argument("--weight-decay", type=float, default=0.0, help="weight decay (default 0)")
     p.add_argument("--split-seed", type=int, default=0, help="split (and training) seed (default 0)")
+    p.add_argument("--split", choices=["random", "official"], default="random",
+                   help="random: grouped 70/10/20 split drawn by --split-seed (default); official: "
+                   "the data set's own train/val/test partition (MedMNIST), runs then differ only "
+                   "by the seed")
     p.add_argument("--epochs", type=int, default=30, help="epoch budget (default 30)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
     p.add_argument("--image-size", type=int, default=224, help="input side in pixels (default 224)")
@@ -191,7 +195,8 @@ def _add_train(sub):
                     weight_decay=args.weight_decay, split_seed=args.split_seed, device=args.device,
                     epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
                     schedule=args.schedule, pretrained=args.pretrained, num_workers=args.workers,
-                    threads=args.threads, cache=args.cache, tensorboard=args.tensorboard)
+                    threads=args.threads, cache=args.cache, tensorboard=args.tensorboard,
+                    split=args.split)
         print(f"{rec['status']}: {rec['run_id']} (best epoch {rec.get('best_epoch')})")
         for name, m in (rec.get("metrics") or {}).items():
             print(f"  {name:<20} balanced accuracy {100 * m['balanced_accuracy']:.1f}%  (n={m['n']})")
@@ -207,10 +212,10 @@ def _add_train(sub):
 def _add_study(sub):
     p = sub.add_parser("study", help="the paper's protocol: HP search, then final runs",
                        description="Run a study config (YAML file, or a shipped one: demo, "
-                       "paper_isic, paper_camelyon17): learning rate x weight decay search on a few "
-                       "splits, the best setting per model, then the final runs. Finished runs are "
-                       "skipped, so an interrupted study is completed by running it again "
-                       "(docs/training.md).")
+                       "paper_isic, paper_camelyon17, medmnist_plus): learning rate x weight decay "
+                       "search on a few splits, the best setting per model, then the final runs. "
+                       "Finished runs are skipped, so an interrupted study is completed by running "
+                       "it again (docs/training.md).")
     p.add_argument("config", metavar="CONFIG", help="config file or shipped config name")
     p.add_argument("--out", metavar="RUNS_DIR", help="run store (default runs/<config name>)")
     p.add_argument("--data-root", metavar="DIR", help="folder relative data paths start from "

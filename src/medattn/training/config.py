@@ -38,6 +38,7 @@ class TrainSettings:
     schedule: str = "cosine"  # "cosine" (per epoch, to 0) or "constant"
     pretrained: bool = True
     fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    split: str = "random"  # "random" (grouped splits by seed) or "official" (the data set's own)
     augment: str = "paper"  # "paper" (Perez et al. 2018's scheme) or "light" (see AUGMENT)
     chance_margin: float = 0.02  # selected val balanced accuracy <= 1/K + margin -> diverged
     amp: bool = True  # only takes effect on CUDA
@@ -51,6 +52,10 @@ class TrainSettings:
 # Settings that change a run's result; the others (workers, cache, logging) do not enter its id.
 _RESULT_FIELDS = ("epochs", "batch_size", "image_size", "momentum", "schedule", "pretrained",
                   "fractions", "augment", "chance_margin", "amp")
+
+# How a run's train/val/test parts are drawn: grouped random splits by seed, or the data set's own
+# partition (its `subset` column), with which runs differ only by the (training) seed.
+SPLITS = ("random", "official")
 
 # Training augmentation presets: keyword arguments of medattn.data.build_transform. "paper" is the
 # data part's default (random resized crop, affine, flips, colour jitter as in Perez et al. 2018);
@@ -92,6 +97,8 @@ class RunSpec:
             "model_options": [list(kv) for kv in self.model_options],
             **{k: _jsonable(getattr(self.train, k)) for k in _RESULT_FIELDS},
         }
+        if self.train.split != "random":  # only then, so ids of random-split runs stay as they were
+            key["split"] = self.train.split
         digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
         return (f"{self.phase}-{self.dataset}-{self.model}-lr{self.lr:g}-wd{self.weight_decay:g}"
                 f"-split{self.split_seed}-{digest}")
@@ -383,6 +390,10 @@ def _parse_train(t: dict, src: str) -> TrainSettings:
         elif key == "schedule":
             if value not in ("cosine", "constant"):
                 raise ConfigError(f"{src}: `{k}` must be `cosine` or `constant`, got {value!r}.")
+            kw[key] = value
+        elif key == "split":
+            if value not in SPLITS:
+                raise ConfigError(f"{src}: `{k}` must be one of {', '.join(SPLITS)}, got {value!r}.")
             kw[key] = value
         elif key == "augment":
             if value not in AUGMENT:

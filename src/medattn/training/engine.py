@@ -192,13 +192,17 @@ class _Run:
     # -- set-up --------------------------------------------------------------------------------
 
     def _setup(self) -> None:
-        from medattn.data import ImageCache, ImageDataset, build_transform, load_task, make_split
+        from medattn.data import (ImageCache, ImageDataset, build_transform, load_task, make_split,
+                                  official_split)
         from medattn.models import create_model, parse_model_name
 
         s, t = self.spec, self.spec.train
         self.task = task = load_task(s.data, list(s.ood))
         self.classes = list(task.classes)
-        self.split = make_split(task.table, s.split_seed, fractions=tuple(t.fractions))
+        if t.split == "official":  # the data set's own partition: runs differ only by seed
+            self.split = official_split(task.table)
+        else:
+            self.split = make_split(task.table, s.split_seed, fractions=tuple(t.fractions))
         for part in ("train", "val", "test"):
             if len(self.split[part]) == 0:
                 raise DataError(f"{s.data}: the {part} part of split {s.split_seed} is empty; "
@@ -213,6 +217,8 @@ class _Run:
             best_epoch=None, metrics={}, data_fingerprint=self.fingerprint, versions=versions(),
             timings={}, config={**s.to_dict(), "device": str(self.device)}, message="",
             split_sizes={k: int(len(v)) for k, v in self.split.items()},
+            split={"kind": t.split, "fractions": list(t.fractions) if t.split == "random" else None,
+                   **{f"n_{k}": int(len(v)) for k, v in self.split.items()}},
             dataset_label=s.dataset)  # the study config's name for the data set (in the run id)
 
         seed_everything(s.split_seed)  # model initialisation depends only on the seed
