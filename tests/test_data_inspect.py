@@ -73,7 +73,7 @@ def test_missing_images_are_named_with_what_was_looked_for_and_where(tmp_path, c
     assert main(["data", "inspect", f"isic:{root}"]) == 0
     out = capsys.readouterr().out
     assert "1 image(s) not found (ISIC_0000003)" in out
-    assert "looked for e.g. a file named ISIC_0000003.jpg (or .png/.tif)" in out
+    assert f"looked for e.g. {root}/**/ISIC_0000003.jpg (or .png/.tif)" in out
     assert f"folder(s) searched below {root}" in out and "image files found in ." in out
 
 

@@ -5,18 +5,17 @@ group on two sides of a split."""
 
 from __future__ import annotations
 
-import csv
+import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from medattn.cli import main
-from medattn.data import load_dataset, make_split
-from medattn.data.splits import split_groups_disjoint
+from medattn.data import load_dataset
 from medattn.errors import DataError
+
+from test_data_readers import _csv, _img, assert_grouped_splits
 
 GT2019 = ["image", "MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"]
 META2019 = ["image", "age_approx", "anatom_site_general", "lesion_id", "sex"]
@@ -27,20 +26,6 @@ CLASS_2019 = {"MEL": 0, "NV": 1, "BCC": 2, "AK": 2, "BKL": 2, "DF": 2, "VASC": 2
 DX_2020 = [("nevus", 1), ("melanoma", 0), ("unknown", None), ("seborrheic keratosis", 2),
            ("nevus", 1), ("unknown", None), ("lentigo NOS", 2), ("lichenoid keratosis", 2),
            ("solar lentigo", 2), ("atypical melanocytic proliferation", 2), ("cafe-au-lait macule", 2)]
-
-
-def _img(path: Path, seed: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arr = np.random.default_rng(seed).integers(0, 255, (16, 20, 3), dtype=np.uint8)
-    Image.fromarray(arr).save(path)
-
-
-def _csv(path: Path, header: list[str], rows: list[list], crlf: bool) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f, lineterminator="\r\n" if crlf else "\n")
-        w.writerow(header)
-        w.writerows(rows)
 
 
 def write_isic2019(root: Path, n: int = 48) -> tuple[Path, dict]:
@@ -136,11 +121,7 @@ def test_reads_labels_as_the_metadata_gives_them(layouts, name):
 @pytest.mark.parametrize("name", ["isic2019", "isic2020", "isic2020-v1", "isic2020-kaggle"])
 def test_no_group_on_two_sides_of_a_split(layouts, name):
     path, _ = layouts[name]
-    t = load_dataset(spec(name, path))
-    for seed in range(25):
-        split = make_split(t, seed)
-        assert split_groups_disjoint(t, split)
-        assert sorted(np.concatenate(list(split.values()))) == list(range(len(t)))
+    assert_grouped_splits(load_dataset(spec(name, path)), seeds=25)
 
 
 def test_isic2019_details(layouts):
@@ -171,6 +152,17 @@ def test_isic2019_needs_its_lesion_ids(tmp_path):
     (root / "ISIC_2019_Training_Metadata.csv").unlink()
     with pytest.raises(DataError, match="ISIC_2019_Training_Metadata.csv: not found.*lesion ids"):
         load_dataset(f"isic2019:{root}")
+
+
+def test_isic2019_integer_cells_read_the_same(tmp_path, layouts):
+    """Copies re-saved by spreadsheet programs write 1/0 instead of 1.0/0.0."""
+    path, expected = layouts["isic2019"]
+    root = tmp_path / "resaved"
+    shutil.copytree(path, root)
+    gt = root / "ISIC_2019_Training_GroundTruth.csv"
+    gt.write_bytes(gt.read_bytes().replace(b"1.0", b"1").replace(b"0.0", b"0"))
+    t = load_dataset(f"isic2019:{root}")
+    assert dict(zip(t["image_id"], t["label"])) == expected
 
 
 def test_isic2019_bad_cell_names_row_and_column(tmp_path):

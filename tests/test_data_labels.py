@@ -128,13 +128,15 @@ def test_hierarchy_details():
     assert L.isic_hierarchy("Benign", "Benign melanocytic proliferations", "Nevus", None, "") == \
         (L.NEVUS, "nevus")
     assert L.isic_hierarchy("benign", "benign melanocytic proliferations", "nevus")[0] == L.NEVUS
-    assert L.isic_hierarchy("Benign", "Benign melanocytic proliferations")[0].startswith("diagnosis too coarse")
+    coarse = L.isic_hierarchy("Benign", "Benign melanocytic proliferations")[0]
+    assert coarse.startswith("diagnosis too coarse")
     assert L.isic_hierarchy("Benign", "Benign melanocytic proliferations", "Lentigo simplex") == \
         (L.OTHER, "lentigo simplex")
     assert L.isic_hierarchy("", None) == ("no diagnosis", "")
     assert L.isic_hierarchy("Weird") == ("unknown diagnosis 'Weird'", "")
     # a term added to the taxonomy later is classed by its parents where they are unambiguous
-    assert L.isic_hierarchy("Malignant", L.ISIC_MELANOMA_D2, "Melanoma, brand-new subtype")[0] == L.MELANOMA
+    new_subtype = ("Malignant", L.ISIC_MELANOMA_D2, "Melanoma, brand-new subtype")
+    assert L.isic_hierarchy(*new_subtype)[0] == L.MELANOMA
     assert L.isic_hierarchy("Benign", "Cysts", "Brand-new cyst")[0] == L.OTHER
 
 

@@ -5,6 +5,7 @@ missing required column. Splits drawn from every reader never share a group betw
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -458,8 +459,12 @@ def test_task_with_ood_and_class_mismatch(fixtures):
 @pytest.mark.parametrize("name", ["isic", "isic-old", "ham10000", "pad-ufes-20", "camelyon17", "medmnist"])
 def test_splits_of_every_reader_are_grouped_and_reproducible(fixtures, name):
     path, _ = fixtures[name]
-    table = load_dataset(spec_of(name, path))
-    for seed in range(25):
+    assert_grouped_splits(load_dataset(spec_of(name, path)))
+
+
+def assert_grouped_splits(table: pd.DataFrame, seeds: int = 25) -> None:
+    """Over ``seeds`` splits: no group on two sides, every row once, the same split again."""
+    for seed in range(seeds):
         split = make_split(table, seed)
         assert split_groups_disjoint(table, split)
         allrows = np.sort(np.concatenate(list(split.values())))
@@ -479,6 +484,43 @@ def test_inspect_cli_reports_counts_and_problems(fixtures, capsys):
     assert main(["data", "inspect", f"isic:{path / 'nope'}"]) == 2
     err = capsys.readouterr().err
     assert "metadata.csv: metadata file not found" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("name", ["isic", "isic-old", "ham10000", "pad-ufes-20", "camelyon17", "medmnist"])
+def test_inspect_class_counts_equal_the_metadata(fixtures, name, capsys):
+    path, expected = fixtures[name]
+    assert main(["data", "inspect", spec_of(name, path), "--no-verify"]) == 0
+    out = capsys.readouterr().out
+    table = load_dataset(spec_of(name, path))
+    counts = pd.Series(list(expected.values())).value_counts()
+    line = ", ".join(f"{c}: {counts.get(k, 0)}" for k, c in enumerate(table.attrs["classes"]))
+    assert f"classes    {line}\n" in out
+
+
+def test_ham10000_kaggle_mirror_with_duplicated_folders(tmp_path):
+    """The Kaggle mirror holds every image twice (HAM10000_images_part_N/ and ham10000_images_part_N/)."""
+    root, expected = write_ham(tmp_path / "ham")
+    for k in (1, 2):
+        shutil.copytree(root / f"HAM10000_images_part_{k}", root / f"ham10000_images_part_{k}")
+    t = load_dataset(f"ham10000:{root}")
+    assert dict(zip(t["image_id"], t["label"])) == expected
+    assert t["path"].str.contains("/HAM10000_images_part_").all()
+    assert set(t["diagnosis"]) == {"melanoma", "nevus", "benign keratosis", "basal cell carcinoma",
+                                   "actinic keratosis or intraepithelial carcinoma",
+                                   "dermatofibroma", "vascular lesion"}
+
+
+def test_synthetic_derm_sets_read_with_their_fine_diagnoses(tmp_path):
+    from medattn.data.synthetic import write_derm
+
+    isic, pad = write_derm(tmp_path, n=16, n_ood=8, image_size=24, workers=1)
+    for spec in (isic, pad):
+        t = load_dataset(spec)
+        assert t.attrs["skipped"] == {} and len(t)
+        by_class = t.groupby("label")["diagnosis"].agg(set).to_dict()
+        assert by_class.get(0, set()) <= {"melanoma invasive", "melanoma in situ", "melanoma"}
+        assert by_class.get(1, set()) <= {"nevus"}
+        assert not by_class.get(2, set()) & {"nevus", "melanoma"}
 
 
 def test_cli_bad_spec_is_a_clear_error(capsys):

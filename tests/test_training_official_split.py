@@ -77,7 +77,8 @@ def test_official_split_is_the_subset_column_and_refused_without_one(derma, tmp_
     from test_data_readers import write_camelyon, write_isic_new
     from medattn.data import load_task
     isic, _ = write_isic_new(tmp_path / "isic", n=12)
-    with pytest.raises(DataError, match=r"no official train/val/test partition to use \(subset values: none\)"):
+    with pytest.raises(DataError, match=r"no official train/val/test partition to use "
+                       r"\(subset values: none\)"):
         official_split(load_dataset(f"isic:{isic}"))
     cam, _ = write_camelyon(tmp_path / "cam")
     with pytest.raises(DataError, match="subset values: id_val, train"):
@@ -86,7 +87,8 @@ def test_official_split_is_the_subset_column_and_refused_without_one(derma, tmp_
 
 def test_official_runs_record_the_fixed_split_and_differ_only_by_seed(derma, tmp_path, one_thread):
     data = f"medmnist:{derma}"
-    recs = [train_run(_spec(data, seed=s, split="official"), tmp_path, progress=False) for s in (0, 1)]
+    recs = [train_run(_spec(data, seed=s, split="official"), tmp_path, progress=False)
+            for s in (0, 1)]
     for rec in recs:
         assert rec["status"] == "done", rec.get("message")
         assert rec["split"] == {"kind": "official", "fractions": None, "n_train": 28, "n_val": 10,

@@ -77,7 +77,8 @@ def identify(folder: Path) -> list[tuple[str, Path]]:
 def _subfolders(folder: Path) -> list[Path]:
     try:
         with os.scandir(folder) as it:
-            return sorted(Path(e.path) for e in it if e.is_dir() and not e.name.startswith((".", "__")))
+            return sorted(Path(e.path) for e in it
+                          if e.is_dir() and not e.name.startswith((".", "__")))
     except OSError:
         return []
 
@@ -85,8 +86,8 @@ def _subfolders(folder: Path) -> list[Path]:
 def unpack_command(archive: Path) -> tuple[str, Path]:
     """A shell command unpacking ``archive`` beside it, and the folder it is unpacked to."""
     name = archive.name
-    stem = next((name[: -len(s)] for s in (".tar.gz", ".tar.bz2", ".tar.xz") if name.lower().endswith(s)),
-                archive.stem)
+    double = [s for s in (".tar.gz", ".tar.bz2", ".tar.xz") if name.lower().endswith(s)]
+    stem = name[: -len(double[0])] if double else archive.stem
     dest = archive.with_name(stem)
     low = name.lower()
     if low.endswith(".zip"):

@@ -28,7 +28,8 @@ def read_ham10000(root: str | Path, spec: str | None = None) -> pd.DataFrame:
         meta, sep = root / "HAM10000_metadata.tab", "\t"
     df = read_csv(meta, required=["lesion_id", "image_id", "dx"], sep=sep)
     index = ImageIndex(root, image_stem)
-    mapped = [L.map_code(d, L.HAM10000_DX, lambda v: v.strip().lower()) for d in df["dx"]]
+    mapped = L.map_each(df["dx"].tolist(),
+                        lambda d: L.map_code(d, L.HAM10000_DX, lambda v: v.strip().lower()))
     sub, table, skipped, missing = match_rows(df, mapped, df["image_id"].astype(str), index)
     table["group"] = link_groups(table["image_id"], {"lesion": sub["lesion_id"]})
     table["subset"] = pd.NA
@@ -37,4 +38,4 @@ def read_ham10000(root: str | Path, spec: str | None = None) -> pd.DataFrame:
         if col in sub.columns:
             table[new] = sub[col].values
     return finish_table(table, L.SKIN_CLASSES, "ham10000", spec, skipped,
-                        index.missing(missing, "a file named {}.jpg (or .png)"))
+                        index.missing(missing, "{}.jpg (or .png)"))

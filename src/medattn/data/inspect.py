@@ -70,7 +70,8 @@ def _diagnosis_lines(t: pd.DataFrame) -> list[str]:
         return []
     counts = t["diagnosis"].value_counts()
     more = f", ... ({len(counts) - TOP_DIAGNOSES} more)" if len(counts) > TOP_DIAGNOSES else ""
-    return ["diagnoses  " + ", ".join(f"{d}: {n}" for d, n in counts.head(TOP_DIAGNOSES).items()) + more]
+    top = counts.head(TOP_DIAGNOSES).items()
+    return ["diagnoses  " + ", ".join(f"{d}: {n}" for d, n in top) + more]
 
 
 def inspect_dataset(spec: str, verify: bool = True) -> Inspection:
@@ -95,7 +96,7 @@ def _image_problems(table: pd.DataFrame) -> list[str]:
     if missing:
         ids = ", ".join(missing["ids"]) + (" ..." if missing["count"] > len(missing["ids"]) else "")
         text = (f"{missing['count']} image(s) not found ({ids}); looked for e.g. "
-                f"{missing['looked_for']}; {missing['searched']}")
+                f"{missing['looked_for']} (** = any sub-folder); {missing['searched']}")
         if missing.get("archives"):
             text += ("; unpack the archive(s) found there: " + ", ".join(missing["archives"]))
         out.append(text)

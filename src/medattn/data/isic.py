@@ -1,8 +1,9 @@
 """ISIC Archive as written by ``isic image download OUTDIR`` (isic-cli), plus ISIC 2018 masks.
 
 Layout: a flat folder of ``ISIC_0000000.jpg`` (some ``.png``/``.tif``), ``metadata.csv`` (UTF-8,
-CRLF), ``attribution.txt``, ``licenses/``; images in sub-folders are found too. Both metadata generations are read: the older single
-``diagnosis`` column and the newer hierarchical ``diagnosis_1..5``. ISIC 2018 task-1/2 masks
+CRLF), ``attribution.txt``, ``licenses/``; images in sub-folders are found too. Both metadata
+generations are read: the older single ``diagnosis`` column and the newer hierarchical
+``diagnosis_1..5``. ISIC 2018 task-1/2 masks
 (``<id>_segmentation.png``, ``<id>_attribute_<name>.png``) are joined when found in the folder or
 in its sub-folders (two levels), e.g. an unpacked ``ISIC2018_Task1_Training_GroundTruth/``.
 """
@@ -60,11 +61,11 @@ def read_isic(root: str | Path, spec: str | None = None) -> pd.DataFrame:
     meta_path = root / "metadata.csv"
     df = read_csv(meta_path, required=["isic_id"])
     if "diagnosis_1" in df.columns:
-        levels = [df[c] if c in df.columns else [None] * len(df)
+        levels = [df[c].tolist() if c in df.columns else [None] * len(df)
                   for c in (f"diagnosis_{k}" for k in range(1, 6))]
-        mapped = [L.isic_hierarchy(*row) for row in zip(*levels)]
+        mapped = L.map_each(zip(*levels), L.isic_hierarchy)
     elif "diagnosis" in df.columns:
-        mapped = [L.isic_legacy(d) for d in df["diagnosis"]]
+        mapped = L.map_each(df["diagnosis"].tolist(), L.isic_legacy)
     else:
         raise DataError(f"{meta_path}: required column 'diagnosis' (older downloads) or "
                         "'diagnosis_1'..'diagnosis_5' (newer downloads) missing; download the "
@@ -81,7 +82,8 @@ def read_isic(root: str | Path, spec: str | None = None) -> pd.DataFrame:
         table["sex"] = sub["sex"].values
     if "fitzpatrick_skin_type" in sub.columns:
         table["skin_type"] = sub["fitzpatrick_skin_type"].values
-    for col in ("lesion_id", "patient_id", "anatom_site_general", *(f"anatom_site_{k}" for k in range(1, 6))):
+    sites = ["anatom_site_general", *(f"anatom_site_{k}" for k in range(1, 6))]  # older, newer
+    for col in ("lesion_id", "patient_id", *sites):
         if col in sub.columns:
             table[col] = sub[col].values
     masks = find_masks(root)
@@ -94,4 +96,4 @@ def read_isic(root: str | Path, spec: str | None = None) -> pd.DataFrame:
             table["patch_mask_path"] = [masks.get(i, {}).get("patch", pd.NA) for i in ids]
     copy_truth(sub, table)
     return finish_table(table, L.SKIN_CLASSES, "isic", spec, skipped,
-                        index.missing(missing, "a file named {}.jpg (or .png/.tif)"))
+                        index.missing(missing, "{}.jpg (or .png/.tif)"))

@@ -93,4 +93,4 @@ def read_isic2019(root: str | Path, spec: str | None = None) -> pd.DataFrame:
         if col in sub.columns:
             table[col] = sub[col].values
     return finish_table(table, L.SKIN_CLASSES, "isic2019", spec, skipped,
-                        index.missing(missing, "a file named {}.jpg"))
+                        index.missing(missing, "{}.jpg"))

@@ -41,7 +41,7 @@ def read_isic2020(root: str | Path, spec: str | None = None) -> pd.DataFrame:
     gt = read_csv(found[0], required=["image_name", "patient_id", "diagnosis"])
     ids = gt["image_name"].map(L.clean)
     index = ImageIndex(root, isic_stem)
-    sub, table, skipped, missing = match_rows(gt, [L.isic_legacy(d) for d in gt["diagnosis"]],
+    sub, table, skipped, missing = match_rows(gt, L.map_each(gt["diagnosis"].tolist(), L.isic_legacy),
                                               ids, index)
     pairs = []
     if (root / DUPLICATES).is_file():
@@ -60,4 +60,4 @@ def read_isic2020(root: str | Path, spec: str | None = None) -> pd.DataFrame:
         if col in sub.columns:
             table[col] = sub[col].values
     return finish_table(table, L.SKIN_CLASSES, "isic2020", spec, skipped,
-                        index.missing(missing, "a file named {}.jpg"))
+                        index.missing(missing, "{}.jpg"))

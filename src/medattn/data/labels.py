@@ -11,6 +11,7 @@ guessed: the reader leaves the image out and counts the reason under ``table.att
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Hashable, Iterable
 
 import pandas as pd
 
@@ -117,6 +118,18 @@ MEDMNIST_CLASSES["organsmnist"] = MEDMNIST_CLASSES["organamnist"]
 MEDMNIST_MULTILABEL = {"chestmnist"}
 
 Mapped = tuple[int | str, str]  # (class, or the skip reason as a str; fine diagnosis)
+
+
+def map_each(values: Iterable[Hashable], fn: Callable[..., Mapped]) -> list[Mapped]:
+    """``fn`` of every value (a tuple is passed as arguments), computed once per distinct value:
+    metadata repeats a few diagnoses over tens of thousands of rows."""
+    done: dict[Hashable, Mapped] = {}
+    out = []
+    for v in values:
+        if v not in done:
+            done[v] = fn(*v) if isinstance(v, tuple) else fn(v)
+        out.append(done[v])
+    return out
 
 
 def fine_name(term: object) -> str:

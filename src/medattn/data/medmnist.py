@@ -3,7 +3,8 @@
 Each file holds ``train_images, train_labels, val_images, val_labels, test_images, test_labels``
 (uint8 images N x S x S x 3 or N x S x S, labels N x 1). DermaMNIST (labels 0..6: akiec, bcc, bkl,
 df, melanoma, nevus, vasc) is mapped to melanoma / nevus / other, its seven classes kept as the fine
-``diagnosis``; any other 2D single-label flag keeps its own classes. Images stay in the file: a row's ``path`` is ``FILE.npz#split/index``.
+``diagnosis``; any other 2D single-label flag keeps its own classes. Images stay in the file: a
+row's ``path`` is ``FILE.npz#split/index``.
 MedMNIST has no patient ids, so each image is its own group (leakage cannot be controlled).
 """
 
@@ -71,7 +72,8 @@ def read_medmnist(file: str | Path, spec: str | None = None) -> pd.DataFrame:
     table = pd.concat(frames, ignore_index=True)
     n = int(table["label"].max()) + 1
     if int(table["label"].min()) < 0:
-        raise DataError(f"{file}: negative label {int(table['label'].min())}; is this a MedMNIST file?")
+        raise DataError(f"{file}: negative label {int(table['label'].min())}; "
+                        "is this a MedMNIST file?")
     if flag == "dermamnist":
         if n > len(L.DERMAMNIST):
             raise DataError(f"{file}: label {n - 1} is outside the {len(L.DERMAMNIST)} classes of "

@@ -36,8 +36,8 @@ def read_pad_ufes(root: str | Path, spec: str | None = None) -> pd.DataFrame:
     spec = spec or f"pad-ufes-20:{root}"
     df = read_csv(root / "metadata.csv", required=["patient_id", "lesion_id", "diagnostic", "img_id"])
     index = ImageIndex(root, _png)
-    mapped = [L.map_code(d, L.PAD_UFES_DIAGNOSTIC, lambda v: v.strip().upper())
-              for d in df["diagnostic"]]
+    mapped = L.map_each(df["diagnostic"].tolist(),
+                        lambda d: L.map_code(d, L.PAD_UFES_DIAGNOSTIC, lambda v: v.strip().upper()))
     sub, table, skipped, missing = match_rows(df, mapped, df["img_id"].astype(str), index,
                                               image_id=lambda name: name.rsplit(".", 1)[0])
     patient = sub["patient_id"].map(L.clean)

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medattn.data.labels import clean
 from medattn.errors import DataError
 
 REQUIRED_COLUMNS = ("image_id", "path", "label", "group", "subset")
@@ -112,7 +111,7 @@ class ImageIndex:
             seen.add(real)
             dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "__MACOSX")))
             self.n_folders += 1
-            found = False
+            found, prefix = False, os.path.join(dirpath, "")
             for name in sorted(filenames):
                 if name.startswith("._"):
                     continue
@@ -122,24 +121,24 @@ class ImageIndex:
                 k = key(name)
                 if k is not None:
                     found = True
-                    self.paths.setdefault(k, os.path.join(dirpath, name))
+                    self.paths.setdefault(k, prefix + name)
             if found:
                 self.folders.append(dirpath)
 
     def get(self, key: str) -> str | None:
         return self.paths.get(key)
 
-    def missing(self, keys: Sequence[str], looked_for: str = "a file named {} below the folder"
-                ) -> dict:
+    def missing(self, keys: Sequence[str], name: str = "{}") -> dict:
         """What ``data inspect`` says about images not found: how many, the first ids, an example
-        of what was looked for (``looked_for`` formatted with the first key), which folders were
+        path looked for (``ROOT/**/`` + ``name`` formatted with the first key), which folders were
         searched and archives that may hold the images. Empty when nothing is missing."""
         if not len(keys):
             return {}
         rel = [os.path.relpath(f, self.root) for f in self.folders]
         where = (f"{self.n_folders} folder(s) searched below {self.root}; image files found in "
                  + (", ".join(rel[:SHOW]) + (" ..." if len(rel) > SHOW else "") if rel else "none"))
-        return {"count": len(keys), "ids": list(keys[:SHOW]), "looked_for": looked_for.format(keys[0]),
+        return {"count": len(keys), "ids": list(keys[:SHOW]),
+                "looked_for": os.path.join(self.root, "**", name.format(keys[0])),
                 "searched": where, "archives": self.archives[:SHOW]}
 
 
@@ -165,9 +164,9 @@ def link_groups(image_ids: Sequence[str], keys: dict[str, Sequence],
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    ids = pd.Series(list(image_ids), dtype=object).astype(str)
+    ids = _strings(image_ids)
     n = len(ids)
-    values = {kind: pd.Series(list(v), dtype=object).map(clean) for kind, v in keys.items()}
+    values = {kind: _strings(v) for kind, v in keys.items()}
     rows, cols, offset = [np.arange(n)], [np.arange(n)], n
     for v in values.values():
         present = (v != "").to_numpy()
@@ -175,20 +174,33 @@ def link_groups(image_ids: Sequence[str], keys: dict[str, Sequence],
         rows.append(np.flatnonzero(present))
         cols.append(codes + offset)
         offset += len(uniques)
-    at = dict(zip(ids, range(n)))
+    pairs = list(pairs)
+    at = dict(zip(ids, range(n))) if pairs else {}
     linked = [(at[a], at[b]) for a, b in pairs if a in at and b in at]
     if linked:
         rows.append(np.array([a for a, _ in linked]))
         cols.append(np.array([b for _, b in linked]))
     r, c = np.concatenate(rows), np.concatenate(cols)
     graph = coo_matrix((np.ones(len(r), dtype=np.int8), (r, c)), shape=(offset, offset))
-    comp = pd.Series(connected_components(graph, directed=False)[1][:n])
-    name = pd.Series([None] * n, dtype=object)
-    for kind, v in values.items():
-        present = v != ""
-        smallest = v[present].groupby(comp[present]).min()
-        name = name.fillna(comp.map(f"{kind}:" + smallest))
-    return name.fillna(comp.map("image:" + ids.groupby(comp).min())).to_numpy()
+    comp = connected_components(graph, directed=False)[1][:n]
+    name = np.full(n, None, dtype=object)
+    for kind, v in [*values.items(), ("image", ids)]:
+        present = (v != "").to_numpy()
+        # smallest id of this kind per component: sort by (component, id), keep the first
+        first = (pd.DataFrame({"c": comp[present], "v": v[present].to_numpy(dtype=object)})
+                 .sort_values(["c", "v"]).drop_duplicates("c"))
+        smallest = np.full(len(comp) and comp.max() + 1, None, dtype=object)
+        smallest[first["c"].to_numpy()] = (kind + ":" + first["v"]).to_numpy(dtype=object)
+        todo = pd.isna(name)
+        name[todo] = smallest[comp[todo]]
+    return name
+
+
+def _strings(values: Sequence) -> pd.Series:
+    """Cells as stripped Python strings, '' where missing (vectorised :func:`labels.clean`)."""
+    v = pd.Series(values.to_numpy(dtype=object) if isinstance(values, pd.Series) else list(values),
+                  dtype=object)
+    return v.where(v.notna(), "").astype(str).str.strip().astype(object)
 
 
 def match_rows(df: pd.DataFrame, mapped: Sequence[tuple[int | str, str]], keys: Sequence[str],
@@ -201,21 +213,21 @@ def match_rows(df: pd.DataFrame, mapped: Sequence[tuple[int | str, str]], keys: 
     without an image are counted in the returned Counter. Returns (the kept metadata rows, a frame
     ``image_id, path, label, diagnosis`` aligned with them, skips, the keys of missing images).
     """
-    rows, keep, skipped, missing = [], [], Counter(), []
-    for i, ((label, diagnosis), key) in enumerate(zip(mapped, keys)):
-        if isinstance(label, str):
-            skipped[label] += 1
-            continue
-        key = str(key).strip()
-        path = index.get(key)
-        if path is None:
-            skipped["missing image"] += 1
-            missing.append(key)
-            continue
-        keep.append(i)
-        rows.append((image_id(key), path, label, diagnosis))
-    return (df.iloc[keep].reset_index(drop=True),
-            pd.DataFrame(rows, columns=["image_id", "path", "label", "diagnosis"]), skipped, missing)
+    labels = [label for label, _ in mapped]
+    reason = np.array([isinstance(label, str) for label in labels], dtype=bool)
+    keys = _strings(keys)
+    paths = keys.map(index.paths)
+    found = paths.notna().to_numpy()
+    skipped = Counter(label for label, r in zip(labels, reason) if r)
+    missing = keys[~reason & ~found].tolist()
+    if missing:
+        skipped["missing image"] = len(missing)
+    keep = np.flatnonzero(~reason & found)
+    rows = pd.DataFrame({"image_id": [image_id(k) for k in keys.iloc[keep]],
+                         "path": paths.iloc[keep].to_numpy(dtype=object),
+                         "label": [labels[i] for i in keep],
+                         "diagnosis": [mapped[i][1] for i in keep]})
+    return df.iloc[keep].reset_index(drop=True), rows, skipped, missing
 
 
 def finish_table(rows: pd.DataFrame, classes: Sequence[str], source: str, spec: str,
