@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pandas as pd
-
-from pathlib import Path
 
 from medattn.data.camelyon17 import TEST_CENTER, TRAIN_CENTERS, VAL_CENTER, read_camelyon17
 from medattn.data.dataset import verify_image
