@@ -1,11 +1,12 @@
 """The ISIC 2019 challenge training data, as released.
 
 Layout (https://challenge.isic-archive.com/data/#2019): ``ISIC_2019_Training_GroundTruth.csv``
-(``image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK``, one-hot ``1.0``/``0.0``, CRLF),
-``ISIC_2019_Training_Metadata.csv`` (``image,age_approx,anatom_site_general,lesion_id,sex``) and the
-images of ``ISIC_2019_Training_Input.zip`` unpacked beside them (``ISIC_2019_Training_Input/``; found
-anywhere below the folder). About 2,000 ids carry a ``_downsampled`` suffix (the file name has it
-too): the image id in the table is the ISIC id without it, and ``downsampled`` records it.
+(``image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK``, one-hot ``1.0``/``0.0``, ``1``/``0`` in re-saved
+copies), ``ISIC_2019_Training_Metadata.csv`` (``image,age_approx,anatom_site_general,lesion_id,
+sex``) and the images of ``ISIC_2019_Training_Input.zip`` unpacked beside them
+(``ISIC_2019_Training_Input/``; found anywhere below the folder). About 2,000 ids carry a
+``_downsampled`` suffix (the file name has it too): the image id in the table is the ISIC id
+without it, and ``downsampled`` records it.
 """
 
 from __future__ import annotations
