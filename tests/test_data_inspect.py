@@ -41,6 +41,8 @@ def test_an_archive_is_refused_with_the_command_to_unpack_it(tmp_path, kind, cap
     err = capsys.readouterr().err
     assert f"{archive} is an archive" in err and command in err
     assert f"pad-ufes-20:{tmp_path / 'PAD-UFES-20'}" in err and "Traceback" not in err
+    with pytest.raises(DataError, match=f"{archive} is an archive"):   # a path into the archive
+        load_dataset(f"pad-ufes-20:{archive}/PAD-UFES-20")
 
 
 def test_a_parent_folder_names_the_metadata_found_one_level_down(tmp_path):

@@ -58,8 +58,12 @@ def load_dataset(spec: str, verify: bool = False) -> pd.DataFrame:
     corrupt image raises :class:`DataError` naming the file when it is first read.
     """
     source, path = parse_spec(spec)
-    if is_archive(path):
-        raise DataError(f"data set {spec!r}: {archive_message(source, Path(path).expanduser())}")
+    # an archive, or a path into one (archive.zip/images): never read inside archives
+    where = Path(path).expanduser()
+    archive = next((p for p in (where, *where.parents)
+                    if is_archive(p) and (p == where or p.is_file())), None)
+    if archive is not None:
+        raise DataError(f"data set {spec!r}: {archive_message(source, archive)}")
     try:
         table = READERS[source](path, spec=spec)
     except MetadataProblem as err:
