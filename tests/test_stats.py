@@ -124,6 +124,15 @@ def test_detectable_difference_has_80_percent_power_by_simulation():
     assert stats.detectable_difference(2 * sd1, n1, 2 * sd2, n2) == pytest.approx(2 * delta)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_holm_equals_statsmodels_with_ties_and_ones(seed):
+    rng = np.random.default_rng(seed)
+    p = np.round(rng.uniform(0, 0.3, 3 + 2 * seed), 2)  # rounding makes ties
+    p[0] = 1.0
+    np.testing.assert_allclose(stats.adjust_pvalues(p, "holm"),
+                               multipletests(p, method="holm")[1], rtol=0, atol=1e-15)
+
+
 def test_adjust_pvalues_holm_matches_statsmodels_and_keeps_nan():
     p = np.array([0.01, 0.04, np.nan, 0.03, 0.2])
     ours = stats.adjust_pvalues(p, "holm")
@@ -132,3 +141,159 @@ def test_adjust_pvalues_holm_matches_statsmodels_and_keeps_nan():
     np.testing.assert_allclose(ours[~np.isnan(p)], ref)
     np.testing.assert_array_equal(stats.adjust_pvalues(p, "none")[[0, 1, 3]], p[[0, 1, 3]])
     assert (ours[~np.isnan(p)] >= p[~np.isnan(p)]).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# Paired, corrected and Bayesian tests (docs/statistics.md; DESIGN "Statistics (binding)")
+# ----------------------------------------------------------------------------------------------
+
+try:
+    import baycomp
+except ImportError:  # a dev dependency; the tests below that need it say so
+    baycomp = None
+needs_baycomp = pytest.mark.skipif(baycomp is None, reason="baycomp not installed (pip install "
+                                   "-e '.[dev]'); it is the independent reference here")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_corrected_ttest_with_r0_is_scipys_one_sample_t_test(seed):
+    d = np.random.default_rng(seed).normal(0.8, 1.5, 6 + seed)
+    ref = ss.ttest_1samp(d, 0.0)
+    c = stats.corrected_ttest(d, 0.0)
+    assert (c.t, c.p, c.df) == pytest.approx((ref.statistic, ref.pvalue, ref.df), rel=1e-10)
+    lo, hi = ref.confidence_interval(0.95)
+    assert (c.ci_low, c.ci_high) == pytest.approx((lo, hi), rel=1e-10)
+    assert stats.paired_ttest(d) == c
+
+
+def test_corrected_ttest_follows_the_binding_formula():
+    # se = s_d sqrt(1/J + r), t = mean / se, df = J - 1, CI = mean +- t_(0.975, J-1) se.
+    d = np.array([-1.2, 0.4, -2.1, -0.3, -1.9, 0.8, -1.1, -0.6, -2.4, 0.1])
+    r = 0.2 / 0.7
+    j, m, s = len(d), d.mean(), d.std(ddof=1)
+    se = s * math.sqrt(1 / j + r)
+    c = stats.corrected_ttest(d, r, alpha=0.05)
+    assert (c.diff, c.sd, c.se, c.df) == pytest.approx((m, s, se, j - 1))
+    assert c.t == pytest.approx(m / se)
+    assert c.p == pytest.approx(2 * ss.t.sf(abs(m / se), j - 1))
+    half = ss.t.ppf(0.975, j - 1) * se
+    assert (c.ci_low, c.ci_high) == pytest.approx((m - half, m + half))
+    # The correction only shrinks t, by sqrt(1 + J r), never moves the estimate.
+    naive = stats.paired_ttest(d)
+    assert c.t == pytest.approx(naive.t / math.sqrt(1 + j * r)) and c.p > naive.p
+    with pytest.raises(ValueError, match="test_train_ratio"):
+        stats.corrected_ttest(d, -0.1)
+
+
+def test_corrected_ttest_degenerate_inputs_give_nan():
+    for d in ([1.0], [], [0.5, 0.5, 0.5]):
+        c = stats.corrected_ttest(d, 0.3)
+        assert math.isnan(c.p) and math.isnan(c.ci_low)
+    assert all(math.isnan(p) for p in stats.bayes_correlated([1.0], 0.3, 1.0))
+
+
+def test_corrected_test_holds_its_level_where_the_correction_is_exact():
+    # Equicorrelated normal differences with rho = r / (1 + r): there the corrected statistic is
+    # exactly t(J - 1) (Nadeau & Bengio 2003), while the naive paired test rejects far too often.
+    rng = np.random.default_rng(3)
+    j, r, reps = 10, 0.2 / 0.7, 4000
+    rho = r / (1 + r)
+    shared = rng.normal(0, math.sqrt(rho), (reps, 1))
+    d = shared + rng.normal(0, math.sqrt(1 - rho), (reps, j))
+    corrected = np.mean([stats.corrected_ttest(x, r).p < 0.05 for x in d])
+    naive = np.mean(ss.ttest_1samp(d, 0.0, axis=1).pvalue < 0.05)
+    assert abs(corrected - 0.05) < 0.012  # binomial sd 0.0034
+    assert naive > 0.2  # about 0.28 here
+
+
+@needs_baycomp
+@pytest.mark.parametrize("runs, folds", [(1, 10), (2, 5), (5, 2), (1, 5)])
+def test_bayes_correlated_equals_baycomp(runs, folds):
+    # baycomp's correction for `runs` x `folds`-fold CV is r = 1 / (folds - 1) = n_test / n_train.
+    rng = np.random.default_rng(runs * 10 + folds)
+    n = runs * folds
+    x = rng.normal(72.0, 1.5, n)
+    y = x + rng.normal(-0.6, 1.2, n)
+    r = 1 / (folds - 1)
+    for rope in (0.5, 1.0, 2.0):
+        ref = baycomp.CorrelatedTTest.probs(x, y, rope=rope, runs=runs)  # diff = y - x
+        ours = stats.bayes_correlated(y - x, r, rope)
+        assert ours == pytest.approx(ref, abs=1e-12)
+    mean, var, df = baycomp.CorrelatedTTest.compute_statistics(x, y, runs)
+    c = stats.corrected_ttest(y - x, r)
+    assert (c.diff, c.se**2, c.df) == pytest.approx((mean, var, df), rel=1e-12)
+
+
+@needs_baycomp
+def test_bayes_at_a_random_split_ratio_equals_baycomps_posterior():
+    # r = 0.2 / 0.7 is no k-fold ratio, so baycomp's CorrelatedTTest cannot take it; its
+    # Posterior takes any variance, which checks the probabilities at our ratio.
+    from baycomp.single import Posterior
+
+    d = np.random.default_rng(5).normal(-1.0, 1.3, 10)
+    r = 0.2 / 0.7
+    c = stats.corrected_ttest(d, r)
+    for rope in (0.5, 1.0):
+        ref = Posterior(c.diff, c.se**2, c.df, rope).probs()
+        assert stats.bayes_correlated(d, r, rope) == pytest.approx(ref, abs=1e-12)
+
+
+def test_bayes_probabilities_against_the_t_posterior_and_the_corrected_test():
+    d = np.array([0.9, 1.4, -0.2, 2.1, 0.6, 1.0, 1.7, 0.3])
+    r = 0.25
+    c = stats.corrected_ttest(d, r)
+    worse, equiv, better = stats.bayes_correlated(d, r, 0.5)
+    post = ss.t(c.df, loc=c.diff, scale=c.se)
+    assert (worse, equiv, better) == pytest.approx(
+        (post.cdf(-0.5), post.cdf(0.5) - post.cdf(-0.5), post.sf(0.5)))
+    assert worse + equiv + better == pytest.approx(1.0)
+    # With no ROPE the flat-prior posterior mirrors the test: 2 min(P(worse), P(better)) = p.
+    w0, e0, b0 = stats.bayes_correlated(d, r, 0.0)
+    assert e0 == 0 and 2 * min(w0, b0) == pytest.approx(c.p)
+    # A wider ROPE moves probability into "equivalent".
+    assert stats.bayes_correlated(d, r, 2.0)[1] > equiv
+
+
+def test_bayes_decision():
+    assert stats.bayes_decision((0.96, 0.04, 0.0)) == "worse"
+    assert stats.bayes_decision((0.0, 0.951, 0.049)) == "equivalent"
+    assert stats.bayes_decision((0.01, 0.03, 0.96)) == "better"
+    assert stats.bayes_decision((0.5, 0.4, 0.1)) == "undecided"
+    assert stats.bayes_decision((0.0, 0.95, 0.05)) == "undecided"  # must *exceed* 0.95
+    assert stats.bayes_decision((math.nan,) * 3) == ""
+
+
+def test_corrected_welch_reproduces_the_issue_figures_for_the_paper():
+    # ISIC ResNet18 in distribution, base 73.9 +- 1.74 (n = 10): +GA, +LA, +GA+LA, +ELA go from
+    # Welch p = 0.018/0.012/0.0014/0.039 to about 0.20/0.17/0.07/0.27 at r = 0.2/0.7.
+    base = (73.9, 1.74, 10)
+    variants = {"ga": (72.1, 1.31, 0.20), "la": (70.8, 2.96, 0.17), "ga+la": (71.2, 1.44, 0.07),
+                "ela": (72.3, 1.45, 0.27)}
+    for m, sd, p in variants.values():
+        c = stats.corrected_welch(m, sd, 10, *base, 0.2 / 0.7)
+        assert c.p == pytest.approx(p, abs=0.006)
+        # The variance is Welch's with each term multiplied by (1 + n r).
+        assert c.se**2 == pytest.approx((sd**2 + 1.74**2) * (1 / 10 + 0.2 / 0.7))
+        assert stats.welch(m, sd, 10, *base).p < 0.05 < c.p
+    w = stats.welch(72.1, 1.31, 10, *base)
+    assert stats.corrected_welch(72.1, 1.31, 10, *base, 0.0) == w
+
+
+def test_tost_and_detectable_from_se_generalise_the_welch_versions():
+    args = (72.1, 1.31, 10, 73.9, 1.74, 9)
+    w = stats.welch(*args)
+    assert stats.tost_from_se(w.diff, w.se, w.df, 1.0) == pytest.approx(stats.tost(*args, 1.0))
+    assert stats.detectable_from_se(w.se, w.df) == pytest.approx(
+        stats.detectable_difference(1.31, 10, 1.74, 9))
+    assert math.isnan(stats.tost_from_se(0.1, 0.0, 9, 1.0))
+
+
+@pytest.mark.parametrize("k, n", [(0, 10), (2, 10), (10, 10), (1, 3), (7, 40)])
+def test_clopper_pearson_matches_statsmodels(k, n):
+    from statsmodels.stats.proportion import proportion_confint
+
+    rate, lo, hi = stats.clopper_pearson(k, n)
+    ref = proportion_confint(k, n, alpha=0.05, method="beta")
+    assert rate == k / n
+    assert (lo, hi) == pytest.approx(ref, abs=1e-12)
+    assert all(math.isnan(v) for v in stats.clopper_pearson(0, 0))
