@@ -1,0 +1,182 @@
+"""Paired bootstrap of a balanced-accuracy difference over splits *and* test images.
+
+The across-run statistics of Table 2 see only the split-to-split spread; they leave out that the
+test images are themselves a sample. Out-of-distribution sets make this stark: every run is tested
+on the same images, so the across-run sd contains no test-set sampling at all. This bootstrap
+resamples both sources at once.
+
+Scheme (a "pigeonhole" bootstrap for a crossed design; Owen 2007, Ann. Appl. Stat. 1(1)): splits
+and images are crossed, not nested: an OOD image is in every split's test set, and in-distribution
+test sets of random splits of one pool overlap. Each resample draws
+
+- the splits: J of the J splits with replacement, and
+- the images: a multinomial weight for every distinct test image of the comparison (all images
+  of all splits' test sets, identified by ``image_id``), N draws with replacement from the N
+  images;
+
+and every split's balanced accuracy is recomputed for both models with the *same* image weights
+(so an image that appears in several test sets keeps one weight, and both models are scored on
+the same resampled images). The statistic is the mean over the drawn splits of
+``bacc(variant) - bacc(reference)``; the CI is the percentile interval. Resampling both factors
+is mildly conservative (Owen 2007); the splits are treated as exchangeable draws, like the naive
+paired test, i.e. without the overlap correction of the training sets.
+
+Computation: balanced accuracy only needs per-class counts, so each image is reduced to a row of
+indicators (for every split and class: in the test set, correct by the variant, correct by the
+reference); images with identical rows are merged (their count becomes a multinomial category),
+and one matrix product of the resampled weights with these rows gives all counts of all splits
+for a block of resamples. 10 000 resamples of 10 splits x 2 000 images take about a second
+(docs/benchmarks.md). For very large test sets (Camelyon17: tens of thousands of patches per
+split) the summed counts are drawn from their multivariate normal approximation instead.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["BootstrapResult", "SplitPredictions", "balanced_accuracy_weighted", "paired_bootstrap"]
+
+# Block size in (resamples x distinct image rows): bounds memory (~16 MB of float64 weights).
+_BLOCK_CELLS = 2_000_000
+
+
+@dataclass(frozen=True)
+class SplitPredictions:
+    """One split's test predictions of both models, on the same images.
+
+    ``images``: int ids (``0..N-1``, shared across the splits of one comparison, so an image in
+    several test sets has one id), ``labels``: true class (0..K-1), ``correct_a`` / ``correct_b``:
+    whether the variant / the reference predicted it right; all 1-D of equal length.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    correct_a: np.ndarray
+    correct_b: np.ndarray
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    """``diff``: observed mean over splits of bacc(variant) - bacc(reference) (percentage points);
+    ``ci_low``/``ci_high``: percentile CI; ``se``: sd of the resampled statistic; ``n_splits``,
+    ``n_images`` (distinct test images), ``n_resamples``, ``seed``, ``method`` (``exact`` or
+    ``normal``, see :func:`paired_bootstrap`)."""
+
+    diff: float
+    ci_low: float
+    ci_high: float
+    se: float
+    n_splits: int
+    n_images: int
+    n_resamples: int
+    seed: int
+    method: str = "exact"
+
+
+def balanced_accuracy_weighted(labels, correct, weights, n_classes: int) -> np.ndarray:
+    """Balanced accuracy for each row of image ``weights`` (shape (B, n)); returns shape (B,).
+
+    The mean over classes of the weighted recall, over the classes with positive weight (as
+    scikit-learn's ``balanced_accuracy_score`` with ``sample_weight``, over the classes present).
+    ``labels``: (n,) ints in ``0..n_classes-1``; ``correct``: (n,) bools. Fraction in [0, 1].
+    """
+    labels = np.asarray(labels, dtype=np.intp)
+    onehot = np.zeros((labels.size, n_classes))
+    onehot[np.arange(labels.size), labels] = 1.0
+    w = np.atleast_2d(np.asarray(weights, dtype=float))
+    total = w @ onehot
+    hits = w @ (onehot * np.asarray(correct, dtype=float)[:, None])
+    return _bacc(total, hits)
+
+
+def _bacc(total: np.ndarray, hits: np.ndarray) -> np.ndarray:
+    present = total > 0
+    recall = np.divide(hits, total, out=np.zeros_like(hits), where=present)
+    return recall.sum(-1) / np.maximum(present.sum(-1), 1)
+
+
+def _indicator_rows(splits: Sequence[SplitPredictions], n_classes: int) -> tuple[np.ndarray,
+                                                                                  np.ndarray]:
+    """Per distinct image: for each split and class, (in test set, correct a, correct b)."""
+    n_images = 1 + max(int(s.images.max()) for s in splits if len(s.images))
+    rows = np.zeros((n_images, len(splits), 3, n_classes), dtype=np.float32)
+    for j, s in enumerate(splits):
+        img, lab = np.asarray(s.images, np.intp), np.asarray(s.labels, np.intp)
+        rows[img, j, 0, lab] = 1.0
+        rows[img, j, 1, lab] = np.asarray(s.correct_a, np.float32)
+        rows[img, j, 2, lab] = np.asarray(s.correct_b, np.float32)
+    rows = rows.reshape(n_images, -1)
+    used = rows.any(axis=1)  # ids that are in no test set do not count as images
+    unique, counts = np.unique(rows[used], axis=0, return_counts=True)
+    return unique.astype(float), counts
+
+
+def _split_diffs(counts: np.ndarray, n_splits: int, n_classes: int) -> np.ndarray:
+    """(B, J*3*K) summed indicators -> (B, J) bacc(a) - bacc(b) per split, in pp."""
+    c = counts.reshape(len(counts), n_splits, 3, n_classes)
+    total = c[:, :, 0]
+    return 100.0 * (_bacc(total, c[:, :, 1]) - _bacc(total, c[:, :, 2]))
+
+
+def paired_bootstrap(splits: Sequence[SplitPredictions], n_classes: int, *,
+                     n_resamples: int = 10_000, confidence: float = 0.95, seed: int = 0,
+                     method: str = "auto") -> BootstrapResult:
+    """Paired bootstrap CI of mean bacc(variant) - bacc(reference) over splits and images (pp).
+
+    ``splits``: one :class:`SplitPredictions` per split (both models on the same test images);
+    resampling as in the module docstring; seeded by ``seed`` (same inputs and seed, same CI).
+    ``method``: ``exact`` draws the multinomial image weights; ``normal`` draws the summed
+    per-class counts from their normal approximation (mean and covariance of the multinomial:
+    cost independent of the number of images, for test sets of tens of thousands of images);
+    ``auto`` uses ``exact`` unless that would draw more than 5e7 weights and every class of
+    every split has at least 100 test images.
+    """
+    if not splits or not all(len(s.images) for s in splits):
+        raise ValueError("paired_bootstrap needs at least one split, each with test images")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+    if method not in ("auto", "exact", "normal"):
+        raise ValueError(f"method must be 'auto', 'exact' or 'normal', got {method!r}")
+    j = len(splits)
+    rows, mult = _indicator_rows(splits, n_classes)
+    n = int(mult.sum())
+    observed_counts = mult[None, :] @ rows
+    observed = float(_split_diffs(observed_counts, j, n_classes).mean())
+    if method == "auto":
+        totals = observed_counts.reshape(j, 3, n_classes)[:, 0]
+        large = totals[totals > 0].min() >= 100
+        method = "normal" if large and n_resamples * len(rows) > 5e7 else "exact"
+    rng = np.random.default_rng(seed)
+    probs = mult / n
+    if method == "normal":
+        mean = n * (probs @ rows)
+        cov = n * ((rows * probs[:, None]).T @ rows - np.outer(probs @ rows, probs @ rows))
+    stat = np.empty(n_resamples)
+    block = max(1, _BLOCK_CELLS // max(len(rows), j))
+    for start in range(0, n_resamples, block):
+        b = min(block, n_resamples - start)
+        if method == "exact":
+            counts = rng.multinomial(n, probs, size=b).astype(float) @ rows
+        else:
+            counts = _clip_counts(rng.multivariate_normal(mean, cov, size=b, method="eigh"),
+                                  j, n_classes)
+        per_split = _split_diffs(counts, j, n_classes)
+        split_counts = rng.multinomial(j, np.full(j, 1.0 / j), size=b)
+        stat[start:start + b] = (split_counts * per_split).sum(1) / j
+    alpha = 1.0 - confidence
+    lo, hi = np.quantile(stat, [alpha / 2, 1 - alpha / 2])
+    return BootstrapResult(observed, float(lo), float(hi),
+                           float(stat.std(ddof=1)) if n_resamples > 1 else math.nan,
+                           j, n, int(n_resamples), int(seed), method)
+
+
+def _clip_counts(counts: np.ndarray, n_splits: int, n_classes: int) -> np.ndarray:
+    # Normal draws of counts can stray outside 0 <= hits <= total; counts cannot.
+    c = counts.reshape(len(counts), n_splits, 3, n_classes)
+    c[:, :, 0] = np.maximum(c[:, :, 0], 0.0)
+    c[:, :, 1:] = np.clip(c[:, :, 1:], 0.0, c[:, :, :1])
+    return c.reshape(len(counts), -1)
