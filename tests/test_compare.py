@@ -110,15 +110,16 @@ def test_correction_none_and_margin_option(paper):
 
 def test_from_runs_matches_scipy_and_excludes_diverged(tmp_path):
     values = write_fake_study(tmp_path)
-    res = compare.compare_runs(tmp_path)
+    res = compare.compare_runs(tmp_path, bootstrap=0)
     t = res.table
     assert set(t.set) == {"id", "ood-pad-ufes-20"}
     ga = _row(t, "isic", "resnet18", "ga", "id")
     a, b = values[("resnet18", "ga")], values[("resnet18", "base")]
     assert ga.n == N_FINAL - 1 and ga.ref_n == N_FINAL  # the diverged run is left out
     assert ga["mean"] == pytest.approx(np.mean(a))
-    ref = ss.ttest_ind(a, b, equal_var=False)
-    assert (ga.p, ga.df) == pytest.approx((ref.pvalue, ref.df), rel=1e-10)
+    ref = ss.ttest_ind(a, b, equal_var=False)  # the paper's test stays available
+    assert (ga.welch_p, ga.welch_ci_low) == pytest.approx(
+        (ref.pvalue, ref.confidence_interval().low), rel=1e-10)
     assert set(res.excluded.run_id) == {DIVERGED_RUN, FAILED_RUN}
     assert "diverged" in res.excluded.set_index("run_id").reason[DIVERGED_RUN]
     assert "CUDA out of memory" in res.excluded.set_index("run_id").reason[FAILED_RUN]
@@ -127,7 +128,7 @@ def test_from_runs_matches_scipy_and_excludes_diverged(tmp_path):
     # The ViT has no base of its own and is compared with both CNN bases.
     assert set(t[t.backbone == "vit"].reference) == {"resnet18", "efficientnet_b0"}
 
-    inc = compare.compare_runs(tmp_path, include_diverged=True).table
+    inc = compare.compare_runs(tmp_path, include_diverged=True, bootstrap=0).table
     ga_inc = _row(inc, "isic", "resnet18", "ga", "id")
     assert ga_inc.n == N_FINAL
     assert ga_inc["mean"] == pytest.approx(np.mean(a + [100 / 3]))
@@ -139,8 +140,10 @@ def test_formats(tmp_path, paper):
     assert len(rows) == len(paper)
     need = {"dataset", "backbone", "model", "set", "mean", "sd", "n", "diff", "diff_ci_low",
             "diff_ci_high", "p", "p_adjusted", "significant", "significant_adjusted", "hedges_g",
-            "hedges_g_ci_low", "hedges_g_ci_high", "tost_p", "equivalent", "detectable_diff"}
-    assert need <= set(rows[0])
+            "hedges_g_ci_low", "hedges_g_ci_high", "tost_p", "equivalent", "detectable_diff",
+            "test", "welch_p", "corrected_p", "paired_p", "p_worse", "p_equivalent", "p_better",
+            "decision", "n_pairs", "boot_ci_low", "boot_ci_high"}
+    assert need <= set(rows[0]) and list(rows[0]) == compare.TABLE_COLUMNS
     ga = next(r for r in rows if r["dataset"] == "isic" and r["model"] == "ga"
               and r["backbone"] == "resnet18" and r["set"] == "id")
     assert ga["significant"] is True and ga["diff"] == pytest.approx(-1.8)
@@ -152,7 +155,7 @@ def test_formats(tmp_path, paper):
     assert len(back) == len(paper)
     np.testing.assert_allclose(back.p.dropna(), paper.p.dropna(), rtol=1e-5)
 
-    result = compare.CompareResult(paper, settings={"alpha": 0.05, "margin": 1.0})
+    result = compare.CompareResult(paper, settings={"alpha": 0.05, "margin": 1.0, "test": "welch"})
     md = compare.format_result(result, "md")
     assert "| +GA | **72.1** ± 1.31 (56.3 ± 12.92)" in md
     assert "| +GA+ELA | 73.5 ± 1.35 (58.8 ± 10.41)" in md
@@ -165,7 +168,7 @@ def test_formats(tmp_path, paper):
 
 def test_wide_table_flags_unequal_n(tmp_path):
     write_fake_study(tmp_path)
-    md = compare.format_result(compare.compare_runs(tmp_path), "md")
+    md = compare.format_result(compare.compare_runs(tmp_path, bootstrap=0), "md")
     assert f"[n={N_FINAL - 1}]" in md  # the +GA cell lost its diverged run
     assert DIVERGED_RUN in md and "Final runs not included" in md
 
@@ -199,7 +202,8 @@ def test_cli(tmp_path, capsys):
     assert cli.main(["compare"]) == 2
     assert "exactly one" in capsys.readouterr().err
     write_fake_study(tmp_path)
-    assert cli.main(["compare", str(tmp_path), "--include-diverged", "--format", "csv"]) == 0
+    assert cli.main(["compare", str(tmp_path), "--include-diverged", "--format", "csv",
+                     "--bootstrap", "0"]) == 0
     t = pd.read_csv(__import__("io").StringIO(capsys.readouterr().out))
     assert t[(t.model == "ga") & (t.set == "id")].n.iloc[0] == N_FINAL
     assert not math.isnan(t.p.dropna().iloc[0])

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 CLASSES = ["melanoma", "nevus", "other"]
 # (backbone, variant) -> true mean balanced accuracy (fraction) in-distribution
@@ -27,6 +28,43 @@ def _name(backbone: str, variant: str) -> str:
     if backbone == "vit":
         return f"vit_tiny_in{variant}"
     return backbone + MODEL_NAMES[variant]
+
+
+N_TEST = 120  # test images per split (40 per class), drawn from a pool of POOL ids
+N_OOD = 120  # the OOD set: the same images in every run
+POOL = 600
+SPLIT = {"kind": "random", "fractions": [0.7, 0.1, 0.2], "n_train": 420, "n_val": 60,
+         "n_test": N_TEST}
+
+
+def _bacc(labels, pred) -> float:
+    return float(np.mean([np.mean(pred[labels == k] == k) for k in np.unique(labels)]))
+
+
+def _predictions(rng, image_ids, labels, p_correct):
+    """A predictions table (docs/architecture.md) whose model is right with ``p_correct``."""
+    right = rng.random(len(labels)) < p_correct
+    pred = np.where(right, labels, (labels + 1) % 3)
+    logits = rng.normal(0, 1, (len(labels), 3))
+    logits[np.arange(len(labels)), pred] += 3.0
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    df = pd.DataFrame({"row": np.arange(len(labels)), "image_id": image_ids, "label": labels,
+                       "pred": pred})
+    for i, c in enumerate(CLASSES):
+        df[f"prob_{c}"] = probs[:, i]
+    for i, c in enumerate(CLASSES):
+        df[f"logit_{c}"] = logits[:, i]
+    return df
+
+
+def split_images(seed: int) -> tuple[list[str], np.ndarray]:
+    """The test images of split ``seed``: 40 per class from the pool (overlapping across seeds)."""
+    r = np.random.default_rng(1000 + seed)
+    ids = np.concatenate([r.choice(np.arange(k, POOL, 3), 40, replace=False) for k in range(3)])
+    return [f"IMG_{i:04d}" for i in ids], ids % 3
+
+
+OOD_IMAGES = ([f"PAD_{i:04d}" for i in range(N_OOD)], np.arange(N_OOD) % 3)
 
 
 def _record(run_id, phase, backbone, variant, seed, lr, wd, bacc_test, bacc_ood, bacc_val,
@@ -64,15 +102,24 @@ def _record(run_id, phase, backbone, variant, seed, lr, wd, bacc_test, bacc_ood,
         "data_fingerprint": "abc123", "versions": {"medattn": "0.1.0", "torch": "2.14.1",
                                                    "timm": "1.0.31", "python": "3.11.7"},
         "timings": {"total_seconds": 6.0}, "config": {}, "message": "",
+        "split": dict(SPLIT),
     }
 
 
 def write_fake_study(root: Path, seed: int = 0) -> dict:
-    """Write RUNS_DIR with search + final runs; return the per-run test values (percent)."""
+    """Write RUNS_DIR with search + final runs; return the per-run test values (percent).
+
+    Final runs have per-image predictions (``predictions/test.csv``, ``ood-pad-ufes-20.csv``)
+    from which their recorded balanced accuracies are computed; split s tests the same images
+    for every model. ``values[(backbone, variant)]`` lists the included runs' ID values in split
+    order, ``values[(backbone, variant, "ood")]`` the OOD ones, ``values[(backbone, variant,
+    "seeds")]`` their split seeds.
+    """
     rng = np.random.default_rng(seed)
     runs = root / "runs"
     values: dict[tuple[str, str], list[float]] = {}
     records = []
+    predictions = {}
     for (bb, var), mu in FAKE_MODELS.items():
         name = _name(bb, var)
         for lr in (1e-3, 1e-2):
@@ -83,11 +130,20 @@ def write_fake_study(root: Path, seed: int = 0) -> dict:
                                            var, 100 + s, lr, wd, None, None, bv, rng=rng))
         for s in range(N_FINAL):
             run_id = f"final-isic-{name}-s{s}"
-            b = float(np.clip(mu + rng.normal(0, 0.012), 0, 1))
-            o = float(np.clip(mu - 0.15 + rng.normal(0, 0.04), 0, 1))
+            ids, labels = split_images(s)
+            p_test = float(np.clip(mu + rng.normal(0, 0.012), 0, 1))
+            p_ood = float(np.clip(mu - 0.15 + rng.normal(0, 0.04), 0, 1))
+            if run_id == DIVERGED_RUN:
+                p_test = p_ood = 0.0  # predicts one wrong class: balanced accuracy 0
+            test = _predictions(rng, ids, labels, p_test)
+            ood = _predictions(rng, *OOD_IMAGES, p_ood)
+            if run_id == DIVERGED_RUN:  # at chance: everything predicted as class 0
+                test["pred"], ood["pred"] = 0, 0
+            predictions[run_id] = {"test": test, "ood-pad-ufes-20": ood}
+            b, o = _bacc(labels, test["pred"].to_numpy()), _bacc(OOD_IMAGES[1], ood["pred"].to_numpy())
             status = "done"
             if run_id == DIVERGED_RUN:
-                status, b, o = "diverged", 1 / 3, 1 / 3
+                status = "diverged"
             if run_id == FAILED_RUN:
                 records.append({**_record(run_id, "final", bb, var, s, 1e-3, 0.0, None, None, 0.5,
                                           rng=rng), "status": "failed", "metrics": {},
@@ -99,11 +155,15 @@ def write_fake_study(root: Path, seed: int = 0) -> dict:
             else:
                 values.setdefault((bb, var), []).append(100 * b)
                 values.setdefault((bb, var, "ood"), []).append(100 * o)
+                values.setdefault((bb, var, "seeds"), []).append(s)
             records.append(rec)
     for rec in records:
         d = runs / rec["run_id"]
         d.mkdir(parents=True, exist_ok=True)
         (d / "record.json").write_text(json.dumps(rec), encoding="utf-8")
+        for set_name, table in predictions.get(rec["run_id"], {}).items():
+            (d / "predictions").mkdir(exist_ok=True)
+            table.to_csv(d / "predictions" / f"{set_name}.csv", index=False)
     models = [_name(bb, var) for bb, var in FAKE_MODELS] + ["resnet18+la"]  # +LA never ran
     (root / "study.yaml").write_text(
         "name: fake\ndata_root: /data\ndatasets:\n  - name: isic\n    data: isic:/data/isic\n"

@@ -62,6 +62,19 @@ def test_report_files_and_sections(study):
     html = html_path.read_text(encoding="utf-8")
     for sid in SECTIONS:
         assert f'<section id="{sid}">' in html
+    # Table 2's paired statistics: corrected p, Bayes, the bootstrap CI beside the across-run CI
+    # (also for the OOD set), per-split differences, divergence rates, converged vs all runs.
+    t2 = _text(html.split('<section id="table2">')[1].split("</section>")[0])
+    for part in ["p (corrected t-test)", "P(worse / equiv. / better)", "bootstrap 95% CI (pp)",
+                 "Per-split differences (pp)", "Divergence rate per model", "1 / 5",
+                 "Converged runs and all runs", "all runs: diff (pp)", "Welch p (paper)",
+                 "ood-pad-ufes-20", "r = n_test / n_train = 0.2857"]:
+        assert part in t2, part
+    for name in ["pairs.csv", "divergence.csv", "sensitivity.csv"]:
+        assert len(pd.read_csv(out / name)) > 0, name
+    t2csv = pd.read_csv(out / "table2.csv")
+    ood = t2csv[(t2csv.set == "ood-pad-ufes-20") & t2csv.reference.notna()]
+    assert ood.boot_ci_low.notna().all() and (ood.boot_ci_low < ood.boot_ci_high).all()
     # Table 1 comes from the model zoo: the paper's ResNet18 +GA count.
     t1 = pd.read_csv(out / "table1.csv")
     assert "11.22" in t1.astype(str).to_numpy().ravel().tolist()
@@ -144,6 +157,7 @@ window.addEventListener('load', () => {
     sections: [...document.querySelectorAll('section')].filter(s => s.offsetHeight > 0).map(s => s.id),
     external: performance.getEntriesByType('resource').map(e => e.name)
       .filter(n => !n.startsWith('data:')),
+    table2: document.getElementById('table2').innerText,
   };
   const pre = document.createElement('pre');
   pre.id = 'medattn-check';
@@ -178,6 +192,10 @@ def test_report_opens_offline_in_headless_chromium(study, tmp_path):
     assert res["broken"] == 0
     assert res["sections"] == SECTIONS
     assert res["external"] == []
+    # What a reader sees of the paired statistics, as rendered by the browser.
+    for part in ["Bayes", "undecided", "bootstrap 95% CI (pp)", "Divergence rate per model",
+                 "Converged runs and all runs", "Per-split differences (pp)"]:
+        assert part in res["table2"], part
 
 
 def test_figures_are_labelled_and_keep_boxes_readable():

@@ -64,7 +64,8 @@ def _add_params(sub):
 
 @command
 def _add_compare(sub):
-    p = sub.add_parser("compare", help="Table 2: every variant vs its base (Welch, CIs, g, TOST, Holm)",
+    p = sub.add_parser("compare", help="Table 2: every variant vs its base (paired, corrected and "
+                       "Bayesian tests, bootstrap, divergence; Welch as the paper)",
                        description="Compare each model variant with the base of its backbone, "
                        "from a study's runs or from a summary CSV (docs/statistics.md).")
     p.add_argument("runs_dir", nargs="?", metavar="RUNS_DIR", help="study output folder")
@@ -77,22 +78,40 @@ def _add_compare(sub):
                    help="include diverged final runs (excluded and listed by default)")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     p.add_argument("--margin", type=float, default=1.0,
-                   help="TOST equivalence margin in percentage points (default 1.0)")
+                   help="equivalence margin (TOST) and Bayesian ROPE in percentage points "
+                   "(default 1.0)")
     p.add_argument("--power", type=float, default=0.8,
                    help="power for the detectable difference (default 0.8)")
     p.add_argument("--correction", default="holm",
                    choices=["holm", "none", "bonferroni", "holm-sidak", "fdr_bh", "fdr_by"],
                    help="multiple-comparison correction within each column (default holm)")
+    _add_test_options(p)
+    p.add_argument("--test-train-ratio", type=float, default=None, metavar="R",
+                   help="n_test / n_train of the splits for the corrected and Bayesian tests "
+                   "(runs: read from the records unless given; a summary needs it for --test "
+                   "corrected, e.g. 0.2857 for 70/10/20)")
 
     def run(args):
         from medattn.analysis.compare import run_compare
 
         print(run_compare(args.runs_dir, summary=args.summary, fmt=args.fmt, out=args.out,
                           include_diverged=args.include_diverged, alpha=args.alpha,
-                          margin=args.margin, power=args.power, correction=args.correction),
+                          margin=args.margin, power=args.power, correction=args.correction,
+                          test=args.test, test_train_ratio=args.test_train_ratio,
+                          bootstrap=args.bootstrap, seed=args.seed),
               end="")
 
     p.set_defaults(func=run)
+
+
+def _add_test_options(p, summary: bool = True) -> None:
+    default = "corrected for runs, welch for --summary" if summary else "corrected"
+    p.add_argument("--test", choices=["corrected", "paired", "welch"], default=None,
+                   help=f"the test that marks Table 2 (default: {default}; docs/statistics.md)")
+    p.add_argument("--bootstrap", type=int, default=10_000, metavar="N",
+                   help="resamples of the paired bootstrap over splits and test images "
+                   "(default 10000; 0 = skip)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
 
 
 @command
@@ -105,16 +124,20 @@ def _add_report(sub):
     p.add_argument("--include-diverged", action="store_true",
                    help="include diverged final runs in Table 2 (excluded and listed by default)")
     p.add_argument("--margin", type=float, default=1.0,
-                   help="TOST equivalence margin in percentage points (default 1.0)")
+                   help="equivalence margin (TOST) and Bayesian ROPE in percentage points "
+                   "(default 1.0)")
     p.add_argument("--correction", default="holm",
                    choices=["holm", "none", "bonferroni", "holm-sidak", "fdr_bh", "fdr_by"],
                    help="multiple-comparison correction within each column (default holm)")
+    _add_test_options(p, summary=False)
 
     def run(args):
         from medattn.report import build_report
 
         print(build_report(args.runs_dir, out=args.out, include_diverged=args.include_diverged,
-                           margin=args.margin, correction=args.correction))
+                           margin=args.margin, correction=args.correction,
+                           test=args.test or "corrected", bootstrap=args.bootstrap,
+                           seed=args.seed))
 
     p.set_defaults(func=run)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medattn.analysis import stats
+from medattn.analysis import paired, stats
 from medattn.errors import ConfigError, DataError
 
 __all__ = [
@@ -52,11 +52,24 @@ MODEL_LABELS = {"base": "Base", "ga": "+GA", "la": "+LA", "ga+la": "+GA+LA", "el
                 "ga+ela": "+GA+ELA", "1k": "ViT-1k", "21k": "ViT-21k"}
 BACKBONE_ORDER = ["resnet18", "efficientnet_b0", "vit"]
 BACKBONE_LABELS = {"resnet18": "ResNet18", "efficientnet_b0": "EfficientNet-B0", "vit": "ViT-tiny"}
-STAT_COLUMNS = ["diff", "diff_ci_low", "diff_ci_high", "se", "t", "df", "p", "p_adjusted",
-                "significant", "significant_adjusted", "hedges_g", "hedges_g_ci_low",
-                "hedges_g_ci_high", "tost_p", "equivalent", "detectable_diff"]
-TABLE_COLUMNS = (["dataset", "backbone", "model", "set", "reference", "mean", "sd", "n",
-                  "ref_mean", "ref_sd", "ref_n"] + STAT_COLUMNS)
+TESTS = ("corrected", "paired", "welch")
+TEST_LABELS = {"corrected": "corrected t-test", "paired": "paired t-test", "welch": "Welch's t-test"}
+KEY_COLUMNS = ["dataset", "backbone", "model", "set", "reference", "mean", "sd", "n", "ref_mean",
+               "ref_sd", "ref_n"]
+# The marking test's statistics, then the Bayesian, paired, bootstrap and Welch (paper) columns.
+STAT_COLUMNS = ["test", "diff", "diff_ci_low", "diff_ci_high", "se", "t", "df", "p", "p_adjusted",
+                "significant", "significant_adjusted", "tost_p", "equivalent", "detectable_diff",
+                "p_worse", "p_equivalent", "p_better", "decision",
+                "n_pairs", "test_train_ratio", "paired_diff", "paired_sd", "paired_p",
+                "paired_ci_low", "paired_ci_high", "corrected_p", "corrected_ci_low",
+                "corrected_ci_high", "boot_ci_low", "boot_ci_high", "boot_n_pairs",
+                "welch_p", "welch_ci_low", "welch_ci_high", "welch_significant", "hedges_g",
+                "hedges_g_ci_low", "hedges_g_ci_high", "welch_tost_p", "welch_detectable_diff"]
+TABLE_COLUMNS = KEY_COLUMNS + STAT_COLUMNS
+RUN_COLUMNS = ["run_id", "dataset", "backbone", "model", "status", "set", "bacc", "included",
+               "split_seed", "imputed"]
+PAIR_COLUMNS = ["dataset", "backbone", "model", "set", "reference", "split_seed", "run_id",
+                "ref_run_id", "bacc", "ref_bacc", "diff"]
 
 
 @dataclass
@@ -64,14 +77,29 @@ class CompareResult:
     """Table 2 in long form plus what the reader needs to judge it.
 
     ``table``: one row per (dataset, backbone, model, set, reference), columns ``TABLE_COLUMNS``
-    (percent / percentage points). ``runs``: per-run values (long form; ``None`` for a summary).
-    ``excluded``: final runs that did not enter, with ``reason``. ``settings``: alpha, margin, ...
+    (percent / percentage points). ``runs``: per-run values (long form, ``RUN_COLUMNS``; ``None``
+    for a summary). ``excluded``: final runs that did not enter, with ``reason``. ``settings``:
+    alpha, margin, test, ... From runs also: ``pairs`` (``PAIR_COLUMNS``, the per-split
+    differences of every comparison), ``divergence`` (rate per model with its exact CI),
+    ``sensitivity`` (the comparison on converged runs and on all runs, side by side) and
+    ``notes`` (what the reader must know: missing partners, where r came from, ...).
     """
 
     table: pd.DataFrame
     runs: pd.DataFrame | None = None
     excluded: pd.DataFrame = field(default_factory=pd.DataFrame)
     settings: dict = field(default_factory=dict)
+    pairs: pd.DataFrame | None = None
+    divergence: pd.DataFrame | None = None
+    sensitivity: pd.DataFrame | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _label(backbone: str, model: str) -> str:
+    """``ResNet18 +GA``, ``EfficientNet-B0 Base``, ``ViT-21k``."""
+    if backbone == "vit":
+        return MODEL_LABELS.get(model, model)
+    return f"{BACKBONE_LABELS.get(backbone, backbone)} {MODEL_LABELS.get(model, model)}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -143,14 +171,20 @@ def _set_name(metric_set: str) -> str | None:
     return None  # val and anything else is not a test set
 
 
-def summarize_runs(frame: pd.DataFrame, include_diverged: bool = False
+def summarize_runs(frame: pd.DataFrame, include_diverged: bool = False,
+                   info: pd.DataFrame | None = None
                    ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Summarise final runs per (dataset, backbone, model, set).
 
-    ``frame``: one row per run as :func:`medattn.training.store.load_records` gives.
-    Returns ``(summary, runs, excluded)``: the summary in percent, the per-run values in long form
-    (``run_id, dataset, backbone, model, set, bacc, status, included``) and the final runs that
-    did not enter (``run_id, dataset, backbone, model, status, reason``).
+    ``frame``: one row per run as :func:`medattn.training.store.load_records` gives; ``info``:
+    :func:`medattn.analysis.paired.run_info` of the same runs (optional). Returns ``(summary,
+    runs, excluded)``: the summary in percent of the included runs, the per-run values in long
+    form (``run_id, dataset, backbone, model, status, set, bacc, included, split_seed,
+    imputed``; diverged runs are in it, not included unless ``include_diverged``) and the final
+    runs that did not enter (``run_id, dataset, backbone, model, status, reason``). A diverged
+    run that recorded no accuracy (a non-finite loss) is counted at chance, 1 / n_classes, on
+    every test set (``imputed``), when ``info`` names its classes and sets: a model that outputs
+    NaN predicts one class for every image.
     """
     need = {"run_id", "status", "phase", "dataset", "backbone", "variant"}
     if len(frame) and not need <= set(frame.columns):
@@ -158,11 +192,18 @@ def summarize_runs(frame: pd.DataFrame, include_diverged: bool = False
                         f"were not written by this version of medattn.")
     final = frame[frame["phase"] == "final"] if len(frame) else frame
     allowed = {"done", "diverged"} if include_diverged else {"done"}
+    info = info.set_index("run_id") if info is not None and len(info) else None
     excluded = []
     long = []
     for _, r in final.iterrows():
         sets = {_set_name(c[5:]): r[c] for c in final.columns
                 if c.startswith("bacc_") and _set_name(c[5:]) and pd.notna(r[c])}
+        imputed = False
+        if not sets and r["status"] == "diverged" and info is not None and r["run_id"] in info.index:
+            k = info.at[r["run_id"], "n_classes"]
+            if pd.notna(k) and k > 0:
+                sets = {s: 1.0 / k for s in ["id", *info.at[r["run_id"], "ood_sets"]]}
+                imputed = True
         base = dict(run_id=r["run_id"], dataset=r["dataset"], backbone=r["backbone"],
                     model=r["variant"], status=r["status"])
         if r["status"] not in allowed:
@@ -175,20 +216,25 @@ def summarize_runs(frame: pd.DataFrame, include_diverged: bool = False
             excluded.append({**base, "reason": reason})
         elif not sets:
             excluded.append({**base, "reason": "no test metrics in record"})
+        if r["status"] not in ("done", "diverged"):
+            continue
+        seed = r.get("split_seed")
         for s, v in sets.items():
             long.append({**base, "set": s, "bacc": 100.0 * float(v),
-                         "included": r["status"] in allowed})
-    runs = pd.DataFrame(long, columns=["run_id", "dataset", "backbone", "model", "status", "set",
-                                       "bacc", "included"])
+                         "included": r["status"] in allowed,
+                         "split_seed": seed if pd.notna(seed) else np.nan, "imputed": imputed})
+    runs = pd.DataFrame(long, columns=RUN_COLUMNS)
     excl = pd.DataFrame(excluded, columns=["run_id", "dataset", "backbone", "model", "status",
                                            "reason"])
+    return _summary_of(runs[runs["included"].astype(bool)]), runs, excl
+
+
+def _summary_of(runs: pd.DataFrame) -> pd.DataFrame:
     rows = []
-    inc = runs[runs["included"].astype(bool)]
-    for key, g in inc.groupby(["dataset", "backbone", "model", "set"], sort=False):
+    for key, g in runs.groupby(["dataset", "backbone", "model", "set"], sort=False):
         mean, sd, n = stats.describe(g["bacc"].to_numpy())
         rows.append(dict(zip(["dataset", "backbone", "model", "set"], key), mean=mean, sd=sd, n=n))
-    summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
-    return summary, runs, excl
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -216,74 +262,219 @@ def _sort(df: pd.DataFrame, datasets: list[str]) -> pd.DataFrame:
     return df.iloc[idx].reset_index(drop=True)
 
 
-def compare_summary(summary: pd.DataFrame, *, alpha: float = 0.05, margin: float = 1.0,
-                    power: float = 0.8, correction: str = "holm") -> pd.DataFrame:
-    """Compare every variant with its reference; returns Table 2 in long form (``TABLE_COLUMNS``).
-
-    ``summary``: ``SUMMARY_COLUMNS`` in percent. ``margin``: TOST equivalence margin in percentage
-    points. ``correction``: ``holm`` (default), ``none`` or another statsmodels ``multipletests``
-    method, applied within each (dataset, set, reference) family. Base rows are kept (with empty
-    statistics) so the table is complete.
-    """
+def _check_options(alpha: float, margin: float, power: float, correction: str, test: str) -> None:
     if correction not in CORRECTIONS:
         raise ConfigError(f"--correction {correction!r} is unknown; use one of "
                           f"{', '.join(CORRECTIONS)}.")
+    if test not in TESTS:
+        raise ConfigError(f"--test {test!r} is unknown; use one of {', '.join(TESTS)}.")
     if not (0 < alpha < 1 and 0 < power < 1 and margin > 0):
         raise ConfigError("--alpha and --power must lie in (0, 1) and --margin must be > 0 "
                           f"(got alpha={alpha}, power={power}, margin={margin}).")
-    datasets = list(dict.fromkeys(summary["dataset"]))
-    rows = []
-    for (dataset, set_), grp in summary.groupby(["dataset", "set"], sort=False):
+
+
+def _references(summary: pd.DataFrame):
+    """Yield ``(row, reference row or None)`` for every row of a summary (module docstring)."""
+    for (_, _), grp in summary.groupby(["dataset", "set"], sort=False):
         bases = {r["backbone"]: r for _, r in grp[grp["model"] == "base"].iterrows()}
         for _, r in grp.iterrows():
-            own = dict(r[SUMMARY_COLUMNS])
             if r["model"] == "base":
-                rows.append({**own, "reference": None})
-                continue
-            if r["backbone"] in bases:
+                refs = [None]
+            elif r["backbone"] in bases:
                 refs = [bases[r["backbone"]]]
             elif r["model"] in ATTENTION_VARIANTS:
-                refs = []  # a CNN variant is only ever compared with its own base
+                refs = [None]  # a CNN variant is only ever compared with its own base
             else:
-                refs = list(bases.values())  # ViTs: against every base
-            if not refs:
-                rows.append({**own, "reference": None})
+                refs = list(bases.values()) or [None]  # ViTs: against every base
             for ref in refs:
-                c = stats.compare_two(r["mean"], r["sd"], int(r["n"]), ref["mean"], ref["sd"],
-                                      int(ref["n"]), margin=margin, alpha=alpha, power=power)
-                rows.append({**own, "reference": ref["backbone"], "ref_mean": ref["mean"],
-                             "ref_sd": ref["sd"], "ref_n": int(ref["n"]), **c.as_dict()})
-    table = pd.DataFrame(rows).reindex(columns=TABLE_COLUMNS)
+                yield dict(r[SUMMARY_COLUMNS]), ref
+
+
+def _welch_columns(own: dict, ref, *, alpha: float, margin: float, power: float) -> dict:
+    args = (own["mean"], own["sd"], int(own["n"]), ref["mean"], ref["sd"], int(ref["n"]))
+    w = stats.welch(*args, confidence=1 - alpha)
+    g = stats.hedges_g(*args, confidence=1 - alpha)
+    return {"reference": ref["backbone"], "ref_mean": ref["mean"], "ref_sd": ref["sd"],
+            "ref_n": int(ref["n"]), "welch_diff": w.diff, "welch_se": w.se, "welch_t": w.t,
+            "welch_df": w.df, "welch_p": w.p, "welch_ci_low": w.ci_low, "welch_ci_high": w.ci_high,
+            "hedges_g": g[0], "hedges_g_ci_low": g[1], "hedges_g_ci_high": g[2],
+            "welch_tost_p": stats.tost(*args, margin),
+            "welch_detectable_diff": stats.detectable_difference(*args[1:3], *args[4:6], alpha,
+                                                                 power)}
+
+
+def _finish(rows: list[dict], *, test: str, alpha: float, margin: float, power: float,
+            correction: str, datasets: list[str]) -> pd.DataFrame:
+    """Marks from the chosen test, Holm within columns, column order and table order."""
+    table = pd.DataFrame(rows).reindex(columns=list(dict.fromkeys(TABLE_COLUMNS + [
+        c for r in rows for c in r])))
+    table["test"] = [test if isinstance(r, str) else None for r in table["reference"]]
+    src = {"welch": "welch", "paired": "paired", "corrected": "corrected"}[test]
+    for col in ("diff", "se", "t", "df", "p", "ci_low", "ci_high"):
+        out = {"ci_low": "diff_ci_low", "ci_high": "diff_ci_high"}.get(col, col)
+        table[out] = table[f"{src}_{col}"].astype(float)
+    table["tost_p"] = [stats.tost_from_se(d, s, f, margin) for d, s, f in
+                       zip(table["diff"], table["se"], table["df"])]
+    table["detectable_diff"] = [stats.detectable_from_se(s, f, alpha, power)
+                                for s, f in zip(table["se"], table["df"])]
     table["p_adjusted"] = np.nan
     has_ref = table["reference"].notna()
     for _, idx in table[has_ref].groupby(["dataset", "set", "reference"]).groups.items():
         table.loc[idx, "p_adjusted"] = stats.adjust_pvalues(table.loc[idx, "p"].to_numpy(float),
                                                             correction, alpha)
-    for out, src in (("significant", "p"), ("significant_adjusted", "p_adjusted"),
-                     ("equivalent", "tost_p")):
-        v = table[src].to_numpy(float)
+    for out, src_col in (("significant", "p"), ("significant_adjusted", "p_adjusted"),
+                         ("equivalent", "tost_p"), ("welch_significant", "welch_p")):
+        v = table[src_col].to_numpy(float)
         table[out] = pd.array([None if math.isnan(x) else bool(x < alpha) for x in v],
                               dtype="boolean")
-    for col in ("n", "ref_n"):
-        table[col] = table[col].astype("Int64")
-    return _sort(table, datasets)
+    probs = table[["p_worse", "p_equivalent", "p_better"]].to_numpy(float)
+    table["decision"] = [stats.bayes_decision(tuple(p)) or None for p in probs]
+    for col in ("n", "ref_n", "n_pairs", "boot_n_pairs"):
+        table[col] = table[col].astype("Float64").round().astype("Int64")
+    return _sort(table[TABLE_COLUMNS], datasets)
+
+
+def compare_summary(summary: pd.DataFrame, *, alpha: float = 0.05, margin: float = 1.0,
+                    power: float = 0.8, correction: str = "holm", test: str = "welch",
+                    test_train_ratio: float | None = None) -> pd.DataFrame:
+    """Compare every variant with its reference; returns Table 2 in long form (``TABLE_COLUMNS``).
+
+    ``summary``: ``SUMMARY_COLUMNS`` in percent. ``test``: the test that marks the table,
+    ``welch`` (the paper's) or ``corrected``: Welch's variance with each term multiplied by
+    ``1 + n * test_train_ratio`` (:func:`medattn.analysis.stats.corrected_welch`, an
+    approximation without pairing information); ``test_train_ratio`` (n_test / n_train of the
+    splits) also gives the Bayesian columns. ``margin``: TOST equivalence margin and Bayesian
+    ROPE in percentage points. ``correction``: ``holm`` (default), ``none`` or another
+    statsmodels ``multipletests`` method, applied to the marking test within each (dataset, set,
+    reference) family. Base rows are kept (with empty statistics) so the table is complete.
+    """
+    _check_options(alpha, margin, power, correction, test)
+    if test == "paired":
+        raise ConfigError("--test paired needs the per-split results of both models; a summary "
+                          "has only means and sds: use --test corrected or welch, or give "
+                          "RUNS_DIR.")
+    if test_train_ratio is not None and not test_train_ratio >= 0:
+        raise ConfigError(f"--test-train-ratio must be >= 0 (n_test / n_train), got "
+                          f"{test_train_ratio}.")
+    if test == "corrected" and test_train_ratio is None:
+        raise ConfigError("--test corrected on a summary needs --test-train-ratio R, the ratio "
+                          "n_test / n_train of the splits (0.2857 for 70/10/20 splits).")
+    rows = []
+    for own, ref in _references(summary):
+        row = dict(own)
+        if ref is not None:
+            row.update(_welch_columns(own, ref, alpha=alpha, margin=margin, power=power))
+            if test_train_ratio is not None:
+                c = stats.corrected_welch(own["mean"], own["sd"], int(own["n"]), ref["mean"],
+                                          ref["sd"], int(ref["n"]), test_train_ratio, 1 - alpha)
+                probs = stats.bayes_from_t(c.diff, c.se, c.df, margin)
+                row.update({"test_train_ratio": test_train_ratio, "corrected_diff": c.diff,
+                            "corrected_se": c.se, "corrected_t": c.t, "corrected_df": c.df,
+                            "corrected_p": c.p, "corrected_ci_low": c.ci_low,
+                            "corrected_ci_high": c.ci_high, "p_worse": probs[0],
+                            "p_equivalent": probs[1], "p_better": probs[2]})
+        rows.append(row)
+    return _finish(rows, test=test, alpha=alpha, margin=margin, power=power,
+                   correction=correction, datasets=list(dict.fromkeys(summary["dataset"])))
+
+
+def _run_table(runs: pd.DataFrame, *, test: str, alpha: float, margin: float, power: float,
+               correction: str, test_train_ratio: float | None
+               ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Table 2 of the runs in ``runs`` (long form, all included): Welch on their summary, the
+    paired statistics on the runs joined by split seed. Returns ``(table, pairs, notes)``."""
+    summary = _summary_of(runs)
+    groups = dict(list(runs.groupby(["dataset", "set", "backbone", "model"], sort=False)))
+    rows, pair_frames, notes = [], [], []
+    for own, ref in _references(summary):
+        row = dict(own)
+        if ref is not None:
+            row.update(_welch_columns(own, ref, alpha=alpha, margin=margin, power=power))
+            v = groups[(own["dataset"], own["set"], own["backbone"], own["model"])]
+            r = groups[(own["dataset"], own["set"], ref["backbone"], "base")]
+            pairs, why = paired.pair_runs(v, r)
+            label = (f"{own['dataset']} {own['set']} {_label(own['backbone'], own['model'])} vs "
+                     f"{BACKBONE_LABELS.get(ref['backbone'], ref['backbone'])} base")
+            notes += [f"{label}: {w}" for w in why]
+            both = pd.concat([v, r])
+            used = both[both["run_id"].isin(set(pairs["run_id"]) | set(pairs["ref_run_id"]))]
+            ratio, why = paired.comparison_ratio(used, test_train_ratio)
+            notes += [f"{own['dataset']}: {w}" for w in why]
+            row.update(paired.paired_columns(pairs["diff"].to_numpy(), ratio, alpha=alpha,
+                                             margin=margin))
+            row["corrected_diff"] = row["paired_diff"]
+            pair_frames.append(pairs.assign(**{k: own[k] for k in ("dataset", "backbone",
+                                                                  "model", "set")},
+                                            reference=ref["backbone"]))
+        rows.append(row)
+    table = _finish(rows, test=test, alpha=alpha, margin=margin, power=power,
+                    correction=correction, datasets=list(dict.fromkeys(summary["dataset"])))
+    keys = ["dataset", "backbone", "model", "set", "reference"]
+    order = {k: i for i, k in enumerate(table[keys].itertuples(index=False, name=None))}
+    pair_frames.sort(key=lambda f: order[tuple(f[keys].iloc[0])] if len(f) else len(order))
+    pairs = (pd.concat(pair_frames, ignore_index=True) if pair_frames
+             else pd.DataFrame(columns=PAIR_COLUMNS))[PAIR_COLUMNS]
+    return table, pairs, list(dict.fromkeys(notes))
 
 
 def compare_runs(runs_dir: str | os.PathLike, *, include_diverged: bool = False,
-                 **options) -> CompareResult:
-    """Table 2 from the final runs in ``runs_dir`` (diverged runs excluded unless asked)."""
+                 test: str = "corrected", test_train_ratio: float | None = None,
+                 bootstrap: int = 10_000, seed: int = 0, alpha: float = 0.05, margin: float = 1.0,
+                 power: float = 0.8, correction: str = "holm") -> CompareResult:
+    """Table 2 from the final runs in ``runs_dir``: variant and reference paired on split seeds.
+
+    ``test``: ``corrected`` (default; Nadeau-Bengio with r = n_test / n_train from the records,
+    or ``test_train_ratio`` if given), ``paired`` (naive) or ``welch`` (unpaired, the paper's).
+    ``bootstrap``: resamples of the paired bootstrap over splits and test images from the stored
+    predictions (0 = skip); ``seed`` seeds it. Diverged runs are excluded unless
+    ``include_diverged``; the result also holds the comparison with the other choice
+    (``sensitivity``), divergence rates, the per-split pairs and notes.
+    """
     from medattn.training import store
 
+    _check_options(alpha, margin, power, correction, test)
+    if test_train_ratio is not None and not test_train_ratio >= 0:
+        raise ConfigError(f"--test-train-ratio must be >= 0 (n_test / n_train), got "
+                          f"{test_train_ratio}.")
+    if bootstrap < 0:
+        raise ConfigError(f"--bootstrap must be >= 0 (0 = no bootstrap), got {bootstrap}.")
     if not Path(runs_dir, "runs").is_dir():
         raise DataError(f"{runs_dir}: no 'runs/' folder; give the RUNS_DIR that `medattn study` "
                         f"wrote (or use --summary FILE.csv).")
     frame = store.load_records(runs_dir)
-    summary, runs, excluded = summarize_runs(frame, include_diverged)
+    info = paired.run_info(store.iter_records(runs_dir))
+    summary, runs, excluded = summarize_runs(frame, include_diverged, info)
     if summary.empty:
         raise DataError(f"{runs_dir}: no finished final runs with test metrics; run "
                         f"`medattn study` first (search runs do not enter Table 2).")
-    table = compare_summary(summary, **options)
-    return CompareResult(table, runs, excluded, _settings(options, include_diverged))
+    runs = runs.merge(info[["run_id", "kind", "test_train_ratio", "ratio_source"]],
+                      on="run_id", how="left")
+    opts = dict(test=test, alpha=alpha, margin=margin, power=power, correction=correction,
+                test_train_ratio=test_train_ratio)
+    table, pairs, notes = _run_table(runs[runs["included"].astype(bool)], **opts)
+    if bootstrap:
+        notes += paired.add_bootstrap(table, pairs, runs_dir, bootstrap, seed, 1 - alpha)
+    # The comparison with the other choice of runs (converged only / all), raw p-values only.
+    other = runs[runs["status"].isin(["done"] if include_diverged else ["done", "diverged"])]
+    other_table = table
+    if (runs["status"] == "diverged").any():
+        other_table = _run_table(other, **{**opts, "correction": "none"})[0] if len(other) else None
+    sensitivity = paired.side_by_side(table, other_table, include_diverged)
+    if runs["imputed"].any():
+        notes.append("diverged runs without a recorded accuracy (non-finite loss) count at "
+                     "chance level, 1 / number of classes, where diverged runs are included")
+    divergence = _sort_models(paired.divergence_table(frame), list(summary["dataset"]))
+    settings = _settings(dict(opts, bootstrap=bootstrap, seed=seed), include_diverged)
+    return CompareResult(table, runs, excluded, settings, pairs=pairs, divergence=divergence,
+                         sensitivity=sensitivity, notes=notes)
+
+
+def _sort_models(df: pd.DataFrame, datasets: list[str]) -> pd.DataFrame:
+    """Rows of ``dataset, backbone, model`` in table order (data sets as given, then models)."""
+    datasets = list(dict.fromkeys(datasets)) + sorted(set(df["dataset"]) - set(datasets))
+    keys = list(zip([datasets.index(d) for d in df["dataset"]],
+                    _order(df["backbone"], BACKBONE_ORDER), _order(df["model"], MODEL_ORDER)))
+    return df.iloc[sorted(range(len(df)), key=lambda i: keys[i])].reset_index(drop=True)
 
 
 def _settings(options: dict, include_diverged: bool | None = None) -> dict:
@@ -373,26 +564,47 @@ def _p(v) -> str:
     return f"{v:.2g}" if v < 0.001 else f"{v:.3f}"
 
 
-def stats_display(table: pd.DataFrame) -> pd.DataFrame:
-    """Human-readable statistics per comparison (strings), for Markdown / HTML / LaTeX."""
+def stats_display(table: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """Human-readable statistics per comparison (strings), for Markdown / HTML / LaTeX.
+
+    The difference, CI and p of the test that marks the table, the Bayesian probabilities and
+    decision, the bootstrap CI (runs), then the paper's statistics (Welch p, Hedges' g). Columns
+    that are empty for every comparison are left out.
+    """
     t = table[table["reference"].notna()]
-    return pd.DataFrame({
+    test = t["test"].iloc[0] if len(t) else "welch"
+    level = f"{100 * (1 - alpha):g}%"
+    probs = [f"{_fmt(a, '.2f')} / {_fmt(b, '.2f')} / {_fmt(c, '.2f')}" if pd.notna(a) else ""
+             for a, b, c in zip(t["p_worse"], t["p_equivalent"], t["p_better"])]
+    out = pd.DataFrame({
         "dataset": t["dataset"],
         "set": t["set"],
-        "model": [MODEL_LABELS.get(m, m) if b == "vit" else f"{BACKBONE_LABELS.get(b, b)} "
-                  f"{MODEL_LABELS.get(m, m)}" for b, m in zip(t["backbone"], t["model"])],
+        "model": [_label(b, m) for b, m in zip(t["backbone"], t["model"])],
         "vs": [f"{BACKBONE_LABELS.get(r, r)} base" for r in t["reference"]],
         "n": [f"{a} vs {b}" for a, b in zip(t["n"], t["ref_n"])],
-        "diff [95% CI] (pp)": [f"{_fmt(d, '+.2f')} [{_fmt(lo, '+.2f')}, {_fmt(hi, '+.2f')}]"
-                               for d, lo, hi in zip(t["diff"], t["diff_ci_low"], t["diff_ci_high"])],
-        "p": [_p(v) for v in t["p"]],
+        "pairs": [_fmt(v if v is not pd.NA else None, "d") for v in t["n_pairs"]],
+        "r": [_fmt(v, ".3g") for v in t["test_train_ratio"]],
+        f"diff [{level} CI] (pp)": [f"{_fmt(d, '+.2f')} [{_fmt(lo, '+.2f')}, {_fmt(hi, '+.2f')}]"
+                                   for d, lo, hi in zip(t["diff"], t["diff_ci_low"],
+                                                        t["diff_ci_high"])],
+        f"bootstrap {level} CI (pp)": [f"[{_fmt(lo, '+.2f')}, {_fmt(hi, '+.2f')}]"
+                                      if pd.notna(lo) else "" for lo, hi in
+                                      zip(t["boot_ci_low"], t["boot_ci_high"])],
+        f"p ({TEST_LABELS[test]})": [_p(v) for v in t["p"]],
         "p adj.": [_p(v) for v in t["p_adjusted"]],
-        "g [95% CI]": [f"{_fmt(g, '+.2f')} [{_fmt(lo, '+.2f')}, {_fmt(hi, '+.2f')}]"
-                       for g, lo, hi in zip(t["hedges_g"], t["hedges_g_ci_low"], t["hedges_g_ci_high"])],
+        "P(worse / equiv. / better)": probs,
+        "Bayes": [v if isinstance(v, str) else "" for v in t["decision"]],
+        "Welch p (paper)": [_p(v) for v in t["welch_p"]],
+        f"g [{level} CI]": [f"{_fmt(g, '+.2f')} [{_fmt(lo, '+.2f')}, {_fmt(hi, '+.2f')}]"
+                            for g, lo, hi in zip(t["hedges_g"], t["hedges_g_ci_low"],
+                                                 t["hedges_g_ci_high"])],
         "TOST p": [_p(v) for v in t["tost_p"]],
         "equiv.": [_fmt(v if v is not pd.NA else None, "") for v in t["equivalent"]],
         "detectable (pp)": [_fmt(v, ".2f") for v in t["detectable_diff"]],
     }).reset_index(drop=True)
+    if test == "welch":
+        out = out.drop(columns=["Welch p (paper)"])
+    return out[[c for c in out.columns if (out[c] != "").any() or c in ("p adj.",)]]
 
 
 def legend(settings: dict, table: pd.DataFrame | None = None) -> str:
@@ -403,13 +615,28 @@ def legend(settings: dict, table: pd.DataFrame | None = None) -> str:
     n = ""
     if table is not None and len(table) and table["n"].notna().any():
         n = f", n = {int(table['n'].mode().iloc[0])} runs unless marked [n=k]"
-    return (f"Balanced accuracy in %, mean ± sd over the final runs (ID test set, OOD in "
-            f"parentheses{n}). **Bold**: Welch's t-test against the respective base, p < "
-            f"{settings.get('alpha', 0.05)} (the paper's mark). †: still significant after "
-            f"{corr} correction within each column. ≈: equivalent within ±"
-            f"{settings.get('margin', 1.0)} pp (TOST, alpha {settings.get('alpha', 0.05)}). "
-            f"Detectable: the smallest true difference the test finds with "
-            f"{int(100 * settings.get('power', 0.8))}% power at these n and sds.")
+    test = settings.get("test", "welch")
+    alpha, margin = settings.get("alpha", 0.05), settings.get("margin", 1.0)
+    what = {"welch": "Welch's t-test against the respective base (the paper's test)",
+            "paired": "the paired t-test on the per-split differences against the respective "
+                      "base (naive: ignores that the splits overlap)",
+            "corrected": "the corrected resampled t-test (Nadeau-Bengio) on the per-split "
+                         "differences against the respective base"}[test]
+    if test == "corrected" and table is not None and table["n_pairs"].isna().all():
+        what = ("the corrected t-test against the respective base (approximated from the "
+                "summary: Welch's variance with each term corrected)")
+    text = (f"Balanced accuracy in %, mean ± sd over the final runs (ID test set, OOD in "
+            f"parentheses{n}). **Bold**: {what}, p < {alpha}. †: still significant after "
+            f"{corr} correction within each column. ≈: equivalent within ±{margin} pp (TOST on "
+            f"the same test, alpha {alpha}). Detectable: the smallest true difference that test "
+            f"finds with {int(100 * settings.get('power', 0.8))}% power at these n and sds.")
+    if table is not None and table["p_worse"].notna().any():
+        text += (f" Bayes: the Bayesian correlated t-test's decision, worse / equivalent / "
+                 f"better when its posterior probability of a difference below −{margin} pp, "
+                 f"within ±{margin} pp or above +{margin} pp exceeds 0.95, else undecided.")
+    if test != "welch":
+        text += " Welch p (paper): the paper's test, kept as a reproduction."
+    return text
 
 
 def _md_table(df: pd.DataFrame, index: bool = True) -> str:
@@ -443,26 +670,65 @@ def _tex_table(df: pd.DataFrame, index: bool = True, raw_cells: bool = False) ->
     return "\n".join(lines)
 
 
-def table2_markdown(result: CompareResult) -> str:
-    """Table 2 (paper layout), the statistics per comparison and the excluded runs, as Markdown."""
-    parts = ["## Table 2: balanced accuracy per model", "", _md_table(wide_table(result.table)), "",
-             legend(result.settings, result.table), "", "### Statistics per comparison", "",
-             "Differences are variant − reference in percentage points (pp).", "",
-             _md_table(stats_display(result.table), index=False)]
+def table2_sections(result: CompareResult) -> list[tuple[str, str, pd.DataFrame | list[str]]]:
+    """The parts of the output after Table 2 itself: ``(title, caption, frame or lines)``."""
+    from medattn.report import table2 as T2
+
+    alpha = result.settings.get("alpha", 0.05)
+    out = [("Statistics per comparison", "Differences are variant − reference in percentage "
+            "points (pp); r = n_test / n_train of the correction; Bayes probabilities with the "
+            f"±{result.settings.get('margin', 1.0)} pp region of practical equivalence.",
+            stats_display(result.table, alpha))]
+    extra = [("Per-split differences (pp)", "Variant − reference on each split seed (the pairs "
+              "the paired tests use).", T2.pairs_display(result.pairs)),
+             ("Marks of Welch's test re-checked", "Comparisons Welch's test marks (the paper's "
+              "bold) and what the marking test and the Bayesian test say.",
+              T2.recheck_display(result.table)),
+             ("Divergence rate per model", "Final runs that diverged, with the 95% "
+              "Clopper-Pearson interval of the rate.", T2.divergence_display(result.divergence))]
+    div = result.divergence
+    if div is not None and len(div) and div["diverged"].sum() > 0:
+        extra.append(("Converged runs and all runs", "The comparison with diverged runs left "
+                      "out and with them counted at their recorded accuracy (chance if none "
+                      "was recorded).", T2.sensitivity_display(result.sensitivity)))
+    elif div is not None and len(div):
+        extra.append(("Converged runs and all runs", "", [
+            "No final run diverged: the comparison on all runs is the one above."]))
+    out += [x for x in extra if len(x[2])]
+    if result.notes:
+        out.append(("Notes", "", list(result.notes)))
     if result.excluded is not None and len(result.excluded):
-        parts += ["", "### Final runs not included", ""]
-        parts += [f"- `{r.run_id}` ({r.dataset}, {r.backbone} {r.model}): {r.reason}"
-                  for r in result.excluded.itertuples()]
+        out.append(("Final runs not included", "", [
+            f"`{r.run_id}` ({r.dataset}, {r.backbone} {r.model}): {r.reason}"
+            for r in result.excluded.itertuples()]))
+    return out
+
+
+def table2_markdown(result: CompareResult) -> str:
+    """Table 2 (paper layout), the statistics per comparison, the paired extras, notes and the
+    excluded runs, as Markdown."""
+    parts = ["## Table 2: balanced accuracy per model", "", _md_table(wide_table(result.table)), "",
+             legend(result.settings, result.table)]
+    for title, caption, body in table2_sections(result):
+        parts += ["", f"### {title}", ""]
+        if caption:
+            parts += [caption, ""]
+        if isinstance(body, list):
+            parts += [f"- {line}" for line in body]
+        else:
+            parts.append(_md_table(body, index=False))
     return "\n".join(parts) + "\n"
 
 
 def table2_latex(result: CompareResult) -> str:
     """Table 2 (paper layout) and the statistics table as LaTeX (booktabs) tabulars."""
     wide = wide_table(result.table, markup="latex")
-    return ("% Table 2: balanced accuracy (%), mean $\\pm$ sd; \\textbf{}: p < alpha (Welch), "
+    test = TEST_LABELS[result.settings.get("test", "welch")]
+    return (f"% Table 2: balanced accuracy (%), mean $\\pm$ sd; \\textbf{{}}: p < alpha ({test}), "
             "$^\\dagger$: significant after correction, $^\\approx$: equivalent (TOST)\n"
             + _tex_table(wide, raw_cells=True) + "\n\n% Statistics per comparison (pp)\n"
-            + _tex_table(stats_display(result.table), index=False) + "\n")
+            + _tex_table(stats_display(result.table, result.settings.get("alpha", 0.05)),
+                         index=False) + "\n")
 
 
 def _json_value(v):
@@ -513,21 +779,40 @@ def write_atomic(path: str | os.PathLike, text: str | bytes) -> Path:
 
 def run_compare(runs_dir: str | None = None, *, summary: str | None = None, fmt: str = "md",
                 out: str | None = None, include_diverged: bool = False, alpha: float = 0.05,
-                margin: float = 1.0, power: float = 0.8, correction: str = "holm") -> str:
-    """What ``medattn compare`` does: compare, render, optionally write ``out``; returns the text."""
+                margin: float = 1.0, power: float = 0.8, correction: str = "holm",
+                test: str | None = None, test_train_ratio: float | None = None,
+                bootstrap: int = 10_000, seed: int = 0) -> str:
+    """What ``medattn compare`` does: compare, render, optionally write ``out``; returns the text.
+
+    ``test`` defaults to ``corrected`` for runs and ``welch`` for a summary.
+    """
     if (runs_dir is None) == (summary is None):
         raise ConfigError("give either RUNS_DIR or --summary FILE.csv (exactly one).")
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r} is unknown; use one of {', '.join(FORMATS)}.")
-    opts = dict(alpha=alpha, margin=margin, power=power, correction=correction)
+    opts = dict(alpha=alpha, margin=margin, power=power, correction=correction,
+                test_train_ratio=test_train_ratio)
     if summary is not None:
         if summary == "paper":
             summary = str(PAPER_TABLE2)
+        opts["test"] = test or "welch"
         result = CompareResult(compare_summary(read_summary(summary), **opts),
-                               settings=_settings(opts))
+                               settings=_settings(opts), notes=_summary_notes(opts))
     else:
-        result = compare_runs(runs_dir, include_diverged=include_diverged, **opts)
+        result = compare_runs(runs_dir, include_diverged=include_diverged, bootstrap=bootstrap,
+                              seed=seed, test=test or "corrected", **opts)
     text = format_result(result, fmt)
     if out:
         write_atomic(out, text)
     return text
+
+
+def _summary_notes(opts: dict) -> list[str]:
+    if opts.get("test_train_ratio") is None:
+        return ["a summary has no per-split pairs: the paired and bootstrap columns are empty; "
+                "give --test-train-ratio R (n_test / n_train) for the corrected and Bayesian "
+                "columns"]
+    return ["a summary has no per-split pairs: the corrected test and the Bayesian posterior use "
+            "Welch's variance with each term corrected, s^2 (1/n + r), which treats the two "
+            "models' accuracies on a split as uncorrelated (an approximation; usually "
+            "conservative)"]

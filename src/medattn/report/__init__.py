@@ -58,11 +58,13 @@ def _csv_table(path: Path) -> pd.DataFrame | None:
 
 def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
                  include_diverged: bool = False, alpha: float = 0.05, margin: float = 1.0,
-                 power: float = 0.8, correction: str = "holm", parameters: bool = True) -> Path:
+                 power: float = 0.8, correction: str = "holm", test: str = "corrected",
+                 test_train_ratio: float | None = None, bootstrap: int = 10_000, seed: int = 0,
+                 parameters: bool = True) -> Path:
     """Write the report of the study in ``runs_dir``; returns the path of ``report.html``.
 
-    The Table 2 options are those of ``medattn compare``. ``parameters=False`` skips Table 1
-    (it builds every model, a few seconds).
+    The Table 2 options are those of ``medattn compare`` (:func:`medattn.analysis.compare.
+    compare_runs`). ``parameters=False`` skips Table 1 (it builds every model, a few seconds).
     """
     from medattn import __version__
     from medattn.analysis import compare
@@ -79,7 +81,8 @@ def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = No
     records = list(store.iter_records(runs_dir))
     config, config_text = _read_yaml(runs_dir / "study.yaml")
     study_name = (config or {}).get("name") or runs_dir.resolve().name
-    settings = dict(alpha=alpha, margin=margin, power=power, correction=correction)
+    settings = dict(alpha=alpha, margin=margin, power=power, correction=correction, test=test,
+                    test_train_ratio=test_train_ratio, bootstrap=bootstrap, seed=seed)
     sections: list[Section] = []
     tables: dict[str, pd.DataFrame] = {}
 
@@ -120,16 +123,15 @@ def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = No
     except MedattnError as err:
         sections.append(Section("table2", "Table 2: balanced accuracy", [Text(str(err))]))
     if result is not None:
-        wide = compare.wide_table(result.table)
-        blocks = [Table(wide, compare.legend(result.settings, result.table), index=True),
-                  Text("Statistics per comparison: difference variant − base with its 95% CI "
-                       "(Welch-Satterthwaite), Welch's p, the corrected p, Hedges' g with its "
-                       "95% CI, the TOST equivalence p and the smallest difference detectable "
-                       "with 80% power (docs/statistics.md)."),
-                  Table(compare.stats_display(result.table))]
-        if len(result.excluded):
-            blocks += [Text("Final runs not included in Table 2 (n counts only included runs):"),
-                       Table(result.excluded[["run_id", "dataset", "backbone", "model", "reason"]])]
+        blocks = [Table(compare.wide_table(result.table),
+                        compare.legend(result.settings, result.table), index=True)]
+        for title, caption, body in compare.table2_sections(result):
+            if title == "Final runs not included":  # as a table, with the reason per run
+                body = result.excluded[["run_id", "dataset", "backbone", "model", "reason"]]
+                caption = "Final runs not included in Table 2 (n counts only included runs):"
+            blocks.append(Text(f"**{title}.** {caption}".strip()))
+            blocks.append(Text("\n".join(f"- {x}" for x in body)) if isinstance(body, list)
+                          else Table(body))
         sections.append(Section("table2", "Table 2: balanced accuracy and comparisons", blocks))
 
     # Accuracy per run -------------------------------------------------------------------------
@@ -258,6 +260,10 @@ def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = No
         T.write_table(out, "table1", tables["table1"])
     if result is not None:
         write(out / "table2.csv", compare.format_result(result, "csv"))
+        for name, frame in (("pairs", result.pairs), ("divergence", result.divergence),
+                            ("sensitivity", result.sensitivity)):
+            if frame is not None:
+                write(out / f"{name}.csv", frame.to_csv(index=False, float_format="%.6g"))
         write(out / "table2.md", compare.format_result(result, "md"))
         write(out / "table2.tex", compare.format_result(result, "latex"))
         if result.runs is not None:

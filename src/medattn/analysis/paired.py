@@ -1,0 +1,266 @@
+"""Paired comparisons of final runs: split sizes, pairing on the split seed, divergence rates, and
+the bootstrap over the stored per-image predictions (docs/statistics.md).
+
+Every model of a study is trained on the same split seeds, so a variant's run on split s and its
+reference's run on split s saw the same training and test images; their difference removes the
+split-to-split variance that an unpaired test has to carry.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+from medattn.analysis import stats
+from medattn.analysis.bootstrap import SplitPredictions, paired_bootstrap
+from medattn.errors import DataError
+
+__all__ = ["DEFAULT_FRACTIONS", "add_bootstrap", "bootstrap_pairs", "comparison_ratio",
+           "divergence_table", "pair_runs", "paired_columns", "run_info", "side_by_side",
+           "split_info"]
+
+DEFAULT_FRACTIONS = (0.7, 0.1, 0.2)
+FIXED_SPLIT_NOTE = "fixed split: runs differ only by seed (no resampling correction, r = 0)"
+
+
+def split_info(record: dict) -> dict:
+    """The split a run was trained on: ``kind``, ``test_train_ratio`` (n_test / n_train; 0 for a
+    fixed official split) and ``ratio_source`` (where the sizes came from).
+
+    Sources, in order: the record's ``split`` (written since the corrected test exists), its
+    ``split_sizes``, the fractions of its config, the default 70/10/20.
+    """
+    split = record.get("split") if isinstance(record.get("split"), dict) else None
+    if split and split.get("kind") == "official":
+        return {"kind": "official", "test_train_ratio": 0.0, "ratio_source": "split"}
+    for source, sizes in (("split", split), ("split_sizes", record.get("split_sizes"))):
+        if isinstance(sizes, dict):
+            n_train = sizes.get("n_train", sizes.get("train"))
+            n_test = sizes.get("n_test", sizes.get("test"))
+            if isinstance(n_train, (int, float)) and isinstance(n_test, (int, float)) and n_train > 0:
+                return {"kind": (split or {}).get("kind", "random"),
+                        "test_train_ratio": float(n_test) / float(n_train), "ratio_source": source}
+    fr = ((record.get("config") or {}).get("train") or {}).get("fractions")
+    if isinstance(fr, (list, tuple)) and len(fr) == 3 and all(
+            isinstance(f, (int, float)) for f in fr) and fr[0] > 0:
+        return {"kind": "random", "test_train_ratio": float(fr[2]) / float(fr[0]),
+                "ratio_source": "config fractions"}
+    f = DEFAULT_FRACTIONS
+    return {"kind": "random", "test_train_ratio": f[2] / f[0], "ratio_source": "default 70/10/20"}
+
+
+def run_info(records: Iterable[dict]) -> pd.DataFrame:
+    """Per final run: ``run_id, n_classes, ood_sets, kind, test_train_ratio, ratio_source``."""
+    rows = []
+    for r in records:
+        if r.get("phase") != "final":
+            continue
+        classes = r.get("classes") or []
+        rows.append({"run_id": r.get("run_id"), "n_classes": len(classes) or np.nan,
+                     "ood_sets": [f"ood-{k}" for k in (r.get("ood") or {})], **split_info(r)})
+    return pd.DataFrame(rows, columns=["run_id", "n_classes", "ood_sets", "kind",
+                                       "test_train_ratio", "ratio_source"])
+
+
+def pair_runs(variant: pd.DataFrame, reference: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Join a variant's and its reference's runs (long rows of one data set and set) on the split
+    seed; returns ``(pairs, notes)`` with pairs ``split_seed, run_id, ref_run_id, bacc, ref_bacc,
+    diff`` (pp; diff = variant - reference), sorted by seed.
+
+    Seeds with a run on one side only are left out (named in the notes); where a model has several
+    runs on one seed the last by run id is used (and noted).
+    """
+    notes = []
+    sides = []
+    for side in (variant, reference):
+        by_seed: dict[int, tuple[str, float]] = {}
+        for run_id, seed, bacc, bb, model in sorted(zip(side["run_id"], side["split_seed"],
+                                                        side["bacc"], side["backbone"],
+                                                        side["model"])):
+            if pd.isna(seed):
+                continue
+            if int(seed) in by_seed:
+                notes.append(f"{bb} {model}: several final runs on split seed {int(seed)}; "
+                             f"paired using the last by run id, not {by_seed[int(seed)][0]}")
+            by_seed[int(seed)] = (run_id, float(bacc))
+        sides.append(by_seed)
+    v, r = sides
+    common = sorted(set(v) & set(r))
+    lonely = sorted(set(v) ^ set(r))
+    if lonely:
+        notes.append(f"split seed(s) {', '.join(map(str, lonely))} have a run of only one of the "
+                     f"two models and are left out of the pairs")
+    pairs = pd.DataFrame({"split_seed": common, "run_id": [v[s][0] for s in common],
+                          "ref_run_id": [r[s][0] for s in common],
+                          "bacc": [v[s][1] for s in common], "ref_bacc": [r[s][1] for s in common]},
+                         columns=["split_seed", "run_id", "ref_run_id", "bacc", "ref_bacc"])
+    pairs["diff"] = pairs["bacc"] - pairs["ref_bacc"]
+    return pairs, notes
+
+
+def paired_columns(diffs: np.ndarray, ratio: float, *, alpha: float, margin: float) -> dict:
+    """The paired, corrected and Bayesian statistics of per-split differences (pp)."""
+    naive = stats.paired_ttest(diffs, alpha)
+    corr = stats.corrected_ttest(diffs, ratio, alpha)
+    probs = stats.bayes_from_t(corr.diff, corr.se, corr.df, margin) if corr.n > 1 else (
+        math.nan,) * 3
+    return {
+        "n_pairs": corr.n, "test_train_ratio": ratio, "paired_diff": corr.diff,
+        "paired_sd": corr.sd, "paired_se": naive.se, "paired_t": naive.t, "paired_df": naive.df,
+        "paired_p": naive.p, "paired_ci_low": naive.ci_low, "paired_ci_high": naive.ci_high,
+        "corrected_se": corr.se, "corrected_t": corr.t, "corrected_df": corr.df,
+        "corrected_p": corr.p, "corrected_ci_low": corr.ci_low, "corrected_ci_high": corr.ci_high,
+        "p_worse": probs[0], "p_equivalent": probs[1], "p_better": probs[2],
+    }
+
+
+def divergence_table(frame: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """Divergence rate of the final runs per (dataset, backbone, model) with an exact CI.
+
+    ``frame``: :func:`medattn.training.store.load_records`. Finished runs (``done`` or
+    ``diverged``) are the denominator; failed or unfinished runs are not trials of the model.
+    Columns ``dataset, backbone, model, finished, diverged, rate, ci_low, ci_high`` (fractions;
+    Clopper-Pearson interval).
+    """
+    cols = ["dataset", "backbone", "model", "finished", "diverged", "rate", "ci_low", "ci_high"]
+    if not len(frame):
+        return pd.DataFrame(columns=cols)
+    fin = frame[(frame["phase"] == "final") & frame["status"].isin(["done", "diverged"])]
+    rows = []
+    for (ds, bb, var), g in fin.groupby(["dataset", "backbone", "variant"], sort=False):
+        k, n = int((g["status"] == "diverged").sum()), len(g)
+        rate, lo, hi = stats.clopper_pearson(k, n, confidence)
+        rows.append(dict(zip(cols, [ds, bb, var, n, k, rate, lo, hi])))
+    return pd.DataFrame(rows, columns=cols)
+
+
+def comparison_ratio(runs: pd.DataFrame, override: float | None) -> tuple[float, list[str]]:
+    """r = n_test / n_train of the runs of one comparison, and notes on where it came from."""
+    if override is not None:
+        return float(override), [f"r = n_test / n_train = {override:.4g} as given by "
+                                 f"--test-train-ratio"]
+    if "kind" not in runs or runs.empty or runs["test_train_ratio"].isna().all():
+        f = DEFAULT_FRACTIONS
+        return f[2] / f[0], ["split sizes unknown; r = 0.2 / 0.7 (the default 70/10/20)"]
+    if (runs["kind"] == "official").all():
+        return 0.0, [FIXED_SPLIT_NOTE]
+    notes = []
+    if (runs["kind"] == "official").any():
+        notes.append("runs on a fixed split are paired with runs on random splits; the "
+                     "correction uses the random splits' r")
+        runs = runs[runs["kind"] != "official"]
+    ratio = float(runs["test_train_ratio"].mean())
+    sources = sorted(set(runs["ratio_source"]))
+    where = {"split": "the runs' recorded split sizes", "split_sizes": "the runs' recorded "
+             "split sizes", "config fractions": "the split fractions of the runs' config (the "
+             "records predate recorded split sizes)", "default 70/10/20": "the default 70/10/20 "
+             "fractions (the records name no split sizes)"}
+    notes.append(f"r = n_test / n_train = {ratio:.4g} from "
+                 + "; ".join(dict.fromkeys(where.get(s, s) for s in sources)))
+    return ratio, notes
+
+
+# ----------------------------------------------------------------------------------------------
+# Bootstrap over the stored predictions
+# ----------------------------------------------------------------------------------------------
+
+
+def _predictions(runs_dir, run_id: str, set_name: str, cache: dict) -> pd.DataFrame | None:
+    from medattn.training import store
+
+    key = (run_id, set_name)
+    if key not in cache:
+        try:
+            p = store.read_predictions(runs_dir, run_id, set_name)
+            cache[key] = p if {"image_id", "label", "pred"} <= set(p.columns) else None
+        except (DataError, OSError, ValueError, pd.errors.ParserError):
+            cache[key] = None
+    return cache[key]
+
+
+def bootstrap_pairs(runs_dir, pairs: pd.DataFrame, set_name: str, *, n_resamples: int,
+                    seed: int, key: str, confidence: float = 0.95,
+                    cache: dict | None = None) -> tuple[dict, list[str]]:
+    """Paired bootstrap CI of one comparison from the runs' per-image predictions.
+
+    ``pairs``: :func:`pair_runs` output; ``set_name``: ``test`` or ``ood-<name>``; ``key``: a
+    string naming the comparison, mixed into ``seed`` so that each comparison has its own
+    stream whatever the order they are computed in. Returns ``({boot_ci_low, boot_ci_high,
+    boot_n_pairs}, notes)``; pairs without usable predictions are left out (and noted).
+    """
+    cache = {} if cache is None else cache
+    ids: dict[str, int] = {}
+    splits, missing, mismatch = [], [], []
+    n_classes = 0
+    for p in pairs.itertuples():
+        a = _predictions(runs_dir, p.run_id, set_name, cache)
+        b = _predictions(runs_dir, p.ref_run_id, set_name, cache)
+        if a is None or b is None:
+            missing.append(int(p.split_seed))
+            continue
+        m = a[["image_id", "label", "pred"]].merge(b[["image_id", "label", "pred"]],
+                                                    on="image_id", suffixes=("_a", "_b"))
+        if len(m) != len(a) or len(m) != len(b) or (m["label_a"] != m["label_b"]).any():
+            mismatch.append(int(p.split_seed))
+            continue
+        img = np.array([ids.setdefault(i, len(ids)) for i in m["image_id"]], dtype=np.intp)
+        lab = m["label_a"].to_numpy(np.intp)
+        n_classes = max(n_classes, sum(c.startswith("prob_") for c in a.columns), int(lab.max()) + 1)
+        splits.append(SplitPredictions(img, lab, (m["pred_a"] == m["label_a"]).to_numpy(),
+                                       (m["pred_b"] == m["label_b"]).to_numpy()))
+    notes = []
+    if missing:
+        notes.append(f"no stored predictions on `{set_name}` for split seed(s) "
+                     f"{', '.join(map(str, missing))}; left out of the bootstrap")
+    if mismatch:
+        notes.append(f"the two models' `{set_name}` predictions of split seed(s) "
+                     f"{', '.join(map(str, mismatch))} are not on the same images; left out of "
+                     f"the bootstrap (were the runs trained on different data?)")
+    if not splits:
+        return {"boot_ci_low": math.nan, "boot_ci_high": math.nan, "boot_n_pairs": 0}, notes
+    res = paired_bootstrap(splits, n_classes, n_resamples=n_resamples, confidence=confidence,
+                           seed=_mix(seed, key))
+    return {"boot_ci_low": res.ci_low, "boot_ci_high": res.ci_high,
+            "boot_n_pairs": res.n_splits}, notes
+
+
+def _mix(seed: int, key: str) -> int:
+    return int(seed) * 2**32 + zlib.crc32(key.encode("utf-8"))
+
+
+def add_bootstrap(table: pd.DataFrame, pairs: pd.DataFrame, runs_dir, n_resamples: int,
+                   seed: int, confidence: float) -> list[str]:
+    notes, cache = [], {}
+    keys = ["dataset", "backbone", "model", "set", "reference"]
+    for key, g in pairs.groupby(keys, sort=False):
+        k = dict(zip(keys, key))
+        set_file = "test" if k["set"] == "id" else k["set"]
+        cols, why = bootstrap_pairs(runs_dir, g, set_file, n_resamples=n_resamples,
+                                           seed=seed, key="/".join(map(str, key)),
+                                           confidence=confidence, cache=cache)
+        label = f"{k['dataset']} {k['set']} {k['backbone']} {k['model']}"
+        notes += [f"{label}: {w}" for w in why]
+        sel = np.ones(len(table), bool)
+        for c in keys:
+            sel &= (table[c] == k[c]).to_numpy(bool)
+        for c, v in cols.items():
+            table.loc[sel, c] = v
+    return notes
+
+
+def side_by_side(table: pd.DataFrame, other: pd.DataFrame | None,
+                 include_diverged: bool) -> pd.DataFrame:
+    """The comparison on converged runs and on all runs (diverged included), side by side."""
+    keys = ["dataset", "backbone", "model", "set", "reference"]
+    cols = ["n_pairs", "diff", "p", "decision"]
+    conv, all_ = (other, table) if include_diverged else (table, other)
+    out = table.loc[table["reference"].notna(), keys].reset_index(drop=True)
+    for name, t in (("converged", conv), ("all", all_)):
+        part = (t[keys + cols] if t is not None else pd.DataFrame(columns=keys + cols))
+        part = part.rename(columns={c: f"{name}_{c}" for c in cols})
+        out = out.merge(part, on=keys, how="left")
+    return out

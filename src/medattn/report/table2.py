@@ -1,0 +1,98 @@
+"""Display tables of the paired statistics of Table 2 (strings, for Markdown / HTML / LaTeX).
+
+Each function takes a part of :class:`medattn.analysis.compare.CompareResult` and returns a
+DataFrame of formatted strings; ``compare``'s Markdown output and the HTML report show the same.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from medattn.analysis.compare import BACKBONE_LABELS, TEST_LABELS, _label
+
+__all__ = ["divergence_display", "pairs_display", "recheck_display", "sensitivity_display"]
+
+
+def _num(v, spec: str) -> str:
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    return format(v, spec)
+
+
+def _p(v) -> str:
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    return f"{v:.2g}" if v < 0.001 else f"{v:.3f}"
+
+
+def _vs(reference: str) -> str:
+    return f"{BACKBONE_LABELS.get(reference, reference)} base"
+
+
+def pairs_display(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Per-split differences variant − reference (pp), one row per comparison, one column per
+    split seed (``s<seed>``); empty where a split has no pair."""
+    if pairs is None or pairs.empty:
+        return pd.DataFrame()
+    keys = ["dataset", "set", "backbone", "model", "reference"]
+    wide = pairs.pivot_table(index=keys, columns="split_seed", values="diff", sort=False)
+    out = pd.DataFrame({
+        "dataset": [k[0] for k in wide.index], "set": [k[1] for k in wide.index],
+        "model": [_label(k[2], k[3]) for k in wide.index],
+        "vs": [_vs(k[4]) for k in wide.index]})
+    for seed in sorted(wide.columns):
+        out[f"s{int(seed)}"] = [_num(v, "+.2f") for v in wide[seed].to_numpy()]
+    return out
+
+
+def divergence_display(divergence: pd.DataFrame) -> pd.DataFrame:
+    """Diverged / finished final runs per model with the rate and its 95% Clopper-Pearson CI."""
+    if divergence is None or divergence.empty:
+        return pd.DataFrame()
+    d = divergence
+    return pd.DataFrame({
+        "dataset": d["dataset"].to_numpy(),
+        "model": [_label(b, m) for b, m in zip(d["backbone"], d["model"])],
+        "diverged / finished": [f"{k} / {n}" for k, n in zip(d["diverged"], d["finished"])],
+        "rate [95% CI] (%)": [f"{100 * r:.0f} [{100 * lo:.0f}, {100 * hi:.0f}]"
+                              for r, lo, hi in zip(d["rate"], d["ci_low"], d["ci_high"])],
+    })
+
+
+def sensitivity_display(sensitivity: pd.DataFrame) -> pd.DataFrame:
+    """The comparison on converged runs and on all runs (diverged counted), side by side."""
+    if sensitivity is None or sensitivity.empty:
+        return pd.DataFrame()
+    s = sensitivity
+    out = pd.DataFrame({
+        "dataset": s["dataset"].to_numpy(), "set": s["set"].to_numpy(),
+        "model": [_label(b, m) for b, m in zip(s["backbone"], s["model"])],
+        "vs": [_vs(r) for r in s["reference"]]})
+    for name, label in (("converged", "converged"), ("all", "all runs")):
+        out[f"{label}: pairs"] = [_num(v, "d") if pd.notna(v) else "" for v in s[f"{name}_n_pairs"]]
+        out[f"{label}: diff (pp)"] = [_num(v, "+.2f") for v in s[f"{name}_diff"]]
+        out[f"{label}: p"] = [_p(v) for v in s[f"{name}_p"]]
+        out[f"{label}: Bayes"] = [v if isinstance(v, str) else "" for v in s[f"{name}_decision"]]
+    return out
+
+
+def recheck_display(table: pd.DataFrame) -> pd.DataFrame:
+    """Every comparison Welch's test marks (p < alpha, the paper's bold) and what the marking test
+    and the Bayesian test say about it. Empty when Welch marks the table itself."""
+    t = table[table["reference"].notna() & (table["welch_significant"] == True)]  # noqa: E712
+    if t.empty or (t["test"] == "welch").all():
+        return pd.DataFrame()
+    test = t["test"].iloc[0]
+    survives = ["yes, also after correction" if adj is True else "yes" if sig is True else "no"
+                for sig, adj in zip(t["significant"], t["significant_adjusted"])]
+    return pd.DataFrame({
+        "dataset": t["dataset"].to_numpy(), "set": t["set"].to_numpy(),
+        "model": [_label(b, m) for b, m in zip(t["backbone"], t["model"])],
+        "vs": [_vs(r) for r in t["reference"]],
+        "Welch p": [_p(v) for v in t["welch_p"]],
+        f"{TEST_LABELS.get(test, test)} p": [_p(v) for v in t["p"]],
+        "mark survives": survives,
+        "Bayes": [v if isinstance(v, str) else "" for v in t["decision"]],
+    })
