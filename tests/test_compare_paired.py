@@ -273,3 +273,16 @@ def test_paper_rechecked_with_the_corrected_test(capsys):
                      "--test-train-ratio", "0.2857"]) == 0
     md = capsys.readouterr().out
     assert "### Marks of Welch's test re-checked" in md and "| no | undecided |" in md
+
+
+def test_tables_without_any_comparison_do_not_break(tmp_path):
+    s = compare.read_summary(compare.PAPER_TABLE2)
+    t = compare.compare_summary(s[s.model == "base"], test="corrected", test_train_ratio=0.3)
+    assert len(t) == 8 and t.p.isna().all() and t.reference.isna().all()
+    write_fake_study(tmp_path)
+    for d in (tmp_path / "runs").iterdir():
+        if "+" in d.name or "vit" in d.name:  # keep only the two bases
+            shutil.rmtree(d)
+    res = compare.compare_runs(tmp_path)
+    assert res.table.reference.isna().all() and res.pairs.empty
+    assert "## Table 2" in compare.format_result(res, "md")

@@ -10,6 +10,12 @@ set. A backbone without a base of its own (the ViTs) is compared with *every* ba
 data set and set, which generalises the paper's layout (ViT-1k under the ResNet columns, ViT-21k
 under the EfficientNet ones) to all pairs. Multiple-comparison correction runs within each column
 of Table 2, i.e. over all comparisons that share (dataset, set, reference).
+
+Tests (docs/statistics.md): from runs, a variant's and its reference's final runs are joined on the
+split seed and the per-split differences go through the corrected resampled t-test (the default
+mark), the naive paired t-test and the Bayesian correlated t-test; Welch's test on the two sets of
+accuracies (the paper's) is always reported too. From a summary there are no pairs: Welch marks
+the table, or the corrected test approximated from the summary (``test_train_ratio``).
 """
 
 from __future__ import annotations
@@ -306,8 +312,9 @@ def _welch_columns(own: dict, ref, *, alpha: float, margin: float, power: float)
 def _finish(rows: list[dict], *, test: str, alpha: float, margin: float, power: float,
             correction: str, datasets: list[str]) -> pd.DataFrame:
     """Marks from the chosen test, Holm within columns, column order and table order."""
-    table = pd.DataFrame(rows).reindex(columns=list(dict.fromkeys(TABLE_COLUMNS + [
-        c for r in rows for c in r])))
+    internal = [f"{src}_{c}" for src in TESTS for c in ("diff", "se", "t", "df", "p", "ci_low",
+                                                         "ci_high")]
+    table = pd.DataFrame(rows).reindex(columns=list(dict.fromkeys(TABLE_COLUMNS + internal)))
     table["test"] = [test if isinstance(r, str) else None for r in table["reference"]]
     src = {"welch": "welch", "paired": "paired", "corrected": "corrected"}[test]
     for col in ("diff", "se", "t", "df", "p", "ci_low", "ci_high"):

@@ -128,7 +128,7 @@ def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = No
         for title, caption, body in compare.table2_sections(result):
             if title == "Final runs not included":  # as a table, with the reason per run
                 body = result.excluded[["run_id", "dataset", "backbone", "model", "reason"]]
-                caption = "Final runs not included in Table 2 (n counts only included runs):"
+                caption = "n counts only the included runs."
             blocks.append(Text(f"**{title}.** {caption}".strip()))
             blocks.append(Text("\n".join(f"- {x}" for x in body)) if isinstance(body, list)
                           else Table(body))
