@@ -286,3 +286,13 @@ def test_tables_without_any_comparison_do_not_break(tmp_path):
     res = compare.compare_runs(tmp_path)
     assert res.table.reference.isna().all() and res.pairs.empty
     assert "## Table 2" in compare.format_result(res, "md")
+
+
+def test_bootstrap_leaves_out_pairs_whose_predictions_differ_in_images(tmp_path):
+    write_fake_study(tmp_path)
+    pred = tmp_path / "runs" / "final-isic-resnet18+ela-s2" / "predictions" / "test.csv"
+    pd.read_csv(pred).iloc[:-1].to_csv(pred, index=False)  # one image fewer than its base's
+    res = compare.compare_runs(tmp_path, bootstrap=300)
+    ela = _row(res.table, "resnet18", "ela")
+    assert ela.n_pairs == N_FINAL and ela.boot_n_pairs == N_FINAL - 1
+    assert any("split seed(s) 2 are not on the same images" in n for n in res.notes)

@@ -146,6 +146,11 @@ def test_cli_report(tmp_path, capsys, monkeypatch):
     assert cli.main(["report", str(tmp_path), "--out", str(tmp_path / "out")]) == 0
     assert capsys.readouterr().out.strip().endswith("out/report.html")
     assert (tmp_path / "out" / "report.html").is_file()
+    assert cli.main(["report", str(tmp_path), "--out", str(tmp_path / "w"), "--test", "welch",
+                     "--bootstrap", "0", "--test-train-ratio", "0.5"]) == 0
+    html = _text((tmp_path / "w" / "report.html").read_text(encoding="utf-8"))
+    assert "p (Welch&#x27;s t-test)" in html and "bootstrap 95% CI" not in html
+    assert "0.5 as given by --test-train-ratio" in html
 
 
 _CHECK = """<script>

@@ -86,10 +86,6 @@ def _add_compare(sub):
                    choices=["holm", "none", "bonferroni", "holm-sidak", "fdr_bh", "fdr_by"],
                    help="multiple-comparison correction within each column (default holm)")
     _add_test_options(p)
-    p.add_argument("--test-train-ratio", type=float, default=None, metavar="R",
-                   help="n_test / n_train of the splits for the corrected and Bayesian tests "
-                   "(runs: read from the records unless given; a summary needs it for --test "
-                   "corrected, e.g. 0.2857 for 70/10/20)")
 
     def run(args):
         from medattn.analysis.compare import run_compare
@@ -112,6 +108,10 @@ def _add_test_options(p, summary: bool = True) -> None:
                    help="resamples of the paired bootstrap over splits and test images "
                    "(default 10000; 0 = skip)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    p.add_argument("--test-train-ratio", type=float, default=None, metavar="R",
+                   help="n_test / n_train of the splits for the corrected and Bayesian tests "
+                   "(default: from the run records" + ("; a summary needs it for --test "
+                   "corrected, e.g. 0.2857 for 70/10/20)" if summary else ")"))
 
 
 @command
@@ -137,7 +137,7 @@ def _add_report(sub):
         print(build_report(args.runs_dir, out=args.out, include_diverged=args.include_diverged,
                            margin=args.margin, correction=args.correction,
                            test=args.test or "corrected", bootstrap=args.bootstrap,
-                           seed=args.seed))
+                           seed=args.seed, test_train_ratio=args.test_train_ratio))
 
     p.set_defaults(func=run)
 

@@ -174,11 +174,15 @@ def _predictions(runs_dir, run_id: str, set_name: str, cache: dict) -> pd.DataFr
 
     key = (run_id, set_name)
     if key not in cache:
+        cache[key] = None
         try:
             p = store.read_predictions(runs_dir, run_id, set_name)
-            cache[key] = p if {"image_id", "label", "pred"} <= set(p.columns) else None
         except (DataError, OSError, ValueError, pd.errors.ParserError):
-            cache[key] = None
+            return None
+        if {"image_id", "label", "pred"} <= set(p.columns):
+            slim = p[["image_id", "label", "pred"]].copy()  # what the bootstrap needs, no more
+            slim.attrs["n_classes"] = sum(c.startswith("prob_") for c in p.columns)
+            cache[key] = slim
     return cache[key]
 
 
@@ -193,8 +197,7 @@ def bootstrap_pairs(runs_dir, pairs: pd.DataFrame, set_name: str, *, n_resamples
     boot_n_pairs}, notes)``; pairs without usable predictions are left out (and noted).
     """
     cache = {} if cache is None else cache
-    ids: dict[str, int] = {}
-    splits, missing, mismatch = [], [], []
+    merged, missing, mismatch = [], [], []
     n_classes = 0
     for p in pairs.itertuples():
         a = _predictions(runs_dir, p.run_id, set_name, cache)
@@ -202,16 +205,21 @@ def bootstrap_pairs(runs_dir, pairs: pd.DataFrame, set_name: str, *, n_resamples
         if a is None or b is None:
             missing.append(int(p.split_seed))
             continue
-        m = a[["image_id", "label", "pred"]].merge(b[["image_id", "label", "pred"]],
-                                                    on="image_id", suffixes=("_a", "_b"))
+        m = a.merge(b, on="image_id", suffixes=("_a", "_b"))
         if len(m) != len(a) or len(m) != len(b) or (m["label_a"] != m["label_b"]).any():
             mismatch.append(int(p.split_seed))
             continue
-        img = np.array([ids.setdefault(i, len(ids)) for i in m["image_id"]], dtype=np.intp)
+        merged.append(m)
+        n_classes = max(n_classes, a.attrs["n_classes"], int(m["label_a"].max()) + 1)
+    # One integer id per image across the splits, so an image in several test sets is one image.
+    ids = pd.factorize(pd.concat([m["image_id"] for m in merged]))[0] if merged else []
+    splits, start = [], 0
+    for m in merged:
         lab = m["label_a"].to_numpy(np.intp)
-        n_classes = max(n_classes, sum(c.startswith("prob_") for c in a.columns), int(lab.max()) + 1)
-        splits.append(SplitPredictions(img, lab, (m["pred_a"] == m["label_a"]).to_numpy(),
+        splits.append(SplitPredictions(ids[start:start + len(m)], lab,
+                                       (m["pred_a"] == m["label_a"]).to_numpy(),
                                        (m["pred_b"] == m["label_b"]).to_numpy()))
+        start += len(m)
     notes = []
     if missing:
         notes.append(f"no stored predictions on `{set_name}` for split seed(s) "
