@@ -140,7 +140,8 @@ def write_fake_study(root: Path, seed: int = 0) -> dict:
             if run_id == DIVERGED_RUN:  # at chance: everything predicted as class 0
                 test["pred"], ood["pred"] = 0, 0
             predictions[run_id] = {"test": test, "ood-pad-ufes-20": ood}
-            b, o = _bacc(labels, test["pred"].to_numpy()), _bacc(OOD_IMAGES[1], ood["pred"].to_numpy())
+            b = _bacc(labels, test["pred"].to_numpy())
+            o = _bacc(OOD_IMAGES[1], ood["pred"].to_numpy())
             status = "done"
             if run_id == DIVERGED_RUN:
                 status = "diverged"

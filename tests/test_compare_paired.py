@@ -71,7 +71,8 @@ def test_variant_and_base_are_paired_on_the_split_seed(study, result):
         assert row.p_better == pytest.approx(post.sf(1.0))
     pairs = result.pairs[(result.pairs.backbone == "resnet18") & (result.pairs.model == "ga")
                          & (result.pairs.set == "id")]
-    assert list(pairs.split_seed) == [0, 1, 2, 3] and (pairs["diff"] == pairs.bacc - pairs.ref_bacc).all()
+    assert list(pairs.split_seed) == [0, 1, 2, 3]
+    assert (pairs["diff"] == pairs.bacc - pairs.ref_bacc).all()
     assert any("split seed(s) 4" in n and "+GA" in n for n in result.notes)
 
 

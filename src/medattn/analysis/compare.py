@@ -205,7 +205,8 @@ def summarize_runs(frame: pd.DataFrame, include_diverged: bool = False,
         sets = {_set_name(c[5:]): r[c] for c in final.columns
                 if c.startswith("bacc_") and _set_name(c[5:]) and pd.notna(r[c])}
         imputed = False
-        if not sets and r["status"] == "diverged" and info is not None and r["run_id"] in info.index:
+        known = info is not None and r["run_id"] in info.index
+        if not sets and r["status"] == "diverged" and known:
             k = info.at[r["run_id"], "n_classes"]
             if pd.notna(k) and k > 0:
                 sets = {s: 1.0 / k for s in ["id", *info.at[r["run_id"], "ood_sets"]]}

@@ -41,7 +41,8 @@ def split_info(record: dict) -> dict:
         if isinstance(sizes, dict):
             n_train = sizes.get("n_train", sizes.get("train"))
             n_test = sizes.get("n_test", sizes.get("test"))
-            if isinstance(n_train, (int, float)) and isinstance(n_test, (int, float)) and n_train > 0:
+            numbers = isinstance(n_train, (int, float)) and isinstance(n_test, (int, float))
+            if numbers and n_train > 0:
                 return {"kind": (split or {}).get("kind", "random"),
                         "test_train_ratio": float(n_test) / float(n_train), "ratio_source": source}
     fr = ((record.get("config") or {}).get("train") or {}).get("fractions")
