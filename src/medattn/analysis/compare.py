@@ -101,6 +101,12 @@ class CompareResult:
     notes: list[str] = field(default_factory=list)
 
 
+def _comparison_label(k: dict) -> str:
+    """``isic id ResNet18 +GA vs ResNet18 base``."""
+    ref = BACKBONE_LABELS.get(k["reference"], k["reference"])
+    return f"{k['dataset']} {k['set']} {_label(k['backbone'], k['model'])} vs {ref} base"
+
+
 def _label(backbone: str, model: str) -> str:
     """``ResNet18 +GA``, ``EfficientNet-B0 Base``, ``ViT-21k``."""
     if backbone == "vit":
@@ -401,8 +407,7 @@ def _run_table(runs: pd.DataFrame, *, test: str, alpha: float, margin: float, po
             v = groups[(own["dataset"], own["set"], own["backbone"], own["model"])]
             r = groups[(own["dataset"], own["set"], ref["backbone"], "base")]
             pairs, why = paired.pair_runs(v, r)
-            label = (f"{own['dataset']} {own['set']} {_label(own['backbone'], own['model'])} vs "
-                     f"{BACKBONE_LABELS.get(ref['backbone'], ref['backbone'])} base")
+            label = _comparison_label({**own, "reference": ref["backbone"]})
             notes += [f"{label}: {w}" for w in why]
             both = pd.concat([v, r])
             used = both[both["run_id"].isin(set(pairs["run_id"]) | set(pairs["ref_run_id"]))]
@@ -461,7 +466,8 @@ def compare_runs(runs_dir: str | os.PathLike, *, include_diverged: bool = False,
                 test_train_ratio=test_train_ratio)
     table, pairs, notes = _run_table(runs[runs["included"].astype(bool)], **opts)
     if bootstrap:
-        notes += paired.add_bootstrap(table, pairs, runs_dir, bootstrap, seed, 1 - alpha)
+        notes += paired.add_bootstrap(table, pairs, runs_dir, bootstrap, seed, 1 - alpha,
+                                      label=_comparison_label)
     # The comparison with the other choice of runs (converged only / all), raw p-values only.
     other = runs[runs["status"].isin(["done"] if include_diverged else ["done", "diverged"])]
     other_table = table

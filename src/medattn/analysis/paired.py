@@ -242,17 +242,20 @@ def _mix(seed: int, key: str) -> int:
 
 
 def add_bootstrap(table: pd.DataFrame, pairs: pd.DataFrame, runs_dir, n_resamples: int,
-                   seed: int, confidence: float) -> list[str]:
+                  seed: int, confidence: float, label=None) -> list[str]:
+    """Fill ``boot_ci_low``, ``boot_ci_high``, ``boot_n_pairs`` of ``table`` in place from the
+    runs' predictions, one bootstrap per comparison of ``pairs``; returns notes, each prefixed by
+    ``label(key dict)`` (default: the raw names)."""
     notes, cache = [], {}
     keys = ["dataset", "backbone", "model", "set", "reference"]
     for key, g in pairs.groupby(keys, sort=False):
         k = dict(zip(keys, key))
         set_file = "test" if k["set"] == "id" else k["set"]
-        cols, why = bootstrap_pairs(runs_dir, g, set_file, n_resamples=n_resamples,
-                                           seed=seed, key="/".join(map(str, key)),
-                                           confidence=confidence, cache=cache)
-        label = f"{k['dataset']} {k['set']} {k['backbone']} {k['model']}"
-        notes += [f"{label}: {w}" for w in why]
+        cols, why = bootstrap_pairs(runs_dir, g, set_file, n_resamples=n_resamples, seed=seed,
+                                    key="/".join(map(str, key)), confidence=confidence,
+                                    cache=cache)
+        prefix = label(k) if label else " ".join(map(str, key))
+        notes += [f"{prefix}: {w}" for w in why]
         sel = np.ones(len(table), bool)
         for c in keys:
             sel &= (table[c] == k[c]).to_numpy(bool)
