@@ -136,9 +136,14 @@ def test_split_ratio_fallbacks_for_older_records(tmp_path):
     assert any("fractions of the runs' config" in n for n in res.notes)
 
     _rewrite(tmp_path, lambda rec: rec.update(config={}))
+    rec_path = tmp_path / "runs" / "final-isic-resnet18+ela-s1" / "record.json"
+    rec = json.loads(rec_path.read_text())
+    rec_path.write_text(json.dumps({**rec, "split_seed": None}))
     res = compare.compare_runs(tmp_path, bootstrap=0)
     assert _row(res.table, "resnet18", "ga").test_train_ratio == pytest.approx(0.2 / 0.7)
     assert any("default 70/10/20" in n for n in res.notes)
+    assert _row(res.table, "resnet18", "ela").n_pairs == N_FINAL - 1
+    assert any("final-isic-resnet18+ela-s1 records no split seed" in n for n in res.notes)
     # An explicit ratio wins, and says so.
     res = compare.compare_runs(tmp_path, bootstrap=0, test_train_ratio=0.5)
     assert _row(res.table, "resnet18", "ga").test_train_ratio == 0.5

@@ -83,6 +83,8 @@ def pair_runs(variant: pd.DataFrame, reference: pd.DataFrame) -> tuple[pd.DataFr
                                                         side["bacc"], side["backbone"],
                                                         side["model"])):
             if pd.isna(seed):
+                notes.append(f"{bb} {model}: run {run_id} records no split seed and cannot be "
+                             f"paired")
                 continue
             if int(seed) in by_seed:
                 notes.append(f"{bb} {model}: several final runs on split seed {int(seed)}; "
