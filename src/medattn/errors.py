@@ -2,12 +2,14 @@
 
 Every error a user can cause (a bad file, row, option or config key) is raised as a subclass of
 :class:`MedattnError` with a message that names the culprit and says how to fix it. The CLI prints
-the message without a traceback and exits with status 2.
+the message without a traceback and exits with the error's ``exit_code`` (2 unless it says other).
 """
 
 
 class MedattnError(Exception):
     """Base class of errors caused by user input; the message says what to fix."""
+
+    exit_code = 2
 
 
 class DataError(MedattnError):
@@ -20,3 +22,21 @@ class ConfigError(MedattnError):
 
 class WeightsError(MedattnError):
     """A weight file or checkpoint cannot be used for the requested model."""
+
+
+class StoreError(MedattnError):
+    """The run store cannot be used: not writable, disk full, a malformed file, or in use by
+    another process."""
+
+
+class IncompleteStudyError(MedattnError):
+    """Runs of a study failed or were lost. ``runs`` lists ``(run_id, status, message)``;
+    ``result`` is the partial :class:`~medattn.training.study.StudyResult` where there is one.
+    Running the study again retries them (finished runs are kept)."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, runs: list | None = None, result=None):
+        super().__init__(message)
+        self.runs = list(runs or [])
+        self.result = result

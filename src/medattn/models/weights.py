@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -174,15 +173,10 @@ def save_checkpoint(model: nn.Module, path: str | Path, metadata: dict[str, Any]
     meta.update(metadata or {})
     # clone: safetensors refuses shared storage, and the copy is detached from training
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={k: json.dumps(v) for k, v in meta.items()})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    from medattn.training.store import atomic_write  # the one atomic, 0644-under-umask writer
+
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={k: json.dumps(v)
+                                                                     for k, v in meta.items()}))
     return path
 
 
