@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from medattn.data.dataset import read_image
+from medattn.data.dataset import read_image, to_rgb
 from medattn.errors import DataError
 
 
@@ -64,7 +63,7 @@ def _decode_small(path: str, short_side: int) -> Image.Image:
                     if f < 1:
                         im.draft("RGB", (int(w * f) + 1, int(h * f) + 1))
                 im.load()
-                return resize_short_side(im.convert("RGB"), short_side)
+                return resize_short_side(to_rgb(im, path), short_side)
         except FileNotFoundError:
             pass  # read_image below raises the clear error
         except OSError:
@@ -94,7 +93,8 @@ class ImageCache:
         except FileNotFoundError as err:
             raise DataError(f"{file}: image file not found (needed for the cache); "
                             "was it moved after the data set was loaded?") from err
-        ident = f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{self.short_side}"
+        # "|rgb2": entries from before 16-bit images were scaled (white) are not reused
+        ident = f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{self.short_side}|rgb2"
         return hashlib.sha1(ident.encode()).hexdigest()
 
     def entry(self, path: str) -> Path:
@@ -134,13 +134,9 @@ class ImageCache:
         return len(todo)
 
     def _write(self, entry: Path, arr: np.ndarray) -> None:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=".tmp-", suffix=".npy")
-        try:
-            with os.fdopen(fd, "wb") as f:
+        from medattn.training.store import atomic_write  # readable by others; errors say the fix
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:
                 np.save(f, arr, allow_pickle=False)
-            os.replace(tmp, entry)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write(entry, write, durable=False)  # a lost entry is rebuilt: no fsync needed

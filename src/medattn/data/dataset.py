@@ -34,19 +34,41 @@ def _npz_member(path: str) -> np.ndarray:
                         "check the file with `medattn data inspect medmnist:FILE`") from err
 
 
+SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def to_rgb(im: Image.Image, path: str = "") -> Image.Image:
+    """An opened image as 8-bit RGB. 16-bit greyscale (modes ``I;16*``, and ``I`` read from a
+    PNG) is scaled by its bit depth, value * 255 / 65535, as PNG defines the sample range (Pillow's
+    own conversion clips at 255 and turns it white); 32-bit integer and float images, whose range
+    is unknown, raise :class:`DataError` naming ``path``."""
+    if im.mode in SIXTEEN_BIT or (im.mode == "I" and im.format == "PNG"):
+        arr = np.asarray(im).astype(np.uint32)
+        return Image.fromarray(((arr * 255 + 32767) // 65535).astype(np.uint8), "L").convert("RGB")
+    if im.mode in ("I", "F"):
+        kind = "32-bit integer" if im.mode == "I" else "32-bit floating-point"
+        raise DataError(f"{path}: {kind} image (mode {im.mode}) of unknown value range; convert "
+                        "it to an 8- or 16-bit PNG (`medattn data inspect SOURCE:PATH` lists "
+                        "every such file)")
+    return im.convert("RGB")
+
+
 def read_image(path: str) -> Image.Image:
     """Decode one image (file path, or ``FILE.npz#split/index``) to an RGB ``PIL.Image``.
 
-    RGBA/greyscale/palette images are converted to RGB (alpha dropped). A corrupt or truncated file
-    raises :class:`DataError` naming it; ``medattn data inspect`` finds all such files at once.
+    RGBA/greyscale/palette images are converted to RGB (alpha dropped); 16-bit greyscale is
+    scaled to 8 bits (see :func:`to_rgb`). A corrupt or truncated file raises
+    :class:`DataError` naming it; ``medattn data inspect`` finds all such files at once.
     """
     if ".npz#" in path:
         arr = _npz_member(path)
-        return Image.fromarray(arr).convert("RGB")
+        return to_rgb(Image.fromarray(arr), path)
     try:
         with Image.open(path) as im:
             im.load()
-            return im.convert("RGB")
+            return to_rgb(im, path)
+    except DataError:
+        raise
     except FileNotFoundError as err:
         raise DataError(f"{path}: image file not found; was it moved after the data set was "
                         "loaded? Re-run to reload the data set") from err

@@ -79,6 +79,8 @@ def inspect_dataset(spec: str, verify: bool = True) -> Inspection:
     table = load_dataset(spec, verify=verify)
     problems = (_unusable_problems(table) + _image_problems(table) + _skip_problems(table)
                 + _class_problems(table) + _group_problems(table) + _mask_problems(table))
+    if verify:
+        problems += _mode_problems(table)
     return Inspection(spec=spec, table=table, problems=problems)
 
 
@@ -146,3 +148,46 @@ def _mask_problems(table: pd.DataFrame) -> list[str]:
     if "mask_path" in table.columns and table["mask_path"].isna().any():
         return [f"{int(table['mask_path'].isna().sum())} image(s) without a task-1 segmentation mask"]
     return []
+
+
+USUAL_MODES = ("RGB", "RGBA", "L", "LA", "P", "PA")  # 8 bits per channel: converted as is
+_MODE_NOTES = {"I;16": "16-bit greyscale, scaled to 8 bits (value / 257)",
+               "I": "32-bit integer: refused when read (convert to an 8- or 16-bit PNG)",
+               "F": "32-bit float: refused when read (convert to an 8- or 16-bit PNG)",
+               "CMYK": "converted to RGB by Pillow (colours may differ from the original)",
+               "1": "1-bit black and white"}
+
+
+def unusual_modes(table: pd.DataFrame) -> dict[str, list[str]]:
+    """Images whose pixel mode is not plain 8-bit (PIL mode -> paths), from file headers only;
+    MedMNIST members are judged by their array's type."""
+    import numpy as np
+    from PIL import Image
+
+    out: dict[str, list[str]] = {}
+    npz_modes: dict[str, str] = {}  # one look per FILE.npz#split
+    for path in table["path"].astype(str):
+        try:
+            if ".npz#" in path:
+                file, _, member = path.rpartition("#")
+                key = f"{file}#{member.partition('/')[0]}"
+                if key not in npz_modes:
+                    with np.load(file, allow_pickle=False) as npz:
+                        dtype = npz[f"{member.partition('/')[0]}_images"].dtype
+                    npz_modes[key] = "RGB" if dtype == np.uint8 else str(dtype)
+                mode = npz_modes[key]
+            else:
+                with Image.open(path) as im:
+                    mode = "I;16" if im.mode.startswith("I;16") or (
+                        im.mode == "I" and im.format == "PNG") else im.mode
+        except (OSError, KeyError, ValueError, SyntaxError):
+            continue  # unreadable files are reported as corrupt
+        if mode not in USUAL_MODES:
+            out.setdefault(mode, []).append(path)
+    return out
+
+
+def _mode_problems(table: pd.DataFrame) -> list[str]:
+    return [f"{len(paths)} image(s) in mode {mode} "
+            f"({_MODE_NOTES.get(mode, 'converted to RGB by Pillow')}), e.g. {paths[0]}"
+            for mode, paths in unusual_modes(table).items()]
