@@ -11,3 +11,21 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def cli_error(capsys):
+    """``check(rc, code, *needles)``: a CLI command exited ``code`` printing exactly one error line
+    (no traceback; progress bars aside) that holds every needle; returns that line. What the
+    command printed to stdout is left in ``check.out``."""
+    def check(rc, code, *needles):
+        out, err = capsys.readouterr()
+        check.out = out
+        assert rc == code, err
+        lines = [ln for ln in err.replace("\r", "\n").splitlines() if ": error: " in ln]
+        assert "Traceback" not in err and len(lines) == 1, err
+        line = lines[0][lines[0].index("medattn "):]
+        for needle in needles:
+            assert needle in line, (needle, line)
+        return line
+    return check

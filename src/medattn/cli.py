@@ -207,6 +207,9 @@ def _add_train(sub):
                    help="decode images every epoch instead of caching resized copies")
     p.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs to the run")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--restart", action="store_true",
+                   help="discard the run's resume state and train it from the first epoch "
+                   "(a finished run is never retrained)")
 
     def run(args):
         import logging
@@ -219,7 +222,7 @@ def _add_train(sub):
                     epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
                     schedule=args.schedule, pretrained=args.pretrained, num_workers=args.workers,
                     threads=args.threads, cache=args.cache, tensorboard=args.tensorboard,
-                    split=args.split)
+                    split=args.split, restart=args.restart)
         print(f"{rec['status']}: {rec['run_id']} (best epoch {rec.get('best_epoch')})")
         for name, m in (rec.get("metrics") or {}).items():
             print(f"  {name:<20} balanced accuracy {100 * m['balanced_accuracy']:.1f}%  (n={m['n']})")
@@ -253,22 +256,37 @@ def _add_study(sub):
     p.add_argument("--device", help="local: cpu, cuda, ... (default: cuda if available)")
     p.add_argument("--jobs", type=int, default=1,
                    help="local: runs trained at once in worker processes (default 1)")
+    p.add_argument("--retries", type=int, default=3,
+                   help="Ray: times a run is retried when its worker dies (default 3)")
+    p.add_argument("--restart", action="store_true",
+                   help="discard the resume state of unfinished runs and train them from the "
+                   "first epoch (finished runs are kept)")
 
     def run(args):
         import logging
 
+        from medattn.errors import IncompleteStudyError
         from medattn.training import run_study
 
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         opts = ({"address": args.address, "num_cpus": args.cpus_per_run,
-                 "num_gpus": args.gpus_per_run} if args.backend == "ray"
-                else {"device": args.device, "jobs": args.jobs})
-        res = run_study(args.config, args.out, args.backend, data_root=args.data_root, **opts)
+                 "num_gpus": args.gpus_per_run, "max_retries": args.retries}
+                if args.backend == "ray" else {"device": args.device, "jobs": args.jobs})
+        try:
+            res = run_study(args.config, args.out, args.backend, data_root=args.data_root,
+                            restart=args.restart, **opts)
+        except IncompleteStudyError as err:
+            if err.result is not None:
+                _print_study(err.result)
+            raise
+        _print_study(res)
+        print(f"results in {res.runs_dir} (next: medattn compare {res.runs_dir})")
+
+    def _print_study(res):
         counts = res.records["status"].value_counts().to_dict() if len(res.records) else {}
         print(f"runs: {counts}")
         if len(res.summary):
             print(res.summary.to_string(index=False, float_format=lambda v: f"{100 * v:.1f}"))
-        print(f"results in {res.runs_dir} (next: medattn compare {res.runs_dir})")
 
     p.set_defaults(func=run)
 
@@ -418,6 +436,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = args.func(args)
     except MedattnError as err:
         print(f"medattn {args.command}: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except OSError as err:  # a folder not writable, a full disk: the file and the fix, no traceback
+        from medattn.training.store import write_error
+
+        where = err.filename if err.filename is not None else "a file"
+        print(f"medattn {args.command}: error: {write_error(err, where, 'access')}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"medattn {args.command}: interrupted; finished work is kept, run again to resume.",

@@ -21,6 +21,7 @@ the table, or the corrected test approximated from the summary (``test_train_rat
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tempfile
@@ -47,6 +48,8 @@ __all__ = [
     "summarize_runs",
     "wide_table",
 ]
+
+log = logging.getLogger("medattn.compare")
 
 PAPER_TABLE2 = Path(__file__).resolve().parents[1] / "configs" / "paper_table2.csv"
 SUMMARY_COLUMNS = ["dataset", "backbone", "model", "set", "mean", "sd", "n"]
@@ -88,7 +91,9 @@ class CompareResult:
     alpha, margin, test, ... From runs also: ``pairs`` (``PAIR_COLUMNS``, the per-split
     differences of every comparison), ``divergence`` (rate per model with its exact CI),
     ``sensitivity`` (the comparison on converged runs and on all runs, side by side) and
-    ``notes`` (what the reader must know: missing partners, where r came from, ...).
+    ``notes`` (what the reader must know: missing partners, where r came from, ...). Final runs
+    of an earlier hyper-parameter selection are among ``excluded``; ``warnings`` names data sets
+    whose final runs were trained on different data (``store.final_runs``).
     """
 
     table: pd.DataFrame
@@ -99,6 +104,7 @@ class CompareResult:
     divergence: pd.DataFrame | None = None
     sensitivity: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def _comparison_label(k: dict) -> str:
@@ -454,9 +460,15 @@ def compare_runs(runs_dir: str | os.PathLike, *, include_diverged: bool = False,
     if not Path(runs_dir, "runs").is_dir():
         raise DataError(f"{runs_dir}: no 'runs/' folder; give the RUNS_DIR that `medattn study` "
                         f"wrote (or use --summary FILE.csv).")
-    frame = store.load_records(runs_dir)
+    finals = store.final_runs(runs_dir)  # only the current selection's; superseded are listed
+    frame = finals.current
     info = paired.run_info(store.iter_records(runs_dir))
     summary, runs, excluded = summarize_runs(frame, include_diverged, info)
+    if len(finals.superseded):
+        sup = finals.superseded.rename(columns={"model": "model_name", "variant": "model"})
+        excluded = pd.concat([excluded, sup.reindex(columns=excluded.columns)], ignore_index=True)
+    for w in finals.warnings:
+        log.warning("warning: %s", w)
     if summary.empty:
         raise DataError(f"{runs_dir}: no finished final runs with test metrics; run "
                         f"`medattn study` first (search runs do not enter Table 2).")
@@ -480,7 +492,7 @@ def compare_runs(runs_dir: str | os.PathLike, *, include_diverged: bool = False,
     divergence = _sort_models(paired.divergence_table(frame), list(summary["dataset"]))
     settings = _settings(dict(opts, bootstrap=bootstrap, seed=seed), include_diverged)
     return CompareResult(table, runs, excluded, settings, pairs=pairs, divergence=divergence,
-                         sensitivity=sensitivity, notes=notes)
+                         sensitivity=sensitivity, notes=notes, warnings=finals.warnings)
 
 
 def _sort_models(df: pd.DataFrame, datasets: list[str]) -> pd.DataFrame:
@@ -709,6 +721,8 @@ def table2_sections(result: CompareResult) -> list[tuple[str, str, pd.DataFrame 
         extra.append(("Converged runs and all runs", "", [
             "No final run diverged: the comparison on all runs is the one above."]))
     out += [x for x in extra if len(x[2])]
+    if result.warnings:  # first: they concern the whole table
+        out.insert(0, ("Warnings", "", list(result.warnings)))
     if result.notes:
         out.append(("Notes", "", list(result.notes)))
     if result.excluded is not None and len(result.excluded):

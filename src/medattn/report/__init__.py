@@ -150,7 +150,8 @@ def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = No
     sections.append(Section("accuracy", "Balanced accuracy per run",
                             blocks or [Text("No final runs with test metrics yet.")]))
 
-    final = [r for r in records if r.get("phase") == "final"
+    current = set(store.final_runs(runs_dir).current["run_id"])  # not superseded ones
+    final = [r for r in records if r.get("run_id") in current
              and (r.get("status") == "done" or (include_diverged and r.get("status") == "diverged"))]
 
     # Training curves --------------------------------------------------------------------------

@@ -85,6 +85,9 @@ class RunSpec:
     ood: tuple[str, ...] = ()
     model_options: tuple[tuple[str, Any], ...] = ()
     train: TrainSettings = field(default_factory=TrainSettings)
+    # Final runs: the hyper-parameter selection they are trained under (id, lr, weight_decay,
+    # source, mean_val_bacc, search_runs), copied into the record. Not part of the run id.
+    selection: dict[str, Any] | None = field(default=None, compare=False)
 
     @property
     def run_id(self) -> str:

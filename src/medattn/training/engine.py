@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from medattn.errors import DataError, MedattnError
+from medattn.errors import DataError, MedattnError, StoreError
 from medattn.training import store
 from medattn.training.config import AUGMENT, RunSpec
 from medattn.training.metrics import summarize
@@ -53,44 +53,62 @@ class Hooks:
 
 
 def train_run(spec: RunSpec | dict, runs_dir: str | os.PathLike, *, device: str | None = None,
-              hooks: Hooks | None = None, progress: bool = True) -> dict[str, Any]:
+              hooks: Hooks | None = None, progress: bool = True,
+              restart: bool = False) -> dict[str, Any]:
     """Run (or resume, or skip if finished) one run and return its record.
 
-    A finished run (status ``done`` or ``diverged``) is returned as stored without any work. An
-    exception marks the record ``failed`` (with the message) and propagates; an interrupt
-    (KeyboardInterrupt) leaves it ``running`` with its resume state, to be continued later.
+    The run is locked for the duration (:func:`store.lock_run`): a second process is refused
+    with a :class:`~medattn.errors.StoreError` naming the holder. A finished run (status ``done``
+    or ``diverged``) is returned as stored without any work, once its data fingerprint is checked
+    against the data now on disk (a :class:`DataError` says what changed). ``restart`` discards an
+    unfinished run's resume state first. An exception marks the record ``failed`` (with the
+    message) and propagates; an interrupt (KeyboardInterrupt) leaves it ``running`` with its
+    resume state, to be continued later.
     """
     spec = RunSpec.from_dict(spec) if isinstance(spec, dict) else spec
     runs_dir = Path(runs_dir)
-    rdir = store.run_dir(runs_dir, spec.run_id)
-    old = store.read_record(rdir)
-    if old is not None and old.get("status") in store.FINISHED:
-        return old
-    threads = spec.train.threads
-    prev_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    run = _Run(spec, runs_dir, device=device, hooks=hooks or Hooks(), progress=progress)
-    try:
-        return run.execute()
-    except Exception as err:
-        run.record.update(status="failed", message=f"{type(err).__name__}: {err}",
-                          traceback=traceback.format_exc(limit=20))
-        store.write_record(runs_dir, run.record)
-        raise
-    finally:
+    with store.lock_run(runs_dir, spec.run_id):
+        store.sweep_run(runs_dir, spec.run_id)
+        old = store.read_record(store.run_dir(runs_dir, spec.run_id))
+        if old is not None and old.get("status") in store.FINISHED:
+            from medattn.data import load_task
+            change = data_change(old, load_task(spec.data, list(spec.ood)))
+            if change:
+                raise DataError(f"run {spec.run_id} finished on other data than is there now "
+                                f"({change}); restore the data, use a new runs folder, or "
+                                f"delete {store.run_dir(runs_dir, spec.run_id)} to retrain it.")
+            return old
+        if restart and store.discard_resume(runs_dir, spec.run_id):
+            log.info("%s: resume state discarded (restart)", spec.run_id)
+        threads = spec.train.threads
+        prev_threads = torch.get_num_threads()
         if threads:
-            torch.set_num_threads(prev_threads)
+            torch.set_num_threads(threads)
+        run = _Run(spec, runs_dir, device=device, hooks=hooks or Hooks(), progress=progress)
+        try:
+            return run.execute()
+        except Exception as err:
+            run.record.update(status="failed", message=f"{type(err).__name__}: {err}",
+                              traceback=traceback.format_exc(limit=20))
+            try:
+                store.write_record(runs_dir, run.record)
+            except MedattnError as write_err:  # e.g. the disk that made the run fail is full
+                log.error("%s: could not record the failure: %s", spec.run_id, write_err)
+            raise
+        finally:
+            if threads:
+                torch.set_num_threads(prev_threads)
 
 
 def train(model: str, data: str, *, ood: tuple[str, ...] | list[str] = (),
           runs_dir: str | os.PathLike = "runs/train", lr: float = 1e-3, weight_decay: float = 0.0,
           split_seed: int = 0, phase: str = "final", dataset: str | None = None,
           model_options: dict | None = None, device: str | None = None, progress: bool = True,
-          **settings) -> dict[str, Any]:
+          restart: bool = False, **settings) -> dict[str, Any]:
     """One run of ``model`` on split ``split_seed`` of ``data`` (``source:PATH``), evaluated on
     the test set and each ``ood`` spec; ``settings`` are :class:`TrainSettings` fields (epochs,
-    batch_size, image_size, pretrained, ...). Returns the run record (see ``docs/training.md``)."""
+    batch_size, image_size, pretrained, ...). Returns the run record (see ``docs/training.md``).
+    Holds ``runs_dir``'s lock meanwhile; ``restart`` discards the run's resume state first."""
     from dataclasses import fields
 
     from medattn.errors import ConfigError
@@ -108,7 +126,9 @@ def train(model: str, data: str, *, ood: tuple[str, ...] | list[str] = (),
                    split_seed=int(split_seed), ood=tuple(absolute(o) for o in ood),
                    model_options=tuple(sorted((model_options or {}).items())),
                    train=TrainSettings(**settings))
-    return train_run(spec, runs_dir, device=device, progress=progress)
+    with store.lock_runs_dir(runs_dir):
+        store.sweep(runs_dir)
+        return train_run(spec, runs_dir, device=device, progress=progress, restart=restart)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,6 +159,43 @@ def data_fingerprint(table, ood: dict) -> str:
     for name, t in sorted(ood.items()):
         h.update(f"|{name}:{fingerprint(t)}".encode())
     return h.hexdigest()[:16]
+
+
+def data_summary(table, ood: dict) -> dict[str, Any]:
+    """What a run was trained on, to say later what changed: per part (``pool``, ``ood-<name>``)
+    the number of images, the images per class and the part's fingerprint."""
+    from medattn.data import fingerprint
+    parts = {"pool": table, **{f"ood-{n}": t for n, t in sorted(ood.items())}}
+    classes = list(table.attrs.get("classes") or [])
+    out = {}
+    for name, t in parts.items():
+        counts = t["label"].value_counts()
+        out[name] = {"images": int(len(t)), "fingerprint": fingerprint(t),
+                     "per_class": {str(c): int(counts.get(k, 0)) for k, c in enumerate(classes)}}
+    return out
+
+
+def data_change(record: dict, task) -> str | None:
+    """None if ``record`` was trained on the data ``task`` holds now, else what changed."""
+    if record.get("data_fingerprint") in (None, data_fingerprint(task.table, task.ood)):
+        return None
+    then, now = record.get("data_summary") or {}, data_summary(task.table, task.ood)
+    changes = []
+    for part in sorted(set(then) | set(now)):
+        a, b = then.get(part), now.get(part)
+        if a is None or b is None:
+            changes.append(f"{part} {'added' if a is None else 'removed'}")
+        elif a["fingerprint"] != b["fingerprint"]:
+            diff = [f"{c} {a['per_class'].get(c, 0)} -> {b['per_class'].get(c, 0)}"
+                    for c in dict.fromkeys([*a["per_class"], *b["per_class"]])
+                    if a["per_class"].get(c, 0) != b["per_class"].get(c, 0)]
+            what = f"{a['images']} -> {b['images']} images" + (f" ({', '.join(diff)})" if diff
+                                                              else ", other ids/labels/groups")
+            changes.append(f"{part}: {what}")
+    if not changes:
+        return (f"data fingerprint {record['data_fingerprint']} when trained, "
+                f"{data_fingerprint(task.table, task.ood)} now")
+    return "; ".join(changes)
 
 
 def versions() -> dict[str, str]:
@@ -219,7 +276,9 @@ class _Run:
             split_sizes={k: int(len(v)) for k, v in self.split.items()},
             split={"kind": t.split, "fractions": list(t.fractions) if t.split == "random" else None,
                    **{f"n_{k}": int(len(v)) for k, v in self.split.items()}},
-            dataset_label=s.dataset)  # the study config's name for the data set (in the run id)
+            dataset_label=s.dataset,  # the study config's name for the data set (in the run id)
+            data_summary=data_summary(task.table, task.ood), selection=s.selection,
+            worker={"host": platform.node(), "pid": os.getpid()})
 
         seed_everything(s.split_seed)  # model initialisation depends only on the seed
         self.model = create_model(s.model, num_classes=len(self.classes), pretrained=t.pretrained,
@@ -308,30 +367,46 @@ class _Run:
         if not path.exists():
             return 0
         from safetensors import safe_open
-        with safe_open(str(path), framework="pt") as f:
-            state = json.loads(f.metadata()["state"])
-        if state["run_id"] != self.spec.run_id or state["data_fingerprint"] != self.fingerprint:
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                state = json.loads(f.metadata()["state"])
+            run_id, fingerprint = state["run_id"], state["data_fingerprint"]
+        except Exception as err:  # truncated, not safetensors, no state: unusable either way
+            raise self._unreadable(path, err) from None
+        if run_id != self.spec.run_id or fingerprint != self.fingerprint:
             raise DataError(f"{path}: resume state was written for other data (fingerprint "
-                            f"{state['data_fingerprint']} != {self.fingerprint}); delete "
-                            f"{self.dir} to start this run afresh.")
-        tensors = load_file(str(path))
-        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        self.best_state = ({k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
-                           or {k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        self.optimizer.load_state_dict(_join_optimizer_state(tensors, state["optimizer"]))
-        if self.scheduler and state["scheduler"]:
-            self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(tensors["rng.torch"])
-        if self.cuda and "rng.cuda" in tensors:
-            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
-        np.random.set_state(_np_state_from_json(state["numpy_rng"]))
-        random.setstate(_py_state_from_json(state["python_rng"]))
-        self.record["history"] = state["history"]
-        self.best_epoch, self.best_bacc = state["best_epoch"], state["best_bacc"]
-        self.timings = state["timings"]
-        log.info("%s: resuming after epoch %d", self.spec.run_id, state["epoch"])
-        return int(state["epoch"])
+                            f"{fingerprint} != {self.fingerprint}); delete it, or run again with "
+                            "--restart, to start this run afresh.")
+        try:
+            tensors = load_file(str(path))
+            self.model.load_state_dict({k[6:]: v for k, v in tensors.items()
+                                        if k.startswith("model.")})
+            self.best_state = ({k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+                               or {k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+            self.optimizer.load_state_dict(_join_optimizer_state(tensors, state["optimizer"]))
+            if self.scheduler and state["scheduler"]:
+                self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            torch.set_rng_state(tensors["rng.torch"])
+            if self.cuda and "rng.cuda" in tensors:
+                torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+            np.random.set_state(_np_state_from_json(state["numpy_rng"]))
+            random.setstate(_py_state_from_json(state["python_rng"]))
+            history, best = state["history"], (state["best_epoch"], state["best_bacc"])
+            timings, epoch = state["timings"], int(state["epoch"])
+        except Exception as err:
+            raise self._unreadable(path, err) from None
+        self.record["history"] = history
+        self.best_epoch, self.best_bacc = best
+        self.timings = timings
+        log.info("%s: resuming after epoch %d", self.spec.run_id, epoch)
+        return epoch
+
+    def _unreadable(self, path: Path, err: Exception) -> StoreError:
+        reason = (str(err).strip().splitlines() or [""])[0][:200]
+        return StoreError(f"{path}: the resume state of run {self.spec.run_id} is unreadable "
+                          f"({type(err).__name__}: {reason}); delete it, or run again with "
+                          "--restart, to start this run afresh.")
 
     # -- loops ---------------------------------------------------------------------------------
 

@@ -4,11 +4,15 @@ For every data set and model, each (learning rate, weight decay) pair of the gri
 ``search.splits`` splits; the pair with the highest mean validation balanced accuracy is selected
 (ties: the first pair in grid order, learning rates outer, weight decays inner); then the model is
 trained with it on ``final.splits`` further splits. Runs already finished are skipped, so an
-interrupted study is completed by running it again.
+interrupted study is completed by running it again. Selection waits for a complete search: a
+search run that failed or was lost stops the study before it (a selection without that grid point
+could pick another setting), and final runs record the selection they were trained under.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -17,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from medattn.errors import MedattnError
+from medattn.errors import IncompleteStudyError, MedattnError
 from medattn.training import store
 from medattn.training.backends import LocalBackend, get_backend
 from medattn.training.config import RunSpec, StudyConfig, load_config
@@ -25,7 +29,7 @@ from medattn.training.config import RunSpec, StudyConfig, load_config
 log = logging.getLogger("medattn.train")
 
 STUDY_FILE = "study.yaml"
-SELECTION_FILE = "selection.csv"
+SELECTION_FILE = store.SELECTION_FILE
 
 
 @dataclass
@@ -58,7 +62,9 @@ def _score(rec: dict) -> float | None:
 
 def select_hparams(config: StudyConfig, records: list[dict]) -> pd.DataFrame:
     """Best (lr, weight_decay) per (dataset, model); columns dataset, model, lr, weight_decay,
-    mean_val_bacc, n_runs, n_diverged, source (`search`, `fixed` or `grid`)."""
+    mean_val_bacc, n_runs, n_diverged, source (`search`, `fixed` or `grid`), search_runs (run
+    ids behind the chosen setting, space-separated) and selection_id (see :func:`_selection_id`).
+    Call it only once the search is complete."""
     by_id = {r["run_id"]: r for r in records}
     rows = []
     for ds in config.datasets:
@@ -68,13 +74,14 @@ def select_hparams(config: StudyConfig, records: list[dict]) -> pd.DataFrame:
                 lr, wd = fixed or (config.search_lr[0], config.search_weight_decay[0])
                 rows.append(dict(dataset=ds.name, model=m, lr=lr, weight_decay=wd,
                                  mean_val_bacc=float("nan"), n_runs=0, n_diverged=0,
-                                 source="fixed" if fixed else "grid"))
+                                 source="fixed" if fixed else "grid", search_runs=""))
                 continue
             best = None
             for lr in config.search_lr:
                 for wd in config.search_weight_decay:
-                    recs = [by_id.get(config.run_spec("search", ds, m, lr, wd, s).run_id)
-                            for s in config.search_seeds()]
+                    ids = [config.run_spec("search", ds, m, lr, wd, s).run_id
+                           for s in config.search_seeds()]
+                    recs = [by_id.get(i) for i in ids]
                     scores = [_score(r) for r in recs if r is not None]
                     scores = [s for s in scores if s is not None]
                     if not scores:
@@ -82,32 +89,55 @@ def select_hparams(config: StudyConfig, records: list[dict]) -> pd.DataFrame:
                     row = dict(dataset=ds.name, model=m, lr=lr, weight_decay=wd,
                                mean_val_bacc=sum(scores) / len(scores), n_runs=len(scores),
                                n_diverged=sum(r.get("status") == "diverged" for r in recs if r),
-                               source="search")
+                               source="search", search_runs=" ".join(ids))
                     if best is None or row["mean_val_bacc"] > best["mean_val_bacc"]:
                         best = row
             if best is None:
                 raise MedattnError(f"no search run of {m} on {ds.name} finished (all failed?); "
                                    f"see the records under runs/ for the errors.")
             rows.append(best)
-    return pd.DataFrame(rows)
+    sel = pd.DataFrame(rows)
+    sel["selection_id"] = [_selection_id(g) for g in _final_groups(config, sel)]
+    return sel
+
+
+def _final_groups(config: StudyConfig, selection: pd.DataFrame) -> list[list[RunSpec]]:
+    by_name = {d.name: d for d in config.datasets}
+    return [[config.run_spec("final", by_name[row.dataset], row.model, row.lr, row.weight_decay,
+                             seed) for seed in config.final_seeds()]
+            for row in selection.itertuples()]
+
+
+def _selection_id(group: list[RunSpec]) -> str:
+    """Names a selection by the recipe of its final runs (everything that enters their run ids
+    but the split seed): equal ids, identically trained final runs; more or other final splits
+    keep the id."""
+    recipe = dataclasses.replace(group[0], split_seed=0).run_id
+    return hashlib.sha1(recipe.encode()).hexdigest()[:12]
 
 
 def final_specs(config: StudyConfig, selection: pd.DataFrame) -> list[RunSpec]:
+    """The final runs of a selection; each carries the selection it is trained under."""
     specs = []
-    by_name = {d.name: d for d in config.datasets}
-    for row in selection.itertuples():
-        for seed in config.final_seeds():
-            specs.append(config.run_spec("final", by_name[row.dataset], row.model, row.lr,
-                                         row.weight_decay, seed))
+    for row, group in zip(selection.to_dict("records"), _final_groups(config, selection)):
+        mean = row.get("mean_val_bacc")
+        info = {"id": _selection_id(group), "lr": float(row["lr"]),
+                "weight_decay": float(row["weight_decay"]), "source": row.get("source"),
+                "mean_val_bacc": None if mean is None or mean != mean else float(mean),
+                "search_runs": str(row.get("search_runs") or "").split()}
+        specs += [dataclasses.replace(s, selection=info) for s in group]
     return specs
 
 
 def summarize_final(records: pd.DataFrame) -> pd.DataFrame:
-    """Mean and standard deviation (ddof=1) of balanced accuracy over finished final runs, per
-    data set, model and set; diverged runs are counted apart, never averaged in."""
+    """Mean and standard deviation (ddof=1) of balanced accuracy over finished final runs of the
+    current selection, per data set, model and set; diverged runs are counted apart, never
+    averaged in."""
     if records.empty:
         return pd.DataFrame()
     fin = records[records["phase"] == "final"]
+    if "superseded" in fin:
+        fin = fin[~fin["superseded"].astype(bool)]
     rows = []
     for (ds, model), g in fin.groupby(["dataset", "model"], sort=False):
         done = g[g["status"] == "done"]
@@ -120,36 +150,91 @@ def summarize_final(records: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def unfinished(specs: list[RunSpec], runs_dir: str | os.PathLike) -> list[tuple[str, str, str]]:
+    """``(run_id, status, message)`` of the runs in ``specs`` that are not done or diverged
+    (status ``missing`` if a run has no record; ``running`` after the backend returned means its
+    process was lost)."""
+    out = []
+    for spec in specs:
+        rec = store.read_record(store.run_dir(runs_dir, spec.run_id)) or {}
+        status = rec.get("status", "missing")
+        if status not in store.FINISHED:
+            msg = rec.get("message") or ("lost: its process died or was stopped"
+                                         if status == "running" else "")
+            out.append((spec.run_id, status, (msg.splitlines() or [""])[0][:200]))
+    return out
+
+
+def _incomplete(bad: list, total: int, phase: str, result=None) -> IncompleteStudyError:
+    listed = "; ".join(f"{rid} ({status}{': ' + msg if msg else ''})"
+                       for rid, status, msg in bad[:8])
+    more = f"; and {len(bad) - 8} more" if len(bad) > 8 else ""
+    if phase == "search":
+        what = (f"{len(bad)} of {total} search run(s) did not finish, so no hyper-parameters "
+                "were selected (without them the selection could pick another setting)")
+    else:
+        what = f"{len(bad)} of {total} final run(s) did not finish"
+    return IncompleteStudyError(f"{what}: {listed}{more}. Fix the cause (each run's record.json "
+                                "says more) and run the study again; finished runs are kept.",
+                                runs=bad, result=result)
+
+
 def run_study(config: StudyConfig | str | os.PathLike, runs_dir: str | os.PathLike | None = None,
               backend: str | LocalBackend | object = "local", *, data_root: str | None = None,
-              **backend_options) -> StudyResult:
+              restart: bool = False, **backend_options) -> StudyResult:
     """Run (or complete) a study; returns its records, hyper-parameter selection and summary.
 
     ``config`` is a :class:`StudyConfig`, a YAML file or a packaged config name (``demo``,
     ``paper_isic``, ``paper_camelyon17``); ``runs_dir`` defaults to ``runs/<config name>``;
     ``backend`` is ``local``, ``ray`` or a backend object; ``backend_options`` go to its
-    constructor (``device``, ``progress``; ``address``, ``num_cpus``, ``num_gpus``).
+    constructor (``device``, ``progress``, ``jobs``; ``address``, ``num_cpus``, ``num_gpus``,
+    ``max_retries``). ``restart`` discards the resume state of unfinished runs.
+
+    The runs folder is locked meanwhile (a second study on it is refused). Hyper-parameters are
+    selected only once every search run is done or diverged; otherwise, and when final runs
+    did not finish, :class:`~medattn.errors.IncompleteStudyError` lists them (its ``result`` holds
+    what the final phase produced).
     """
     if not isinstance(config, StudyConfig):
         config = load_config(config, data_root=data_root)
     runs_dir = Path(runs_dir if runs_dir is not None else Path("runs") / config.name).resolve()
-    runs_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise store.write_error(err, runs_dir, "create") from None
     if isinstance(backend, str):
         backend = get_backend(backend, **backend_options)
-    store.write_text(runs_dir / STUDY_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
+    opts = {"restart": True} if restart else {}
+    with store.lock_runs_dir(runs_dir):
+        swept = store.sweep(runs_dir)
+        if swept:
+            log.info("removed %d temporary file(s) left by an interrupted run", swept)
+        store.write_text(runs_dir / STUDY_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
-    search = search_specs(config)
-    log.info("study %s: %d search runs", config.name, len(search))
-    records = backend.run(search, runs_dir) if search else []
-    selection = select_hparams(config, records)
-    store.atomic_write(runs_dir / SELECTION_FILE, lambda tmp: selection.to_csv(tmp, index=False))
-    for row in selection.itertuples():
-        log.info("selected %s on %s: lr %g, weight decay %g (mean val bacc %.4f over %d runs)",
-                 row.model, row.dataset, row.lr, row.weight_decay, row.mean_val_bacc, row.n_runs)
+        search = search_specs(config)
+        log.info("study %s: %d search runs", config.name, len(search))
+        if search:
+            backend.run(search, runs_dir, **opts)
+            bad = unfinished(search, runs_dir)
+            if bad:
+                raise _incomplete(bad, len(search), "search")
+        records = [store.read_record(store.run_dir(runs_dir, s.run_id)) for s in search]
+        selection = select_hparams(config, [r for r in records if r is not None])
+        store.atomic_write(runs_dir / SELECTION_FILE,  # search_runs: in the final records
+                           lambda tmp: selection.drop(columns="search_runs").to_csv(tmp,
+                                                                                    index=False))
+        for row in selection.itertuples():
+            log.info("selected %s on %s: lr %g, weight decay %g (mean val bacc %.4f over %d "
+                     "runs)", row.model, row.dataset, row.lr, row.weight_decay,
+                     row.mean_val_bacc, row.n_runs)
 
-    final = final_specs(config, selection)
-    log.info("study %s: %d final runs", config.name, len(final))
-    backend.run(final, runs_dir)
-    records_df = store.load_records(runs_dir)
-    return StudyResult(runs_dir=runs_dir, records=records_df, selection=selection,
-                       summary=summarize_final(records_df))
+        final = final_specs(config, selection)
+        log.info("study %s: %d final runs", config.name, len(final))
+        backend.run(final, runs_dir, **opts)
+        records_df = store.load_records(runs_dir)
+        result = StudyResult(runs_dir=runs_dir, records=records_df, selection=selection,
+                             summary=summarize_final(records_df))
+        bad = unfinished(final, runs_dir)
+        if bad:
+            raise _incomplete(bad, len(final), "final", result)
+    return result
