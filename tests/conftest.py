@@ -29,3 +29,12 @@ def cli_error(capsys):
             assert needle in line, (needle, line)
         return line
     return check
+
+
+@pytest.fixture(scope="session")
+def tiny_derm(tmp_path_factory):
+    """``(isic_spec, pad_spec)``: 70 ISIC-layout and 16 PAD-UFES-20-layout synthetic images of
+    36 px, shared by the tests (read-only: copy it before changing it)."""
+    from medattn.data.synthetic import write_derm
+    return write_derm(tmp_path_factory.mktemp("tiny_derm"), n=70, n_ood=16, image_size=36,
+                      workers=1)

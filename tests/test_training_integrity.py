@@ -8,7 +8,6 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 
 from medattn import cli
@@ -25,10 +24,8 @@ class Kill(BaseException):
 
 
 @pytest.fixture(scope="module")
-def derm(tmp_path_factory):
-    from medattn.data.synthetic import write_derm
-    torch.set_num_threads(1)
-    return write_derm(tmp_path_factory.mktemp("derm"), n=70, n_ood=16, image_size=36, workers=1)
+def derm(tiny_derm):
+    return tiny_derm
 
 
 TRAIN = {"epochs": 1, "batch_size": 16, "image_size": 32, "pretrained": False, "threads": 1}

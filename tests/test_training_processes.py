@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from medattn.errors import StoreError
 from medattn.training import lock, store
@@ -26,10 +25,8 @@ TRAIN = {"batch_size": 16, "image_size": 32, "pretrained": False, "threads": 1}
 
 
 @pytest.fixture(scope="module")
-def derm(tmp_path_factory):
-    from medattn.data.synthetic import write_derm
-    torch.set_num_threads(1)
-    return write_derm(tmp_path_factory.mktemp("derm"), n=70, n_ood=16, image_size=36, workers=1)
+def derm(tiny_derm):
+    return tiny_derm
 
 
 def _config(derm, path, lrs, epochs):

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from medattn import cli
 from medattn.errors import ConfigError
@@ -80,10 +79,8 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def derm(tmp_path_factory):
-    from medattn.data.synthetic import write_derm
-    torch.set_num_threads(1)
-    return write_derm(tmp_path_factory.mktemp("derm"), n=70, n_ood=16, image_size=36, workers=1)
+def derm(tiny_derm):
+    return tiny_derm
 
 
 def _alive(pid: int) -> bool:

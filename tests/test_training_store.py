@@ -10,7 +10,6 @@ import stat
 import subprocess
 
 import pytest
-import torch
 
 from medattn import cli
 from medattn.errors import StoreError
@@ -23,10 +22,8 @@ class Kill(BaseException):
 
 
 @pytest.fixture(scope="module")
-def derm(tmp_path_factory):
-    from medattn.data.synthetic import write_derm
-    torch.set_num_threads(1)
-    return write_derm(tmp_path_factory.mktemp("derm"), n=70, n_ood=16, image_size=36, workers=1)
+def derm(tiny_derm):
+    return tiny_derm
 
 
 SETTINGS = dict(epochs=2, batch_size=16, image_size=32, pretrained=False, threads=1)
