@@ -171,7 +171,9 @@ class LocalBackend:
 
 
 def _stop_pool(pool) -> None:
-    """Cancel the queued runs and kill the running ones now (their resume state is kept)."""
+    """Cancel the queued runs and kill the running ones now (their resume state is kept).
+    ``shutdown`` alone would let the workers take the runs already queued to them and wait."""
+    # the workers: Python >= 3.14 has pool.kill_workers(); before, only this attribute knows them
     procs = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
     for p in procs:

@@ -181,7 +181,7 @@ def data_change(record: dict, task) -> str | None:
         return None
     then, now = record.get("data_summary") or {}, data_summary(task.table, task.ood)
     changes = []
-    for part in sorted(set(then) | set(now)):
+    for part in sorted(set(then) | set(now)) if then else ():
         a, b = then.get(part), now.get(part)
         if a is None or b is None:
             changes.append(f"{part} {'added' if a is None else 'removed'}")
@@ -192,7 +192,7 @@ def data_change(record: dict, task) -> str | None:
             what = f"{a['images']} -> {b['images']} images" + (f" ({', '.join(diff)})" if diff
                                                               else ", other ids/labels/groups")
             changes.append(f"{part}: {what}")
-    if not changes:
+    if not changes:  # an older record without a summary, or the same counts with other ids
         return (f"data fingerprint {record['data_fingerprint']} when trained, "
                 f"{data_fingerprint(task.table, task.ood)} now")
     return "; ".join(changes)
