@@ -112,7 +112,7 @@ def exclusive(path: str | os.PathLike, what: str, timeout: float = 0.0) -> Itera
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
-            except BlockingIOError:
+            except (BlockingIOError, PermissionError):  # held (some NFS setups say EACCES)
                 if time.monotonic() >= deadline:
                     raise StoreError(f"{what} is in use by {_describe(holder(path))}; wait for it "
                                      "to finish or stop it, then run again.") from None
