@@ -302,3 +302,21 @@ def test_bootstrap_leaves_out_pairs_whose_predictions_differ_in_images(tmp_path)
     ela = _row(res.table, "resnet18", "ela")
     assert ela.n_pairs == N_FINAL and ela.boot_n_pairs == N_FINAL - 1
     assert any("split seed(s) 2 are not on the same images" in n for n in res.notes)
+
+
+def test_side_by_side_when_every_run_of_a_variant_diverged(tmp_path):
+    """Included, the diverged variant is compared; on converged runs alone nothing is, and the
+    side-by-side table says so instead of failing to join the two."""
+    from medattn.training import store
+
+    for i, (variant, status) in enumerate([("base", "done"), ("base", "done"),
+                                           ("ga", "diverged"), ("ga", "diverged")]):
+        store.write_record(tmp_path, {
+            "run_id": f"r{i}", "status": status, "phase": "final",
+            "model": "resnet18" if variant == "base" else "resnet18+ga", "backbone": "resnet18",
+            "variant": variant, "dataset": "isic", "split_seed": i % 2, "lr": 0.01,
+            "weight_decay": 0.0, "message": "chance level" if status == "diverged" else "",
+            "metrics": {"test": {"balanced_accuracy": 0.6 + 0.01 * i}}})
+    result = compare.compare_runs(tmp_path, include_diverged=True, bootstrap=0)
+    row = result.sensitivity.set_index("model").loc["ga"]
+    assert row["all_n_pairs"] == 2 and pd.isna(row["converged_n_pairs"])

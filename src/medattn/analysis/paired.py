@@ -272,9 +272,11 @@ def side_by_side(table: pd.DataFrame, other: pd.DataFrame | None,
     keys = ["dataset", "backbone", "model", "set", "reference"]
     cols = ["n_pairs", "diff", "p", "decision"]
     conv, all_ = (other, table) if include_diverged else (table, other)
-    out = table.loc[table["reference"].notna(), keys].reset_index(drop=True)
+    out = table.loc[table["reference"].notna(), keys].reset_index(drop=True).astype(object)
     for name, t in (("converged", conv), ("all", all_)):
         part = (t[keys + cols] if t is not None else pd.DataFrame(columns=keys + cols))
-        part = part.rename(columns={c: f"{name}_{c}" for c in cols})
+        # a side without any comparison has an all-missing (float) `reference`: join as objects
+        part = part.astype({k: object for k in keys}).rename(
+            columns={c: f"{name}_{c}" for c in cols})
         out = out.merge(part, on=keys, how="left")
     return out
