@@ -1,7 +1,11 @@
 """The attention layers against slow, obviously-correct references."""
 
+import math
+
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 from torch.profiler import profile
 
 from medattn.models.attention import (EmbeddedLocalAttention2d, GlobalAttention2d, LocalAttention2d,
@@ -101,6 +105,107 @@ def test_local_attention_rejects_even_kernel_and_bad_heads():
         LocalAttention2d(4, 10, heads=4)
 
 
+class ReferenceNonLocal(nn.Module):
+    """The non-local block as Wang et al. (2018) define it (embedded Gaussian), written plainly:
+    f(x_i, x_j) = exp(theta(x_i)^T phi(x_j)), y_i = sum_j f(x_i, x_j) g(x_j) / sum_j f(x_i, x_j),
+    z = BN(W_z y) + x; with ``subsample`` phi and g are 2x2 max-pooled (their sec. 3.3)."""
+
+    def __init__(self, c: int, subsample: bool = False):
+        super().__init__()
+        ci = c // 2
+        self.theta, self.phi, self.g = nn.Conv2d(c, ci, 1), nn.Conv2d(c, ci, 1), nn.Conv2d(c, ci, 1)
+        self.out, self.bn, self.subsample = nn.Conv2d(ci, c, 1), nn.BatchNorm2d(c), subsample
+
+    def forward(self, x):
+        B, C, H, W = x.shape
+        pool = (lambda t: F.max_pool2d(t, 2, ceil_mode=True)) if self.subsample else (lambda t: t)
+        theta = self.theta(x).flatten(2)                   # (B, C_i, N)
+        phi, g = pool(self.phi(x)).flatten(2), pool(self.g(x)).flatten(2)  # (B, C_i, M)
+        f = torch.exp(theta.transpose(1, 2) @ phi)         # (B, N, M); fine for the small tests
+        y = (f / f.sum(-1, keepdim=True)) @ g.transpose(1, 2)  # (B, N, C_i)
+        return x + self.bn(self.out(y.transpose(1, 2).reshape(B, -1, H, W)))
+
+
+def _trained_like(block: nn.Module) -> None:
+    """Non-trivial BN scale/shift and running statistics, and logits of order 1."""
+    with torch.no_grad():
+        for m in (block.theta, block.phi):
+            m.weight.mul_(0.5)
+        nn.init.normal_(block.bn.weight)
+        nn.init.normal_(block.bn.bias)
+        block.bn.running_mean.normal_()
+        block.bn.running_var.uniform_(0.5, 2.0)
+
+
+# (C, H, W, subsample): C_i = 8 (no padding) and 12 (padded to 16 inside), odd maps for the pooling
+GA_CASES = [(16, 7, 9, False), (24, 6, 6, False), (16, 7, 9, True), (24, 8, 5, True)]
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
+@pytest.mark.parametrize("C,H,W,subsample", GA_CASES)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_global_attention_equals_reference_block(C, H, W, subsample, dtype, tol, channels_last):
+    ref = ReferenceNonLocal(C, subsample).to(dtype)
+    _trained_like(ref)
+    ga = GlobalAttention2d(C, subsample=subsample).to(dtype)
+    ga.load_state_dict(ref.state_dict())  # strict: the state-dict keys are the plain block's
+    assert ga.state_dict().keys() == ref.state_dict().keys()
+    x = torch.randn(3, C, H, W, dtype=dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    w = torch.randn(3, C, H, W, dtype=dtype)
+    outs, grads = [], []
+    for m in (ref, ga):
+        xi = x.clone().requires_grad_(True)
+        out = m(xi)  # training mode: batch statistics, running statistics updated
+        (out * w).sum().backward()
+        outs.append(out)
+        grads.append({"x": xi.grad, **{n: p.grad for n, p in m.named_parameters()}})
+    assert (outs[1] - x).abs().max() > 0.1  # the block does something
+    assert outs[1].is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    torch.testing.assert_close(outs[1], outs[0], atol=tol, rtol=tol)
+    assert grads[1].keys() == grads[0].keys()
+    for name in grads[0]:
+        # tolerance relative to the scale of the module's gradients: in training mode the biases of
+        # phi (a shift of all logits of a query: softmax cancels it), g and W_z (removed by BN's
+        # batch mean) have a true gradient of 0, so float32 gives rounding noise of that scale
+        scale = float(grads[0][name.replace("bias", "weight")].abs().max())
+        torch.testing.assert_close(grads[1][name], grads[0][name], atol=tol * scale, rtol=tol,
+                                   msg=lambda m, name=name: f"{name}: {m}")
+    for key in ("running_mean", "running_var"):
+        torch.testing.assert_close(getattr(ga.bn, key), getattr(ref.bn, key), atol=tol, rtol=tol)
+    ref.eval(), ga.eval()  # eval: running statistics, BN folded into W_z
+    with torch.no_grad():
+        torch.testing.assert_close(ga(x), ref(x), atol=tol, rtol=tol)
+
+
+def test_global_attention_loads_a_plain_block_checkpoint_by_key():
+    # a checkpoint of the module as it was (theta/phi/g/out convs + bn) loads strictly, and back
+    ref = ReferenceNonLocal(32)
+    _trained_like(ref)
+    ga = GlobalAttention2d(32)
+    assert ga.load_state_dict(ref.state_dict(), strict=True).missing_keys == []
+    assert {k: tuple(v.shape) for k, v in ga.state_dict().items()} == \
+        {k: tuple(v.shape) for k, v in ref.state_dict().items()}
+    ref.eval(), ga.eval()
+    x = torch.randn(2, 32, 5, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(ga(x), ref(x), atol=1e-5, rtol=1e-5)
+
+
+def test_global_attention_subsample_pools_keys_and_maps_the_pooled_grid():
+    ga = GlobalAttention2d(16, subsample=True)
+    _trained_like(ga)
+    ga.record_map = True
+    x = torch.randn(2, 16, 7, 10)
+    ga(x)
+    phi = F.max_pool2d(ga.phi(x), 2, ceil_mode=True).flatten(2)                  # (B, C_i, 4 * 5)
+    ref = torch.softmax(ga.theta(x).flatten(2).transpose(1, 2) @ phi, -1).mean(1).view(2, 4, 5)
+    assert ga.last_map.shape == (2, 4, 5)
+    torch.testing.assert_close(ga.last_map, ref.detach(), atol=1e-6, rtol=1e-5)
+    assert sum(p.numel() for p in ga.parameters()) == sum(p.numel() for p in GlobalAttention2d(16).parameters())
+
+
 def test_global_attention_sdpa_matches_explicit_and_is_identity_at_init():
     ga = GlobalAttention2d(16)
     x = torch.randn(2, 16, 7, 9)
@@ -141,15 +246,48 @@ def _kernels(fn) -> set[str]:
     return {e.name for e in prof.events() if "attention" in e.name}
 
 
-def test_attention_layers_use_fused_sdpa_kernel_on_cpu():
-    ga = GlobalAttention2d(64)
-    la = LocalAttention2d(32, 64, kernel_size=7, stride=2, heads=4)
-    x = torch.randn(1, 64, 12, 12, requires_grad=True)
-    # forward and backward: neither may fall back to the explicit N x N math kernel
-    for fn in (lambda: ga(x).sum().backward(), lambda: la(x[:, :32]).sum().backward()):
-        names = _kernels(fn)
-        assert "aten::_scaled_dot_product_flash_attention_for_cpu" in names, names
-        assert "aten::_scaled_dot_product_attention_math" not in names, names
+@pytest.mark.parametrize("amp", [None, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_attention_layers_use_fused_sdpa_kernel_on_cpu(amp, channels_last):
+    # GA as in ResNet18 (C_i = 32) and EfficientNet-B0 (C_i = 12, padded), sub-sampled GA, LA with
+    # stride 2 and several blocks; fp32 and bf16 autocast, contiguous and channels-last input
+    layers = [(GlobalAttention2d(64), 64), (GlobalAttention2d(24), 24),
+              (GlobalAttention2d(24, subsample=True), 24),
+              (LocalAttention2d(32, 64, kernel_size=7, stride=2, heads=4), 32),
+              (LocalAttention2d(16, 32, kernel_size=5, heads=4, tile=3), 16)]
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for layer, c in layers:
+        x = torch.randn(2, c, 12, 10, dtype=amp or torch.float32)  # a network under autocast
+        x = x.contiguous(memory_format=fmt).requires_grad_(True)    # passes bf16 activations
+
+        def step():
+            with torch.autocast("cpu", dtype=amp or torch.bfloat16, enabled=amp is not None):
+                y = layer(x)
+            assert y.is_contiguous(memory_format=fmt) and y.dtype == (amp or torch.float32)
+            y.float().square().sum().backward()
+            assert x.grad is not None and torch.isfinite(x.grad).all()
+
+        # forward and backward: neither may fall back to the explicit N x N math kernel
+        names = _kernels(step)
+        assert "aten::_scaled_dot_product_flash_attention_for_cpu" in names, (layer, names)
+        assert "aten::_scaled_dot_product_flash_attention_for_cpu_backward" in names, (layer, names)
+        assert "aten::_scaled_dot_product_attention_math" not in names, (layer, names)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_attention_layers_under_bf16_autocast_stay_close_to_fp32(channels_last):
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for layer, c in [(GlobalAttention2d(24), 24), (LocalAttention2d(16, 32, kernel_size=5, heads=4), 16)]:
+        if isinstance(layer, GlobalAttention2d):
+            _trained_like(layer)
+        x = torch.randn(2, c, 9, 11).contiguous(memory_format=fmt)
+        residual = x if isinstance(layer, GlobalAttention2d) else 0  # compare what attention adds
+        ref = layer(x) - residual
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = layer(x.bfloat16())
+        assert low.dtype == torch.bfloat16 and ref.abs().max() > 0.1
+        err = (low.float() - residual - ref).norm() / ref.norm()
+        assert err < 2e-2, err  # bf16 has 8 bits of mantissa: about 0.4 % per rounding
 
 
 def test_embedded_local_attention_is_identity_at_init_then_learns():

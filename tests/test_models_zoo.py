@@ -95,6 +95,20 @@ def test_attention_inserted_where_the_paper_says():
     assert create_model("efficientnet_b0+ela", 3).blocks[6][0].layer.__class__.__name__ == "InvertedResidual"
 
 
+@pytest.mark.parametrize("name", ["resnet18+ga", "efficientnet_b0+ga+ela"])
+def test_ga_subsample_option_pools_keys_with_the_same_parameters(name):
+    from medattn.models import count_parameters
+
+    plain, sub = create_model(name, 3), create_model(name, 3, ga_subsample=True)
+    blocks = [m for m in sub.modules() if isinstance(m, GlobalAttention2d)]
+    assert len(blocks) == 2 and all(b.subsample for b in blocks)
+    assert not any(m.subsample for m in plain.modules() if isinstance(m, GlobalAttention2d))
+    assert count_parameters(sub) == count_parameters(plain)  # Table 1 does not move
+    assert sub.state_dict().keys() == plain.state_dict().keys()
+    with pytest.raises(ConfigError, match="ga_subsample"):
+        create_model(name, 3, ga_subsample="yes")
+
+
 def _train_steps(model, x, y, steps):
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     losses = []

@@ -22,6 +22,11 @@ from torch import nn
 __all__ = ["GlobalAttention2d", "LocalAttention2d", "EmbeddedLocalAttention2d", "local_attention_unfold"]
 
 
+def _is_channels_last(x: torch.Tensor) -> bool:
+    """True for NHWC strides (not for tensors that are both, e.g. 1x1 maps: those stay NCHW)."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
 class GlobalAttention2d(nn.Module):
     """Non-local block (embedded Gaussian): ``z = x + BN(W_z(softmax(theta(x)^T phi(x)) g(x)))``.
 
@@ -35,20 +40,32 @@ class GlobalAttention2d(nn.Module):
         scale: multiplier of the logits ``theta^T phi``; default 1.0 (the original block).
         impl: ``"sdpa"`` (fused kernel, no N x N matrix kept) or ``"explicit"`` (materialises
             softmax(QK^T); for reference and benchmarks).
+        subsample: Wang et al.'s cheaper variant: phi and g are 2x2 max-pooled (``ceil_mode``), so
+            each query attends to ``ceil(H/2) * ceil(W/2)`` pooled positions (4x less attention
+            work, same parameters). Off by default: the paper's block attends to every position.
+
+    Input and output ``(B, C, H, W)``, contiguous or channels-last (the output keeps the layout).
+    The conv modules hold the parameters (so state-dict keys are those of the plain block), but
+    the forward pass computes theta, phi and g as one GEMM on ``(B, N, C)`` tokens: that is the
+    layout attention needs, so q, k, v are never transposed or copied. Their width is padded
+    with zero rows to a multiple of 8 (exact: zero channels add nothing to ``q . k`` and give
+    zero outputs, which are dropped); CUDA's fused kernels need it, and on CPU 12 -> 16 is faster.
 
     Attention maps: set ``module.record_map = True`` and every forward stores ``module.last_map``, a
-    detached ``(B, H, W)`` tensor: for each key position, the attention it receives averaged over all
-    query positions (the mean of the rows of softmax(QK^T)). It is accumulated over chunks of queries,
-    so the N x N matrix is never held in memory at once (exact, not an approximation).
+    detached ``(B, H', W')`` tensor (``H' x W'``: the key grid, ``H x W`` unless ``subsample``):
+    for each key position, the attention it receives averaged over all query positions (the mean
+    of the rows of softmax(QK^T)). It is accumulated over chunks of queries, so the N x N matrix
+    is never held in memory at once (exact, not an approximation).
     """
 
     def __init__(self, channels: int, inter_channels: int | None = None, scale: float = 1.0,
-                 impl: str = "sdpa"):
+                 impl: str = "sdpa", subsample: bool = False):
         super().__init__()
         inter = inter_channels or max(channels // 2, 1)
         if impl not in ("sdpa", "explicit"):
             raise ValueError(f"impl must be 'sdpa' or 'explicit', got {impl!r}")
         self.channels, self.inter_channels, self.scale, self.impl = channels, inter, float(scale), impl
+        self.subsample = bool(subsample)
         self.theta = nn.Conv2d(channels, inter, 1)
         self.phi = nn.Conv2d(channels, inter, 1)
         self.g = nn.Conv2d(channels, inter, 1)
@@ -59,29 +76,56 @@ class GlobalAttention2d(nn.Module):
         self.last_map: torch.Tensor | None = None
         self.map_chunk_elements = 1 << 22  # queries x keys per chunk when averaging the map
 
-    @staticmethod
-    def _tokens(t: torch.Tensor) -> torch.Tensor:
-        # (B, C, H, W) -> (B, 1, N, C), contiguous so that CPU SDPA can use its fused kernel
-        return t.flatten(2).transpose(1, 2).unsqueeze(1).contiguous()
+    def _projection(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """theta, phi, g stacked: weight (3 e, C), bias (3 e), each padded with zero rows to e."""
+        ci, c = self.inter_channels, self.channels
+        pad = -(-ci // 8) * 8 - ci
+        ws, bs = [], []
+        for m in (self.theta, self.phi, self.g):
+            ws += [m.weight.view(ci, c), m.weight.new_zeros(pad, c)]
+            bs += [m.bias, m.bias.new_zeros(pad)]
+        return torch.cat(ws), torch.cat(bs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, _, H, W = x.shape
-        q, k, v = self._tokens(self.theta(x)), self._tokens(self.phi(x)), self._tokens(self.g(x))
+        B, C, H, W = x.shape
+        ci = self.inter_channels
+        tokens = x.flatten(2).transpose(1, 2)  # (B, N, C): a view (contiguous if x is channels-last)
+        w, b = self._projection()
+        e = w.shape[0] // 3
+        # split views (last-dim stride 1, as the fused kernels need); their backward is one cat
+        qkv = torch.baddbmm(b, tokens, w.t().expand(B, C, 3 * e)).unsqueeze(1)  # (B, 1, N, 3e)
+        if self.subsample:  # 2x2 max pool of phi and g over the (H, W) grid, channels-last view
+            q, kv = qkv.split([e, 2 * e], dim=-1)
+            kv = F.max_pool2d(kv.view(B, H, W, 2 * e).permute(0, 3, 1, 2), 2, ceil_mode=True)
+            k, v = kv.permute(0, 2, 3, 1).reshape(B, 1, -1, 2 * e).split(e, dim=-1)
+        else:
+            q, k, v = qkv.split(e, dim=-1)
         if self.impl == "sdpa":
             y = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
         else:
             y = torch.softmax(q @ k.transpose(-1, -2) * self.scale, dim=-1) @ v
-        y = y.squeeze(1).transpose(1, 2).reshape(B, self.inter_channels, H, W)
+        y = y.squeeze(1)[..., :ci]                                       # (B, N, C_i)
+        wz, bz = self.out.weight.view(C, ci), self.out.bias
+        fold = not self.bn.training and self.bn.running_var is not None
+        if fold:  # eval: BN is affine, so it folds into W_z exactly (one pass less)
+            s = self.bn.weight * torch.rsqrt(self.bn.running_var + self.bn.eps)
+            wz, bz = wz * s[:, None], (bz - self.bn.running_mean) * s + self.bn.bias
+        if not _is_channels_last(x):  # W_z y^T straight into (B, C, N): no transposing copy
+            z = torch.baddbmm(bz.view(1, C, 1), wz.expand(B, C, ci), y.transpose(1, 2)).view(B, C, H, W)
+        else:  # channels-last: tokens (B, N, C) are the layout already
+            z = F.linear(y, wz, bz).transpose(1, 2).unflatten(2, (H, W))
         if self.record_map:
-            self.last_map = self.average_map(q.squeeze(1), k.squeeze(1)).view(B, H, W)
-        return x + self.bn(self.out(y))
+            Hk, Wk = ((H + 1) // 2, (W + 1) // 2) if self.subsample else (H, W)
+            self.last_map = self.average_map(q.squeeze(1), k.squeeze(1)).view(B, Hk, Wk)
+        return x + (z if fold else self.bn(z))
 
     @torch.no_grad()
     def average_map(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        """Mean over queries of softmax(scale * q k^T) rows. q: (B, N, C_i), k: (B, N, C_i) -> (B, N)."""
+        """Mean over queries of softmax(scale * q k^T) rows. q: (B, N, C_i), k: (B, M, C_i) -> (B, M)."""
         B, N, _ = q.shape
-        chunk = max(1, min(N, self.map_chunk_elements // max(N, 1)))
-        acc = q.new_zeros(B, N, dtype=torch.float32)
+        M = k.shape[1]
+        chunk = max(1, min(N, self.map_chunk_elements // max(M, 1)))
+        acc = q.new_zeros(B, M, dtype=torch.float32)
         kt = k.transpose(1, 2).float()
         for start in range(0, N, chunk):
             logits = q[:, start:start + chunk].float() @ kt * self.scale
@@ -89,7 +133,8 @@ class GlobalAttention2d(nn.Module):
         return (acc / N).to(q.dtype).detach()
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, inter_channels={self.inter_channels}, scale={self.scale}"
+        return (f"channels={self.channels}, inter_channels={self.inter_channels}, scale={self.scale}"
+                + (", subsample=True" if self.subsample else ""))
 
 
 class _LAPlan:
@@ -248,9 +293,12 @@ class LocalAttention2d(nn.Module):
         kx = torch.cat([k, onehot.expand(B, nh, p.nt, p.S, e - d)], -1).reshape(B * nh, p.nt, p.S, e)
         vx = F.pad(v, (0, e - d)).reshape(B * nh, p.nt, p.S, e)
         y = F.scaled_dot_product_attention(qx, kx, vx, attn_mask=p.mask, scale=self.scale)[..., :d]
-        # (B*nh, nt, L, d) -> (B, C_out, Ho, Wo)
-        y = y.reshape(B, nh, p.nty, p.ntx, p.ty, p.tx, d).permute(0, 1, 6, 2, 4, 3, 5)
-        y = y.reshape(B, co, p.nty * p.ty, p.ntx * p.tx)
+        # (B*nh, nt, L, d) -> (B, C_out, Ho, Wo), in the input's memory format (one copy either way)
+        y = y.reshape(B, nh, p.nty, p.ntx, p.ty, p.tx, d)
+        if _is_channels_last(x):
+            y = y.permute(0, 2, 4, 3, 5, 1, 6).reshape(B, p.nty * p.ty, p.ntx * p.tx, co)
+            return y[:, :p.Ho, :p.Wo].permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+        y = y.permute(0, 1, 6, 2, 4, 3, 5).reshape(B, co, p.nty * p.ty, p.ntx * p.tx)
         return y[:, :, :p.Ho, :p.Wo].contiguous()
 
     def extra_repr(self) -> str:

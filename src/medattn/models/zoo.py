@@ -60,6 +60,7 @@ DEFAULT_OPTIONS = {
     "kernel_size": 7,        # LA neighbourhood k
     "heads": 8,              # LA heads
     "la_tile": 7,            # LA query block size (speed only, results identical)
+    "ga_subsample": False,   # GA: 2x2 max-pooled phi and g (Wang et al.'s cheaper variant; not the paper's)
     "drop_rate": 0.0,        # dropout before the classifier (timm)
     "drop_path_rate": 0.0,   # stochastic depth (timm)
     "zero_init_last": True,  # timm ResNet: zero-init the last BN of each block (random init only)
@@ -149,6 +150,8 @@ def _check_options(spec: ModelSpec, options: dict) -> dict:
         raise ConfigError(f"model option kernel_size must be an odd positive int, got {k!r}")
     if not isinstance(opts["heads"], int) or opts["heads"] < 1 or 320 % opts["heads"] or 512 % opts["heads"]:
         raise ConfigError(f"model option heads must divide 320 and 512 (e.g. 1, 2, 4, 8), got {opts['heads']!r}")
+    if not isinstance(opts["ga_subsample"], bool):
+        raise ConfigError(f"model option ga_subsample must be true or false, got {opts['ga_subsample']!r}")
     return opts
 
 
@@ -208,10 +211,11 @@ def _la(cin: int, cout: int, stride: int, opts: dict) -> LocalAttention2d:
 def _attach_attention(model: nn.Module, spec: ModelSpec, opts: dict) -> None:
     if spec.backbone == "vit" or spec.variant == "base":
         return
+    sub = opts["ga_subsample"]
     if spec.backbone == "resnet18":
         if spec.has_ga:
-            model.layer1.add_module("ga", GlobalAttention2d(model.layer1[-1].conv2.out_channels))
-            model.layer2.add_module("ga", GlobalAttention2d(model.layer2[-1].conv2.out_channels))
+            for stage in (model.layer1, model.layer2):
+                stage.add_module("ga", GlobalAttention2d(stage[-1].conv2.out_channels, subsample=sub))
         if spec.local:
             for block in model.layer4:
                 for attr in ("conv1", "conv2"):
@@ -222,7 +226,7 @@ def _attach_attention(model: nn.Module, spec: ModelSpec, opts: dict) -> None:
         if spec.has_ga:
             for i in (1, 2):
                 stage = model.blocks[i]
-                stage.add_module("ga", GlobalAttention2d(_out_channels(stage[-1])))
+                stage.add_module("ga", GlobalAttention2d(_out_channels(stage[-1]), subsample=sub))
         if spec.local:
             block = model.blocks[6][0]
             cin, cout = block.conv_pw.in_channels, block.conv_pwl.out_channels
