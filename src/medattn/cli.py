@@ -210,6 +210,11 @@ def _add_train(sub):
     p.add_argument("--restart", action="store_true",
                    help="discard the run's resume state and train it from the first epoch "
                    "(a finished run is never retrained)")
+    p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto",
+                   help="mixed precision (default auto: bf16 on GPUs that have it, else fp16 with "
+                   "gradient scaling; off on CPU)")
+    p.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
+                   help="NHWC memory format (default auto: on CUDA only)")
 
     def run(args):
         import logging
@@ -222,7 +227,8 @@ def _add_train(sub):
                     epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
                     schedule=args.schedule, pretrained=args.pretrained, num_workers=args.workers,
                     threads=args.threads, cache=args.cache, tensorboard=args.tensorboard,
-                    split=args.split, restart=args.restart)
+                    split=args.split, restart=args.restart, amp=args.amp,
+                    channels_last=args.channels_last)
         print(f"{rec['status']}: {rec['run_id']} (best epoch {rec.get('best_epoch')})")
         for name, m in (rec.get("metrics") or {}).items():
             print(f"  {name:<20} balanced accuracy {100 * m['balanced_accuracy']:.1f}%  (n={m['n']})")

@@ -41,12 +41,45 @@ class TrainSettings:
     split: str = "random"  # "random" (grouped splits by seed) or "official" (the data set's own)
     augment: str = "paper"  # "paper" (Perez et al. 2018's scheme) or "light" (see AUGMENT)
     chance_margin: float = 0.02  # selected val balanced accuracy <= 1/K + margin -> diverged
-    amp: bool = True  # only takes effect on CUDA
-    channels_last: bool = True  # only takes effect on CUDA
+    amp: str = "auto"  # auto (CUDA: bf16, else fp16 + scaler; CPU: off), bf16, fp16, off
+    channels_last: str = "auto"  # auto (CUDA only), on, off
     num_workers: int = 0
     cache: bool = True  # decoded, resized images cached under RUNS_DIR/cache
     tensorboard: bool = False
     threads: int = 0  # torch intra-op threads for a run; 0 = leave as is
+
+    def __post_init__(self):  # older configs and records spell amp/channels_last as booleans
+        object.__setattr__(self, "amp", amp_mode(self.amp))
+        object.__setattr__(self, "channels_last", channels_last_mode(self.channels_last))
+
+
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+CHANNELS_LAST_MODES = ("auto", "on", "off")
+_AMP_ALIASES = {True: "auto", False: "off", "true": "auto", "false": "off", "bfloat16": "bf16",
+                "float16": "fp16"}
+_CL_ALIASES = {True: "auto", False: "off", "true": "auto", "false": "off"}
+
+
+def _key(value: Any) -> Any:  # bool or lower-case str; other types never match (1 == True)
+    return value.lower() if isinstance(value, str) else value if isinstance(value, bool) else None
+
+
+def amp_mode(value: Any) -> str:
+    """Canonical ``train.amp`` value (``auto``, ``bf16``, ``fp16`` or ``off``) of a config value."""
+    mode = _AMP_ALIASES.get(_key(value), _key(value))
+    if not isinstance(mode, str) or mode not in AMP_MODES:
+        raise ConfigError(f"`train.amp` must be one of {', '.join(AMP_MODES)} (or true/false), "
+                          f"got {value!r}.")
+    return mode
+
+
+def channels_last_mode(value: Any) -> str:
+    """Canonical ``train.channels_last`` value (``auto``, ``on`` or ``off``) of a config value."""
+    mode = _CL_ALIASES.get(_key(value), _key(value))
+    if not isinstance(mode, str) or mode not in CHANNELS_LAST_MODES:
+        raise ConfigError(f"`train.channels_last` must be one of {', '.join(CHANNELS_LAST_MODES)} "
+                          f"(or true/false), got {value!r}.")
+    return mode
 
 
 # Settings that change a run's result; the others (workers, cache, logging) do not enter its id.
@@ -98,7 +131,7 @@ class RunSpec:
             "split_seed": int(self.split_seed),
             "ood": [_spec_source(s) for s in self.ood],
             "model_options": [list(kv) for kv in self.model_options],
-            **{k: _jsonable(getattr(self.train, k)) for k in _RESULT_FIELDS},
+            **{k: _id_value(k, getattr(self.train, k)) for k in _RESULT_FIELDS},
         }
         if self.train.split != "random":  # only then, so ids of random-split runs stay as they were
             key["split"] = self.train.split
@@ -127,6 +160,13 @@ class RunSpec:
 
 def _jsonable(v: Any) -> Any:
     return list(v) if isinstance(v, tuple) else v
+
+
+def _id_value(key: str, v: Any) -> Any:
+    # amp was a boolean before bf16/fp16 could be chosen: keep those runs' ids
+    if key == "amp":
+        return {"auto": True, "off": False}.get(v, v)
+    return _jsonable(v)
 
 
 def _spec_source(spec: str) -> str:
@@ -390,6 +430,11 @@ def _parse_train(t: dict, src: str) -> TrainSettings:
             if not isinstance(value, bool):
                 raise ConfigError(f"{src}: `{k}` must be true or false, got {value!r}.")
             kw[key] = value
+        elif key in ("amp", "channels_last"):
+            try:
+                kw[key] = amp_mode(value) if key == "amp" else channels_last_mode(value)
+            except ConfigError as err:
+                raise ConfigError(f"{src}: {err}") from None
         elif key == "schedule":
             if value not in ("cosine", "constant"):
                 raise ConfigError(f"{src}: `{k}` must be `cosine` or `constant`, got {value!r}.")

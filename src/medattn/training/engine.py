@@ -36,6 +36,7 @@ from medattn.errors import DataError, MedattnError, StoreError
 from medattn.training import store
 from medattn.training.config import AUGMENT, RunSpec
 from medattn.training.metrics import summarize
+from medattn.training.precision import Precision
 
 log = logging.getLogger("medattn.train")
 
@@ -286,9 +287,9 @@ class _Run:
         cfg = getattr(self.model, "pretrained_cfg", None) or {}
         mean = tuple(cfg.get("mean", (0.485, 0.456, 0.406)))
         std = tuple(cfg.get("std", (0.229, 0.224, 0.225)))
-        self.model.to(self.device)
-        if self.cuda and t.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+        self.precision = Precision.resolve(t.amp, t.channels_last, self.device)
+        self.precision.prepare(self.model)
+        self.record["config"]["precision"] = self.precision.name
 
         cache = None
         if t.cache:
@@ -307,10 +308,7 @@ class _Run:
                                          weight_decay=s.weight_decay)
         self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, t.epochs)
                           if t.schedule == "cosine" else None)
-        self.amp_dtype = None
-        if self.cuda and t.amp:
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.scaler = self.precision.grad_scaler()
         if self.cuda:
             torch.backends.cudnn.benchmark = False
             torch.backends.cudnn.deterministic = True
@@ -322,17 +320,6 @@ class _Run:
                           drop_last=train and len(ds) > t.batch_size,  # no size-1 BatchNorm batch
                           num_workers=t.num_workers, worker_init_fn=_worker_init,
                           pin_memory=self.cuda, persistent_workers=False)
-
-    def _autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=self.amp_dtype)
-
-    def _to(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device, non_blocking=True)
-        if self.cuda and self.spec.train.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
 
     # -- resume state --------------------------------------------------------------------------
 
@@ -421,8 +408,8 @@ class _Run:
         for step, (x, y, _) in enumerate(loader):
             t0 = time.perf_counter()
             self.timings["data_seconds"] += t0 - t_wait
-            x, y = self._to(x), y.to(self.device, non_blocking=True)
-            with self._autocast():
+            x, y = self.precision.batch(x), y.to(self.device, non_blocking=True)
+            with self.precision.autocast():
                 loss = nn.functional.cross_entropy(self.model(x), y)
             if not torch.isfinite(loss):
                 bad_step = step
@@ -449,8 +436,8 @@ class _Run:
         self.model.eval()
         logits, labels, rows = [], [], []
         for x, y, r in self._loader(ds, train=False):
-            with self._autocast():
-                out = self.model(self._to(x))
+            with self.precision.autocast():
+                out = self.model(self.precision.batch(x))
             logits.append(out.float().cpu())
             labels.append(y)
             rows.append(torch.as_tensor(r))
