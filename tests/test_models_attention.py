@@ -315,3 +315,64 @@ def test_global_attention_map_never_holds_the_full_matrix():
         peak = max(peak, live)
     assert ga.last_map.shape == (1, 64, 64)
     assert peak < 24 * 2**20, peak / 2**20
+
+
+# -- CUDA: which fused kernel runs at the paper's 224 px (skipped without a GPU) -------------------
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+# (layer, input channels, map side at 224 px, fused kernels that may serve it). Flash attention
+# takes no mask and needs fp16/bf16, so LA (boolean window mask) and fp32 GA go to the
+# memory-efficient or cuDNN kernel; the math kernel (the N x N matrix) is never acceptable.
+CUDA_LAYERS = [
+    ("GA resnet18 layer1", lambda: GlobalAttention2d(64), 64, 56),
+    ("GA resnet18 layer2", lambda: GlobalAttention2d(128), 128, 28),
+    ("GA efficientnet_b0 blocks[1] (C_i 12 -> 16)", lambda: GlobalAttention2d(24), 24, 56),
+    ("GA efficientnet_b0 blocks[2] (C_i 20 -> 24)", lambda: GlobalAttention2d(40), 40, 28),
+    ("GA sub-sampled", lambda: GlobalAttention2d(64, subsample=True), 64, 56),
+    ("LA resnet18 layer4[0].conv1 (stride 2)", lambda: LocalAttention2d(256, 512, stride=2), 256, 14),
+    ("LA resnet18 layer4", lambda: LocalAttention2d(512, 512), 512, 7),
+    ("LA efficientnet_b0 blocks[6]", lambda: LocalAttention2d(192, 320), 192, 7),
+]
+
+
+@needs_cuda
+@pytest.mark.parametrize("amp", [None, torch.bfloat16, torch.float16], ids=["fp32", "bf16", "fp16"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("name,make,c,side", CUDA_LAYERS, ids=[c[0] for c in CUDA_LAYERS])
+def test_attention_on_cuda_runs_a_fused_kernel_never_math(name, make, c, side, amp, channels_last):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    if amp is torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bf16")
+    layer = make().cuda()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(8, c, side, side, device="cuda", dtype=amp or torch.float32)
+    x = x.contiguous(memory_format=fmt).requires_grad_(True)
+
+    def step():
+        with torch.autocast("cuda", dtype=amp or torch.float16, enabled=amp is not None):
+            y = layer(x)
+        y.float().square().mean().backward()
+        torch.cuda.synchronize()
+
+    # without the math kernel a fallback raises instead of silently building the N x N matrix
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION]):
+        step()
+    names = _kernels(step)  # and with every kernel allowed, the dispatcher does not pick math
+    assert not any("math" in n for n in names), names
+    fused = {n for n in names if n.startswith("aten::_scaled_dot_product_") and "backward" not in n}
+    assert fused, names
+    if amp is None or name.startswith("LA"):  # no flash: fp32, or a mask
+        assert not any("flash" in n for n in fused), fused
+    assert torch.isfinite(x.grad).all()
+
+
+@needs_cuda
+def test_global_attention_on_cuda_equals_cpu():
+    ga = GlobalAttention2d(24)
+    _trained_like(ga)
+    x = torch.randn(2, 24, 14, 14)
+    ref = ga(x)
+    out = ga.cuda()(x.cuda())
+    torch.testing.assert_close(out.cpu(), ref, atol=1e-4, rtol=1e-4)

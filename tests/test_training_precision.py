@@ -181,3 +181,15 @@ def test_fp16_run_on_cpu_scales_gradients_and_resumes_exactly(derm, tmp_path, mo
     assert rec["timings"]["sessions"] == 2
     strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]  # noqa: E731
     assert strip(rec["history"]) == strip(ref["history"]) and rec["metrics"] == ref["metrics"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_run_with_the_default_precision_follows_the_cpu_run(derm, tmp_path):
+    # same seed, same data: the GPU (AMP + channels-last, the defaults there) against CPU float32
+    spec = _spec(derm, "resnet18+ga+la")
+    cpu = train_run(spec, tmp_path / "cpu", device="cpu", progress=False)
+    gpu, seen = _run_watching(spec, tmp_path / "gpu", device="cuda")
+    assert cpu["status"] == gpu["status"] == "done"
+    assert gpu["config"]["precision"] in ("bf16+channels_last", "fp16+channels_last")
+    assert seen.layouts == {True} and {d for _, d in seen.dtypes} <= {torch.bfloat16, torch.float16}
+    assert gpu["history"][0]["train_loss"] == pytest.approx(cpu["history"][0]["train_loss"], rel=0.05)

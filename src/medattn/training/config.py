@@ -60,26 +60,24 @@ _AMP_ALIASES = {True: "auto", False: "off", "true": "auto", "false": "off", "bfl
 _CL_ALIASES = {True: "auto", False: "off", "true": "auto", "false": "off"}
 
 
-def _key(value: Any) -> Any:  # bool or lower-case str; other types never match (1 == True)
-    return value.lower() if isinstance(value, str) else value if isinstance(value, bool) else None
-
-
-def amp_mode(value: Any) -> str:
-    """Canonical ``train.amp`` value (``auto``, ``bf16``, ``fp16`` or ``off``) of a config value."""
-    mode = _AMP_ALIASES.get(_key(value), _key(value))
-    if not isinstance(mode, str) or mode not in AMP_MODES:
-        raise ConfigError(f"`train.amp` must be one of {', '.join(AMP_MODES)} (or true/false), "
+def _mode(value: Any, key: str, modes: tuple[str, ...], aliases: dict) -> str:
+    # bool or lower-case str only: other types never match (1 == True would)
+    v = value.lower() if isinstance(value, str) else value if isinstance(value, bool) else None
+    mode = aliases.get(v, v)
+    if not isinstance(mode, str) or mode not in modes:
+        raise ConfigError(f"`train.{key}` must be one of {', '.join(modes)} (or true/false), "
                           f"got {value!r}.")
     return mode
 
 
+def amp_mode(value: Any) -> str:
+    """Canonical ``train.amp`` value (``auto``, ``bf16``, ``fp16`` or ``off``) of a config value."""
+    return _mode(value, "amp", AMP_MODES, _AMP_ALIASES)
+
+
 def channels_last_mode(value: Any) -> str:
     """Canonical ``train.channels_last`` value (``auto``, ``on`` or ``off``) of a config value."""
-    mode = _CL_ALIASES.get(_key(value), _key(value))
-    if not isinstance(mode, str) or mode not in CHANNELS_LAST_MODES:
-        raise ConfigError(f"`train.channels_last` must be one of {', '.join(CHANNELS_LAST_MODES)} "
-                          f"(or true/false), got {value!r}.")
-    return mode
+    return _mode(value, "channels_last", CHANNELS_LAST_MODES, _CL_ALIASES)
 
 
 # Settings that change a run's result; the others (workers, cache, logging) do not enter its id.
