@@ -393,21 +393,31 @@ def part_accuracy(args, device) -> list[dict]:
 
 # -- grid ----------------------------------------------------------------------------------------
 
-def grid_hours(train_ips: dict[str, float], eval_ips: dict[str, float], isic_images: int) -> list[dict]:
-    """Hours of one GPU (or CPU) for every run of the two paper configs, from images/s per model.
+def run_hours(train_ips: float, eval_ips: float, config: str, isic_images: int) -> float:
+    """Hours of one run of ``config``: epochs x (0.7 pool / train + 0.1 pool / eval) for training
+    and validation, then one evaluation of val, test and the OOD sets (start-up and checkpoints
+    left out)."""
+    g = GRID[config]
+    pool = isic_images if config == "paper_isic" else g["pool"]
+    return (g["epochs"] * (0.7 * pool / train_ips + 0.1 * pool / eval_ips)
+            + (0.3 * pool + g["ood"]) / eval_ips) / 3600
 
-    Per run: epochs x (0.7 pool / train + 0.1 pool / eval) for training and validation, then one
-    evaluation of val, test and the OOD sets; start-up and checkpoints are left out."""
+
+def grid_hours(train_ips: dict[str, float], eval_ips: dict[str, float], isic_images: int,
+               per_model: list[dict] | None = None) -> list[dict]:
+    """Hours of one device for every run of the two paper configs, from images/s per model
+    (``RUNS_PER_MODEL`` runs each); ``per_model`` gets one row per model if given."""
     rows = []
     for config, g in GRID.items():
-        pool = isic_images if config == "paper_isic" else g["pool"]
-        total = 0.0
-        for model in train_ips:
-            per_run = (g["epochs"] * (0.7 * pool / train_ips[model] + 0.1 * pool / eval_ips[model])
-                       + (0.3 * pool + g["ood"]) / eval_ips[model])
-            total += RUNS_PER_MODEL * per_run
-        rows.append({"config": config, "pool images": pool, "epochs": g["epochs"],
-                     "runs": RUNS_PER_MODEL * len(train_ips), "hours, 1 device": total / 3600})
+        hours = {m: run_hours(train_ips[m], eval_ips[m], config, isic_images) for m in train_ips}
+        rows.append({"config": config, "pool images": isic_images if config == "paper_isic" else g["pool"],
+                     "epochs": g["epochs"], "runs": RUNS_PER_MODEL * len(hours),
+                     "hours, 1 device": RUNS_PER_MODEL * sum(hours.values())})
+        if per_model is not None:
+            for m, h in hours.items():
+                if config == "paper_isic":
+                    per_model.append({"model": m, "train img/s": train_ips[m], "eval img/s": eval_ips[m]})
+                next(r for r in per_model if r["model"] == m)[f"hours per {config} run"] = h
     return rows
 
 
@@ -416,21 +426,24 @@ def part_grid(args, speed_rows: list[dict] | None, ray_rows: list[dict] | None) 
     if speed_rows:  # measured on this GPU
         train = {r["model"]: r["train img/s"] for r in speed_rows}
         evals = {r["model"]: r["eval img/s"] for r in speed_rows}
-        rows = grid_hours(train, evals, args.isic_images)
+        per_model: list[dict] = []
+        rows = grid_hours(train, evals, args.isic_images, per_model)
         key = "steady train img/s (concurrent runs x per-run img/s)"
         best = max((r[key] for r in ray_rows or [] if r[key] != ""), default=None)
         single = (ray_rows or [{}])[0].get(key)
         for r in rows:
             if best and single:
                 r["hours, sharing the GPU as ray.csv's best"] = r["hours, 1 device"] * single / best
-        lines += ["GPU hours from the measured images/s (speed.csv), one run at a time:", "", md_table(rows)]
+        lines += ["GPU hours from the measured images/s (speed.csv), one run at a time:", "", md_table(rows),
+                  "", md_table(per_model)]
     if args.cpu_json:  # the estimate from CPU ratios and timm's published throughput
         cpu = json.loads(Path(args.cpu_json).read_text())["32"]  # bench_attention (c), batch 32
         ratio = {m: v["median"] / cpu[m.split("+")[0]]["median"] for m, v in cpu.items() if SUB not in m}
         models = [m for m in ratio] + ["vit_tiny_in1k", "vit_tiny_in21k"]
         train = {m: TIMM_TRAIN[m.split("+")[0]] / ratio.get(m, 1.0) for m in models}
         evals = {m: TIMM_INFER[m.split("+")[0]] / ratio.get(m, 1.0) for m in models}
-        est = grid_hours(train, evals, args.isic_images)
+        per_model = []
+        est = grid_hours(train, evals, args.isic_images, per_model)
         cpu_ips = {m: 32 / v["median"] for m, v in cpu.items() if SUB not in m}
         cpu_rows = grid_hours(cpu_ips, {m: 3 * v for m, v in cpu_ips.items()}, args.isic_images)
         for r, c in zip(est, cpu_rows):
@@ -438,7 +451,7 @@ def part_grid(args, speed_rows: list[dict] | None, ray_rows: list[dict] | None) 
         lines += ["", "ESTIMATE (not a measurement): timm's RTX 3090 throughput of each backbone "
                   "divided by the variant's CPU step-time ratio to its base (bench_attention.py (c), "
                   "batch 32); ViTs at timm's figure. CPU: measured training steps, evaluation taken "
-                  "as 3x the training rate.", "", md_table(est)]
+                  "as 3x the training rate.", "", md_table(est), "", md_table(per_model)]
     text = "\n".join(lines)
     (args.out / "grid.md").write_text(text + "\n")
     print(text, flush=True)
