@@ -45,10 +45,11 @@ from medattn.models import create_model, list_models  # noqa: E402
 from medattn.models.attention import GlobalAttention2d, LocalAttention2d  # noqa: E402
 
 
-def interleaved_times(fns: dict, reps: int, warmup: int = 1) -> dict[str, tuple[float, float]]:
+def interleaved_times(fns: dict, reps: int, warmup: int = 1, raw: dict | None = None) -> dict[str, tuple[float, float]]:
     """``name -> (min, median)`` CPU time of each ``fn()`` in seconds (process time: with one thread,
     the cost of our work; wall time on a shared, overloaded machine mostly measures the other jobs).
-    The functions run round-robin so that cache and memory-bandwidth contention hit them alike."""
+    The functions run round-robin so that cache and memory-bandwidth contention hit them alike;
+    ``raw`` gets every round's times."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -58,6 +59,8 @@ def interleaved_times(fns: dict, reps: int, warmup: int = 1) -> dict[str, tuple[
             t0 = time.process_time()
             fn()
             times[name].append(time.process_time() - t0)
+    if raw is not None:
+        raw.update(times)
     return {k: (min(v), statistics.median(v)) for k, v in times.items()}
 
 
@@ -142,28 +145,37 @@ def _step(name: str, batch: int, size: int, **options):
 SUB = " (sub-sampled GA)"  # the ga_subsample model option: not the paper's block
 
 
-def part_c(reps: int, batches: list[int], size: int, memory: bool, results: dict) -> list[str]:
-    """Every variant of a backbone, plus its GA variants with ``ga_subsample``, interleaved;
-    ``results[str(batch)][model]`` gets the median and minimum step seconds."""
+def part_c(reps: int, batches: list[int], size: int, memory: bool, results: dict,
+           only: list[str] | None = None) -> list[str]:
+    """Every variant of a backbone (or those in ``only``, with their bases), plus its GA variants
+    with ``ga_subsample``, interleaved; ``results[str(batch)][model]`` gets the median and minimum
+    step seconds. The paired column is the median over rounds of the step time over the base's in
+    the same round, which cancels drifts of the machine slower than one round."""
     rows = []
     for batch in batches:
         rows += [f"\nbatch {batch}, {size} px, {reps} rounds\n",
-                 "| model | step CPU s, median | min | vs base (medians) | vs base (mins) |"
+                 "| model | step CPU s, median | min | vs base (medians) | vs base (mins) | vs base (paired, median) |"
                  + (" peak (MB) | vs base |" if memory else ""),
-                 "|---|---:|---:|---:|---:|" + ("---:|---:|" if memory else "")]
+                 "|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if memory else "")]
         print("\n".join(rows[-3:]), flush=True)
         for backbone in ("resnet18", "efficientnet_b0"):
-            names = [n for n in list_models() if n.split("+")[0] == backbone]
+            names = [n for n in list_models() if n.split("+")[0] == backbone
+                     and (not only or n == backbone or n in only)]
+            if len(names) < 2 and only:
+                continue
             steps = {n: _step(n, batch, size) for n in names}
-            steps.update({n + SUB: _step(n, batch, size, ga_subsample=True) for n in names if "+ga" in n})
-            t = interleaved_times(steps, reps)
+            steps.update({n + SUB: _step(n, batch, size, ga_subsample=True) for n in names
+                          if "+ga" in n and (not only or n + SUB in only)})
+            raw: dict = {}
+            t = interleaved_times(steps, reps, raw=raw)
             m = {n: peak_memory(step) for n, step in steps.items()} if memory else {}
             (bmin, bmed) = t[backbone]
             results.setdefault(str(batch), {}).update(
                 {n: {"median": t[n][1], "min": t[n][0], "batch": batch, "size": size} for n in steps})
             for n in steps:
+                paired = statistics.median(a / b for a, b in zip(raw[n], raw[backbone]))
                 row = (f"| {n} | {t[n][1]:.2f} | {t[n][0]:.2f} | {t[n][1] / bmed:.2f}x | "
-                       f"{t[n][0] / bmin:.2f}x |")
+                       f"{t[n][0] / bmin:.2f}x | {paired:.2f}x |")
                 if memory:
                     row += f" {m[n]:.0f} | {m[n] / m[backbone]:.2f}x |"
                 rows.append(row)
@@ -195,7 +207,7 @@ def part_d(reps: int, batch: int) -> list[str]:
     for backbone, ci, side in [("resnet18", 32, 56), ("resnet18", 64, 28),
                                ("efficientnet_b0", 12, 56), ("efficientnet_b0", 20, 28)]:
         n, d = side * side, -(-ci // 8) * 8  # the block pads C_i to a multiple of 8
-        macs, rate = 7 * batch * n * n * ci, max(best_rate(ci), best_rate(d) * d / ci)
+        macs, rate = 7 * batch * n * n * ci, max(best_rate(ci), best_rate(d) * ci / d)
         bound = macs / rate
         bounds[backbone] = bounds.get(backbone, 0.0) + bound
         q, k, v = (torch.randn(batch, 1, n, d, requires_grad=True) for _ in range(3))
@@ -222,6 +234,8 @@ def main() -> None:
     ap.add_argument("--batch-c", type=int, nargs="+", default=[8, 32], help="batches of (c)")
     ap.add_argument("--size", type=int, default=224, help="image size of (c)")
     ap.add_argument("--memory", action="store_true", help="(c): peak memory too (one profiled step each)")
+    ap.add_argument("--only", nargs="+", help="(c): only these models (and their bases), e.g. "
+                    "efficientnet_b0+la 'resnet18+ga (sub-sampled GA)'")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", help="(c): also write the step times to this JSON file (bench_gpu.py --cpu-json)")
     args = ap.parse_args()
@@ -238,7 +252,7 @@ def main() -> None:
         if "c" in args.part:
             print("\n(c) SGD training step of every variant, relative to its base model")
             results: dict = {}
-            part_c(args.reps_c, args.batch_c, args.size, args.memory, results)
+            part_c(args.reps_c, args.batch_c, args.size, args.memory, results, args.only)
             if args.json:
                 Path(args.json).write_text(json.dumps(results, indent=1))
         if "d" in args.part:

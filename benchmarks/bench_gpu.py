@@ -1,6 +1,6 @@
 """Training where users train: the GPU path measured in one command, and what the paper's grid costs.
 
-    python benchmarks/bench_gpu.py --out bench-gpu                     # a CUDA machine: ~8 min on one H200
+    python benchmarks/bench_gpu.py --out bench-gpu                     # a CUDA machine (sized for ~8 min on an H200)
     python benchmarks/bench_gpu.py --out /tmp/b --device cpu --quick   # the same code on CPU, tiny sizes
     python benchmarks/bench_gpu.py --out /tmp/e --parts grid --cpu-json c.json   # the estimate, no GPU
 
@@ -62,6 +62,8 @@ GRID = {"paper_isic": dict(pool=25331, ood=2298, epochs=30),
 RUNS_PER_MODEL = 3 * 4 * 2 + 10  # lr x weight decay x search splits + final splits
 BACKENDS = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION")
 SUB = " (sub-sampled GA)"  # bench_attention.py's label of the ga_subsample variants
+# seconds each part needs at most on one H200 (for --budget); sdpa, speed and ray dominate
+NEEDS = {"env": 1, "sdpa": 60, "speed": 180, "loader": 60, "ray": 200, "accuracy": 90}
 
 
 def sync(device: torch.device) -> None:
@@ -78,7 +80,11 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 def md_table(rows: list[dict]) -> str:
     cols = list(rows[0])
-    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    def fmt(v) -> str:
+        if not isinstance(v, float):
+            return str(v)
+        return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"
+
     return "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
                      + ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows])
 
@@ -381,12 +387,13 @@ def part_accuracy(args, device) -> list[dict]:
             row[f"{tag} status"] = rec["status"]
             for part in ("val", "test"):
                 row[f"{tag} {part} bacc"] = (rec["metrics"].get(part) or {}).get("balanced_accuracy", float("nan"))
+        row["gpu - cpu, test bacc"] = row["gpu test bacc"] - row["cpu test bacc"]
         rows.append(row)
         print(row, flush=True)
-    diffs = [r["gpu test bacc"] - r["cpu test bacc"] for r in rows]
-    rows.append({k: "" for k in rows[0]} | {"seed": "mean gpu - cpu (test)",
-                                             "gpu test bacc": statistics.mean(diffs),
-                                             "cpu test bacc": statistics.stdev(diffs) if len(diffs) > 1 else ""})
+    diffs = [r["gpu - cpu, test bacc"] for r in rows]
+    sd = f" +- {statistics.stdev(diffs):.3f} (sd)" if len(diffs) > 1 else ""
+    rows.append({k: "" for k in rows[0]} | {"seed": "mean", "gpu - cpu, test bacc":
+                                             f"{statistics.mean(diffs):.3f}{sd}"})
     write_csv(args.out / "accuracy.csv", rows)
     return rows
 
@@ -473,6 +480,8 @@ def main() -> None:
     ap.add_argument("--isic-images", type=int, default=GRID["paper_isic"]["pool"],
                     help="ISIC pool size for the grid (default 25331)")
     ap.add_argument("--cpu-json", help="grid: also the estimate from bench_attention.py --json FILE")
+    ap.add_argument("--budget", type=int, default=540,
+                    help="seconds: parts that would not finish in time are skipped (default 540)")
     args = ap.parse_args()
     if args.quick:
         args.size, args.batch, args.steps, args.windows = 64, 8, 2, 2
@@ -489,23 +498,33 @@ def main() -> None:
         sections.append(f"## {title}\n\n{body}\n")
         (args.out / "summary.md").write_text("# bench_gpu.py\n\n" + "\n".join(sections))
 
-    if "env" in parts:
+    def want(part: str) -> bool:  # skip a part that would not finish within --budget
+        if part not in parts:
+            return False
+        left = args.budget - (time.perf_counter() - t_start)
+        if left < NEEDS[part]:
+            section(f"{part}: skipped", f"{left:.0f} s of the {args.budget} s budget left, "
+                    f"the part needs about {NEEDS[part]} s; run it alone with --parts {part}")
+            return False
+        return True
+
+    if want("env"):
         section("Machine", "```\n" + json.dumps(part_env(args, device), indent=2) + "\n```")
-    if "sdpa" in parts and (device.type == "cuda" or args.quick):
+    if (device.type == "cuda" or args.quick) and want("sdpa"):
         section("SDPA kernels", md_table(part_sdpa(args, device)))
-    if "speed" in parts:
+    if want("speed"):
         speed_rows = part_speed(args, device)
         section("Training speed", md_table(speed_rows))
     with tempfile.TemporaryDirectory() as tmp:  # data and run stores stay out of --out
         args.work = Path(tmp)
         if "loader" in parts or "ray" in parts:
             data = _synthetic(args, args.work)
-        if "loader" in parts:
+        if want("loader"):
             section("Loader", md_table(part_loader(args, device, data, speed_rows)))
-        if "ray" in parts:
+        if want("ray"):
             ray_rows = part_ray(args, device, data)
             section("Runs sharing one device (Ray)", md_table(ray_rows))
-        if "accuracy" in parts:
+        if want("accuracy"):
             section("GPU vs CPU, same seeds", md_table(part_accuracy(args, device)))
     if "grid" in parts and (speed_rows or args.cpu_json):
         section("The paper's grid", part_grid(args, speed_rows, ray_rows))
