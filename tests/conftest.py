@@ -4,6 +4,12 @@ import pytest
 import torch
 
 
+@pytest.fixture(autouse=True)
+def _no_tracking(monkeypatch):
+    """A developer's MEDATTN_TRACKING_URI must not receive the test suite's runs."""
+    monkeypatch.delenv("MEDATTN_TRACKING_URI", raising=False)
+
+
 @pytest.fixture
 def one_thread():
     """Run the test with one torch thread (steady on the shared 2-core machine), then restore."""

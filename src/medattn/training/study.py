@@ -181,14 +181,17 @@ def _incomplete(bad: list, total: int, phase: str, result=None) -> IncompleteStu
 
 def run_study(config: StudyConfig | str | os.PathLike, runs_dir: str | os.PathLike | None = None,
               backend: str | LocalBackend | object = "local", *, data_root: str | None = None,
-              restart: bool = False, **backend_options) -> StudyResult:
+              restart: bool = False, tracking: str | None = None,
+              **backend_options) -> StudyResult:
     """Run (or complete) a study; returns its records, hyper-parameter selection and summary.
 
     ``config`` is a :class:`StudyConfig`, a YAML file or a packaged config name (``demo``,
     ``paper_isic``, ``paper_camelyon17``); ``runs_dir`` defaults to ``runs/<config name>``;
     ``backend`` is ``local``, ``ray`` or a backend object; ``backend_options`` go to its
     constructor (``device``, ``progress``, ``jobs``; ``address``, ``num_cpus``, ``num_gpus``,
-    ``max_retries``). ``restart`` discards the resume state of unfinished runs.
+    ``max_retries``). ``restart`` discards the resume state of unfinished runs. ``tracking``: an
+    MLflow tracking URI (default ``$MEDATTN_TRACKING_URI``; none: no MLflow); the study is one
+    experiment named after the config (``medattn.training.tracking``).
 
     The runs folder is locked meanwhile (a second study on it is refused). Hyper-parameters are
     selected only once every search run is done or diverged; otherwise, and when final runs
@@ -210,11 +213,15 @@ def run_study(config: StudyConfig | str | os.PathLike, runs_dir: str | os.PathLi
         if swept:
             log.info("removed %d temporary file(s) left by an interrupted run", swept)
         store.write_text(runs_dir / STUDY_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
+        from medattn.training.tracking import tracker
+        track = tracker(tracking, config.name, runs_dir)  # a bad URI fails here, not hours later
 
         search = search_specs(config)
         log.info("study %s: %d search runs", config.name, len(search))
         if search:
-            backend.run(search, runs_dir, **opts)
+            logged = backend.run(search, runs_dir, **opts)
+            if track:
+                track.log_many(logged)
             bad = unfinished(search, runs_dir)
             if bad:
                 raise _incomplete(bad, len(search), "search")
@@ -230,7 +237,9 @@ def run_study(config: StudyConfig | str | os.PathLike, runs_dir: str | os.PathLi
 
         final = final_specs(config, selection)
         log.info("study %s: %d final runs", config.name, len(final))
-        backend.run(final, runs_dir, **opts)
+        logged = backend.run(final, runs_dir, **opts)
+        if track:
+            track.log_many(logged)
         records_df = store.load_records(runs_dir)
         result = StudyResult(runs_dir=runs_dir, records=records_df, selection=selection,
                              summary=summarize_final(records_df))
