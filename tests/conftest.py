@@ -5,9 +5,11 @@ import torch
 
 
 @pytest.fixture(autouse=True)
-def _no_tracking(monkeypatch):
-    """A developer's MEDATTN_TRACKING_URI must not receive the test suite's runs."""
-    monkeypatch.delenv("MEDATTN_TRACKING_URI", raising=False)
+def _clean_environment(monkeypatch):
+    """A developer's MEDATTN_TRACKING_URI must not receive the test suite's runs; quiet mode and
+    the marks of warnings already shown (both travel in the environment) start unset."""
+    for name in ("MEDATTN_TRACKING_URI", "MEDATTN_QUIET", "MEDATTN_SHOWN_WARNINGS"):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture

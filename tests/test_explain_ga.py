@@ -4,9 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from medattn import models
 from medattn.explain import ga_blocks, ga_maps, gradcam
-
-models = pytest.importorskip("medattn.models")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

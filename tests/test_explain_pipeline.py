@@ -9,8 +9,6 @@ import torch
 
 from medattn.errors import ConfigError
 
-pytest.importorskip("medattn.models")
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

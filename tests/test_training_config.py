@@ -64,7 +64,6 @@ def test_missing_required_key():
 
 
 def test_unknown_model_is_named():
-    pytest.importorskip("medattn.models", exc_type=ImportError).list_models
     with pytest.raises(ConfigError, match="resnet18\\+gaa"):
         parse_config(_cfg(models=["resnet18+gaa"]))
 

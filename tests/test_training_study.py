@@ -78,7 +78,7 @@ def test_interrupted_study_runs_only_what_is_missing(derm, tmp_path):
 
 @pytest.mark.slow
 def test_ray_backend_gives_the_records_of_the_local_backend(derm, tmp_path, monkeypatch):
-    ray = pytest.importorskip("ray")
+    ray = pytest.importorskip("ray", reason="Ray not installed (pip install 'medattn[ray]')")
     cfg = _config(derm, search={"lr": [0.01], "weight_decay": [0.0]}, final={"splits": 2},
                   train={"epochs": 1, "batch_size": 16, "image_size": 32, "pretrained": False,
                          "threads": 1})

@@ -217,11 +217,8 @@ def _add_train(sub):
                    help="NHWC memory format (default auto: on CUDA only)")
 
     def run(args):
-        import logging
-
         from medattn.training import train
 
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
         rec = train(args.model, args.data, ood=args.ood, runs_dir=args.runs, lr=args.lr,
                     weight_decay=args.weight_decay, split_seed=args.split_seed, device=args.device,
                     epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
@@ -269,12 +266,9 @@ def _add_study(sub):
                    "first epoch (finished runs are kept)")
 
     def run(args):
-        import logging
-
         from medattn.errors import IncompleteStudyError
         from medattn.training import run_study
 
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
         opts = ({"address": args.address, "num_cpus": args.cpus_per_run,
                  "num_gpus": args.gpus_per_run, "max_retries": args.retries}
                 if args.backend == "ray" else {"device": args.device, "jobs": args.jobs})
@@ -302,16 +296,27 @@ def _add_demo(sub):
     p = sub.add_parser("demo", help="the whole study on built-in synthetic data, in minutes",
                        description="Write the synthetic data sets, run a small but real study "
                        "(base, +GA, +ELA; several splits; in-distribution and OOD) and its "
-                       "analysis, and print where the results are (docs/training.md).")
+                       "analysis, then print Table 2, where the results are and the next "
+                       "commands (docs/training.md).")
     p.add_argument("--out", default="medattn-demo", metavar="DIR",
                    help="output folder (default ./medattn-demo); run again to resume")
+    p.add_argument("--quick", action="store_true",
+                   help="a tiny study through every step in about a minute, to check an "
+                   "installation (its numbers mean nothing)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="runs trained at once (default: the CPU cores, at most 2)")
+    p.add_argument("--tracking", metavar="URI",
+                   help="also log the runs to this MLflow tracking URI (default "
+                   "$MEDATTN_TRACKING_URI; needs medattn[mlflow])")
 
     def run(args):
         from medattn.demo import run_demo
 
-        print(f"demo results in {run_demo(args.out)}")
+        run_demo(args.out, size="quick" if args.quick else "full", jobs=args.jobs,
+                 tracking=args.tracking)
 
     p.set_defaults(func=run)
+
 
 @command
 def _add_synth(sub):
@@ -433,8 +438,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from medattn.progress import setup_console
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    setup_console(True if getattr(args, "quiet", False) else None)
     if not getattr(args, "func", None):
         parser.print_help()
         return 1

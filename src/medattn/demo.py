@@ -3,10 +3,15 @@
 :func:`run_demo` runs :data:`STEPS` in order, each a function of a :class:`DemoContext`:
 write the synthetic data sets, run the demo study (``configs/demo.yaml``: ResNet-18 base, +GA and
 +ELA; a learning-rate search, then final runs on 3 splits; in-distribution and OOD test sets), write
-a summary table, then the analysis steps: feature usage (Table 3), explanations
-(Table 4) and the report. To add a step, append a
-``(name, function)`` pair to :data:`STEPS`. Every step skips what an earlier, interrupted demo
-already finished, so running the demo again resumes it.
+a summary table, Table 2's statistics, then the analysis steps: feature usage (Table 3),
+explanations (Table 4) and the report. It ends with a hand-over: Table 2 as a compact terminal
+table, where the results are and the next commands, each path printed as those commands accept
+it. To add a step, append a ``(name, function)`` pair to :data:`STEPS`. Every step skips what an
+earlier, interrupted demo already finished, so running the demo again resumes it.
+
+Two sizes (:data:`SIZES`): ``full`` (the default, about 6 minutes on 2 idle CPU cores) and
+``quick`` (every step on a tiny study in about a minute: checks an installation end to end; its
+numbers mean nothing).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +37,29 @@ IMAGE_SIZE = 64  # side of the written images; the study trains at the config's 
 PATCH_BIAS = 0.9
 
 
+@dataclass(frozen=True)
+class DemoSize:
+    """How big the demo is: synthetic images, OOD images, demo-config keys replaced, and images
+    averaged per explanation map."""
+
+    n_images: int
+    n_ood: int
+    overrides: dict | None = None
+    n_mean: int = 500
+
+
+SIZES = {
+    "full": DemoSize(N_IMAGES, N_OOD),
+    # 8 one-epoch runs at 32 px on 120 images: every step, every output, in about a minute
+    "quick": DemoSize(120, 30, {"models": ["resnet18", "resnet18+ga"],
+                                "search": {"lr": [0.05, 0.02], "weight_decay": [0.0001],
+                                           "splits": 1},
+                                "final": {"splits": 2},
+                                "train": {"epochs": 1, "image_size": 32, "batch_size": 16}},
+                      n_mean=50),
+}
+
+
 @dataclass
 class DemoContext:
     out: Path
@@ -38,12 +67,15 @@ class DemoContext:
     jobs: int = 1
     n_images: int = N_IMAGES
     n_ood: int = N_OOD
-    overrides: dict | None = None  # study config keys replaced (tests use a tinier study)
+    overrides: dict | None = None  # study config keys replaced (the quick size, tests)
+    n_mean: int = 500  # images averaged per explanation map
+    tracking: str | None = None  # MLflow tracking URI (None: $MEDATTN_TRACKING_URI or none)
     data_dir: Path = field(init=False)
     runs_dir: Path = field(init=False)
     specs: dict[str, str] = field(default_factory=dict)  # data set name -> source:PATH
     result: object | None = None  # medattn.training.StudyResult after the study step
-    outputs: list[str] = field(default_factory=list)  # what the steps wrote, for the last message
+    table2: object | None = None  # medattn.analysis.compare.CompareResult after its step
+    files: dict[str, Path] = field(default_factory=dict)  # what the steps wrote, to open
 
     def __post_init__(self) -> None:
         self.data_dir = self.out / "data"
@@ -61,20 +93,17 @@ def make_data(ctx: DemoContext) -> None:
         write_derm(ctx.data_dir, n=ctx.n_images, n_ood=ctx.n_ood, seed=0, image_size=IMAGE_SIZE,
                    patch_bias=PATCH_BIAS, overwrite=True, progress=ctx.progress, workers=ctx.jobs)
     ctx.specs = {"isic": f"isic:{isic}", "pad-ufes-20": f"pad-ufes-20:{pad}"}
-    ctx.outputs.append(f"data: {ctx.data_dir}")
 
 
 def run_demo_study(ctx: DemoContext) -> None:
     """The demo study (``configs/demo.yaml``) on the synthetic data."""
     from medattn.training import run_study
     from medattn.training.backends import LocalBackend
-
     from medattn.training.config import load_config
 
     config = load_config("demo", data_root=str(ctx.data_dir), overrides=ctx.overrides)
-    ctx.result = run_study(config, ctx.runs_dir, LocalBackend(progress=ctx.progress, jobs=ctx.jobs))
-    ctx.outputs.append(f"runs: {ctx.runs_dir}/runs (one folder per run: record.json, "
-                       "model.safetensors, predictions/)")
+    ctx.result = run_study(config, ctx.runs_dir, LocalBackend(progress=ctx.progress, jobs=ctx.jobs),
+                           tracking=ctx.tracking)
 
 
 def write_summary(ctx: DemoContext) -> None:
@@ -99,25 +128,14 @@ def write_summary(ctx: DemoContext) -> None:
     text = "\n".join(lines) + "\n"
     store.write_text(ctx.out / "summary.md", text)
     print(text)
-    ctx.outputs.append(f"summary: {ctx.out / 'summary.md'}")
+    ctx.files["summary"] = ctx.out / "summary.md"
 
 
-def build_report_step(ctx: DemoContext) -> None:
-    """The HTML report of the runs, when the report part is installed."""
-    try:
-        from medattn.report import build_report
-    except ImportError:
-        log.info("report part not available; skipping the report")
-        return
-    ctx.outputs.append(f"report: {build_report(ctx.runs_dir)}")
+def table2_step(ctx: DemoContext) -> None:
+    """Table 2's statistics (``medattn compare``'s defaults), kept for the hand-over."""
+    from medattn.analysis.compare import compare_runs
 
-
-def explain_step(ctx: DemoContext) -> None:
-    """Table 4: Grad-CAM / GA maps of the best final run per model (``medattn explain``)."""
-    from medattn.explain import explain_runs
-
-    out = explain_runs(ctx.runs_dir, n_mean=500, progress=ctx.progress)
-    ctx.outputs.append(f"explanations: {out['png']} and {out['summary']}")
+    ctx.table2 = compare_runs(ctx.runs_dir)
 
 
 def features_step(ctx: DemoContext) -> None:
@@ -126,35 +144,109 @@ def features_step(ctx: DemoContext) -> None:
 
     result = feature_usage(ctx.runs_dir, runs="best", progress=ctx.progress)
     print(result.markdown, end="")
-    ctx.outputs.append(f"feature usage (Table 3): {result.paths['table3_md']}")
+    ctx.files["Table 3"] = result.paths["table3_md"]
+
+
+def explain_step(ctx: DemoContext) -> None:
+    """Table 4: Grad-CAM / GA maps of the best final run per model (``medattn explain``)."""
+    from medattn.explain import explain_runs
+
+    out = explain_runs(ctx.runs_dir, n_mean=ctx.n_mean, progress=ctx.progress)
+    ctx.files["Table 4"] = Path(out["png"])
+
+
+def build_report_step(ctx: DemoContext) -> None:
+    """The self-contained HTML report of the runs (Tables 1-4)."""
+    from medattn.report import build_report
+
+    ctx.files["report"] = Path(build_report(ctx.runs_dir))
 
 
 STEPS: list[tuple[str, Callable[[DemoContext], None]]] = [
     ("data", make_data),
     ("study", run_demo_study),
     ("summary", write_summary),
+    ("table2", table2_step),
     ("features", features_step),
     ("explain", explain_step),
     ("report", build_report_step),
 ]
 
 
-def run_demo(out_dir: str | os.PathLike = "medattn-demo", *, progress: bool = True,
-             jobs: int | None = None, n_images: int = N_IMAGES, n_ood: int = N_OOD,
-             overrides: dict | None = None) -> Path:
-    """Run every step of :data:`STEPS` into ``out_dir``; returns ``out_dir`` (absolute).
+def shown(path: str | os.PathLike) -> str:
+    """A path as printed for the user: relative to the working directory when inside it (as typed
+    after ``--out``), else absolute; quoted for the shell where needed."""
+    p = Path(path).resolve()
+    try:
+        text = str(p.relative_to(Path.cwd().resolve())) or "."
+    except ValueError:
+        text = str(p)
+    return shlex.quote(text)
 
-    ``jobs``: runs trained at once (default: the CPU cores available, at most 2);
-    ``n_images``/``n_ood``: size of the synthetic sets; ``overrides``: demo study config keys to
-    replace. Timings of the steps are written to ``out_dir/timings.json``.
+
+def next_commands(ctx: DemoContext) -> list[tuple[str, str]]:
+    """``(command, what it does)``: what to run next, with the demo's own paths."""
+    runs = shown(ctx.runs_dir)
+    cmds = [(f"medattn compare {runs}", "Table 2 in full: every test, bootstrap CIs")]
+    if "report" in ctx.files:
+        cmds.append((f"medattn report {runs}", "rebuild the HTML report"))
+    cmds += [(f"medattn features {runs}", "Table 3 (reuses finished tests)"),
+             (f"medattn explain {runs}", "Table 4")]
+    if "isic" in ctx.specs:
+        source, _, path = ctx.specs["isic"].partition(":")
+        cmds.append((f"medattn data inspect {source}:{shown(path)}", "check a data set"))
+    # the study as it ran (the quick size's overrides included), from its resolved config
+    cmds.append((f"medattn study {shown(ctx.runs_dir / 'study.yaml')} --out {runs}",
+                 "the study (skips finished runs)"))
+    return cmds
+
+
+def handover(ctx: DemoContext, seconds: float) -> str:
+    """The demo's last words: Table 2 in brief, the files to open, the commands to run next."""
+    lines = [f"medattn demo finished in {seconds:.0f} s; step timings in "
+             f"{shown(ctx.out / 'timings.json')}"]
+    if ctx.table2 is not None:
+        from medattn.report.table2 import terminal_table
+
+        lines += ["", terminal_table(ctx.table2)]
+    if ctx.files:
+        lines += ["", "Results:"]
+        width = max(len(k) for k in ctx.files) + 1
+        lines += [f"  {k + ':':<{width}} {shown(v)}" for k, v in ctx.files.items()]
+        if "report" in ctx.files:
+            lines.append(f"  (open {shown(ctx.files['report'])} in a browser; it works offline)")
+    cmds = next_commands(ctx)
+    width = min(48, max(len(c) for c, _ in cmds))
+    lines += ["", "Next:"] + [f"  {c:<{width}}  # {what}" for c, what in cmds]
+    return "\n".join(lines)
+
+
+def run_demo(out_dir: str | os.PathLike = "medattn-demo", *, size: str = "full",
+             progress: bool = True, jobs: int | None = None, n_images: int | None = None,
+             n_ood: int | None = None, overrides: dict | None = None,
+             tracking: str | None = None) -> Path:
+    """Run every step of :data:`STEPS` into ``out_dir``, print the hand-over; returns ``out_dir``
+    (absolute).
+
+    ``size``: a key of :data:`SIZES` (``full``, ``quick``); ``n_images``/``n_ood``/``overrides``
+    replace its synthetic set sizes and demo study config keys. ``jobs``: runs trained at once
+    (default: the CPU cores available, at most 2). ``tracking``: an MLflow tracking URI for the
+    study's runs. Timings of the steps are written to ``out_dir/timings.json``.
     """
+    from medattn.errors import ConfigError
+
+    if size not in SIZES:
+        raise ConfigError(f"demo size {size!r} is unknown; use one of {', '.join(SIZES)}.")
+    preset = SIZES[size]
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     ctx = DemoContext(out=out, progress=progress, jobs=jobs or max(1, min(2, cores or 1)),
-                      n_images=n_images, n_ood=n_ood, overrides=overrides)
+                      n_images=n_images or preset.n_images, n_ood=n_ood or preset.n_ood,
+                      overrides=overrides if overrides is not None else preset.overrides,
+                      n_mean=preset.n_mean, tracking=tracking)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
     for i, (name, step) in enumerate(STEPS, 1):
@@ -166,7 +258,5 @@ def run_demo(out_dir: str | os.PathLike = "medattn-demo", *, progress: bool = Tr
     timings["total"] = round(time.perf_counter() - t_all, 1)
     from medattn.training import store
     store.write_text(out / "timings.json", json.dumps(timings, indent=2) + "\n")
-    print(f"\nmedattn demo finished in {timings['total']:.0f} s. Results:")
-    for line in ctx.outputs:
-        print(f"  {line}")
+    print("\n" + handover(ctx, timings["total"]))
     return out

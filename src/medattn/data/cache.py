@@ -118,7 +118,7 @@ class ImageCache:
 
     def prepare(self, paths: Iterable[str], workers: int = 2, progress: bool = True) -> int:
         """Build the entries of ``paths`` that are missing; returns how many were built."""
-        from tqdm.auto import tqdm
+        from medattn.progress import progress_bar
 
         todo = [p for p in dict.fromkeys(paths) if not self.entry(p).is_file()]
         if not todo:
@@ -128,8 +128,8 @@ class ImageCache:
             self._write(self.entry(p), np.asarray(_decode_small(p, self.short_side), dtype=np.uint8))
 
         with ThreadPoolExecutor(max(1, workers)) as pool:
-            for _ in tqdm(pool.map(build, todo), total=len(todo), desc=f"cache s{self.short_side}",
-                          disable=not progress):
+            for _ in progress_bar(pool.map(build, todo), total=len(todo),
+                                  desc=f"cache s{self.short_side}", disable=not progress):
                 pass
         return len(todo)
 

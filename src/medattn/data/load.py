@@ -69,10 +69,11 @@ def load_dataset(spec: str, verify: bool = False) -> pd.DataFrame:
     except MetadataProblem as err:
         raise DataError("; ".join([f"data set {spec!r}: {err}", *hints(source, path)])) from None
     if verify:
-        from tqdm.auto import tqdm
+        from medattn.progress import progress_bar
 
-        bad = [verify_image(p) is not None for p in tqdm(table["path"], desc="verify images",
-                                                           leave=False, disable=len(table) < 500)]
+        bad = [verify_image(p) is not None
+               for p in progress_bar(table["path"], desc="verify images", leave=False,
+                                     disable=len(table) < 500)]
         if any(bad):
             attrs = dict(table.attrs)
             attrs["corrupt"] = [p for p, b in zip(table["path"], bad) if b]

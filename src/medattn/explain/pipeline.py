@@ -410,12 +410,12 @@ def explain_runs(
         seed: seed of the image choice.
         select: ``split`` (runs of one common split) or ``best`` (each model's best run); see
             :func:`select_runs`.
-        progress: show a tqdm bar.
+        progress: show a progress bar.
 
     Returns:
         paths of the outputs: ``png``, ``pdf``, ``summary`` (CSV) and ``dir``.
     """
-    from tqdm.auto import tqdm
+    from medattn.progress import progress_bar
 
     from medattn.data import load_dataset
     from medattn.explain.grid import draw_table4
@@ -453,7 +453,7 @@ def explain_runs(
 
     total = sum(len([e for e in examples_by_ds[d][1] if e]) + len(examples_by_ds[d][2])
                 for d, _ in plans)
-    bar = tqdm(total=total, desc="explain", unit="img", disable=not progress)
+    bar = progress_bar(total=total, desc="explain", unit="img", disable=not progress)
     image_cache: dict[tuple[str, int], _Images] = {}
     for dataset, rec in plans:
         classes, examples, pool = examples_by_ds[dataset]

@@ -12,7 +12,8 @@ import pandas as pd
 
 from medattn.analysis.compare import BACKBONE_LABELS, TEST_LABELS, _label
 
-__all__ = ["divergence_display", "pairs_display", "recheck_display", "sensitivity_display"]
+__all__ = ["divergence_display", "pairs_display", "recheck_display", "sensitivity_display",
+           "terminal_table"]
 
 
 def _num(v, spec: str) -> str:
@@ -96,3 +97,48 @@ def recheck_display(table: pd.DataFrame) -> pd.DataFrame:
         "mark survives": survives,
         "Bayes": [v if isinstance(v, str) else "" for v in t["decision"]],
     })
+
+
+def _diff_cell(r) -> str:
+    if not _num(r.diff, "+.1f"):
+        return "n/a"
+    ci = (f" [{_num(r.diff_ci_low, '+.1f')}, {_num(r.diff_ci_high, '+.1f')}]"
+          if _num(r.diff_ci_low, "+.1f") else "")
+    return _num(r.diff, "+.1f") + ci
+
+
+def terminal_table(result) -> str:
+    """Table 2 in brief for a terminal (plain text, about 100 columns): per data set, test set
+    and model the balanced accuracy, and for each variant its difference from the base with the
+    marking test's CI and p and the Bayesian P(better); ``medattn compare`` has the rest."""
+    t = result.table
+    if t is None or t.empty:
+        return "Table 2: no finished final runs to compare."
+    st = result.settings
+    alpha, margin = st.get("alpha", 0.05), st.get("margin", 1.0)
+    test = TEST_LABELS.get(t["test"].dropna().iloc[0] if t["test"].notna().any() else "welch")
+    level = f"{100 * (1 - alpha):g}%"
+    rows = []
+    for r in t.itertuples(index=False):
+        base = not isinstance(r.reference, str)
+        mark = "*" if r.significant is True else ""
+        rows.append({
+            "data set": r.dataset, "set": r.set,
+            "model": _label(r.backbone, r.model) + ("" if base or r.reference == r.backbone
+                                                    else f" vs {_vs(r.reference)}"),
+            "bacc (%)": f"{r.mean:.1f} ± {_num(r.sd, '.1f') or 'n/a'}",
+            "n": str(r.n),
+            f"vs base (pp) [{level} CI]": "" if base else _diff_cell(r) + mark,
+            "p": "" if base else _p(r.p),
+            "P(better)": "" if base else _num(r.p_better, ".2f"),
+            "Bayes": "" if base or not isinstance(r.decision, str) else r.decision})
+    frame = pd.DataFrame(rows)
+    frame = frame[[c for c in frame.columns if (frame[c] != "").any()]]
+    head = (f"Table 2: balanced accuracy over the final runs (mean ± sd); each variant minus its "
+            f"base in percentage points, {test} p (* p < {alpha:g}), Bayesian probability of a "
+            f"gain above {margin:g} pp.")
+    widths = {c: max(len(c), *(len(v) for v in frame[c])) for c in frame.columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in frame.columns).rstrip()]
+    lines += ["  ".join(v.ljust(widths[c]) for c, v in zip(frame.columns, row)).rstrip()
+              for row in frame.itertuples(index=False)]
+    return head + "\n\n" + "\n".join(lines)

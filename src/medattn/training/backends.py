@@ -19,9 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from medattn.errors import ConfigError, DataError, MedattnError
+from medattn.progress import progress_bar, setup_console
 from medattn.training import store
 from medattn.training.config import RunSpec
 from medattn.training.engine import Hooks, data_change, train_run
@@ -146,7 +145,8 @@ class LocalBackend:
         pool = ProcessPoolExecutor(min(self.jobs, len(todo)), mp_context=ctx,
                                    initializer=_worker_init, initargs=(os.getpid(),))
         try:
-            with tqdm(total=len(todo), desc="runs", unit="run", disable=not self.progress) as bar:
+            with progress_bar(total=len(todo), desc="runs", unit="run",
+                              disable=not self.progress) as bar:
                 futures = {pool.submit(_worker_train, s.to_dict(), str(runs_dir), self.device): s
                            for s in todo}
                 for fut in as_completed(futures):
@@ -195,12 +195,12 @@ def _worker_init(parent: int) -> None:
 
 
 def _worker_train(spec: dict, runs_dir: str, device: str | None) -> dict:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_console()  # quiet mode travels in the environment
     return train_run(spec, runs_dir, device=device, progress=False)
 
 
 def _remote_train(spec: dict, runs_dir: str) -> dict:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_console()  # quiet mode travels in the environment
     return train_run(spec, runs_dir, progress=False)
 
 
@@ -277,7 +277,7 @@ class RayBackend:
         refs = {task.remote(s.to_dict(), str(runs_dir)): s for s in todo}
         pending = list(refs)
         try:
-            with tqdm(total=len(refs), desc="runs (ray)", unit="run") as bar:
+            with progress_bar(total=len(refs), desc="runs (ray)", unit="run") as bar:
                 while pending:
                     ready, pending = ray.wait(pending, num_returns=1)
                     spec = refs[ready[0]]

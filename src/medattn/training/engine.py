@@ -30,9 +30,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, Subset
-from tqdm.auto import tqdm
 
 from medattn.errors import DataError, MedattnError, StoreError
+from medattn.progress import progress_bar
 from medattn.training import store
 from medattn.training.config import AUGMENT, RunSpec
 from medattn.training.metrics import summarize
@@ -402,8 +402,8 @@ class _Run:
         self.model.train()
         loader = self._loader(self.train_set, train=True, epoch=epoch)
         total, count, bad_step = 0.0, 0, -1
-        bar = tqdm(total=len(loader), desc=f"epoch {epoch}/{self.spec.train.epochs}",
-                   leave=False, disable=not self.progress, unit="batch")
+        bar = progress_bar(total=len(loader), desc=f"epoch {epoch}/{self.spec.train.epochs}",
+                           leave=False, disable=not self.progress, unit="batch")
         t_wait = time.perf_counter()
         for step, (x, y, _) in enumerate(loader):
             t0 = time.perf_counter()

@@ -36,8 +36,6 @@ p = (1 + #{I_b >= I}) / (1 + B).
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 from scipy.spatial import cKDTree
 from scipy.special import digamma
@@ -50,12 +48,22 @@ from medattn.analysis.citests._common import (
     standardize,
 )
 from medattn.errors import ConfigError
+from medattn.progress import warn_once
 
 _FULL_ROWS_LIMIT = 2500  # largest class whose full sorted distance rows are kept (n_c^2 floats)
 _LIST_WIDTH = 512  # v-neighbours listed per sample for the compiled scan (more: a full scan)
 _SHRINK = 1.0 - 1e-9
 _GUESS_QUANTILE = 0.9  # share of samples whose first radius guess suffices (calibrated per class)
 BACKENDS = ("auto", "numba", "scipy")
+SLOW_NOTICE = ("cmiknn: numba is not installed, so the slower scipy k-d tree path is used (same "
+               "p-values); pip install 'medattn[fast]' makes CMIknn 4-6x faster")
+
+
+def warn_if_slow() -> None:
+    """Warn, once per process tree, that CMIknn will run on its slower scipy path (numba is
+    missing). Long analyses call it before their progress bar and workers start."""
+    if not _cmi_kernel.available():
+        warn_once(SLOW_NOTICE, RuntimeWarning, stacklevel=3)
 
 
 class _Counter:
@@ -232,9 +240,7 @@ def cmiknn(x, y, z, *, seed: int | None = None, k: int = 10, permutations: int =
                           "(or use backend='scipy')")
     compiled = backend != "scipy" and _cmi_kernel.available()
     if backend == "auto" and not compiled:
-        warnings.warn("cmiknn: numba is not installed, so the slower scipy k-d tree path is used "
-                      "(same p-values); pip install 'medattn[fast]' makes CMIknn 4-6x faster",
-                      RuntimeWarning, stacklevel=2)
+        warn_if_slow()
     rng = np.random.default_rng(seed)
     x = standardize(x) + jitter * rng.standard_normal(x.shape)
     y = standardize(y) + jitter * rng.standard_normal(y.shape)

@@ -164,10 +164,10 @@ def extract_features(table: pd.DataFrame, cache: str | Path | None = None, max_s
     rows = {iid: done.loc[iid, list(IMAGE_COLUMNS)].to_dict() for iid in table["image_id"]
             if iid in done.index}
     todo = table[~table["image_id"].isin(list(rows))]
-    from tqdm.auto import tqdm
+    from medattn.progress import progress_bar
 
-    for i, (_, row) in enumerate(tqdm(todo.iterrows(), total=len(todo), desc="features",
-                                      disable=not progress or len(todo) == 0)):
+    for i, (_, row) in enumerate(progress_bar(todo.iterrows(), total=len(todo), desc="features",
+                                              disable=not progress or len(todo) == 0)):
         rows[row["image_id"]] = image_features(row, max_side=max_side, patches=patches)
         if cache is not None and (i + 1) % 200 == 0:
             _write_cache(cache, rows, key)

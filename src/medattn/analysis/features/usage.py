@@ -174,7 +174,7 @@ def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "best", prediction
             depend on it (every test has its own seed).
     """
     from threadpoolctl import threadpool_limits
-    from tqdm.auto import tqdm
+    from medattn.progress import progress_bar
 
     from medattn.analysis.citests import TESTS
     from medattn.analysis.features.extract import extract_features
@@ -214,7 +214,10 @@ def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "best", prediction
     groups: dict[str, pd.Series] = {}
     rows: list[dict] = []
     todo = [(r, f) for r in chosen.itertuples(index=False) for f in TABLE3_FEATURES]
-    bar = tqdm(total=len(todo), desc="feature tests", disable=not progress)
+    if "cmiknn" in tests:
+        from medattn.analysis.citests.cmiknn import warn_if_slow
+        warn_if_slow()  # before the bar and the workers, which then stay silent
+    bar = progress_bar(total=len(todo), desc="feature tests", disable=not progress)
     pool = _InlinePool()
     if jobs > 1:  # spawn: workers never inherit torch's threads from this process
         import multiprocessing

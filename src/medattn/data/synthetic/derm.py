@@ -359,9 +359,9 @@ def available_cpus() -> int:
 
 def _run_jobs(fn, jobs: list, workers: int, progress: bool, desc: str) -> None:
     """Render and save; images are independent (own seeds), so the result does not depend on workers."""
-    from tqdm.auto import tqdm
+    from medattn.progress import progress_bar
 
-    bar = tqdm(total=len(jobs), desc=desc, disable=not progress)
+    bar = progress_bar(total=len(jobs), desc=desc, disable=not progress)
     if workers <= 1 or len(jobs) < 64:
         for job in jobs:
             fn(job)
