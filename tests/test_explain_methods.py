@@ -3,14 +3,13 @@
 import math
 
 import pytest
+import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-timm = pytest.importorskip("timm")
-
-from medattn.explain import gradcam, mass_share, vit_rollout  # noqa: E402
-from medattn.explain.quantify import border_mask, corner_mask  # noqa: E402
+from medattn.explain import gradcam, mass_share, vit_rollout
+from medattn.explain.quantify import border_mask, corner_mask
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -22,7 +22,7 @@ from medattn.errors import ConfigError
 from medattn.training import lock, store
 from medattn.training.backends import RayBackend
 
-ray = pytest.importorskip("ray")  # the optional extra medattn[ray]
+ray = pytest.importorskip("ray", reason="Ray not installed (pip install 'medattn[ray]')")
 pytestmark = pytest.mark.slow
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
