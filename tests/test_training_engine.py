@@ -154,9 +154,20 @@ def test_chance_level_selection_is_recorded_as_diverged(derm, tmp_path):
     assert math.isfinite(rec["metrics"]["test"]["balanced_accuracy"])
 
 
-def test_failing_run_is_recorded_as_failed(derm, tmp_path):
-    spec = dataclasses.replace(_spec(derm), model="resnet18+nope")
-    with pytest.raises(Exception):
+def test_failing_run_is_recorded_as_failed(derm, tmp_path, monkeypatch):
+    from medattn.errors import MedattnError
+    from medattn.training import engine
+
+    def crash(self, epoch):  # not the user's error: a bug, a CUDA error, ...
+        raise RuntimeError("nope")
+    monkeypatch.setattr(engine._Run, "_train_epoch", crash)
+    spec = _spec(derm)
+    with pytest.raises(RuntimeError):
         train_run(spec, tmp_path, progress=False)
     rec = store.read_record(store.run_dir(tmp_path, spec.run_id))
     assert rec["status"] == "failed" and "nope" in rec["message"]
+    # a user error (an unknown model) before the first epoch leaves no run behind
+    bad = dataclasses.replace(_spec(derm), model="resnet18+nope")
+    with pytest.raises(MedattnError, match="nope"):
+        train_run(bad, tmp_path, progress=False)
+    assert store.read_record(store.run_dir(tmp_path, bad.run_id)) is None

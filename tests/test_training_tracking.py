@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from medattn.errors import ConfigError
 from medattn.training import store
@@ -22,11 +21,9 @@ needs_mlflow = pytest.mark.skipif(importlib.util.find_spec("mlflow") is None,
                                   reason="MLflow not installed (pip install 'medattn[mlflow]')")
 
 
-@pytest.fixture(scope="module")
-def derm(tmp_path_factory):
-    from medattn.data.synthetic import write_derm
-    torch.set_num_threads(1)
-    return write_derm(tmp_path_factory.mktemp("derm"), n=60, n_ood=12, image_size=32, workers=1)
+@pytest.fixture
+def derm(tiny_derm, one_thread):
+    return tiny_derm
 
 
 @pytest.fixture(scope="module")

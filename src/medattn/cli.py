@@ -100,6 +100,21 @@ def _add_compare(sub):
     p.set_defaults(func=run)
 
 
+def _add_pretrained_options(p, default: str | None) -> None:
+    what = "(default timm)" if default else "(default: the config's train.pretrained)"
+    p.add_argument("--pretrained", metavar="PATH|timm", default=default,
+                   help="start from a local weight file (a timm .safetensors, e.g. from "
+                   f"huggingface.co/timm) or `timm` for timm's ImageNet weights {what}")
+    p.add_argument("--no-pretrained", dest="pretrained", action="store_false",
+                   help="start from random weights")
+
+
+def _add_tracking_option(p) -> None:
+    p.add_argument("--tracking", metavar="URI",
+                   help="also log finished runs to this MLflow tracking URI, e.g. "
+                   "sqlite:///mlflow.db (default $MEDATTN_TRACKING_URI; needs medattn[mlflow])")
+
+
 def _add_test_options(p, summary: bool = True) -> None:
     default = "corrected for runs, welch for --summary" if summary else "corrected"
     p.add_argument("--test", choices=["corrected", "paired", "welch"], default=None,
@@ -199,8 +214,7 @@ def _add_train(sub):
     p.add_argument("--image-size", type=int, default=224, help="input side in pixels (default 224)")
     p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine",
                    help="learning-rate schedule (default cosine)")
-    p.add_argument("--no-pretrained", dest="pretrained", action="store_false",
-                   help="start from random weights instead of timm's ImageNet weights")
+    _add_pretrained_options(p, default="timm")
     p.add_argument("--workers", type=int, default=0, help="data-loading processes (default 0)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
     p.add_argument("--no-cache", dest="cache", action="store_false",
@@ -215,6 +229,7 @@ def _add_train(sub):
                    "gradient scaling; off on CPU)")
     p.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
                    help="NHWC memory format (default auto: on CUDA only)")
+    _add_tracking_option(p)
 
     def run(args):
         from medattn.training import train
@@ -225,13 +240,13 @@ def _add_train(sub):
                     schedule=args.schedule, pretrained=args.pretrained, num_workers=args.workers,
                     threads=args.threads, cache=args.cache, tensorboard=args.tensorboard,
                     split=args.split, restart=args.restart, amp=args.amp,
-                    channels_last=args.channels_last)
+                    channels_last=args.channels_last, tracking=args.tracking)
         print(f"{rec['status']}: {rec['run_id']} (best epoch {rec.get('best_epoch')})")
         for name, m in (rec.get("metrics") or {}).items():
             print(f"  {name:<20} balanced accuracy {100 * m['balanced_accuracy']:.1f}%  (n={m['n']})")
         if rec.get("message"):
             print(f"  {rec['message']}")
-        print(f"results in {args.runs}/runs/{rec['run_id']}")
+        print(f"run stored in {args.runs}/runs/{rec['run_id']} (next: medattn report {args.runs})")
         return 0 if rec["status"] in ("done", "diverged") else 1
 
     p.set_defaults(func=run)
@@ -264,17 +279,22 @@ def _add_study(sub):
     p.add_argument("--restart", action="store_true",
                    help="discard the resume state of unfinished runs and train them from the "
                    "first epoch (finished runs are kept)")
+    _add_pretrained_options(p, default=None)
+    _add_tracking_option(p)
 
     def run(args):
         from medattn.errors import IncompleteStudyError
         from medattn.training import run_study
+        from medattn.training.config import load_config
 
+        overrides = None if args.pretrained is None else {"train": {"pretrained": args.pretrained}}
+        config = load_config(args.config, data_root=args.data_root, overrides=overrides)
         opts = ({"address": args.address, "num_cpus": args.cpus_per_run,
                  "num_gpus": args.gpus_per_run, "max_retries": args.retries}
                 if args.backend == "ray" else {"device": args.device, "jobs": args.jobs})
         try:
-            res = run_study(args.config, args.out, args.backend, data_root=args.data_root,
-                            restart=args.restart, **opts)
+            res = run_study(config, args.out, args.backend, restart=args.restart,
+                            tracking=args.tracking, **opts)
         except IncompleteStudyError as err:
             if err.result is not None:
                 _print_study(err.result)
@@ -305,9 +325,7 @@ def _add_demo(sub):
                    "installation (its numbers mean nothing)")
     p.add_argument("--jobs", type=int, default=None,
                    help="runs trained at once (default: the CPU cores, at most 2)")
-    p.add_argument("--tracking", metavar="URI",
-                   help="also log the runs to this MLflow tracking URI (default "
-                   "$MEDATTN_TRACKING_URI; needs medattn[mlflow])")
+    _add_tracking_option(p)
 
     def run(args):
         from medattn.demo import run_demo

@@ -29,8 +29,9 @@ FORMAT = "medattn-checkpoint/1"
 
 def _hub_hint(timm_name: str) -> str:
     return (f"download https://huggingface.co/timm/{timm_name}/resolve/main/model.safetensors on a machine "
-            f"with internet and pass it as pretrained=PATH (CLI: --pretrained PATH), or set HF_HOME to a "
-            f"Hugging Face cache that holds timm/{timm_name}")
+            f"with internet and pass it as pretrained=PATH (CLI: --pretrained PATH; study config: "
+            f"train.pretrained: PATH), or set HF_HOME to a Hugging Face cache that holds "
+            f"timm/{timm_name}")
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:

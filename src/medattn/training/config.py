@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
 import os
@@ -36,7 +37,8 @@ class TrainSettings:
     image_size: int = 224
     momentum: float = 0.9
     schedule: str = "cosine"  # "cosine" (per epoch, to 0) or "constant"
-    pretrained: bool = True
+    # True: timm's ImageNet weights (hub or its cache); False: random; str: a local weight file
+    pretrained: bool | str = True
     fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
     split: str = "random"  # "random" (grouped splits by seed) or "official" (the data set's own)
     augment: str = "paper"  # "paper" (Perez et al. 2018's scheme) or "light" (see AUGMENT)
@@ -131,6 +133,8 @@ class RunSpec:
             "model_options": [list(kv) for kv in self.model_options],
             **{k: _id_value(k, getattr(self.train, k)) for k in _RESULT_FIELDS},
         }
+        if isinstance(self.train.pretrained, str):  # the file's content, not where it lies
+            key["pretrained"] = f"file:{_file_digest(self.train.pretrained)}"
         if self.train.split != "random":  # only then, so ids of random-split runs stay as they were
             key["split"] = self.train.split
         digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
@@ -165,6 +169,44 @@ def _id_value(key: str, v: Any) -> Any:
     if key == "amp":
         return {"auto": True, "off": False}.get(v, v)
     return _jsonable(v)
+
+
+def _file_digest(path: str) -> str:
+    """SHA-256 prefix of a file's content (cached per path, size and modification time)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        raise ConfigError(f"pretrained weight file {path!r} does not exist (--pretrained / "
+                          "train.pretrained).") from None
+    return _digest(path, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def parse_pretrained(value: Any, where: str) -> bool | str:
+    """``train.pretrained`` / ``--pretrained``: true or ``timm`` (timm's ImageNet weights), false
+    (random initialisation), or the path of a local weight file (made absolute, so that workers
+    with another working directory find it; it must exist). ``where`` names the key or flag."""
+    if isinstance(value, bool):
+        return value
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where} must be true, false, `timm` or the path of a weight file, "
+                          f"got {value!r}.")
+    if value.strip().lower() == "timm":
+        return True
+    path = os.path.abspath(os.path.expanduser(value))
+    if not os.path.isfile(path):
+        raise ConfigError(f"{where}: no weight file {value!r} (a timm .safetensors file, e.g. "
+                          "model.safetensors from https://huggingface.co/timm/<model>; or "
+                          "`timm` for timm's own download).")
+    return path
 
 
 def _spec_source(spec: str) -> str:
@@ -424,7 +466,9 @@ def _parse_train(t: dict, src: str) -> TrainSettings:
     for key, value in t.items():
         k = f"train.{key}"
         default = getattr(d, key)
-        if isinstance(default, bool):
+        if key == "pretrained":
+            kw[key] = parse_pretrained(value, f"{src}: `{k}`")
+        elif isinstance(default, bool):
             if not isinstance(value, bool):
                 raise ConfigError(f"{src}: `{k}` must be true or false, got {value!r}.")
             kw[key] = value

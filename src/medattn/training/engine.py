@@ -89,6 +89,13 @@ def train_run(spec: RunSpec | dict, runs_dir: str | os.PathLike, *, device: str 
         try:
             return run.execute()
         except Exception as err:
+            if isinstance(err, MedattnError) and not run.record.get("history") and not (
+                    store.run_dir(runs_dir, spec.run_id) / store.RESUME).exists():
+                # a user error before the first epoch (bad weights, data, option): no work to
+                # keep, and no `failed` run for a study or the comparison to report
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(store.run_dir(runs_dir, spec.run_id) / store.RECORD)
+                raise
             run.record.update(status="failed", message=f"{type(err).__name__}: {err}",
                               traceback=traceback.format_exc(limit=20))
             try:
@@ -105,15 +112,19 @@ def train(model: str, data: str, *, ood: tuple[str, ...] | list[str] = (),
           runs_dir: str | os.PathLike = "runs/train", lr: float = 1e-3, weight_decay: float = 0.0,
           split_seed: int = 0, phase: str = "final", dataset: str | None = None,
           model_options: dict | None = None, device: str | None = None, progress: bool = True,
-          restart: bool = False, **settings) -> dict[str, Any]:
+          restart: bool = False, tracking: str | None = None, **settings) -> dict[str, Any]:
     """One run of ``model`` on split ``split_seed`` of ``data`` (``source:PATH``), evaluated on
     the test set and each ``ood`` spec; ``settings`` are :class:`TrainSettings` fields (epochs,
-    batch_size, image_size, pretrained, ...). Returns the run record (see ``docs/training.md``).
-    Holds ``runs_dir``'s lock meanwhile; ``restart`` discards the run's resume state first."""
+    batch_size, image_size, pretrained (True, False, ``"timm"`` or a weight file), ...). Returns
+    the run record (see ``docs/training.md``). Holds ``runs_dir``'s lock meanwhile; ``restart``
+    discards the run's resume state first. ``tracking``: an MLflow tracking URI (default
+    ``$MEDATTN_TRACKING_URI``) that receives the finished run, in the experiment named after the
+    runs folder."""
     from dataclasses import fields
 
     from medattn.errors import ConfigError
-    from medattn.training.config import TrainSettings
+    from medattn.training.config import TrainSettings, parse_pretrained
+    from medattn.training.tracking import tracker
 
     known = {f.name for f in fields(TrainSettings)}
     bad = sorted(set(settings) - known)
@@ -121,15 +132,21 @@ def train(model: str, data: str, *, ood: tuple[str, ...] | list[str] = (),
         raise ConfigError(f"unknown training setting(s) {bad}; known: {sorted(known)}")
     if ":" not in data:
         raise ConfigError(f"--data {data!r}: expected source:PATH, e.g. isic:data/isic")
+    if "pretrained" in settings:
+        settings["pretrained"] = parse_pretrained(settings["pretrained"], "--pretrained")
     absolute = lambda sp: f"{sp.split(':', 1)[0]}:{os.path.abspath(sp.split(':', 1)[1])}"  # noqa: E731
     spec = RunSpec(phase=phase, dataset=dataset or data.split(":", 1)[0], data=absolute(data),
                    model=model, lr=float(lr), weight_decay=float(weight_decay),
                    split_seed=int(split_seed), ood=tuple(absolute(o) for o in ood),
                    model_options=tuple(sorted((model_options or {}).items())),
                    train=TrainSettings(**settings))
+    track = tracker(tracking, Path(runs_dir).resolve().name, runs_dir)
     with store.lock_runs_dir(runs_dir):
         store.sweep(runs_dir)
-        return train_run(spec, runs_dir, device=device, progress=progress, restart=restart)
+        record = train_run(spec, runs_dir, device=device, progress=progress, restart=restart)
+    if track:
+        track.log(record)
+    return record
 
 
 # ---------------------------------------------------------------------------------------------
