@@ -107,3 +107,27 @@ def test_ray_backend_gives_the_records_of_the_local_backend(derm, tmp_path, monk
         pa = store.run_dir(tmp_path / "local", rid) / "predictions" / "test.csv"
         pb = store.run_dir(tmp_path / "ray", rid) / "predictions" / "test.csv"
         assert pa.read_text() == pb.read_text()
+
+
+def test_study_progress_counts_the_whole_study_with_its_remaining_time(derm, tmp_path, capsys):
+    cfg = _config(derm, train={"epochs": 1, "batch_size": 16, "image_size": 32,
+                               "pretrained": False, "threads": 1})
+    run_study(cfg, tmp_path, LocalBackend(progress=True))  # stderr is not a terminal here
+    err = capsys.readouterr().err
+    assert "\r" not in err and "\x1b" not in err
+    lines = [line for line in err.splitlines() if line.startswith("study t: ")]
+    # one line per run, search and final phases on one count, each with the time left
+    assert [line.split()[2] for line in lines] == ["1/4", "2/4", "3/4", "4/4"]
+    for line in lines[:-1]:
+        elapsed, remaining = line.split("[", 1)[1].split(",", 1)[0].split("<")
+        assert remaining != "?" and remaining.count(":") == 1, line
+
+    # started again with one final run missing: finished runs are counted but set no pace
+    final = next(r for r in store.iter_records(tmp_path) if r["phase"] == "final")
+    (store.run_dir(tmp_path, final["run_id"]) / "record.json").unlink()
+    run_study(cfg, tmp_path, LocalBackend(progress=True))
+    lines = [line for line in capsys.readouterr().err.splitlines()
+             if line.startswith("study t: ")]
+    assert [line.split()[2] for line in lines] == ["1/4", "2/4", "3/4", "4/4"]
+    assert all("<?" in line for line in lines[:3])  # no pace from runs not trained now
+    assert "<?" not in lines[3]

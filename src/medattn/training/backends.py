@@ -15,17 +15,32 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from medattn.errors import ConfigError, DataError, MedattnError
-from medattn.progress import progress_bar, setup_console
+from medattn.progress import setup_console
 from medattn.training import store
 from medattn.training.config import RunSpec
 from medattn.training.engine import Hooks, data_change, train_run
 
 log = logging.getLogger("medattn.train")
+
+# Called once per run of a backend's list: (record or None, trained now?). Finished runs that were
+# skipped come first, with trained=False; the study's progress and MLflow tracking listen.
+OnRecord = Callable[[dict | None, bool], None]
+
+
+def _reporter(on_record: OnRecord | None, finished: dict[str, dict], specs: Sequence[RunSpec]
+              ) -> Callable[[RunSpec, dict | None], None]:
+    """Tell ``on_record`` about the finished runs now, and return what reports each trained one."""
+    if on_record is None:
+        return lambda spec, rec: None
+    for spec in specs:
+        if spec.run_id in finished:
+            on_record(finished[spec.run_id], False)
+    return lambda spec, rec: on_record(rec, True)
 
 
 def _pending(specs: Sequence[RunSpec], runs_dir: Path, restart: bool = False
@@ -113,13 +128,14 @@ class LocalBackend:
         self.device, self.progress, self.hooks, self.jobs = device, progress, hooks, jobs
 
     def run(self, specs: Sequence[RunSpec], runs_dir: str | os.PathLike, *,
-            restart: bool = False) -> list[dict[str, Any]]:
+            restart: bool = False, on_record: OnRecord | None = None) -> list[dict[str, Any]]:
         runs_dir = Path(runs_dir).resolve()
         todo, records = _pending(specs, runs_dir, restart)
         if records:
             log.info("%d of %d runs already finished; skipping them", len(records), len(specs))
+        report = _reporter(on_record, records, specs)
         if self.jobs > 1 and len(todo) > 1:
-            self._run_parallel(todo, runs_dir, records)
+            self._run_parallel(todo, runs_dir, records, report)
         for i, spec in enumerate(todo if self.jobs == 1 or len(todo) == 1 else [], 1):
             log.info("run %d/%d: %s", i, len(todo), spec.run_id)
             try:
@@ -130,9 +146,11 @@ class LocalBackend:
             except Exception as err:  # recorded as failed by train_run; keep going
                 log.error("run %s failed: %s: %s", spec.run_id, type(err).__name__, err)
                 records[spec.run_id] = store.read_record(store.run_dir(runs_dir, spec.run_id))
+            report(spec, records[spec.run_id])
         return [records[s.run_id] for s in specs if records.get(s.run_id) is not None]
 
-    def _run_parallel(self, todo: list[RunSpec], runs_dir: Path, records: dict) -> None:
+    def _run_parallel(self, todo: list[RunSpec], runs_dir: Path, records: dict,
+                      report: Callable[[RunSpec, dict | None], None]) -> None:
         import dataclasses
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -145,25 +163,23 @@ class LocalBackend:
         pool = ProcessPoolExecutor(min(self.jobs, len(todo)), mp_context=ctx,
                                    initializer=_worker_init, initargs=(os.getpid(),))
         try:
-            with progress_bar(total=len(todo), desc="runs", unit="run",
-                              disable=not self.progress) as bar:
-                futures = {pool.submit(_worker_train, s.to_dict(), str(runs_dir), self.device): s
-                           for s in todo}
-                for fut in as_completed(futures):
-                    spec = futures[fut]
-                    try:
-                        records[spec.run_id] = fut.result()
-                    except MedattnError:
-                        raise
-                    except BrokenProcessPool:  # the record stays `running`: the study reports it
-                        log.error("run %s lost: a worker process died (killed, or out of "
-                                  "memory?)", spec.run_id)
-                    except Exception as err:
-                        log.error("run %s failed: %s: %s", spec.run_id, type(err).__name__, err)
-                        rec = store.read_record(store.run_dir(runs_dir, spec.run_id))
-                        if rec is not None:
-                            records[spec.run_id] = rec
-                    bar.update(1)
+            futures = {pool.submit(_worker_train, s.to_dict(), str(runs_dir), self.device): s
+                       for s in todo}
+            for fut in as_completed(futures):
+                spec = futures[fut]
+                try:
+                    records[spec.run_id] = fut.result()
+                except MedattnError:
+                    raise
+                except BrokenProcessPool:  # the record stays `running`: the study reports it
+                    log.error("run %s lost: a worker process died (killed, or out of "
+                              "memory?)", spec.run_id)
+                except Exception as err:
+                    log.error("run %s failed: %s: %s", spec.run_id, type(err).__name__, err)
+                    rec = store.read_record(store.run_dir(runs_dir, spec.run_id))
+                    if rec is not None:
+                        records[spec.run_id] = rec
+                report(spec, records.get(spec.run_id))
         except BaseException:
             _stop_pool(pool)
             raise
@@ -262,9 +278,10 @@ class RayBackend:
         return ray
 
     def run(self, specs: Sequence[RunSpec], runs_dir: str | os.PathLike, *,
-            restart: bool = False) -> list[dict[str, Any]]:
+            restart: bool = False, on_record: OnRecord | None = None) -> list[dict[str, Any]]:
         runs_dir = Path(runs_dir).resolve()
         todo, records = _pending(specs, runs_dir, restart)
+        report = _reporter(on_record, records, specs)
         if not todo:
             return [records[s.run_id] for s in specs if records.get(s.run_id) is not None]
         ray = self._init()
@@ -277,14 +294,13 @@ class RayBackend:
         refs = {task.remote(s.to_dict(), str(runs_dir)): s for s in todo}
         pending = list(refs)
         try:
-            with progress_bar(total=len(refs), desc="runs (ray)", unit="run") as bar:
-                while pending:
-                    ready, pending = ray.wait(pending, num_returns=1)
-                    spec = refs[ready[0]]
-                    rec = self._result(ray, ready[0], spec, runs_dir)
-                    if rec is not None:
-                        records[spec.run_id] = rec
-                    bar.update(1)
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                spec = refs[ready[0]]
+                rec = self._result(ray, ready[0], spec, runs_dir)
+                if rec is not None:
+                    records[spec.run_id] = rec
+                report(spec, rec)
         except BaseException:
             for ref in pending:  # stop now; the runs keep their resume state
                 try:

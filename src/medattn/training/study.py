@@ -179,6 +179,53 @@ def _incomplete(bad: list, total: int, phase: str, result=None) -> IncompleteStu
                                 runs=bad, result=result)
 
 
+class StudyProgress:
+    """What a study does as each of its runs is known to be finished (``on_record`` of the
+    backends): one step of the whole-study progress bar, whose estimated time to completion is
+    the pace of the runs trained in this session (runs finished earlier are counted, not timed),
+    and, with tracking, the run logged to MLflow."""
+
+    def __init__(self, name: str, total: int, track=None, show: bool = True):
+        from medattn.progress import progress_bar
+
+        self.bar = progress_bar(total=total, desc=f"study {name}", unit="run", mininterval=0,
+                                smoothing=0, disable=not show)
+        self.track, self.seen = track, set()
+        self.problems: dict[str, int] = {}
+
+    def __call__(self, record: dict | None, trained: bool) -> None:
+        run_id = (record or {}).get("run_id")
+        if run_id is not None and run_id in self.seen:
+            return
+        self.seen.add(run_id)
+        if self.track and record:
+            self.track.log(record)
+        if self.bar.disable:
+            return
+        if not trained:
+            self.bar.initial += 1  # not part of this session's pace
+        status = (record or {}).get("status", "lost")
+        if status != "done":
+            self.problems[status] = self.problems.get(status, 0) + 1
+            self.bar.set_postfix_str(", ".join(f"{v} {k}" for k, v in self.problems.items()),
+                                     refresh=False)
+        self.bar.update(1)
+
+    def run(self, backend, specs: list[RunSpec], runs_dir: Path, **opts) -> list[dict]:
+        """``backend.run`` reporting to this; backends without ``on_record`` report at the end."""
+        import inspect
+
+        if "on_record" in inspect.signature(backend.run).parameters:
+            return backend.run(specs, runs_dir, on_record=self, **opts)
+        records = backend.run(specs, runs_dir, **opts)
+        for rec in records:
+            self(rec, True)
+        return records
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def run_study(config: StudyConfig | str | os.PathLike, runs_dir: str | os.PathLike | None = None,
               backend: str | LocalBackend | object = "local", *, data_root: str | None = None,
               restart: bool = False, tracking: str | None = None,
@@ -217,33 +264,41 @@ def run_study(config: StudyConfig | str | os.PathLike, runs_dir: str | os.PathLi
         track = tracker(tracking, config.name, runs_dir)  # a bad URI fails here, not hours later
 
         search = search_specs(config)
-        log.info("study %s: %d search runs", config.name, len(search))
-        if search:
-            logged = backend.run(search, runs_dir, **opts)
-            if track:
-                track.log_many(logged)
-            bad = unfinished(search, runs_dir)
-            if bad:
-                raise _incomplete(bad, len(search), "search")
-        records = [store.read_record(store.run_dir(runs_dir, s.run_id)) for s in search]
-        selection = select_hparams(config, [r for r in records if r is not None])
-        store.atomic_write(runs_dir / SELECTION_FILE,  # search_runs: in the final records
-                           lambda tmp: selection.drop(columns="search_runs").to_csv(tmp,
-                                                                                    index=False))
-        for row in selection.itertuples():
-            log.info("selected %s on %s: lr %g, weight decay %g (mean val bacc %.4f over %d "
-                     "runs)", row.model, row.dataset, row.lr, row.weight_decay,
-                     row.mean_val_bacc, row.n_runs)
+        n_final = len(config.datasets) * len(config.models) * config.final_splits
+        log.info("study %s: %d search runs, then %d final runs", config.name, len(search),
+                 n_final)
+        progress = StudyProgress(config.name, len(search) + n_final, track,
+                                 show=getattr(backend, "progress", True))
+        try:
+            return _run_phases(config, runs_dir, backend, search, progress, opts)
+        finally:
+            progress.close()
 
-        final = final_specs(config, selection)
-        log.info("study %s: %d final runs", config.name, len(final))
-        logged = backend.run(final, runs_dir, **opts)
-        if track:
-            track.log_many(logged)
-        records_df = store.load_records(runs_dir)
-        result = StudyResult(runs_dir=runs_dir, records=records_df, selection=selection,
-                             summary=summarize_final(records_df))
-        bad = unfinished(final, runs_dir)
+
+def _run_phases(config: StudyConfig, runs_dir: Path, backend, search: list[RunSpec],
+                progress: StudyProgress, opts: dict) -> StudyResult:
+    if search:
+        progress.run(backend, search, runs_dir, **opts)
+        bad = unfinished(search, runs_dir)
         if bad:
-            raise _incomplete(bad, len(final), "final", result)
+            raise _incomplete(bad, len(search), "search")
+    records = [store.read_record(store.run_dir(runs_dir, s.run_id)) for s in search]
+    selection = select_hparams(config, [r for r in records if r is not None])
+    store.atomic_write(runs_dir / SELECTION_FILE,  # search_runs: in the final records
+                       lambda tmp: selection.drop(columns="search_runs").to_csv(tmp,
+                                                                                index=False))
+    for row in selection.itertuples():
+        log.info("selected %s on %s: lr %g, weight decay %g (mean val bacc %.4f over %d "
+                 "runs)", row.model, row.dataset, row.lr, row.weight_decay,
+                 row.mean_val_bacc, row.n_runs)
+
+    final = final_specs(config, selection)
+    log.info("study %s: %d final runs", config.name, len(final))
+    progress.run(backend, final, runs_dir, **opts)
+    records_df = store.load_records(runs_dir)
+    result = StudyResult(runs_dir=runs_dir, records=records_df, selection=selection,
+                         summary=summarize_final(records_df))
+    bad = unfinished(final, runs_dir)
+    if bad:
+        raise _incomplete(bad, len(final), "final", result)
     return result
