@@ -148,3 +148,20 @@ def test_medattn_works_without_mlflow(tmp_path, monkeypatch):
     monkeypatch.setenv(ENV, "sqlite:///x.db")
     with pytest.raises(ConfigError, match=ENV):
         tracker(None, "x", tmp_path)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None,
+                    reason="TensorBoard not installed (pip install 'medattn[tensorboard]')")
+def test_tensorboard_scalars_equal_the_history(derm, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from medattn.training import train
+
+    isic, _ = derm
+    rec = train("resnet18", isic, runs_dir=tmp_path, epochs=2, image_size=32, batch_size=16,
+                threads=1, pretrained=False, tensorboard=True, progress=False)
+    events = EventAccumulator(str(store.run_dir(tmp_path, rec["run_id"]) / "tensorboard"))
+    events.Reload()
+    for key in ("train_loss", "val_loss", "val_balanced_accuracy", "lr"):
+        got = [(e.step, e.value) for e in events.Scalars(key)]
+        assert got == [(h["epoch"], pytest.approx(h[key], rel=1e-6)) for h in rec["history"]]

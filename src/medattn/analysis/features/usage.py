@@ -193,7 +193,7 @@ def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "best", prediction
     runs_dir = Path(runs_dir)
     if not (runs_dir / "runs").is_dir():
         raise DataError(f"{runs_dir}: not a study directory (no runs/ inside); give the RUNS_DIR "
-                        f"of `medattn study` or `medattn train --runs-dir`")
+                        f"of `medattn study` (its --out) or `medattn train` (its --runs)")
     chosen = select_runs(load_records(runs_dir), runs, select_by)
     if chosen.empty:
         raise DataError(f"{runs_dir}: no finished final runs on skin-lesion data "
