@@ -51,7 +51,8 @@ def _add_params(sub):
                        description="Count parameters of the real models: the paper's convention "
                        "(only weight/bias tensors), the full count, and the change relative to the "
                        "base model (docs/models.md).")
-    p.add_argument("--format", dest="fmt", choices=["md", "csv", "json"], default="md")
+    p.add_argument("--format", dest="fmt", choices=["md", "csv", "json"], default="md",
+                   help="output format: a Markdown table (default), CSV or JSON")
     p.add_argument("--num-classes", type=int, default=3, help="classifier outputs (default 3, as the paper)")
 
     def run(args):
@@ -72,7 +73,9 @@ def _add_compare(sub):
     p.add_argument("--summary", metavar="FILE.csv",
                    help="summary CSV (dataset,backbone,model,set,mean,sd,n; percent) instead of "
                    "RUNS_DIR; 'paper' = the paper's Table 2")
-    p.add_argument("--format", dest="fmt", choices=["md", "csv", "json", "latex"], default="md")
+    p.add_argument("--format", dest="fmt", choices=["md", "csv", "json", "latex"], default="md",
+                   help="output format: Markdown with every section (default), CSV or JSON of the "
+                   "long table, or LaTeX tabulars")
     p.add_argument("--out", metavar="FILE", help="also write the output to FILE")
     p.add_argument("--include-diverged", action="store_true",
                    help="include diverged final runs (excluded and listed by default)")
@@ -343,11 +346,12 @@ def _add_synth(sub):
                        "data sets are laid out on disk (docs/data.md).")
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
     d = kinds.add_parser("derm", help="skin lesions: OUT/isic (ISIC archive) + OUT/pad-ufes-20 (OOD)")
-    d.add_argument("--out", required=True, metavar="DIR")
+    d.add_argument("--out", required=True, metavar="DIR",
+                   help="folder to write isic/ and pad-ufes-20/ into")
     d.add_argument("--n", type=int, default=2000, help="ISIC-layout images (default 2000)")
     d.add_argument("--n-ood", type=int, default=500, help="PAD-UFES-20-layout images (default 500)")
     d.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=int, default=0, help="seed of the generator (default 0)")
     d.add_argument("--patch-bias", type=float, default=0.6,
                    help="0 = colourful patches independent of class, 1 = tied to nevus (default 0.6)")
     d.add_argument("--age-bias", type=float, default=0.8, help="0..1 (default 0.8)")
@@ -357,10 +361,11 @@ def _add_synth(sub):
     d.add_argument("--overwrite", action="store_true", help="replace existing output folders")
     d.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
     h = kinds.add_parser("path", help="H&E patches: OUT/camelyon17_v1.0 (Camelyon17-WILDS)")
-    h.add_argument("--out", required=True, metavar="DIR")
+    h.add_argument("--out", required=True, metavar="DIR",
+                   help="folder to write camelyon17_v1.0/ into")
     h.add_argument("--n", type=int, default=3000, help="patches (default 3000)")
     h.add_argument("--size", type=int, default=96, help="patch side in pixels (default 96)")
-    h.add_argument("--seed", type=int, default=0)
+    h.add_argument("--seed", type=int, default=0, help="seed of the generator (default 0)")
     h.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     h.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
 
@@ -390,7 +395,8 @@ def _add_data(sub):
                         description=f"Load SOURCE:PATH ({', '.join(SOURCES)}), decode every image, "
                         "and report what it holds and what is wrong. Exits 1 when no image is "
                         "usable.")
-    i.add_argument("spec", metavar="SOURCE:PATH")
+    i.add_argument("spec", metavar="SOURCE:PATH",
+                   help="the data set, e.g. isic:~/data/isic or medmnist:dermamnist_224.npz")
     i.add_argument("--no-verify", action="store_true", help="do not decode every image (faster)")
 
     def run(args):
@@ -443,24 +449,65 @@ def _add_features(sub):
 # --- commands end -----------------------------------------------------------------------------
 
 
+# The order `medattn --help` lists the commands in: the order a new user needs them.
+WORKFLOW = ("demo", "data", "synth", "models", "params", "train", "study", "compare", "features",
+            "explain", "report")
+
+
+def _workflow_position(register: Callable) -> int:
+    name = register.__name__.removeprefix("_add_")
+    return WORKFLOW.index(name) if name in WORKFLOW else len(WORKFLOW)
+
+
+def _leaves(parser: argparse.ArgumentParser):
+    """The parsers that run something (commands without sub-commands of their own)."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield parser
+    for action in subs:
+        for child in action.choices.values():
+            yield from _leaves(child)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medattn",
-        description="Rigorous studies of self-attention in medical image classification.",
+        description="Rigorous studies of self-attention in medical image classification. "
+        "New here? `medattn demo` runs everything on built-in synthetic data and says what to "
+        "run next.",
     )
-    parser.add_argument("--version", action="version", version=f"medattn {__version__}")
+    parser.add_argument("--version", action="version", version=f"medattn {__version__}",
+                        help="print medattn's version and exit")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bars or informational lines (results and errors still "
+                        "print); every command takes it too")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for register in _REGISTRARS:
+    for register in sorted(_REGISTRARS, key=_workflow_position):
         register(sub)
+    for leaf in _leaves(parser):
+        if leaf is not parser:  # SUPPRESS: an absent flag keeps the top-level value
+            leaf.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                              help="no progress bars or informational lines (results and errors "
+                              "still print)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from medattn.progress import setup_console
+    import os
+
+    from medattn import progress
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_console(True if getattr(args, "quiet", False) else None)
+    was_quiet = os.environ.get(progress.QUIET_ENV)  # --quiet holds for this command only
+    progress.setup_console(True if getattr(args, "quiet", False) else None)
+    try:
+        return _run(parser, args)
+    finally:
+        progress.set_quiet(was_quiet == "1")
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
