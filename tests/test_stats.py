@@ -149,10 +149,10 @@ def test_adjust_pvalues_holm_matches_statsmodels_and_keeps_nan():
 
 try:
     import baycomp
-except ImportError:  # a dev dependency; the tests below that need it say so
+except ImportError:  # in the [test] extra; the tests below that need it say so
     baycomp = None
 needs_baycomp = pytest.mark.skipif(baycomp is None, reason="baycomp not installed (pip install "
-                                   "-e '.[dev]'); it is the independent reference here")
+                                   "'medattn[test]'); it is the independent reference here")
 
 
 @pytest.mark.parametrize("seed", range(4))
