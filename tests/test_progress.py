@@ -57,11 +57,21 @@ def test_bar_lines_are_periodic():
     lines = out.getvalue().splitlines()
     # ~1.1 s of work at most every 0.2 s, plus the last line: a handful, not 1000
     assert 2 <= len(lines) <= 9 and lines[-1].startswith("slow: 1000/1000 (100%)")
-    # a bar that is not kept (leave=False) and ends before its first line writes nothing
+    # a bar that is not kept (leave=False) and ends before its first line writes nothing, even
+    # with a postfix set on every step (set_postfix refreshes the bar each time)
     quiet_out = io.StringIO()
-    with progress_bar(total=5, desc="epoch", leave=False, file=quiet_out) as b:
-        b.update(5)
+    with progress_bar(total=50, desc="epoch", leave=False, file=quiet_out) as b:
+        for _ in range(50):
+            b.update()
+            b.set_postfix(loss="0.5")
     assert quiet_out.getvalue() == ""
+    kept = io.StringIO()
+    with progress_bar(total=50, desc="epoch", file=kept) as b:
+        for _ in range(50):
+            b.update()
+            b.set_postfix(loss="0.5")
+    assert kept.getvalue().splitlines() == [kept.getvalue().strip()]  # one line: the last
+    assert kept.getvalue().startswith("epoch: 50/50 (100%)")
 
 
 def test_a_terminal_gets_tqdm_itself():

@@ -18,6 +18,7 @@ import hashlib
 import logging
 import os
 import sys
+import time
 import warnings
 from typing import Any
 
@@ -68,7 +69,7 @@ class LineBar(_plain_tqdm):
         kwargs["ascii"] = True
         kwargs["dynamic_ncols"] = False
         kwargs["file"] = _Lines(kwargs.get("file") or sys.stderr)
-        self._last_n = 0
+        self._last_n, self._last_t, self._closing = 0, time.time(), False
         super().__init__(*args, **kwargs)
 
     def __str__(self) -> str:
@@ -79,11 +80,19 @@ class LineBar(_plain_tqdm):
         return self.format_meter(**d)
 
     def display(self, msg: str | None = None, pos: int | None = None) -> bool:
-        if msg is None and self.n != self._last_n:  # a line per change of the count only
-            self._last_n = self.n
+        # a line per change of the count, at most every mininterval (refresh(), e.g. from
+        # set_postfix on every step, is not throttled by tqdm itself), and the last one
+        now = self._time()
+        if (msg is None and self.n != self._last_n
+                and (self._closing or now - self._last_t >= self.mininterval)):
+            self._last_n, self._last_t = self.n, now
             self.fp.write(str(self).strip() + "\n")
             self.fp.flush()
         return True
+
+    def close(self) -> None:
+        self._closing = True
+        super().close()
 
 
 class _Lines:
