@@ -135,6 +135,7 @@ def test_compiled_cmiknn_sums_equal_brute_force(du, dv, width, ties, monkeypatch
     # guess: too small (every sample falls back to the ordered scan), calibrated, or far too large;
     # a short neighbour list (width 12) forces the full scans, rounded data forces ties.
     monkeypatch.setattr(CMIKNN_MODULE, "_LIST_WIDTH", width)
+    monkeypatch.setattr(CMIKNN_MODULE, "_LIST_PER_K", 1)
     rng = np.random.default_rng(6)
     u, v = rng.standard_normal((300, du)), rng.standard_normal((300, dv))
     v[:, 0] += u[:, 0]

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from medattn import __version__
-from medattn.errors import MedattnError
+from medattn.errors import ConfigError, MedattnError
 
 # ---------------------------------------------------------------------------------------------
 # Sub-commands. Keep each one short: argument parsing plus one library call.
@@ -413,13 +413,27 @@ def _add_data(sub):
 def _add_features(sub):
     p = sub.add_parser("features", help="Table 3: feature usage by conditional-independence tests",
                        description="Test, for the ABCD and bias features, whether each model's "
-                       "prediction depends on the feature given the true label (cHSIC, RCoT, "
-                       "CMIknn; majority at --alpha). Writes RUNS_DIR/analysis/features/ "
-                       "(table3.csv, table3.md, pvalues.csv; docs/features.md).")
+                       "prediction depends on the feature given the fine diagnosis (and given the "
+                       "3-class label, the paper's conditioning) with cHSIC, RCoT and CMIknn "
+                       "(majority at --alpha), over every final run. Writes "
+                       "RUNS_DIR/analysis/features/ (docs/features.md).")
     p.add_argument("runs_dir", metavar="RUNS_DIR", help="study output folder")
-    p.add_argument("--runs", choices=["best", "all"], default="best",
-                   help="best final run per model by test balanced accuracy (default), or all final "
-                   "runs aggregated as the share of runs using each feature")
+    p.add_argument("--runs", choices=["all", "best"], default="all",
+                   help="every final run: k/N, effect sizes and paired differences (default), or "
+                   "the best run per model (the paper's table; see --select)")
+    p.add_argument("--select", choices=["val", "test"], default="val",
+                   help="with --runs best: choose the run by validation (default) or test balanced "
+                   "accuracy")
+    p.add_argument("--condition", nargs="+", choices=["diagnosis", "label"],
+                   default=["diagnosis", "label"], metavar="{diagnosis,label}",
+                   help="what the tests condition on, the first one primary (default: diagnosis "
+                   "label; data without diagnoses fall back to label, with a note)")
+    p.add_argument("--min-per-diagnosis", type=int, default=10,
+                   help="diagnoses with fewer tested images are merged into their class "
+                   "(default 10)")
+    p.add_argument("--cmiknn-k", type=float, default=None, metavar="K",
+                   help="CMIknn neighbours: a count (e.g. 10) or a fraction of each class "
+                   "(default 0.1)")
     p.add_argument("--prediction", choices=["softmax", "logits", "class"], default="softmax",
                    help="model output tested (default softmax)")
     p.add_argument("--alpha", type=float, default=0.01, help="significance level (default 0.01)")
@@ -436,12 +450,23 @@ def _add_features(sub):
     def run(args):
         from medattn.analysis.features.usage import feature_usage
 
-        result = feature_usage(args.runs_dir, runs=args.runs, prediction=args.prediction,
-                               alpha=args.alpha, set_name=args.set_name, seed=args.seed,
+        options = None
+        if args.cmiknn_k is not None:
+            k = args.cmiknn_k
+            if not (0 < k < 1 or (k >= 1 and k == int(k))):
+                raise ConfigError(f"features: --cmiknn-k {k:g} must be a whole number >= 1 (a "
+                                  "count) or a fraction in (0, 1) of each class")
+            options = {"cmiknn": {"k": int(k) if k >= 1 else k}}
+        result = feature_usage(args.runs_dir, runs=args.runs, select=args.select,
+                               condition=args.condition, min_per_diagnosis=args.min_per_diagnosis,
+                               prediction=args.prediction, alpha=args.alpha,
+                               set_name=args.set_name, seed=args.seed, test_options=options,
                                patches=args.patches, one_per_group=not args.all_images,
                                jobs=args.jobs)
         print(result.markdown, end="")
-        print(f"written: {result.paths['table3_md'].parent}")
+        print("\nwritten:")
+        for name, path in result.paths.items():
+            print(f"  {name + ':':<13} {path}")
 
     p.set_defaults(func=run)
 

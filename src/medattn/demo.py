@@ -139,10 +139,11 @@ def table2_step(ctx: DemoContext) -> None:
 
 
 def features_step(ctx: DemoContext) -> None:
-    """Table 3: which ABCD and bias features the best final run of each model uses."""
+    """Table 3: which ABCD and bias features the final runs of each model use (k of N runs,
+    effect sizes, given the fine diagnosis and given the label)."""
     from medattn.analysis.features.usage import feature_usage
 
-    result = feature_usage(ctx.runs_dir, runs="best", progress=ctx.progress)
+    result = feature_usage(ctx.runs_dir, progress=ctx.progress, jobs=ctx.jobs)
     print(result.markdown, end="")
     ctx.files["Table 3"] = result.paths["table3_md"]
 

@@ -33,8 +33,9 @@ try:
 except ImportError:  # optional dependency
     numba = None
 
-_GROWTH = 1.3  # factor by which a too small guess is enlarged
-_TRIES = 2  # guesses before an ordered scan
+_GROWTH = 1.5  # factor by which a guess with no sample inside is enlarged
+_TRIES = 3  # guesses before the whole list is scanned
+_BINS = 64  # bins of the distances within the guessed radius, to select the k-th by counting
 
 
 def available() -> bool:
@@ -84,10 +85,11 @@ def _upper_bound(a, x, stop):
 
 
 def _kth_smallest(vals, count, k):
-    """The (k + 1)-th smallest of vals[:count] (count > k): the least x with at least k + 1
-    values <= x, found by counting, which has no unpredictable branches for small counts."""
-    if count > 64:
-        return np.partition(vals[:count], k)[k]
+    """The (k + 1)-th smallest of vals[:count] (count > k). Small counts: the least x with at
+    least k + 1 values <= x, found by counting (no unpredictable branches); larger ones: an
+    in-place quickselect (reorders vals[:count]; no allocation, unlike np.partition)."""
+    if count > 32:
+        return _quickselect(vals, count, k)
     best = np.inf
     for j in range(count):
         x = vals[j]
@@ -99,46 +101,51 @@ def _kth_smallest(vals, count, k):
     return best
 
 
-def _insert(best, k, d):
-    """Insert d into the sorted k + 1 smallest so far; returns the new largest of them."""
-    t = k
-    while t > 0 and best[t - 1] > d:
-        best[t] = best[t - 1]
-        t -= 1
-    best[t] = d
-    return best[k]
+def _binned_kth(vals, count, k, hist, scale, few):
+    """The (k + 1)-th smallest of vals[:count] (count > k, all < _BINS / scale): count them in
+    the bins ``int(v * scale)`` (into ``hist``), find the bin holding it, then select among the
+    few values in that bin (copied to ``few``). Binning is monotone, so ranks carry over. Much
+    cheaper than a quickselect over all of them, whose branches mispredict."""
+    hist[:] = 0
+    for t in range(count):
+        hist[int(min(vals[t] * scale, _BINS))] += 1
+    below = 0
+    b = 0
+    while below + hist[b] <= k:
+        below += hist[b]
+        b += 1
+    c = 0
+    for t in range(count):  # branch-free: store, keep if in bin b
+        x = vals[t]
+        few[c] = x
+        c += int(min(x * scale, _BINS)) == b
+    return _kth_smallest(few, c, k - below)
 
 
-def _ordered_scan(up, i, row_o, row_d, best, k):
-    """Exact k-th neighbour distance by scanning the listed v-neighbours in order until the next
-    one cannot be nearer; returns (distance, number scanned: the list length if it ran out)."""
-    best[:] = np.inf
-    worst = np.inf
-    width = row_o.shape[0]
-    for m in range(width):
-        dvm = row_d[m]
-        if dvm >= worst:
-            return worst, m
-        d = _max_dist(up, i, row_o[m])
-        if dvm > d:
-            d = dvm
-        if d < worst:
-            worst = _insert(best, k, d)
-    return worst, width
-
-
-def _full_scan(up, v, i, best, k):
-    """Exact k-th neighbour distance of sample i over all samples."""
-    best[:] = np.inf
-    worst = np.inf
-    for j in range(up.shape[0]):
-        d = _max_dist(up, i, j)
-        e = _max_dist(v, i, j)
-        if e > d:
-            d = e
-        if d < worst:
-            worst = _insert(best, k, d)
-    return worst
+def _quickselect(a, count, k):
+    """a[k] after sorting a[:count] (Hoare selection, median-of-three pivots), in place."""
+    lo, hi = 0, count - 1
+    while hi > lo:
+        mid = (lo + hi) // 2
+        x, y, w = a[lo], a[mid], a[hi]  # median of three as the pivot
+        pivot = max(min(x, y), min(max(x, y), w))
+        i, j = lo, hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            return a[k]
+    return a[k]
 
 
 def _neighbour_lists(v, width):
@@ -146,7 +153,7 @@ def _neighbour_lists(v, width):
     in v (max-norm), itself first, sorted by distance."""
     n = v.shape[0]
     width = min(n, width)
-    order = np.empty((n, width), dtype=np.int64)
+    order = np.empty((n, width), dtype=np.int32)  # half the memory traffic of int64
     dist = np.empty((n, width))
     row = np.empty(n)
     for i in range(n):
@@ -201,38 +208,46 @@ def _stratum_sums(perms, u, v, order, dist, sorted_u, u_dist, v_radius, u_radius
     listed_all = width == n
     out = np.zeros(n_perm)
     near = np.empty(width)
-    best = np.empty(k + 1)
-    up = np.empty((n, du))
-    up1 = np.empty(n)  # u's first two columns apart: tighter loops for d_u = 1 and 2
-    up2 = np.empty(n)
-    us = np.empty(n)
-    record = eps_out.shape[0] > 0
+    hist = np.zeros(_BINS + 1, dtype=np.int64)
+    few = np.empty(width)
+    everyone = np.empty(n)
+    inv_dim = 1.0 / (du + v.shape[1])
+    # Each shuffle's u in sample order; u's first two columns apart: tighter loops for d_u = 1, 2.
+    up = np.empty((n_perm, n, du))
+    up1 = np.empty((n_perm, n))
+    up2 = np.empty((n_perm, n))
+    us = np.empty((n_perm, n))
     for p in range(n_perm):
         for i in range(n):
             a = perms[p, i]
             for c in range(du):
-                up[i, c] = u[a, c]
-            up1[i] = u[a, 0]
-            up2[i] = u[a, du - 1]
-            us[i] = u_radius[a]
-        total = 0.0
-        for i in range(n):
-            q, q2 = up1[i], up2[i]
-            row_o = order[i]
-            row_d = dist[i]
-            radius = factor * v_radius[i] * us[i]
+                up[p, i, c] = u[a, c]
+            up1[p, i] = u[a, 0]
+            up2[p, i] = u[a, du - 1]
+            us[p, i] = u_radius[a]
+    record = eps_out.shape[0] > 0
+    # Sample-major: a sample's neighbour list is read once for all shuffles of the batch (it stays
+    # in cache), instead of streaming every list from memory once per shuffle.
+    for i in range(n):
+        row_o = order[i]
+        row_d = dist[i]
+        for p in range(n_perm):
+            upp1, upp2 = up1[p], up2[p]
+            q, q2 = upp1[i], upp2[i]
+            radius = factor * v_radius[i] * us[p, i]
             eps = -1.0
+            scanned = 0
             for _ in range(_TRIES):
                 count = 0
                 m = 0
                 while m < width and row_d[m] < radius:  # branch-free: store, count if closer
                     j = row_o[m]
                     if du == 1:  # loop-invariant: the compiler makes one loop per case
-                        d = abs(q - up1[j])
+                        d = abs(q - upp1[j])
                     elif du == 2:
-                        d = max(abs(q - up1[j]), abs(q2 - up2[j]))
+                        d = max(abs(q - upp1[j]), abs(q2 - upp2[j]))
                     else:
-                        d = _max_dist(up, i, j)
+                        d = _max_dist(up[p], i, j)
                     dvm = row_d[m]
                     if dvm > d:
                         d = dvm
@@ -240,17 +255,27 @@ def _stratum_sums(perms, u, v, order, dist, sorted_u, u_dist, v_radius, u_radius
                     count += d < radius
                     m += 1
                 scanned = m
-                if scanned == width and not listed_all:
-                    break  # unlisted samples may lie within the radius
                 if count > k:
-                    eps = _kth_smallest(near, count, k)
+                    eps = (_kth_smallest(near, count, k) if count <= 32 else
+                           _binned_kth(near, count, k, hist, _BINS / radius, few))
                     break
-                radius *= _GROWTH
-            if eps < 0.0:  # the guesses were too small: scan in order, keeping the k + 1 nearest
-                eps, scanned = _ordered_scan(up, i, row_o, row_d, best, k)
-                if scanned == width and not listed_all:  # list ran out: scan every sample
-                    eps = _full_scan(up, v, i, best, k)
-                    scanned = -1
+                if scanned == width:
+                    break
+                # The count grows about like radius^D: aim a little beyond k + 1 (a larger radius
+                # scans more, and may run past the listed neighbours).
+                radius *= _GROWTH if count == 0 else 1.02 * ((k + 1.5) / count) ** inv_dim
+            if eps < 0.0:  # the guesses were too small: every listed neighbour
+                for m in range(width):
+                    d = _max_dist(up[p], i, row_o[m])
+                    near[m] = max(d, row_d[m])
+                eps = _kth_smallest(near, width, k) if width > k else np.inf
+                scanned = width
+            if scanned == width and not listed_all and eps > row_d[width - 1]:
+                # unlisted samples (v-distance >= the last listed one) may be nearer: all samples
+                for j in range(n):
+                    everyone[j] = max(_max_dist(up[p], i, j), _max_dist(v, i, j))
+                eps = _kth_smallest(everyone, n, k)
+                scanned = -1
             if record:
                 eps_out[p, i] = eps
             eps *= shrink
@@ -262,8 +287,7 @@ def _stratum_sums(perms, u, v, order, dist, sorted_u, u_dist, v_radius, u_radius
                 n_u = _lower_bound(sorted_u, q + eps, n) - _upper_bound(sorted_u, q - eps, n)
             else:
                 n_u = _count_within(u_dist, perms[p, i], eps, u)
-            total += const - psi[n_u] - psi[n_v]
-        out[p] = total
+            out[p] += const - psi[n_u] - psi[n_v]
     return out
 
 
@@ -271,10 +295,9 @@ if numba is not None:
     _max_dist = _jit(_max_dist)
     _lower_bound = _jit(_lower_bound)
     _upper_bound = _jit(_upper_bound)
+    _quickselect = _jit(_quickselect)
     _kth_smallest = _jit(_kth_smallest)
-    _insert = _jit(_insert)
-    _ordered_scan = _jit(_ordered_scan)
-    _full_scan = _jit(_full_scan)
+    _binned_kth = _jit(_binned_kth)
     _count_within = _jit(_count_within)
     neighbour_lists = _jit(_neighbour_lists)
     stratum_sums = _jit(_stratum_sums)

@@ -136,6 +136,42 @@ def center_within(a: np.ndarray, strata: list[np.ndarray]) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class CIResult:
+    """What a conditional-independence test found (``full=True``); ``float(result)`` is the
+    p-value, so a result can stand where a p-value is expected."""
+
+    p_value: float
+    statistic: float  # CMIknn: the CMI estimate in nats; cHSIC: T; RCoT: S
+    effect: float  # CMIknn: statistic minus its shuffle mean (nats); cHSIC, RCoT: (T - mean) / sd
+    null_mean: float  # mean and sd of the statistic under H0 (shuffles, or RCoT's moments)
+    null_sd: float
+    n: int  # samples in the statistic
+    n_left_out: int  # samples in classes too small for the test (counted, not silently dropped)
+
+    def __float__(self) -> float:
+        return float(self.p_value)
+
+
+def null_result(p_value: float, statistic: float, null: np.ndarray, n: int, n_left_out: int,
+                scale_effect: bool = True) -> CIResult:
+    """A CIResult from a permutation null: effect = (T - mean) / sd (``scale_effect``), or
+    T - mean (CMIknn, whose statistic has a unit, nats)."""
+    mean, sd = float(np.mean(null)), float(np.std(null, ddof=1)) if len(null) > 1 else float("nan")
+    if scale_effect:
+        effect = (statistic - mean) / sd if sd > 0 else float("nan")
+    else:
+        effect = statistic - mean
+    return CIResult(float(p_value), float(statistic), float(effect), mean, sd, int(n),
+                    int(n_left_out))
+
+
+def left_out_of(strata: list[np.ndarray], minimum: int) -> tuple[list[np.ndarray], int]:
+    """The strata with at least ``minimum`` rows, and the number of rows in the others."""
+    kept = [idx for idx in strata if len(idx) >= minimum]
+    return kept, int(sum(len(idx) for idx in strata if len(idx) < minimum))
+
+
 def permutation_pvalue(observed: float, null: np.ndarray) -> float:
     """(1 + #{null >= observed}) / (1 + B): a valid p-value, never below 1 / (B + 1)."""
     # A relative tolerance keeps exact ties (e.g. the identity permutation) counted as ties.

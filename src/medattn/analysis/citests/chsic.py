@@ -23,10 +23,13 @@ from __future__ import annotations
 import numpy as np
 
 from medattn.analysis.citests._common import (
+    CIResult,
     center_within,
     check_positive_int,
     check_xyz,
     fourier_features,
+    left_out_of,
+    null_result,
     permutation_pvalue,
     standardize,
     within_permutations,
@@ -35,7 +38,7 @@ from medattn.analysis.citests._common import (
 
 def chsic(x, y, z, *, seed: int | None = None, num_features: int = 25, num_features_z: int = 100,
           permutations: int = 1000, ridge: float = 1e-3, z_discrete: bool | None = None,
-          chunk: int = 100) -> float:
+          chunk: int = 100, full: bool = False) -> float | CIResult:
     """p-value of H0: x independent of y given z, with the conditional HSIC.
 
     Args:
@@ -48,8 +51,10 @@ def chsic(x, y, z, *, seed: int | None = None, num_features: int = 25, num_featu
         ridge: ridge penalty (relative to n) of the regression on a continuous z.
         z_discrete: force (True) or forbid (False) treating z as class labels; default by dtype.
         chunk: permutations evaluated per matrix product (memory vs. speed).
+        full: return a :class:`CIResult` (p-value, T, the effect = T standardised by its
+            permutation null, (T - mean) / sd, and counts) instead of the p-value.
     Returns:
-        the permutation p-value in [1 / (B + 1), 1].
+        the permutation p-value in [1 / (B + 1), 1] (or the CIResult).
     """
     x, y, cond = check_xyz(x, y, z, z_discrete)
     num_features = check_positive_int(num_features, "num_features")
@@ -60,8 +65,9 @@ def chsic(x, y, z, *, seed: int | None = None, num_features: int = 25, num_featu
     a = fourier_features(standardize(x), num_features, rng)
     b = fourier_features(standardize(y), num_features, rng)
 
-    if cond.discrete:
-        strata = [idx for idx in cond.strata() if len(idx) > 1]
+    left_out = 0
+    if cond.discrete:  # a class of one sample has nothing to compare: left out, counted
+        strata, left_out = left_out_of(cond.strata(), 2)
         a, b = center_within(a, strata), center_within(b, strata)
         # Scaling rows by 1/sqrt(n_c) turns sum_c ||A_c^T B_c||^2 / n_c into per-class Frobenius norms.
         for idx in strata:
@@ -89,4 +95,5 @@ def chsic(x, y, z, *, seed: int | None = None, num_features: int = 25, num_featu
         statistic(within_permutations(strata, n, min(chunk, permutations - start), rng))
         for start in range(0, permutations, chunk)
     ])
-    return permutation_pvalue(observed, null)
+    p_value = permutation_pvalue(observed, null)
+    return null_result(p_value, observed, null, n - left_out, left_out) if full else p_value

@@ -42,8 +42,10 @@ from scipy.special import digamma
 
 from medattn.analysis.citests import _cmi_kernel
 from medattn.analysis.citests._common import (
+    CIResult,
     check_positive_int,
     check_xyz,
+    null_result,
     permutation_pvalue,
     standardize,
 )
@@ -51,10 +53,13 @@ from medattn.errors import ConfigError
 from medattn.progress import warn_once
 
 _FULL_ROWS_LIMIT = 2500  # largest class whose full sorted distance rows are kept (n_c^2 floats)
-_LIST_WIDTH = 512  # v-neighbours listed per sample for the compiled scan (more: a full scan)
+_LIST_WIDTH = 512  # fewest v-neighbours listed per sample for the compiled scan (beyond: full scan)
+_LIST_PER_K = 8  # listed neighbours per neighbour of the estimator
+_LIST_MEMORY = 10_000_000  # most listed neighbours per class (16 bytes each)
 _SHRINK = 1.0 - 1e-9
 _GUESS_QUANTILE = 0.9  # share of samples whose first radius guess suffices (calibrated per class)
 BACKENDS = ("auto", "numba", "scipy")
+DEFAULT_K = 0.1  # neighbours as a fraction of each class (Runge 2018: 0.1-0.2); see docs/features.md
 SLOW_NOTICE = ("cmiknn: numba is not installed, so the slower scipy k-d tree path is used (same "
                "p-values); pip install 'medattn[fast]' makes CMIknn 4-6x faster")
 
@@ -108,16 +113,23 @@ class _Stratum:
         self.const = digamma(k) + digamma(self.n)
         self.compiled = compiled
         if compiled:
-            self.order, self.dist = _cmi_kernel.neighbour_lists(v, _LIST_WIDTH)
+            self.order, self.dist = _cmi_kernel.neighbour_lists(v, self.list_width())
             self.sorted_u, self.u_dist = np.empty(0), np.empty((0, 0))
             if u.shape[1] == 1:
                 self.sorted_u = np.sort(u[:, 0])
             else:
-                self.u_dist = _cmi_kernel.neighbour_lists(u, _LIST_WIDTH)[1]
+                self.u_dist = _cmi_kernel.neighbour_lists(u, self.list_width())[1]
             self.psi = digamma(np.arange(self.n + 1, dtype=np.float64))  # counts are 1..n
             self._guess_radii()
         else:
             self.u_count, self.v_count = _Counter(u), _Counter(v)
+
+    def list_width(self) -> int:
+        """Neighbours listed per sample: _LIST_PER_K k (a k-th neighbour in the joint space
+        lies among the first few k in either sub-space), at least _LIST_WIDTH, and at most
+        what _LIST_MEMORY entries allow."""
+        wanted = max(_LIST_WIDTH, _LIST_PER_K * self.k)
+        return int(min(self.n, wanted, max(_LIST_WIDTH, _LIST_MEMORY // self.n)))
 
     def _guess_radii(self) -> None:
         """Per-sample factors whose product guesses the joint k-th neighbour distance. Let U be
@@ -146,6 +158,25 @@ class _Stratum:
         self.factor = 1.0
         self.calibrated = False
 
+    def _calibrate(self, perms: np.ndarray, eps: np.ndarray) -> None:
+        """Refit the guess on the k-th neighbour distances ``eps`` (P, n) of the first shuffles:
+        log eps[p, i] = a_i + b_(perms[p, i]) + residual, a_i for the sample (its fixed v) and b_a
+        for the u value it holds, by alternating least squares; the factor is the residuals'
+        ``_GUESS_QUANTILE``. Unlike the density model this follows discrete or tied columns (D's
+        structure count), whose nearest distances say little about how many samples lie near."""
+        positive = eps > 0
+        if positive.any():
+            log_eps = np.log(np.maximum(eps, eps[positive].min()))
+            flat, per_u = perms.ravel(), len(perms)  # each u value appears once per shuffle
+            a = log_eps.mean(axis=0)
+            for _ in range(3):
+                b = np.bincount(flat, weights=(log_eps - a).ravel(), minlength=self.n) / per_u
+                a = (log_eps - b[perms]).mean(axis=0)
+            margin = float(np.quantile(log_eps - a - b[perms], _GUESS_QUANTILE))
+            self.v_radius, self.u_radius = np.exp(a), np.exp(b)
+            self.factor = float(np.exp(margin))
+        self.calibrated = True
+
     def cmi_sums(self, perms: np.ndarray) -> np.ndarray:
         """Sums over the stratum's samples of the KSG terms, u permuted by each row of ``perms``
         (P, n_c) local indices -> (P,)."""
@@ -159,12 +190,7 @@ class _Stratum:
                                             self.u_radius, self.factor, self.k, _SHRINK,
                                             self.const, self.psi, eps)
             if eps.size:
-                guess = self.factor * self.v_radius[None, :] * self.u_radius[perms]
-                ratio = eps[guess > 0] / guess[guess > 0]
-                scale = float(np.quantile(ratio, _GUESS_QUANTILE)) if ratio.size else 0.0
-                if 0 < scale < np.inf:
-                    self.factor *= scale
-                self.calibrated = True
+                self._calibrate(perms, eps)
             return sums
         out = np.empty(len(perms))
         rows = np.arange(self.n)
@@ -179,6 +205,12 @@ class _Stratum:
             n_v = self.v_count.count(rows, eps)
             out[b] = np.sum(self.const - digamma(n_u) - digamma(n_v))
         return out
+
+
+def neighbours(k: float, n: int) -> int:
+    """The neighbour count for a sample of n: k itself (a whole number >= 1), or the fraction
+    k in (0, 1) of n, rounded, at least 1."""
+    return int(k) if k >= 1 else max(1, int(round(k * n)))
 
 
 def _local_permutation(neighbors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -207,16 +239,41 @@ def _fp_cmi(x: np.ndarray, y: np.ndarray, z: np.ndarray, k: int) -> float:
     return float(digamma(k) - np.mean(digamma(counts[0]) + digamma(counts[1]) - digamma(counts[2])))
 
 
-def cmiknn(x, y, z, *, seed: int | None = None, k: int = 10, permutations: int = 1000,
+def _shuffle_x(x: np.ndarray, y: np.ndarray, k: int, pairs: int = 20_000) -> bool:
+    """Whether to shuffle x (True) or y within this class: the same statistic either way, but the
+    compiled scan visits about k / P(d < eps) listed neighbours of the fixed variable, d being the
+    shuffled variable's distance, so the variable more often near at the joint k-th neighbour
+    distance eps is shuffled. Estimated on a fixed set of pairs (no randomness)."""
+    n = len(x)
+    shifts = np.arange(1, min(n - 1, max(1, pairs // n)) + 1)
+    i = np.tile(np.arange(n), len(shifts))
+    j = (i + np.repeat(shifts, n)) % n
+    dx = np.abs(x[i] - x[j]).max(axis=1)
+    dy = np.abs(y[i] - y[j]).max(axis=1)
+    eps = np.quantile(np.maximum(dx, dy), min(1.0, k / n))
+    return bool(np.mean(dx <= eps) >= np.mean(dy <= eps))
+
+
+def _inverse(perms: np.ndarray) -> np.ndarray:
+    """Row-wise inverse permutations: shuffling y by them pairs the same (x, y) as shuffling x."""
+    inv = np.empty_like(perms)
+    np.put_along_axis(inv, perms, np.broadcast_to(np.arange(perms.shape[1]), perms.shape), axis=1)
+    return inv
+
+
+def cmiknn(x, y, z, *, seed: int | None = None, k: float = DEFAULT_K, permutations: int = 1000,
            jitter: float = 1e-6, shuffle_neighbors: int = 5,
-           z_discrete: bool | None = None, chunk: int = 32, backend: str = "auto") -> float:
+           z_discrete: bool | None = None, chunk: int = 32, backend: str = "auto",
+           full: bool = False) -> float | CIResult:
     """p-value of H0: x independent of y given z with the kNN CMI shuffle test.
 
     Args:
         x, y: (n,) or (n, d) arrays. z: (n,) class labels (integer/bool/str) or (n, d) floats.
         seed: seeds the jitter and the shuffles (numpy Generator).
-        k: nearest neighbours of the estimator (per class for a discrete z; classes with at most
-            k samples are left out of the estimate).
+        k: nearest neighbours of the estimator: a whole number >= 1, or a fraction in (0, 1) of
+            the samples (of each class for a discrete z; Runge 2018 recommends 0.1-0.2). A class
+            with at most k + 1 samples cannot be estimated: it is left out and counted
+            (``n_left_out``, and a warning unless ``full``).
         permutations: number B of shuffles (>= 1000 for decisions at p < 0.01).
         jitter: tie-breaking noise in standard deviations.
         shuffle_neighbors: z-neighbours of the local shuffle for a continuous z.
@@ -224,11 +281,16 @@ def cmiknn(x, y, z, *, seed: int | None = None, k: int = 10, permutations: int =
         chunk: shuffles evaluated together (memory vs. speed).
         backend: "numba" (compiled neighbour scan; needs ``pip install 'medattn[fast]'``),
             "scipy" (k-d trees) or "auto" (numba when installed). Same p-values either way.
+        full: return a :class:`CIResult` (p-value, the CMI estimate in nats, the effect = the
+            estimate minus its mean under the shuffles, counts) instead of the p-value.
     Returns:
-        the shuffle-test p-value in [1 / (B + 1), 1].
+        the shuffle-test p-value in [1 / (B + 1), 1] (or the CIResult).
     """
     x, y, cond = check_xyz(x, y, z, z_discrete)
-    k = check_positive_int(k, "k")
+    if not (isinstance(k, (int, float, np.integer, np.floating)) and (
+            (k >= 1 and int(k) == k) or 0 < k < 1)):
+        raise ConfigError(f"cmiknn: option k={k!r} must be a whole number >= 1 or a fraction "
+                          "in (0, 1) of the samples")
     permutations = check_positive_int(permutations, "permutations")
     chunk = check_positive_int(chunk, "chunk")
     if jitter < 0:
@@ -242,29 +304,48 @@ def cmiknn(x, y, z, *, seed: int | None = None, k: int = 10, permutations: int =
     if backend == "auto" and not compiled:
         warn_if_slow()
     rng = np.random.default_rng(seed)
+    n = len(x)
     x = standardize(x) + jitter * rng.standard_normal(x.shape)
     y = standardize(y) + jitter * rng.standard_normal(y.shape)
 
     if not cond.discrete:
         zc = standardize(cond.values) + jitter * rng.standard_normal(cond.values.shape)
-        kp = min(check_positive_int(shuffle_neighbors, "shuffle_neighbors"), len(x))
-        neighbors = cKDTree(zc).query(zc, k=kp, p=np.inf)[1].reshape(len(x), kp)
-        observed = _fp_cmi(x, y, zc, k)
-        null = np.array([_fp_cmi(x[_local_permutation(neighbors, rng)], y, zc, k)
+        kp = min(check_positive_int(shuffle_neighbors, "shuffle_neighbors"), n)
+        kn = min(neighbours(k, n), n - 1)
+        neighbors = cKDTree(zc).query(zc, k=kp, p=np.inf)[1].reshape(n, kp)
+        observed = _fp_cmi(x, y, zc, kn)
+        null = np.array([_fp_cmi(x[_local_permutation(neighbors, rng)], y, zc, kn)
                          for _ in range(permutations)])
-        return permutation_pvalue(observed, null)
+        p_value = permutation_pvalue(observed, null)
+        return null_result(p_value, observed, null, n, 0, scale_effect=False) if full else p_value
 
-    # Shuffle the variable of lower dimension; the other one's neighbour structure stays fixed.
-    u, v = (x, y) if x.shape[1] <= y.shape[1] else (y, x)
-    strata = [_Stratum(np.ascontiguousarray(u[idx]), np.ascontiguousarray(v[idx]), k, compiled)
-              for idx in cond.strata() if len(idx) > k + 1]
-    if not strata:
-        return 1.0  # no class has enough samples to estimate anything
+    strata, swapped, left_out = [], [], 0
+    for idx in cond.strata():
+        kc = neighbours(k, len(idx))
+        if len(idx) <= kc + 1:
+            left_out += len(idx)
+            continue
+        xs, ys = np.ascontiguousarray(x[idx]), np.ascontiguousarray(y[idx])
+        swap = not _shuffle_x(xs, ys, kc)
+        strata.append(_Stratum(ys, xs, kc, compiled) if swap else _Stratum(xs, ys, kc, compiled))
+        swapped.append(swap)
+    if left_out and not full:
+        warnings.warn(f"cmiknn: {left_out} of {n} samples are in classes with at most k + 1 "
+                      f"samples (k={k}) and were left out of the estimate; merge small classes "
+                      "or lower k", RuntimeWarning, stacklevel=2)
+    used = n - left_out
+    if not strata:  # no class has enough samples to estimate anything
+        result = CIResult(1.0, float("nan"), float("nan"), float("nan"), float("nan"), 0, n)
+        return result if full else 1.0
     observed = sum(s.cmi_sums(np.arange(s.n)[None, :])[0] for s in strata)
     null = np.zeros(permutations)
     for start in range(0, permutations, chunk):
         size = min(chunk, permutations - start)
-        for s in strata:
+        for s, swap in zip(strata, swapped):
             perms = rng.permuted(np.broadcast_to(np.arange(s.n), (size, s.n)), axis=1)
-            null[start:start + size] += s.cmi_sums(perms)
-    return permutation_pvalue(observed, null)
+            null[start:start + size] += s.cmi_sums(_inverse(perms) if swap else perms)
+    p_value = permutation_pvalue(observed, null)
+    if not full:
+        return p_value
+    # The sums are over samples: divided by the samples used they are the CMI estimate in nats.
+    return null_result(p_value, observed / used, null / used, used, left_out, scale_effect=False)

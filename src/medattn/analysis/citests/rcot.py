@@ -30,10 +30,13 @@ import numpy as np
 from scipy import optimize, stats
 
 from medattn.analysis.citests._common import (
+    CIResult,
     center_within,
     check_positive_int,
     check_xyz,
     fourier_features,
+    left_out_of,
+    null_result,
     permutation_pvalue,
     standardize,
     within_permutations,
@@ -108,7 +111,7 @@ def hbe_sf(weights: np.ndarray, statistic: float) -> float:
 
 def rcot(x, y, z, *, seed: int | None = None, num_features: int = 5, num_features_z: int = 100,
          null: str = "lpb4", permutations: int = 1000, ridge: float = 1e-10,
-         z_discrete: bool | None = None) -> float:
+         z_discrete: bool | None = None, full: bool = False) -> float | CIResult:
     """p-value of H0: x independent of y given z with RCoT.
 
     Args:
@@ -120,8 +123,11 @@ def rcot(x, y, z, *, seed: int | None = None, num_features: int = 5, num_feature
         permutations: permutations of the permutation null / fallback.
         ridge: ridge penalty (relative to n) of the regression on a continuous z.
         z_discrete: force (True) or forbid (False) treating z as class labels; default by dtype.
+        full: return a :class:`CIResult` (p-value, S, the effect = S standardised by its null,
+            (S - mean) / sd, with the exact mean sum(w) and sd sqrt(2 sum(w^2)) of the weighted
+            chi-square, or the permutation null's where that is used; counts).
     Returns:
-        the p-value.
+        the p-value (or the CIResult).
     """
     if null not in NULLS:
         raise ConfigError(f"rcot: option null={null!r} is not one of {', '.join(NULLS)}")
@@ -132,8 +138,9 @@ def rcot(x, y, z, *, seed: int | None = None, num_features: int = 5, num_feature
     n = len(x)
     fx = standardize(fourier_features(standardize(x), num_features, rng))
     fy = standardize(fourier_features(standardize(y), num_features, rng))
-    if cond.discrete:
-        strata = [idx for idx in cond.strata() if len(idx) > 1]
+    left_out = 0
+    if cond.discrete:  # a class of one sample has nothing to compare: left out, counted
+        strata, left_out = left_out_of(cond.strata(), 2)
         rx, ry = center_within(fx, strata), center_within(fy, strata)
     else:
         fz = standardize(fourier_features(standardize(cond.values), num_features_z, rng))
@@ -144,15 +151,25 @@ def rcot(x, y, z, *, seed: int | None = None, num_features: int = 5, num_feature
         strata = [np.arange(n)]
     statistic = float(np.sum((rx.T @ ry) ** 2) / n)
 
+    used = n - left_out
+
+    def moments_result(p_value: float, weights: np.ndarray) -> float | CIResult:
+        if not full:
+            return p_value
+        mean, sd = float(weights.sum()), float(np.sqrt(2 * np.sum(weights ** 2)))
+        effect = (statistic - mean) / sd if sd > 0 else float("nan")
+        return CIResult(float(p_value), statistic, effect, mean, sd, used, left_out)
+
     if null != "permutation":
         prods = (rx[:, :, None] * ry[:, None, :]).reshape(n, -1)
         eig = np.linalg.eigvalsh(prods.T @ prods / n)
         eig = eig[eig > 1e-10 * max(eig.max(), 1e-300)]
         if null == "hbe":
-            return hbe_sf(eig, statistic) if len(eig) else 1.0
+            return moments_result(hbe_sf(eig, statistic) if len(eig) else 1.0, eig)
         p_value = lpb4_sf(eig, statistic)
         if p_value is not None:
-            return p_value
+            return moments_result(p_value, eig)
     perms = within_permutations(strata, n, permutations, rng)
     null_stats = np.array([np.sum((rx.T @ ry[rows]) ** 2) / n for rows in perms])
-    return permutation_pvalue(statistic, null_stats)
+    p_value = permutation_pvalue(statistic, null_stats)
+    return null_result(p_value, statistic, null_stats, used, left_out) if full else p_value

@@ -1,12 +1,17 @@
 """Table 3: which features the trained models use beyond what the diagnosis explains.
 
 Feature F is *used* by a model when F is not independent of the model's prediction Y given the
-ground-truth label Z (Reimers et al. 2020): each of cHSIC, RCoT and CMIknn tests ``F _||_ Y | Z`` on the
+ground truth Z (Reimers et al. 2020): each of cHSIC, RCoT and CMIknn tests ``F _||_ Y | Z`` on a
 run's test-set predictions, and F counts as used when the majority of the tests reject at ``alpha``.
+Z is the fine diagnosis where the data has one (:mod:`.conditioning`), and the paper's 3-class
+label beside it. Every final run is tested; :mod:`.summary` turns the runs into k of N, effect
+sizes with CIs and paired differences between models.
 
-Outputs in ``RUNS_DIR/analysis/features/``: ``features_<data>.csv`` (the per-image features, a cache),
-``pvalues.csv`` (one row per run, feature and test; re-used on the next call with the same
-settings, so an interrupted analysis resumes), ``table3.csv`` and ``table3.md``.
+Outputs in ``RUNS_DIR/analysis/features/``: ``features_<data>.csv`` (the per-image features, a
+cache), ``pvalues.csv`` (one row per run, feature, condition and test; re-used on the next call
+with the same settings, so an interrupted analysis resumes), ``decisions.csv`` (one row per run,
+feature and condition), ``usage.csv`` (per model and feature over runs), ``differences.csv``
+(variant vs base), ``table3.csv``, ``table3.md`` and, on synthetic data, ``truth.json``.
 """
 
 from __future__ import annotations
@@ -22,35 +27,37 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medattn.analysis.features.conditioning import (
+    CONDITIONS,
+    MIN_PER_DIAGNOSIS,
+    check_conditions,
+    finer_than_label,
+    normalise_diagnosis,
+    strata_for,
+)
+from medattn.analysis.features.summary import DEFAULT_RATIO, model_differences, usage_summary
+from medattn.analysis.features.table3 import TABLE3_FEATURES, table3, table3_markdown
 from medattn.errors import ConfigError, DataError
 
-# Table 3 columns -> feature columns of ``extract.py`` (D is tested as the 2-D vector count, area).
-TABLE3_FEATURES: dict[str, tuple[str, ...]] = {
-    "A": ("asymmetry",),
-    "B": ("border",),
-    "C": ("n_colours",),
-    "D": ("structures", "structures_area"),
-    "Age": ("age",),
-    "Sex": ("sex",),
-    "Skin color": ("skin_ita",),
-    "Colorful patches": ("patch",),
-}
 PREDICTIONS = ("softmax", "logits", "class")
-RUN_CHOICES = ("best", "all")
+RUN_CHOICES = ("all", "best")
+SELECT_CHOICES = ("val", "test")
 SKIN_SOURCES = ("isic", "ham10000", "pad-ufes-20")
 DEFAULT_TESTS = ("chsic", "rcot", "cmiknn")
 MIN_SAMPLES = 20
-USED, NOT_USED = "✓", "✗"
 
 
 @dataclass
 class UsageResult:
     """What ``feature_usage`` computed and where it wrote it."""
 
-    pvalues: pd.DataFrame  # one row per (run, feature, test)
-    decisions: pd.DataFrame  # one row per (run, feature): n, left out, rejections, used
-    table: pd.DataFrame  # Table 3: one row per model, one column per feature
+    pvalues: pd.DataFrame  # one row per (run, condition, feature, test)
+    decisions: pd.DataFrame  # one row per (run, condition, feature): counts, p, effects, used
+    table: pd.DataFrame  # Table 3: one row per (model, condition), one column per feature
     markdown: str
+    summary: pd.DataFrame  # per (condition, model, feature): k/N, median p, effects with CIs
+    differences: pd.DataFrame  # variant vs base: paired differences of the effects
+    notes: list[str] = field(default_factory=list)  # e.g. a fallback from diagnosis to label
     paths: dict[str, Path] = field(default_factory=dict)
 
 
@@ -75,11 +82,15 @@ def prediction_matrix(preds: pd.DataFrame, classes: list[str], kind: str = "soft
     return values[:, :-1] if kind == "softmax" else values
 
 
-def select_runs(records: pd.DataFrame, runs: str = "best", select_by: str = "test") -> pd.DataFrame:
+def select_runs(records: pd.DataFrame, runs: str = "all", select_by: str = "val") -> pd.DataFrame:
     """Finished final runs on skin data; for ``runs="best"`` the one per model with the highest
-    balanced accuracy on ``select_by`` (ties: validation balanced accuracy, then run id)."""
+    balanced accuracy on ``select_by`` (``val`` or ``test``; ties: for ``test`` the validation
+    balanced accuracy, then the run id)."""
     if runs not in RUN_CHOICES:
         raise ConfigError(f"features: --runs {runs!r} is not one of {', '.join(RUN_CHOICES)}")
+    if select_by not in SELECT_CHOICES:
+        raise ConfigError(f"features: --select {select_by!r} is not one of "
+                          f"{', '.join(SELECT_CHOICES)}")
     if records.empty:
         return records
     rec = records[(records["status"] == "done") & (records["phase"] == "final")].copy()
@@ -90,7 +101,8 @@ def select_runs(records: pd.DataFrame, runs: str = "best", select_by: str = "tes
     if key not in rec:
         raise ConfigError(f"features: no run has a balanced accuracy on {select_by!r}")
     rec = rec.assign(_k1=rec[key].fillna(-1.0),
-                     _k2=rec["bacc_val"].fillna(-1.0) if "bacc_val" in rec else 0.0)
+                     _k2=rec["bacc_val"].fillna(-1.0) if select_by == "test" and "bacc_val" in rec
+                     else 0.0)
     rec = rec.sort_values(["model", "_k1", "_k2", "run_id"], ascending=[True, False, False, True])
     return rec.groupby("model", sort=False).head(1).drop(columns=["_k1", "_k2"])
 
@@ -98,16 +110,6 @@ def select_runs(records: pd.DataFrame, runs: str = "best", select_by: str = "tes
 def _slug(spec: str) -> str:
     name = re.sub(r"[^A-Za-z0-9]+", "-", spec.split(":", 1)[0]).strip("-")
     return f"{name}-{hashlib.sha1(spec.encode()).hexdigest()[:8]}"
-
-
-def _model_order(models) -> list[str]:
-    try:
-        from medattn.models import list_models
-
-        known = {m: i for i, m in enumerate(list_models())}
-    except Exception:  # the ordering is cosmetic
-        known = {}
-    return sorted(models, key=lambda m: (known.get(m, len(known)), m))
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -122,43 +124,118 @@ def _write_csv(path: Path, frame: pd.DataFrame) -> None:
     os.replace(tmp, path)
 
 
-def feature_pvalues(x: np.ndarray, y: np.ndarray, z: np.ndarray, tests=DEFAULT_TESTS, seed: int = 0,
-                 options: dict | None = None) -> dict[str, float]:
-    """p-value of each test of x _||_ y | z (NaN when too few samples or x constant in every class)."""
+def _test_seed(seed: int, run_id: str, feature: int, test: int) -> int:
+    """A test's seed from the base seed, the run id (not its position, so selecting other runs
+    does not change a run's p-values), the feature and the test."""
+    run = int(hashlib.sha1(str(run_id).encode()).hexdigest()[:8], 16)
+    return int(np.random.SeedSequence([seed, run, feature, test]).generate_state(1)[0])
+
+
+def feature_tests(x: np.ndarray, y: np.ndarray, label: np.ndarray, diagnosis: np.ndarray | None,
+                  conditions=CONDITIONS, tests=DEFAULT_TESTS, seeds=None, options: dict | None = None,
+                  min_per_diagnosis: int = MIN_PER_DIAGNOSIS) -> list[dict]:
+    """Each test of ``x _||_ y | z`` for each conditioning z: one dict per (condition, test) with
+    the p-value, statistic, effect size and counts (NaN p when fewer than MIN_SAMPLES samples have
+    the feature, or it is constant within every stratum). Rows without x are left out first."""
     from medattn.analysis.citests import TESTS
 
     keep = ~np.isnan(x).any(axis=1)
-    x, y, z = x[keep], y[keep], z[keep]
-    informative = any(np.ptp(x[z == c], axis=0).max() > 0 for c in np.unique(z) if (z == c).sum() > 1)
-    out = {}
-    for i, name in enumerate(tests):
-        if len(x) < MIN_SAMPLES or not informative:
-            out[name] = float("nan")
-        else:
-            out[name] = TESTS[name](x, y, z, seed=seed + i, **(options or {}).get(name, {}))
-    return out
+    x, y, label = x[keep], y[keep], label[keep]
+    diagnosis = diagnosis[keep] if diagnosis is not None else None
+    seeds = list(seeds) if seeds is not None else list(range(len(tests)))
+    rows = []
+    for condition in conditions:
+        strata = strata_for(condition, label, diagnosis, min_per_diagnosis)
+        z = strata.z
+        informative = any(np.ptp(x[z == c], axis=0).max() > 0 for c in set(z) if (z == c).sum() > 1)
+        for name, test_seed in zip(tests, seeds):
+            row = {"condition": condition, "test": name, "n": len(x), "n_strata": strata.n_strata,
+                   "merged_diagnoses": strata.merged_diagnoses,
+                   "merged_images": strata.merged_images, "p_value": np.nan, "statistic": np.nan,
+                   "effect": np.nan, "n_unused": 0}
+            if len(x) >= MIN_SAMPLES and informative:
+                r = TESTS[name](x, y, z, seed=test_seed, full=True, **(options or {}).get(name, {}))
+                row.update(p_value=r.p_value, statistic=r.statistic, effect=r.effect,
+                           n_unused=r.n_left_out)
+            rows.append(row)
+    return rows
 
 
-def _pvalues_job(x: np.ndarray, y: np.ndarray, z: np.ndarray, tests, seed: int,
-                 options: dict | None) -> dict[str, float]:
-    """:func:`feature_pvalues` in a worker process, with BLAS on one thread."""
+def _tests_job(*args, **kwargs) -> list[dict]:
+    """:func:`feature_tests` in a worker process, with BLAS on one thread."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):
-        return feature_pvalues(x, y, z, tests, seed=seed, options=options)
+        return feature_tests(*args, **kwargs)
 
 
-def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "best", prediction: str = "softmax",
-                  alpha: float = 0.01, tests: tuple[str, ...] = DEFAULT_TESTS, set_name: str = "test",
-                  select_by: str = "test", seed: int = 0, test_options: dict | None = None,
-                  patches: str = "auto", one_per_group: bool = True, jobs: int = 1,
-                  progress: bool = True) -> UsageResult:
+@dataclass
+class _Data:
+    """A data set's per-image features, leakage groups and diagnoses (loaded once)."""
+
+    features: pd.DataFrame
+    groups: pd.Series | None
+    diagnosis: pd.Series | None  # image_id -> normalised diagnosis, None where unusable
+    truth: dict | None  # the planted truth of a synthetic set
+    note: str | None = None  # why the diagnosis cannot be used
+
+
+def _load_data(spec: str, out_dir: Path, patches: str, progress: bool) -> _Data:
+    from medattn.analysis.features.extract import extract_features
+    from medattn.data import load_dataset
+    from medattn.data.synthetic.derm import read_truth
+
+    table = load_dataset(spec)
+    # missing groups stay NA: each such image is then its own group
+    groups = table.set_index("image_id")["group"].astype(object) if "group" in table else None
+    features = extract_features(table, cache=out_dir / f"features_{_slug(spec)}.csv",
+                                patches=patches, progress=progress)
+    diagnosis, note = None, None
+    if "diagnosis" not in table:
+        note = f"{spec}: no diagnosis column, so the tests condition on the label"
+    else:
+        dx = normalise_diagnosis(table["diagnosis"].to_numpy(dtype=object))
+        if not finer_than_label(table["label"].to_numpy(), dx):
+            note = (f"{spec}: the diagnoses do not split any class, so conditioning on them is "
+                    "conditioning on the label; the tests condition on the label")
+        else:
+            diagnosis = pd.Series(dx, index=table["image_id"].to_numpy())
+    folder = spec.split(":", 1)[1] if ":" in spec else spec
+    return _Data(features, groups, diagnosis, read_truth(Path(folder).expanduser()), note)
+
+
+def _split_ratio(runs_dir: Path, run_ids) -> float:
+    """Median n_test / n_train of the runs' splits (from their records), else 0.2 / 0.7."""
+    from medattn.training.store import iter_records
+
+    wanted, ratios = set(run_ids), []
+    for rec in iter_records(runs_dir):
+        sizes = rec.get("split_sizes") or {}
+        if rec.get("run_id") in wanted and sizes.get("train") and sizes.get("test"):
+            ratios.append(sizes["test"] / sizes["train"])
+    return float(np.median(ratios)) if ratios else DEFAULT_RATIO
+
+
+def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "all", select: str = "val",
+                  condition=CONDITIONS, min_per_diagnosis: int = MIN_PER_DIAGNOSIS,
+                  prediction: str = "softmax", alpha: float = 0.01,
+                  tests: tuple[str, ...] = DEFAULT_TESTS, set_name: str = "test", seed: int = 0,
+                  test_options: dict | None = None, patches: str = "auto",
+                  one_per_group: bool = True, jobs: int = 1, progress: bool = True) -> UsageResult:
     """Run the feature-usage analysis over a study directory and write Table 3.
 
     Args:
         runs_dir: a study directory (``runs/<id>/record.json`` + predictions).
-        runs: ``"best"`` (the best final run per model by balanced accuracy on ``select_by``) or
-            ``"all"`` (every final run; Table 3 then shows the share of runs using each feature).
+        runs: ``"all"`` (every finished final run: Table 3 shows k/N, effect sizes over runs and
+            paired differences between models) or ``"best"`` (one run per model, the paper's
+            table, chosen by ``select``).
+        select: for ``runs="best"``: the run with the highest balanced accuracy on ``"val"``
+            (default; choosing on the test set would select on the data the table reports) or
+            ``"test"`` (the paper's wording allows either).
+        condition: ``"diagnosis"`` (the fine diagnosis, merged into its class below
+            ``min_per_diagnosis`` tested images), ``"label"`` (the paper's 3-class label), or
+            both (default; the first is the primary one). A data set without usable diagnoses
+            falls back to the label, with a note.
         prediction: which output is Y: ``"softmax"`` (default), ``"logits"`` or ``"class"``.
         alpha: significance level of each test; used = a majority of the tests reject.
         tests: names in ``medattn.analysis.citests.TESTS``.
@@ -177,8 +254,6 @@ def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "best", prediction
     from medattn.progress import progress_bar
 
     from medattn.analysis.citests import TESTS
-    from medattn.analysis.features.extract import extract_features
-    from medattn.data import load_dataset
     from medattn.training.store import load_records, read_predictions
 
     if not 0 < alpha < 1:
@@ -190,78 +265,87 @@ def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "best", prediction
         raise ConfigError(f"features: unknown test(s) {unknown}; choose from {', '.join(TESTS)}")
     if prediction not in PREDICTIONS:
         raise ConfigError(f"features: --prediction {prediction!r} is not one of {', '.join(PREDICTIONS)}")
+    conditions = check_conditions(condition)
+    if int(min_per_diagnosis) != min_per_diagnosis or min_per_diagnosis < 1:
+        raise ConfigError(f"features: --min-per-diagnosis {min_per_diagnosis!r} must be a whole "
+                          "number >= 1")
     runs_dir = Path(runs_dir)
     if not (runs_dir / "runs").is_dir():
         raise DataError(f"{runs_dir}: not a study directory (no runs/ inside); give the RUNS_DIR "
                         f"of `medattn study` (its --out) or `medattn train` (its --runs)")
-    chosen = select_runs(load_records(runs_dir), runs, select_by)
+    chosen = select_runs(load_records(runs_dir), runs, select)
     if chosen.empty:
         raise DataError(f"{runs_dir}: no finished final runs on skin-lesion data "
                         f"({', '.join(SKIN_SOURCES)}); feature usage needs them")
     out_dir = runs_dir / "analysis" / "features"
     out_dir.mkdir(parents=True, exist_ok=True)
-    settings = {"prediction": prediction, "set": set_name, "seed": seed, "tests": list(tests),
-                "options": test_options or {}, "patches": patches, "one_per_group": one_per_group}
+    settings = {"version": 2, "prediction": prediction, "set": set_name, "seed": seed,
+                "tests": list(tests), "options": test_options or {}, "patches": patches,
+                "one_per_group": one_per_group, "min_per_diagnosis": int(min_per_diagnosis)}
     key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     pv_path = out_dir / "pvalues.csv"
     previous = pd.read_csv(pv_path, dtype={"run_id": str, "key": str}) if pv_path.exists() else None
-    if previous is not None and "key" in previous:
+    if previous is not None and {"key", "condition"} <= set(previous):
         previous = previous[previous["key"] == key]
     else:
         previous = None
 
-    feature_tables: dict[str, pd.DataFrame] = {}
-    groups: dict[str, pd.Series] = {}
+    data: dict[str, _Data] = {}
+    notes: list[str] = []
     rows: list[dict] = []
-    todo = [(r, f) for r in chosen.itertuples(index=False) for f in TABLE3_FEATURES]
     if "cmiknn" in tests:
         from medattn.analysis.citests.cmiknn import warn_if_slow
         warn_if_slow()  # before the bar and the workers, which then stay silent
-    bar = progress_bar(total=len(todo), desc="feature tests", disable=not progress)
+    bar = progress_bar(total=len(chosen) * len(TABLE3_FEATURES), desc="feature tests",
+                       disable=not progress)
     pool = _InlinePool()
     if jobs > 1:  # spawn: workers never inherit torch's threads from this process
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         pool = ProcessPoolExecutor(int(jobs), mp_context=multiprocessing.get_context("spawn"))
-    pending = []  # per run: (record, resumed rows, [(feature, n_left_out, n, future p-values)])
+    pending = []  # per run: (record, resumed rows, [(feature, n_left_out, future rows)])
     try:
         with threadpool_limits(1):
-            for r_i, rec in enumerate(chosen.itertuples(index=False)):
+            for rec in chosen.itertuples(index=False):
                 done = previous[previous["run_id"] == rec.run_id] if previous is not None else None
-                if done is not None and set(done["feature"]) >= set(TABLE3_FEATURES):
-                    pending.append((rec, done.to_dict("records"), []))  # resumed as they were
+                if _covers(done, conditions):  # resumed as they were
+                    pending.append((rec, _rows_of(done, conditions), []))
                     bar.update(len(TABLE3_FEATURES))
                     continue
-                if rec.data not in feature_tables:
-                    table = load_dataset(rec.data)
-                    # missing groups stay NA: each such image is then its own group
-                    groups[rec.data] = (table.set_index("image_id")["group"].astype(object)
-                                        if "group" in table else None)
-                    feature_tables[rec.data] = extract_features(
-                        table, cache=out_dir / f"features_{_slug(rec.data)}.csv", patches=patches,
-                        progress=progress)
-                feats = feature_tables[rec.data]
+                if rec.data not in data:
+                    data[rec.data] = _load_data(rec.data, out_dir, patches, progress)
+                    if data[rec.data].note and "diagnosis" in conditions:
+                        notes.append(data[rec.data].note)
+                d = data[rec.data]
+                run_conditions = (conditions if d.diagnosis is not None else ("label",))
+                if _covers(done, run_conditions):
+                    pending.append((rec, _rows_of(done, run_conditions), []))
+                    bar.update(len(TABLE3_FEATURES))
+                    continue
                 preds = read_predictions(runs_dir, rec.run_id, set_name)
                 classes = [c[len("prob_"):] for c in preds.columns if c.startswith("prob_")]
-                missing_ids = ~preds["image_id"].isin(feats.index)
+                missing_ids = ~preds["image_id"].isin(d.features.index)
                 if missing_ids.any():
                     raise DataError(f"run {rec.run_id}: {int(missing_ids.sum())} predicted images "
                                     f"(e.g. {preds['image_id'][missing_ids].iloc[0]}) are not in "
                                     f"{rec.data}; was the data set changed after training?")
-                if one_per_group and groups[rec.data] is not None:
-                    preds = one_image_per_group(preds, groups[rec.data], seed)
+                if one_per_group and d.groups is not None:
+                    preds = one_image_per_group(preds, d.groups, seed)
                 y = prediction_matrix(preds, classes, prediction)
-                z = preds["label"].to_numpy(dtype=int)
-                fx = feats.loc[preds["image_id"]]
+                label = preds["label"].to_numpy(dtype=int)
+                dx = (d.diagnosis.reindex(preds["image_id"]).to_numpy(dtype=object)
+                      if d.diagnosis is not None else None)
+                fx = d.features.loc[preds["image_id"]]
                 tasks = []
                 for f_i, (feature, cols) in enumerate(TABLE3_FEATURES.items()):
                     x = fx[list(cols)].to_numpy(dtype=float)
                     n_left_out = int(np.isnan(x).any(axis=1).sum())
-                    future = pool.submit(_pvalues_job, x, y, z, tests,
-                                         seed + 1000 * r_i + 10 * f_i, test_options)
+                    seeds = [_test_seed(seed, rec.run_id, f_i, t_i) for t_i in range(len(tests))]
+                    future = pool.submit(_tests_job, x, y, label, dx, run_conditions, tests, seeds,
+                                         test_options, int(min_per_diagnosis))
                     future.add_done_callback(lambda _: bar.update())
-                    tasks.append((feature, n_left_out, len(x) - n_left_out, future))
+                    tasks.append((feature, n_left_out, future))
                 pending.append((rec, [], tasks))
                 if jobs == 1:  # done already: save this run now
                     _collect(pending, rows, alpha, prediction, set_name, key, pv_path)
@@ -271,18 +355,51 @@ def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "best", prediction
     bar.close()
     pvalues = pd.DataFrame(rows)
     pvalues["alpha"] = alpha
-    pvalues["reject"] = pvalues["p_value"] < alpha
-    _write_csv(pv_path, _merge_previous(pv_path, pvalues.drop(columns="reject").to_dict("records"), key))
-    decisions = decide(pvalues, len(tests))
-    table = table3(decisions, runs)
-    markdown = table3_markdown(table, runs=runs, prediction=prediction, alpha=alpha, tests=tests,
-                               decisions=decisions, set_name=set_name, one_per_group=one_per_group)
-    paths = {"pvalues": pv_path, "table3_csv": out_dir / "table3.csv", "table3_md": out_dir / "table3.md",
-             "decisions": out_dir / "decisions.csv"}
-    _write_csv(paths["table3_csv"], table.reset_index())
+    _write_csv(pv_path, _merge_previous(pv_path, pvalues.to_dict("records"), key))
+    decisions = decide(pvalues, tests)
+    ratio = _split_ratio(runs_dir, chosen["run_id"])
+    summary = usage_summary(decisions, tests, ratio)
+    differences = model_differences(decisions, chosen[["model", "backbone", "variant"]], tests,
+                                    ratio)
+    table = table3(decisions, runs, conditions)
+    truths = {spec: d.truth for spec, d in data.items() if d.truth}
+    if not truths:  # everything resumed: read the truth files without loading the data
+        from medattn.data.synthetic.derm import read_truth
+
+        for spec in chosen["data"].unique():
+            truth = read_truth(Path(spec.split(":", 1)[-1]).expanduser())
+            if truth:
+                truths[spec] = truth
+    markdown = table3_markdown(table, summary=summary, differences=differences, runs=runs,
+                               select=select, prediction=prediction, alpha=alpha, tests=tests,
+                               decisions=decisions, set_name=set_name, one_per_group=one_per_group,
+                               conditions=conditions, min_per_diagnosis=int(min_per_diagnosis),
+                               truths=truths, notes=notes)
+    paths = {"pvalues": pv_path, "decisions": out_dir / "decisions.csv",
+             "usage": out_dir / "usage.csv", "differences": out_dir / "differences.csv",
+             "table3_csv": out_dir / "table3.csv", "table3_md": out_dir / "table3.md"}
     _write_csv(paths["decisions"], decisions)
+    _write_csv(paths["usage"], summary)
+    _write_csv(paths["differences"], differences)
+    _write_csv(paths["table3_csv"], table.reset_index())
     _write_text(paths["table3_md"], markdown)
-    return UsageResult(pvalues=pvalues, decisions=decisions, table=table, markdown=markdown, paths=paths)
+    if truths:
+        paths["truth"] = out_dir / "truth.json"
+        _write_text(paths["truth"], json.dumps(truths, indent=2) + "\n")
+    return UsageResult(pvalues=pvalues, decisions=decisions, table=table, markdown=markdown,
+                       summary=summary, differences=differences, notes=notes, paths=paths)
+
+
+def _rows_of(done: pd.DataFrame, conditions) -> list[dict]:
+    return done[done["condition"].isin(conditions)].to_dict("records")
+
+
+def _covers(done: pd.DataFrame | None, conditions) -> bool:
+    """Whether resumed rows hold every feature under every condition."""
+    if done is None or done.empty:
+        return False
+    have = set(zip(done["feature"], done["condition"]))
+    return all((f, c) in have for f in TABLE3_FEATURES for c in conditions)
 
 
 class _InlinePool:
@@ -304,12 +421,12 @@ def _collect(pending: list, rows: list[dict], alpha: float, prediction: str, set
     while pending:
         rec, resumed, tasks = pending.pop(0)
         rows.extend(resumed)
-        for feature, n_left_out, n, future in tasks:
-            for name, p in future.result().items():
-                rows.append({"model": rec.model, "run_id": rec.run_id, "feature": feature,
-                             "test": name, "p_value": p, "n": n, "n_left_out": n_left_out,
-                             "alpha": alpha, "prediction": prediction, "set": set_name,
-                             "key": key})
+        for feature, n_left_out, future in tasks:
+            for r in future.result():
+                rows.append({"model": rec.model, "run_id": rec.run_id,
+                             "split_seed": rec.split_seed, "feature": feature, **r,
+                             "n_left_out": n_left_out, "alpha": alpha, "prediction": prediction,
+                             "set": set_name, "key": key})
         _write_csv(pv_path, _merge_previous(pv_path, rows, key))
 
 
@@ -324,72 +441,42 @@ def one_image_per_group(preds: pd.DataFrame, group: pd.Series, seed: int = 0) ->
 
 
 def _merge_previous(path: Path, rows: list[dict], key: str) -> pd.DataFrame:
-    """Rows of other settings already in pvalues.csv are kept; ours replace our key's rows."""
+    """Rows already in pvalues.csv are kept unless ours replace them (same settings key, run,
+    condition, feature and test): other settings, other runs and other conditions stay."""
     ours = pd.DataFrame(rows)
-    if path.exists():
+    if path.exists() and len(ours):
         old = pd.read_csv(path, dtype={"run_id": str, "key": str})
-        if "key" in old:
-            old = old[old["key"] != key]
-            return pd.concat([old, ours], ignore_index=True)
+        ids = ["run_id", "condition", "feature", "test"]
+        if "key" in old and set(ids) <= set(old):
+            mine = pd.MultiIndex.from_frame(ours[ids].astype(str))
+            replaced = (old["key"] == key) & pd.MultiIndex.from_frame(
+                old[ids].astype(str)).isin(mine)
+            return pd.concat([old[~replaced], ours], ignore_index=True)
+        if "key" in old:  # written by an older version: other settings by construction
+            return pd.concat([old[old["key"] != key], ours], ignore_index=True)
     return ours
 
 
-def decide(pvalues: pd.DataFrame, n_tests: int) -> pd.DataFrame:
-    """Majority decision per (run, feature): used when more than half of the tests reject.
+def decide(pvalues: pd.DataFrame, tests) -> pd.DataFrame:
+    """Majority decision per (run, condition, feature): used when more than half of the tests
+    reject, with each test's p-value and effect size beside it.
 
     A test that could not run (NaN p-value: too few samples, or a feature constant within every
-    class) does not reject; when no test ran the decision is missing.
+    stratum) does not reject; when no test ran the decision is missing.
     """
     pv = pvalues.assign(reject=pvalues["p_value"] < pvalues["alpha"], ran=pvalues["p_value"].notna())
-    out = pv.groupby(["model", "run_id", "feature"], sort=False).agg(
-        n=("n", "first"), n_left_out=("n_left_out", "first"), rejections=("reject", "sum"),
-        tests_run=("ran", "sum")).reset_index()
-    out["used"] = np.where(out["tests_run"] > 0, out["rejections"] > n_tests / 2, np.nan)
-    for name in pv["test"].unique():
-        col = pv[pv["test"] == name].set_index(["run_id", "feature"])["p_value"]
-        out[f"p_{name}"] = [col.get((r, f), np.nan) for r, f in zip(out["run_id"], out["feature"])]
+    keys = ["model", "run_id", "split_seed", "condition", "feature"]
+    out = pv.groupby(keys, sort=False, dropna=False).agg(
+        n=("n", "first"), n_left_out=("n_left_out", "first"), n_strata=("n_strata", "first"),
+        merged_diagnoses=("merged_diagnoses", "first"), merged_images=("merged_images", "first"),
+        rejections=("reject", "sum"), tests_run=("ran", "sum")).reset_index()
+    out["used"] = np.where(out["tests_run"] > 0, out["rejections"] > len(tests) / 2, np.nan)
+    for col in ("p_value", "effect"):
+        wide = pv.pivot_table(index=["run_id", "condition", "feature"], columns="test",
+                              values=col, dropna=False)
+        for name in tests:
+            values = wide[name] if name in wide else pd.Series(dtype=float)
+            prefix = "p" if col == "p_value" else "effect"
+            out[f"{prefix}_{name}"] = [values.get((r, c, f), np.nan) for r, c, f in
+                                       zip(out["run_id"], out["condition"], out["feature"])]
     return out
-
-
-def table3(decisions: pd.DataFrame, runs: str = "best") -> pd.DataFrame:
-    """One row per model, one column per Table 3 feature: ✓/✗ (best run) or the share of runs
-    using the feature, as "k/N" (all runs); "n/a" where no test could run."""
-    cells = {}
-    for model, grp in decisions.groupby("model", sort=False):
-        row = {}
-        for feature in TABLE3_FEATURES:
-            g = grp[grp["feature"] == feature]["used"].dropna()
-            if g.empty:
-                row[feature] = "n/a"
-            elif runs == "best":
-                row[feature] = USED if bool(g.iloc[0]) else NOT_USED
-            else:
-                row[feature] = f"{int(g.sum())}/{len(g)}"
-        cells[model] = row
-    table = pd.DataFrame.from_dict(cells, orient="index")[list(TABLE3_FEATURES)]
-    table = table.loc[_model_order(table.index)]
-    table.index.name = "model"
-    return table
-
-
-def table3_markdown(table: pd.DataFrame, *, runs: str, prediction: str, alpha: float, tests,
-                    decisions: pd.DataFrame, set_name: str, one_per_group: bool = True) -> str:
-    """Table 3 as Markdown with a legend that states how it was made."""
-    header = "| Model | " + " | ".join(table.columns) + " |"
-    lines = [header, "|" + "---|" * (len(table.columns) + 1)]
-    for model, row in table.iterrows():
-        lines.append(f"| {model} | " + " | ".join(str(v) for v in row) + " |")
-    n = decisions.groupby("feature")["n"].agg(["min", "max"])
-    left = decisions.groupby("feature")["n_left_out"].max()
-    sizes = ", ".join(f"{f}: {int(n.loc[f, 'min'])}" + (f"-{int(n.loc[f, 'max'])}" if n.loc[f, "min"] !=
-                      n.loc[f, "max"] else "") + (f" ({int(left[f])} left out)" if left[f] else "")
-                      for f in TABLE3_FEATURES if f in n.index)
-    which = ("the best final run of each model by test balanced accuracy" if runs == "best"
-             else "all final runs; k/N = feature used in k of N runs")
-    legend = (f"\nFeature usage ({which}). A feature is used ({USED}) when the majority of "
-              f"{', '.join(tests)} rejects independence of the feature and the model's {prediction} "
-              f"output given the true label at p < {alpha:g}, on the {set_name} predictions"
-              f"{' (one image per patient/lesion)' if one_per_group else ''}. "
-              f"A = asymmetry, B = border irregularity, C = colours, D = dermoscopic structures "
-              f"(count and area share). Samples per test: {sizes}.\n")
-    return "\n".join(lines) + "\n" + legend

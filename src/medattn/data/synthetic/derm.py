@@ -2,16 +2,19 @@
 
 ``write_derm(out)`` writes ``out/isic/`` (an ISIC archive folder as ``isic-cli`` writes it, with
 ISIC 2018 task-1/2 masks) and ``out/pad-ufes-20/`` (a PAD-UFES-20 folder: the OOD test set, rendered
-with a clinical-photo look). Each lesion's class (melanoma / nevus / other) sets overlapping
-distributions of the four ABCD features; bias features (a colourful patch, age, skin colour) are tied
-to the class with configurable strength and sex is independent of everything. Every generating value
-is written to ``metadata.csv`` as a ``true_<feature>`` column (see ``docs/data.md``).
+with a clinical-photo look). Each patient has one fine diagnosis (:data:`DIAGNOSES`, e.g.
+dermatofibroma inside "other"), which sets overlapping distributions of the four ABCD features and
+the patient's age and skin colour (tied to it with configurable strength); the colourful patch is
+tied to the coarse class and sex is independent of everything. Age and sex are never drawn into an
+image. Every generating value is written to ``metadata.csv`` as a ``true_<feature>`` column, and the
+settings to ``medattn_synthetic.json`` (see ``docs/data.md``).
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import math
 import os
 import shutil
@@ -36,30 +39,72 @@ PALETTE = np.array([
 PATCH_COLOURS = np.array([[0.15, 0.45, 0.95], [0.10, 0.80, 0.30], [0.98, 0.85, 0.10],
                           [0.95, 0.30, 0.70], [1.00, 0.50, 0.05]], dtype=np.float32)
 
-# Class-conditional generating distributions (melanoma, nevus, other); they overlap on purpose.
-ASYM_BETA = ((4.0, 2.5), (2.0, 4.0), (3.0, 3.0))
-BORDER_BETA = ((4.0, 2.5), (2.0, 4.5), (3.0, 3.0))
-N_COLOURS_P = ((0.02, 0.10, 0.25, 0.30, 0.20, 0.13),
-               (0.30, 0.40, 0.20, 0.07, 0.03, 0.00),
-               (0.15, 0.35, 0.30, 0.15, 0.05, 0.00))
-STRUCTURE_P = ((0.50, 0.45, 0.50, 0.10, 0.40),
-               (0.70, 0.05, 0.10, 0.15, 0.45),
-               (0.15, 0.10, 0.05, 0.55, 0.15))
-AGE_MEAN = (60.0, 35.0, 58.0)
-ITA_MEAN = (48.0, 38.0, 28.0)
 
-ISIC_DIAGNOSIS = {
-    0: [("Malignant", "Malignant melanocytic proliferations (Melanoma)", "Melanoma Invasive"),
-        ("Malignant", "Malignant melanocytic proliferations (Melanoma)", "Melanoma in situ")],
-    1: [("Benign", "Benign melanocytic proliferations", "Nevus")],
-    2: [("Benign", "Benign epidermal proliferations", "Seborrheic keratosis"),
-        ("Malignant", "Malignant adnexal epithelial proliferations - Follicular",
-         "Basal cell carcinoma"),
-        ("Benign", "Benign soft tissue proliferations - Fibro-histiocytic", "Dermatofibroma")],
-}
-ISIC_OLD_DIAGNOSIS = {0: ["melanoma"], 1: ["nevus"],
-                      2: ["seborrheic keratosis", "basal cell carcinoma", "dermatofibroma"]}
-PAD_OTHER = ("ACK", "BCC", "SCC", "SEK")
+
+@dataclasses.dataclass(frozen=True)
+class Diagnosis:
+    """A fine diagnosis inside a coarse class: its share of the class, its patients' age and skin
+    colour (means at full ``age_bias`` / ``skin_bias``) and the distributions of its ABCD features.
+
+    The diagnoses of one class differ in age and skin colour and overlap in appearance, as real ones
+    do (a dermatofibroma looks like a nevus and occurs in younger, darker-skinned patients than a
+    seborrheic keratosis): a model that tells them apart from the image alone has predictions that
+    vary with age *within the coarse class*, although it never sees age (docs/data.md).
+    """
+
+    name: str  # the ``true_diagnosis`` value
+    label: int  # coarse class: 0 melanoma, 1 nevus, 2 other
+    share: float  # probability within its class in the ISIC folder
+    pad_share: float  # ... in the PAD-UFES-20 folder (which has only MEL, NEV, ACK, BCC, SCC, SEK)
+    age: float  # mean age, years (sd 13)
+    ita: float  # mean skin ITA, degrees (sd 12)
+    asymmetry: tuple[float, float]  # Beta parameters
+    border: tuple[float, float]  # Beta parameters
+    colours: tuple[float, ...]  # P(1..6 colours)
+    structures: tuple[float, ...]  # P(present) of each of STRUCTURES
+    isic: tuple[str, str, str] | None  # diagnosis_1..3 of the newer ISIC metadata
+    isic_old: str | None  # ``diagnosis`` of the older ISIC metadata
+    pad: str | None  # PAD-UFES-20 ``diagnostic`` code
+
+
+_MEL, _BEN, _MAL = "Malignant melanocytic proliferations (Melanoma)", "Benign", "Malignant"
+DIAGNOSES: tuple[Diagnosis, ...] = (
+    Diagnosis("melanoma invasive", 0, 0.60, 1.00, 64, 44, (4.5, 2.2), (4.5, 2.2),
+              (0.01, 0.07, 0.22, 0.32, 0.23, 0.15), (0.55, 0.50, 0.55, 0.10, 0.45),
+              (_MAL, _MEL, "Melanoma Invasive"), "melanoma", "MEL"),
+    Diagnosis("melanoma in situ", 0, 0.40, 0.00, 54, 52, (3.5, 3.0), (3.5, 3.0),
+              (0.03, 0.15, 0.30, 0.28, 0.15, 0.09), (0.45, 0.40, 0.42, 0.10, 0.33),
+              (_MAL, _MEL, "Melanoma in situ"), "melanoma", None),
+    Diagnosis("nevus", 1, 1.00, 1.00, 35, 38, (2.0, 4.0), (2.0, 4.5),
+              (0.30, 0.40, 0.20, 0.07, 0.03, 0.00), (0.70, 0.05, 0.10, 0.15, 0.45),
+              (_BEN, "Benign melanocytic proliferations", "Nevus"), "nevus", "NEV"),
+    Diagnosis("seborrheic keratosis", 2, 0.35, 0.35, 68, 34, (4.5, 2.0), (4.5, 2.0),
+              (0.05, 0.20, 0.35, 0.25, 0.15, 0.00), (0.05, 0.05, 0.05, 0.85, 0.10),
+              (_BEN, "Benign epidermal proliferations", "Seborrheic keratosis"),
+              "seborrheic keratosis", "SEK"),
+    Diagnosis("basal cell carcinoma", 2, 0.30, 0.30, 66, 50, (4.0, 2.5), (3.5, 2.5),
+              (0.10, 0.30, 0.35, 0.15, 0.10, 0.00), (0.05, 0.15, 0.10, 0.40, 0.10),
+              (_MAL, "Malignant adnexal epithelial proliferations - Follicular",
+               "Basal cell carcinoma"), "basal cell carcinoma", "BCC"),
+    Diagnosis("dermatofibroma", 2, 0.20, 0.00, 36, 18, (1.5, 5.0), (1.5, 5.0),
+              (0.45, 0.45, 0.10, 0.00, 0.00, 0.00), (0.60, 0.10, 0.02, 0.10, 0.30),
+              (_BEN, "Benign soft tissue proliferations - Fibro-histiocytic", "Dermatofibroma"),
+              "dermatofibroma", None),
+    Diagnosis("hemangioma", 2, 0.15, 0.00, 30, 26, (2.0, 4.5), (1.5, 5.0),
+              (0.50, 0.40, 0.10, 0.00, 0.00, 0.00), (0.02, 0.05, 0.02, 0.05, 0.05),
+              (_BEN, "Benign soft tissue proliferations - Vascular", "Hemangioma"),
+              "hemangioma", None),
+    Diagnosis("actinic keratosis", 2, 0.00, 0.20, 66, 46, (3.0, 3.0), (3.0, 3.0),
+              (0.15, 0.35, 0.30, 0.15, 0.05, 0.00), (0.10, 0.10, 0.05, 0.30, 0.10),
+              None, "actinic keratosis", "ACK"),
+    Diagnosis("squamous cell carcinoma", 2, 0.00, 0.15, 72, 44, (3.5, 2.5), (3.5, 2.5),
+              (0.05, 0.25, 0.35, 0.25, 0.10, 0.00), (0.05, 0.10, 0.10, 0.35, 0.10),
+              None, "squamous cell carcinoma", "SCC"),
+)
+# What the rendered image shows (Table 3 names). Age and sex are never drawn into an image; skin
+# colour is the background (a real, visible cue); the colourful patch is drawn when present.
+VISIBLE = ("A", "B", "C", "D", "Skin color", "Colorful patches")
+NOT_VISIBLE = ("Age", "Sex")
 
 
 @dataclasses.dataclass
@@ -80,21 +125,29 @@ class DermConfig:
 # Sampling the features of a lesion / patient
 # --------------------------------------------------------------------------------------------
 
-def sample_patient(rng: np.random.Generator, label: int, cfg: DermConfig, ita_shift: float = 0.0) -> dict:
-    """Patient-level features: age (years), sex, skin colour (ITA, degrees)."""
-    age = rng.normal(50 + cfg.age_bias * (AGE_MEAN[label] - 50), 13)
-    ita = rng.normal(38 + cfg.skin_bias * (ITA_MEAN[label] - 38) + ita_shift, 12)
+def diagnoses_of(label: int, pad: bool = False) -> tuple[list[Diagnosis], np.ndarray]:
+    """The fine diagnoses of a class in the ISIC (or PAD-UFES-20) folder and their probabilities."""
+    dxs = [d for d in DIAGNOSES if d.label == label and (d.pad_share if pad else d.share) > 0]
+    p = np.array([d.pad_share if pad else d.share for d in dxs])
+    return dxs, p / p.sum()
+
+
+def sample_patient(rng: np.random.Generator, dx: Diagnosis, cfg: DermConfig,
+                   ita_shift: float = 0.0) -> dict:
+    """Patient-level features: age (years), sex, skin colour (ITA, degrees), from the diagnosis."""
+    age = rng.normal(50 + cfg.age_bias * (dx.age - 50), 13)
+    ita = rng.normal(38 + cfg.skin_bias * (dx.ita - 38) + ita_shift, 12)
     return {"age": float(np.clip(age, 5, 90)), "sex": "male" if rng.random() < 0.5 else "female",
             "ita": float(np.clip(ita, -30, 75))}
 
 
-def sample_lesion(rng: np.random.Generator, label: int) -> dict:
-    """Lesion-level ABCD features drawn from the class-conditional distributions."""
-    structures = {s: bool(rng.random() < p) for s, p in zip(STRUCTURES, STRUCTURE_P[label])}
+def sample_lesion(rng: np.random.Generator, dx: Diagnosis) -> dict:
+    """Lesion-level ABCD features drawn from the diagnosis' distributions."""
+    structures = {s: bool(rng.random() < p) for s, p in zip(STRUCTURES, dx.structures)}
     return {
-        "asymmetry": float(rng.beta(*ASYM_BETA[label])),
-        "border": float(rng.beta(*BORDER_BETA[label])),
-        "n_colors": int(rng.choice(6, p=N_COLOURS_P[label]) + 1),
+        "asymmetry": float(rng.beta(*dx.asymmetry)),
+        "border": float(rng.beta(*dx.border)),
+        "n_colors": int(rng.choice(6, p=np.asarray(dx.colours) / sum(dx.colours)) + 1),
         "structures": structures,
         "shape_seed": int(rng.integers(2**31)),
     }
@@ -276,27 +329,36 @@ def render(rng: np.random.Generator, lesion: dict, skin_rgb: np.ndarray, patch: 
 # Writing the two layouts
 # --------------------------------------------------------------------------------------------
 
-def _draw_cohort(rng: np.random.Generator, n: int, cfg: DermConfig, ita_shift: float = 0.0):
-    """Yield (patient_index, patient, lesion_index, label, lesion, k_image) until n images."""
+def _draw_cohort(rng: np.random.Generator, n: int, cfg: DermConfig, ita_shift: float = 0.0,
+                 pad: bool = False):
+    """Yield (patient_index, patient, lesion_index, diagnosis, lesion, k_image) until n images.
+
+    A patient's lesions share one fine diagnosis (several nevi, several keratoses): age and skin
+    colour are patient-level, so this keeps them independent of every image given its diagnosis
+    (with lesions of other diagnoses, the patient's age would reach an image through the skin
+    colour it shares with them)."""
     count, p, les = 0, 0, 0
+    probs = np.asarray(cfg.class_probs) / sum(cfg.class_probs)
     while count < n:
         n_les = 1 + rng.poisson(cfg.lesions_per_patient - 1)
-        labels = rng.choice(3, size=n_les, p=np.asarray(cfg.class_probs) / sum(cfg.class_probs))
-        patient = sample_patient(rng, int(labels[0]), cfg, ita_shift)
-        for label in labels:
-            lesion = sample_lesion(rng, int(label))
+        dxs, dx_p = diagnoses_of(int(rng.choice(3, p=probs)), pad)
+        dx = dxs[int(rng.choice(len(dxs), p=dx_p))]
+        patient = sample_patient(rng, dx, cfg, ita_shift)
+        for _ in range(n_les):
+            lesion = sample_lesion(rng, dx)
             for k in range(1 + rng.poisson(cfg.images_per_lesion - 1)):
                 if count >= n:
                     return
-                yield p, patient, les, int(label), lesion, k
+                yield p, patient, les, dx, lesion, k
                 count += 1
             les += 1
         p += 1
 
 
-def _true_columns(patient: dict, lesion: dict, patch: bool) -> dict:
+def _true_columns(patient: dict, dx: Diagnosis, lesion: dict, patch: bool) -> dict:
     row = {
         "true_age": round(patient["age"], 2),
+        "true_diagnosis": dx.name,
         "true_asymmetry": round(lesion["asymmetry"], 4),
         "true_border": round(lesion["border"], 4),
         "true_n_colors": lesion["n_colors"],
@@ -307,6 +369,29 @@ def _true_columns(patient: dict, lesion: dict, patch: bool) -> dict:
     }
     row.update({f"true_{s}": int(v) for s, v in lesion["structures"].items()})
     return row
+
+
+TRUTH_FILE = "medattn_synthetic.json"
+
+
+def _write_truth(out: Path, cfg: DermConfig, seed: int) -> None:
+    """The generator's settings and what its images show, beside the data (read by the feature
+    analysis to print the planted truth next to Table 3)."""
+    truth = {"generator": "medattn synth derm", "seed": seed, **dataclasses.asdict(cfg),
+             "patch_planted": cfg.patch_bias > 0, "visible": list(VISIBLE),
+             "not_visible": list(NOT_VISIBLE)}
+    tmp = out / (TRUTH_FILE + ".tmp")
+    tmp.write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, out / TRUTH_FILE)
+
+
+def read_truth(folder: str | Path) -> dict | None:
+    """The planted truth written beside a synthetic data set, or None for other data."""
+    path = Path(folder) / TRUTH_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def fitzpatrick(ita: float) -> str:
@@ -375,6 +460,29 @@ def _run_jobs(fn, jobs: list, workers: int, progress: bool, desc: str) -> None:
     bar.close()
 
 
+def _isic_cohort(n: int, seed: int, cfg: DermConfig):
+    """The ISIC folder's images, in order: (index, patient index, patient, lesion index,
+    diagnosis, lesion, patch)."""
+    rng = np.random.default_rng([seed, 1])
+    for i, (p, patient, les, dx, lesion, _) in enumerate(_draw_cohort(rng, n, cfg)):
+        yield i, p, patient, les, dx, lesion, bool(rng.random() < patch_probability(dx.label, cfg))
+
+
+def sample_metadata(n: int, seed: int = 0, cfg: DermConfig | None = None) -> "pd.DataFrame":
+    """The ground truth of the ISIC folder ``write_isic(out, n, seed, cfg)`` writes, without
+    rendering a pixel: one row per image with ``image_id``, ``patient_id``, ``lesion_id``,
+    ``label``, ``age_approx`` and the ``true_*`` columns (for quick simulations; the same values
+    as the written ``metadata.csv``)."""
+    import pandas as pd
+
+    cfg = cfg or DermConfig()
+    return pd.DataFrame([{"image_id": f"ISIC_{i:07d}", "patient_id": f"IP_{p:07d}",
+                          "lesion_id": f"IL_{les:07d}", "label": dx.label,
+                          "age_approx": int(5 * round(patient["age"] / 5)),
+                          **_true_columns(patient, dx, lesion, patch)}
+                         for i, p, patient, les, dx, lesion, patch in _isic_cohort(n, seed, cfg)])
+
+
 def write_isic(out: str | Path, n: int, seed: int = 0, cfg: DermConfig | None = None,
                metadata: str = "new", progress: bool = False, workers: int = 1) -> str:
     """Write ``n`` dermoscopy-look images as an ISIC archive folder; returns ``"isic:<out>"``."""
@@ -385,11 +493,9 @@ def write_isic(out: str | Path, n: int, seed: int = 0, cfg: DermConfig | None = 
     out.mkdir(parents=True, exist_ok=True)
     (out / "licenses").mkdir(exist_ok=True)
     (out / "licenses" / "CC-0.txt").write_text("Creative Commons Zero v1.0 Universal (synthetic data)\n")
-    rng = np.random.default_rng([seed, 1])
     rows, jobs = [], []
-    for i, (p, patient, les, label, lesion, _) in enumerate(_draw_cohort(rng, n, cfg)):
+    for i, p, patient, les, dx, lesion, patch in _isic_cohort(n, seed, cfg):
         isic_id = f"ISIC_{i:07d}"
-        patch = bool(rng.random() < patch_probability(label, cfg))
         ext = "png" if i % 37 == 5 else "jpg"  # archive downloads mix in some PNGs
         jobs.append((str(out), f"{isic_id}.{ext}", lesion, patient["ita"], patch, cfg.image_size,
                      [seed, 1, i]))
@@ -400,17 +506,15 @@ def write_isic(out: str | Path, n: int, seed: int = 0, cfg: DermConfig | None = 
                  "head/neck")[lesion["shape_seed"] % 5],
             "fitzpatrick_skin_type": fitzpatrick(patient["ita"]), "image_type": "dermoscopic",
             "lesion_id": f"IL_{les:07d}", "patient_id": f"IP_{p:07d}", "sex": patient["sex"],
-            **_true_columns(patient, lesion, patch),
+            **_true_columns(patient, dx, lesion, patch),
         }
-        choice = lesion["shape_seed"] % len(ISIC_DIAGNOSIS[label])
         if metadata == "new":
-            d1, d2, d3 = ISIC_DIAGNOSIS[label][choice]
+            d1, d2, d3 = dx.isic
             row.update(diagnosis_1=d1, diagnosis_2=d2, diagnosis_3=d3, diagnosis_4="",
                        diagnosis_5="", diagnosis_confirm_type="histopathology")
         else:
-            dx = ISIC_OLD_DIAGNOSIS[label][choice % len(ISIC_OLD_DIAGNOSIS[label])]
-            row.update(diagnosis=dx, benign_malignant="malignant" if label == 0 or dx ==
-                       "basal cell carcinoma" else "benign", diagnosis_confirm_type="histopathology")
+            row.update(diagnosis=dx.isic_old, benign_malignant="malignant" if dx.isic[0] == _MAL
+                       else "benign", diagnosis_confirm_type="histopathology")
         rows.append(row)
     _run_jobs(_save_isic_item, jobs, workers, progress, "synth isic")
     head = ["isic_id", "attribution", "copyright_license"]
@@ -418,6 +522,7 @@ def write_isic(out: str | Path, n: int, seed: int = 0, cfg: DermConfig | None = 
     _write_csv(out / "metadata.csv", head + keys, rows)
     with open(out / "attribution.txt", "w", encoding="utf-8") as f:
         f.write("Synthetic images generated by medattn (CC-0).\n")
+    _write_truth(out, cfg, seed)
     return f"isic:{out}"
 
 
@@ -436,13 +541,13 @@ def write_pad_ufes(out: str | Path, n: int, seed: int = 0, cfg: DermConfig | Non
         (out / f"imgs_part_{k}").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, 2])
     rows, jobs = [], []
-    for i, (p, patient, les, label, lesion, _) in enumerate(_draw_cohort(rng, n, cfg, ita_shift=-8.0)):
-        patch = bool(rng.random() < patch_probability(label, cfg))
+    for i, (p, patient, les, dx, lesion, _) in enumerate(_draw_cohort(rng, n, cfg, ita_shift=-8.0,
+                                                                     pad=True)):
+        patch = bool(rng.random() < patch_probability(dx.label, cfg))
         pid, lid = 1000 + p, 100 + les
         img_id = f"PAT_{pid}_{lid}_{i + 1}.png"
         jobs.append((str(out / f"imgs_part_{1 + i * 3 // max(n, 1)}" / img_id), lesion,
                      patient["ita"], patch, cfg.image_size, [seed, 2, i]))
-        dx = ("MEL", "NEV", PAD_OTHER[lesion["shape_seed"] % 4])[label]
         rows.append({
             "patient_id": f"PAT_{pid}", "lesion_id": lid, "smoke": "False", "drink": "False",
             "background_father": "BRAZIL", "background_mother": "BRAZIL",
@@ -450,10 +555,10 @@ def write_pad_ufes(out: str | Path, n: int, seed: int = 0, cfg: DermConfig | Non
             "gender": patient["sex"].upper(), "skin_cancer_history": "False",
             "cancer_history": "False", "has_piped_water": "True", "has_sewage_system": "True",
             "fitspatrick": float(("I", "II", "III", "IV", "V", "VI").index(fitzpatrick(patient["ita"])) + 1),
-            "region": "FACE", "diameter_1": 6.0, "diameter_2": 5.0, "diagnostic": dx,
+            "region": "FACE", "diameter_1": 6.0, "diameter_2": 5.0, "diagnostic": dx.pad,
             "itch": "False", "grew": "UNK", "hurt": "False", "changed": "UNK", "bleed": "False",
             "elevation": "False", "img_id": img_id, "biopsed": "True",
-            **_true_columns(patient, lesion, patch),
+            **_true_columns(patient, dx, lesion, patch),
         })
     _run_jobs(_save_pad_item, jobs, workers, progress, "synth pad-ufes-20")
     header = ["patient_id", "lesion_id", "smoke", "drink", "background_father", "background_mother",
@@ -463,6 +568,7 @@ def write_pad_ufes(out: str | Path, n: int, seed: int = 0, cfg: DermConfig | Non
               "img_id", "biopsed"]
     header += sorted(k for k in rows[0] if k.startswith("true_")) if rows else []
     _write_csv(out / "metadata.csv", header, rows)
+    _write_truth(out, cfg, seed)
     return f"pad-ufes-20:{out}"
 
 

@@ -1,0 +1,178 @@
+"""Table 3 as a table and as Markdown: k of N runs per (model, feature) under each conditioning,
+effect sizes with their CIs, significant differences between models, and on synthetic data the
+planted truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from medattn.analysis.features.summary import EFFECTS
+
+# Table 3 columns -> feature columns of ``extract.py`` (D is tested as the 2-D vector count, area).
+TABLE3_FEATURES: dict[str, tuple[str, ...]] = {
+    "A": ("asymmetry",),
+    "B": ("border",),
+    "C": ("n_colours",),
+    "D": ("structures", "structures_area"),
+    "Age": ("age",),
+    "Sex": ("sex",),
+    "Skin color": ("skin_ita",),
+    "Colorful patches": ("patch",),
+}
+USED, NOT_USED = "✓", "✗"
+CONDITION_NAMES = {"diagnosis": "fine diagnosis", "label": "3-class label (the paper's)"}
+
+
+def model_order(models) -> list[str]:
+    """Models in the zoo's order (base, +GA, ...), unknown names after them."""
+    try:
+        from medattn.models import list_models
+
+        known = {m: i for i, m in enumerate(list_models())}
+    except Exception:  # the ordering is cosmetic
+        known = {}
+    return sorted(models, key=lambda m: (known.get(m, len(known)), m))
+
+
+def table3(decisions: pd.DataFrame, runs: str = "all", conditions=("diagnosis", "label")
+           ) -> pd.DataFrame:
+    """One row per (model, condition), one column per feature: "k/N" (all runs: the feature used in
+    k of N runs) or ✓/✗ (one run per model); "n/a" where no test could run."""
+    rows = []
+    for (model, cond), grp in decisions.groupby(["model", "condition"], sort=False):
+        row = {"model": model, "condition": cond}
+        for feature in TABLE3_FEATURES:
+            g = grp[grp["feature"] == feature]["used"].dropna()
+            if g.empty:
+                row[feature] = "n/a"
+            elif runs == "best":
+                row[feature] = USED if bool(g.iloc[0]) else NOT_USED
+            else:
+                row[feature] = f"{int(g.astype(bool).sum())}/{len(g)}"
+        rows.append(row)
+    table = pd.DataFrame(rows, columns=["model", "condition", *TABLE3_FEATURES])
+    rank = {c: i for i, c in enumerate(conditions)}
+    order = {m: i for i, m in enumerate(model_order(table["model"].unique()))}
+    table = table.sort_values(["model", "condition"], key=lambda c: c.map(
+        order if c.name == "model" else rank)).set_index(["model", "condition"])
+    return table
+
+
+def truth_cells(truth: dict) -> dict[str, str]:
+    """What a synthetic data set's generator planted, per Table 3 feature."""
+    cells = {}
+    for feature in TABLE3_FEATURES:
+        if feature in truth.get("not_visible", ()):
+            cells[feature] = "never in the image"
+        elif feature == "Colorful patches":
+            bias = truth.get("patch_bias", 0)
+            cells[feature] = f"planted (bias {bias:g})" if truth.get("patch_planted") else \
+                "in the image, not planted"
+        elif feature == "Skin color":
+            cells[feature] = "in the image (a real cue)"
+        else:
+            cells[feature] = "in the image"
+    return cells
+
+
+def _fmt(v: float, digits: int = 3) -> str:
+    return "–" if not np.isfinite(v) else f"{v:.{digits}g}"
+
+
+def _effect_cell(row: pd.Series, test: str) -> str:
+    mean, lo, hi = row[f"effect_{test}"], row[f"effect_{test}_low"], row[f"effect_{test}_high"]
+    if not np.isfinite(mean):
+        return "n/a"
+    return _fmt(mean) + (f" [{_fmt(lo)}, {_fmt(hi)}]" if np.isfinite(lo) else "")
+
+
+def _grid(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def table3_markdown(table: pd.DataFrame, *, summary: pd.DataFrame, differences: pd.DataFrame,
+                    runs: str, select: str, prediction: str, alpha: float, tests,
+                    decisions: pd.DataFrame, set_name: str, one_per_group: bool = True,
+                    conditions=("diagnosis", "label"), min_per_diagnosis: int = 10,
+                    truths: dict | None = None, notes=()) -> str:
+    """Table 3 with a legend that states how it was made, then the effect sizes and the
+    differences between models."""
+    present = [c for c in conditions if c in table.index.get_level_values("condition")]
+    primary = present[0] if present else "label"
+    features = list(TABLE3_FEATURES)
+    rows = []
+    for model in dict.fromkeys(table.index.get_level_values("model")):
+        cells = []
+        for f in features:
+            parts = [table.loc[(model, c), f] for c in present if (model, c) in table.index]
+            cells.append(parts[0] + (f" ({parts[1]})" if len(parts) > 1 else ""))
+        rows.append([model, *cells])
+    for spec, truth in (truths or {}).items():
+        cells = truth_cells(truth)
+        rows.insert(0, [f"*planted truth* ({spec.split(':', 1)[0]})",
+                        *[f"*{cells[f]}*" for f in features]])
+    lines = ["## Table 3: feature usage", "", *_grid(["Model", *features], rows)]
+
+    which = (f"one run per model, the best by {select} balanced accuracy: {USED} = used"
+             if runs == "best" else "every final run: k/N = feature used in k of N runs")
+    cond_text = f"given the {CONDITION_NAMES[primary]}"
+    if len(present) > 1:
+        cond_text += f" (in brackets: given the {CONDITION_NAMES[present[1]]})"
+    n = decisions.groupby("feature")["n"].agg(["min", "max"])
+    left = decisions.groupby("feature")["n_left_out"].max()
+    sizes = ", ".join(f"{f}: {int(n.loc[f, 'min'])}" + (f"-{int(n.loc[f, 'max'])}" if n.loc[f, "min"]
+                      != n.loc[f, "max"] else "") + (f" ({int(left[f])} left out)" if left[f] else "")
+                      for f in features if f in n.index)
+    legend = [
+        "",
+        f"Feature usage ({which}), {cond_text}. A feature is used when the majority of "
+        f"{', '.join(tests)} rejects independence of the feature and the model's {prediction} "
+        f"output at p < {alpha:g}, on the {set_name} predictions"
+        f"{' (one image per patient/lesion)' if one_per_group else ''}. A = asymmetry, "
+        f"B = border irregularity, C = colours, D = dermoscopic structures (count and area "
+        f"share). Samples per test: {sizes}.",
+    ]
+    dx = decisions[decisions["condition"] == "diagnosis"]
+    if len(dx):
+        legend.append(
+            f"Fine diagnoses with fewer than {min_per_diagnosis} tested images are merged into "
+            f"their class: per run {int(dx['n_strata'].min())}-{int(dx['n_strata'].max())} "
+            f"strata, {int(dx['merged_images'].max())} images at most in merged strata "
+            f"({int(dx['merged_diagnoses'].max())} diagnoses at most).")
+    legend += [f"Note: {note}." for note in notes]
+    lines += legend
+
+    eff = summary[summary["condition"] == primary] if len(summary) else summary
+    if runs == "all" and len(eff):
+        for test in [t for t in ("cmiknn", "chsic") if t in tests]:
+            rows = []
+            for model in dict.fromkeys(eff["model"]):
+                m = eff[eff["model"] == model].set_index("feature")
+                rows.append([model, *[_effect_cell(m.loc[f], test) if f in m.index else "n/a"
+                                      for f in features]])
+            lines += ["", f"### Effect sizes: {EFFECTS[test]}, {cond_text.split(' (')[0]}", "",
+                      *_grid(["Model", *features], rows), "",
+                      "Mean over runs [95% CI, Nadeau-Bengio corrected for overlapping splits]. "
+                      + ("CMI: the CMIknn estimate minus its mean under the shuffles, in nats "
+                         "(0 = no dependence)." if test == "cmiknn" else
+                         "HSIC: the cHSIC statistic standardised by its permutation null, "
+                         "(T - mean) / sd.")]
+        sig = differences[(differences["condition"] == primary)
+                          & (differences["verdict"].isin(["more", "less"]))]
+        lines += ["", "### Differences between models", ""]
+        if differences.empty:
+            lines.append("No variant shares split seeds with its base in these runs.")
+        elif sig.empty:
+            lines.append("No variant uses a feature significantly more or less than its base "
+                         "(corrected paired t-test over splits of the effect sizes, p < 0.05).")
+        else:
+            lines.append("Variant vs base, paired over splits (corrected t-test of the per-split "
+                         "differences of the effect sizes, p < 0.05):")
+            lines.append("")
+            for r in sig.itertuples():
+                lines.append(f"- {r.model} uses {r.feature} {r.verdict} than {r.reference} "
+                             f"({EFFECTS[r.test]}: {r.difference:+.3g} [{_fmt(r.low)}, "
+                             f"{_fmt(r.high)}], p = {r.p:.2g}, {r.pairs} splits)")
+    return "\n".join(lines) + "\n"
