@@ -36,6 +36,8 @@ except ImportError:  # optional dependency
 _GROWTH = 1.5  # factor by which a guess with no sample inside is enlarged
 _TRIES = 3  # guesses before the whole list is scanned
 _BINS = 64  # bins of the distances within the guessed radius, to select the k-th by counting
+_LEVELS = 3  # binning levels before a quickselect
+_FEW = 12  # values few enough for the selection by counting (its cost grows like count^2)
 
 
 def available() -> bool:
@@ -46,7 +48,7 @@ def available() -> bool:
 def _jit(fn):
     # cache=True: compiled once per machine (in __pycache__, or numba's user cache directory
     # when the package directory is read-only), not once per process.
-    return numba.njit(cache=True, nogil=True)(fn) if numba is not None else None
+    return numba.njit(cache=True, nogil=True, error_model="numpy")(fn) if numba is not None else None
 
 
 def _max_dist(v, i, j):
@@ -102,24 +104,33 @@ def _kth_smallest(vals, count, k):
 
 
 def _binned_kth(vals, count, k, hist, scale, few):
-    """The (k + 1)-th smallest of vals[:count] (count > k, all < _BINS / scale): count them in
-    the bins ``int(v * scale)`` (into ``hist``), find the bin holding it, then select among the
-    few values in that bin (copied to ``few``). Binning is monotone, so ranks carry over. Much
-    cheaper than a quickselect over all of them, whose branches mispredict."""
-    hist[:] = 0
-    for t in range(count):
-        hist[int(min(vals[t] * scale, _BINS))] += 1
-    below = 0
-    b = 0
-    while below + hist[b] <= k:
-        below += hist[b]
-        b += 1
-    c = 0
-    for t in range(count):  # branch-free: store, keep if in bin b
-        x = vals[t]
-        few[c] = x
-        c += int(min(x * scale, _BINS)) == b
-    return _kth_smallest(few, c, k - below)
+    """The (k + 1)-th smallest of vals[:count] (count > k, all >= 0): count them in the bins
+    ``int(v * scale)`` (into ``hist``), keep the values of the bin holding it (in ``few``), and
+    repeat within that bin's range until few are left for a selection by counting. Binning is
+    monotone, so ranks carry over. Much cheaper than a quickselect over all of them, whose
+    branches mispredict; ties (a feature with many equal values) need the finer levels."""
+    src = vals
+    low = 0.0
+    for _ in range(_LEVELS):
+        hist[:] = 0
+        for t in range(count):
+            hist[int(min((src[t] - low) * scale, _BINS))] += 1
+        b = 0
+        while hist[b] <= k:
+            k -= hist[b]
+            b += 1
+        kept = 0
+        for t in range(count):  # branch-free and in place: store, keep if in bin b
+            x = src[t]
+            few[kept] = x
+            kept += int(min((x - low) * scale, _BINS)) == b
+        count = kept
+        src = few
+        if count <= _FEW:
+            return _kth_smallest(few, count, k)
+        low += b / scale
+        scale *= _BINS
+    return _quickselect(few, count, k)
 
 
 def _quickselect(a, count, k):
@@ -195,6 +206,71 @@ def _count_within(rows, owner, eps, points):
     return count
 
 
+def _term(p, i, a, order, dist, up, up1, up2, sorted_u, u, u_dist, v, radius, k, shrink, const,
+          psi, near, hist, few, everyone, inv_dim, eps_out):
+    """The Kraskov term ``const - psi[n_u] - psi[n_v]`` of sample i holding u[a] in shuffle p;
+    writes the joint k-th neighbour distance to eps_out[p, i] unless eps_out is empty."""
+    n, du = u.shape
+    width = order.shape[1]
+    row_o = order[i]
+    row_d = dist[i]
+    upp1, upp2, uppp = up1[p], up2[p], up[p]
+    q, q2 = upp1[i], upp2[i]
+    eps = -1.0
+    scanned = 0
+    for _ in range(_TRIES):
+        count = 0
+        m = 0
+        while m < width and row_d[m] < radius:  # branch-free: store, count if closer
+            j = row_o[m]
+            if du == 1:  # loop-invariant: the compiler makes one loop per case
+                d = abs(q - upp1[j])
+            elif du == 2:  # both columns from one cache line
+                d = max(abs(q - uppp[j, 0]), abs(q2 - uppp[j, 1]))
+            else:
+                d = _max_dist(up[p], i, j)
+            dvm = row_d[m]
+            if dvm > d:
+                d = dvm
+            near[count] = d
+            count += d < radius
+            m += 1
+        scanned = m
+        if count > k:
+            eps = (_kth_smallest(near, count, k) if count <= _FEW else
+                   _binned_kth(near, count, k, hist, _BINS / radius, few))
+            break
+        if scanned == width:
+            break
+        # The count grows about like radius^D: aim a little beyond k + 1 (a larger radius scans
+        # more, and may run past the listed neighbours).
+        radius *= _GROWTH if count == 0 else 1.02 * ((k + 1.5) / count) ** inv_dim
+    if eps < 0.0:  # the guesses were too small: every listed neighbour
+        for m in range(width):
+            d = _max_dist(up[p], i, row_o[m])
+            near[m] = max(d, row_d[m])
+        eps = _kth_smallest(near, width, k) if width > k else np.inf
+        scanned = width
+    if scanned == width and width < n and eps > row_d[width - 1]:
+        # unlisted samples (v-distance >= the last listed one) may be nearer: all samples
+        for j in range(n):
+            everyone[j] = max(_max_dist(up[p], i, j), _max_dist(v, i, j))
+        eps = _kth_smallest(everyone, n, k)
+        scanned = -1
+    if eps_out.shape[0] > 0:
+        eps_out[p, i] = eps
+    eps *= shrink
+    if scanned >= 0:  # every listed distance below eps lies in the scanned prefix
+        n_v = _lower_bound(row_d, eps, scanned)
+    else:
+        n_v = _count_within(dist, i, eps, v)
+    if du == 1:
+        n_u = _lower_bound(sorted_u, q + eps, n) - _upper_bound(sorted_u, q - eps, n)
+    else:
+        n_u = _count_within(u_dist, a, eps, u)
+    return const - psi[n_u] - psi[n_v]
+
+
 def _stratum_sums(perms, u, v, order, dist, sorted_u, u_dist, v_radius, u_radius, factor, k,
                   shrink, const, psi, eps_out):
     """(P,) sums over the stratum of ``const - psi[n_u] - psi[n_v]``, u (n, d_u) shuffled by each
@@ -205,7 +281,6 @@ def _stratum_sums(perms, u, v, order, dist, sorted_u, u_dist, v_radius, u_radius
     n_perm, n = perms.shape
     du = u.shape[1]
     width = order.shape[1]
-    listed_all = width == n
     out = np.zeros(n_perm)
     near = np.empty(width)
     hist = np.zeros(_BINS + 1, dtype=np.int64)
@@ -216,7 +291,7 @@ def _stratum_sums(perms, u, v, order, dist, sorted_u, u_dist, v_radius, u_radius
     up = np.empty((n_perm, n, du))
     up1 = np.empty((n_perm, n))
     up2 = np.empty((n_perm, n))
-    us = np.empty((n_perm, n))
+    holder = np.empty((n_perm, n), dtype=np.int64)  # holder[p, a]: the sample holding u[a]
     for p in range(n_perm):
         for i in range(n):
             a = perms[p, i]
@@ -224,70 +299,20 @@ def _stratum_sums(perms, u, v, order, dist, sorted_u, u_dist, v_radius, u_radius
                 up[p, i, c] = u[a, c]
             up1[p, i] = u[a, 0]
             up2[p, i] = u[a, du - 1]
-            us[p, i] = u_radius[a]
-    record = eps_out.shape[0] > 0
-    # Sample-major: a sample's neighbour list is read once for all shuffles of the batch (it stays
-    # in cache), instead of streaming every list from memory once per shuffle.
-    for i in range(n):
-        row_o = order[i]
-        row_d = dist[i]
+            holder[p, a] = i
+    # Each sample's lists are read once for all shuffles of the batch (they stay in cache) rather
+    # than streamed from memory once per shuffle. With d_u > 1 the u-counts search sorted rows
+    # u_dist[a]: then the loop runs over the u values a instead, keeping those rows in cache
+    # (a binary search in a row from memory waits for every step; a scan prefetches).
+    for outer in range(n):
         for p in range(n_perm):
-            upp1, upp2 = up1[p], up2[p]
-            q, q2 = upp1[i], upp2[i]
-            radius = factor * v_radius[i] * us[p, i]
-            eps = -1.0
-            scanned = 0
-            for _ in range(_TRIES):
-                count = 0
-                m = 0
-                while m < width and row_d[m] < radius:  # branch-free: store, count if closer
-                    j = row_o[m]
-                    if du == 1:  # loop-invariant: the compiler makes one loop per case
-                        d = abs(q - upp1[j])
-                    elif du == 2:
-                        d = max(abs(q - upp1[j]), abs(q2 - upp2[j]))
-                    else:
-                        d = _max_dist(up[p], i, j)
-                    dvm = row_d[m]
-                    if dvm > d:
-                        d = dvm
-                    near[count] = d
-                    count += d < radius
-                    m += 1
-                scanned = m
-                if count > k:
-                    eps = (_kth_smallest(near, count, k) if count <= 32 else
-                           _binned_kth(near, count, k, hist, _BINS / radius, few))
-                    break
-                if scanned == width:
-                    break
-                # The count grows about like radius^D: aim a little beyond k + 1 (a larger radius
-                # scans more, and may run past the listed neighbours).
-                radius *= _GROWTH if count == 0 else 1.02 * ((k + 1.5) / count) ** inv_dim
-            if eps < 0.0:  # the guesses were too small: every listed neighbour
-                for m in range(width):
-                    d = _max_dist(up[p], i, row_o[m])
-                    near[m] = max(d, row_d[m])
-                eps = _kth_smallest(near, width, k) if width > k else np.inf
-                scanned = width
-            if scanned == width and not listed_all and eps > row_d[width - 1]:
-                # unlisted samples (v-distance >= the last listed one) may be nearer: all samples
-                for j in range(n):
-                    everyone[j] = max(_max_dist(up[p], i, j), _max_dist(v, i, j))
-                eps = _kth_smallest(everyone, n, k)
-                scanned = -1
-            if record:
-                eps_out[p, i] = eps
-            eps *= shrink
-            if scanned >= 0:  # every listed distance below eps lies in the scanned prefix
-                n_v = _lower_bound(row_d, eps, scanned)
-            else:
-                n_v = _count_within(dist, i, eps, v)
             if du == 1:
-                n_u = _lower_bound(sorted_u, q + eps, n) - _upper_bound(sorted_u, q - eps, n)
+                i, a = outer, perms[p, outer]
             else:
-                n_u = _count_within(u_dist, perms[p, i], eps, u)
-            out[p] += const - psi[n_u] - psi[n_v]
+                i, a = holder[p, outer], outer
+            radius = factor * v_radius[i] * u_radius[a]
+            out[p] += _term(p, i, a, order, dist, up, up1, up2, sorted_u, u, u_dist, v, radius, k,
+                            shrink, const, psi, near, hist, few, everyone, inv_dim, eps_out)
     return out
 
 
@@ -299,6 +324,7 @@ if numba is not None:
     _kth_smallest = _jit(_kth_smallest)
     _binned_kth = _jit(_binned_kth)
     _count_within = _jit(_count_within)
+    _term = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")(_term)
     neighbour_lists = _jit(_neighbour_lists)
     stratum_sums = _jit(_stratum_sums)
 else:
