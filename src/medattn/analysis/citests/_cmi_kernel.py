@@ -206,8 +206,8 @@ def _count_within(rows, owner, eps, points):
     return count
 
 
-def _term(p, i, a, order, dist, up, up1, up2, sorted_u, u, u_dist, v, radius, k, shrink, const,
-          psi, near, hist, few, everyone, inv_dim, eps_out):
+def _term(p, i, a, order, dist, up, up1, up2, sorted_u, u, u_dist, v, radius, floor, k, shrink,
+          const, psi, near, hist, few, everyone, inv_dim, eps_out):
     """The Kraskov term ``const - psi[n_u] - psi[n_v]`` of sample i holding u[a] in shuffle p;
     writes the joint k-th neighbour distance to eps_out[p, i] unless eps_out is empty."""
     n, du = u.shape
@@ -219,7 +219,10 @@ def _term(p, i, a, order, dist, up, up1, up2, sorted_u, u, u_dist, v, radius, k,
     eps = -1.0
     scanned = 0
     for _ in range(_TRIES):
+        # Distances below ``floor`` (a guess that is rarely too large) are only counted: the
+        # k-th lies above it, so the selection needs only those in [floor, radius).
         count = 0
+        below = 0
         m = 0
         while m < width and row_d[m] < radius:  # branch-free: store, count if closer
             j = row_o[m]
@@ -233,18 +236,23 @@ def _term(p, i, a, order, dist, up, up1, up2, sorted_u, u, u_dist, v, radius, k,
             if dvm > d:
                 d = dvm
             near[count] = d
-            count += d < radius
+            below += d < floor
+            count += (d < radius) & (d >= floor)
             m += 1
         scanned = m
-        if count > k:
-            eps = (_kth_smallest(near, count, k) if count <= _FEW else
-                   _binned_kth(near, count, k, hist, _BINS / radius, few))
+        if below > k:  # the floor was too high: again, keeping everything
+            floor = 0.0
+            continue
+        if below + count > k:
+            rank = k - below
+            eps = (_kth_smallest(near, count, rank) if count <= _FEW else
+                   _binned_kth(near, count, rank, hist, _BINS / radius, few))
             break
         if scanned == width:
             break
         # The count grows about like radius^D: aim a little beyond k + 1 (a larger radius scans
         # more, and may run past the listed neighbours).
-        radius *= _GROWTH if count == 0 else 1.02 * ((k + 1.5) / count) ** inv_dim
+        radius *= _GROWTH if below + count == 0 else 1.02 * ((k + 1.5) / (below + count)) ** inv_dim
     if eps < 0.0:  # the guesses were too small: every listed neighbour
         for m in range(width):
             d = _max_dist(up[p], i, row_o[m])
@@ -271,13 +279,14 @@ def _term(p, i, a, order, dist, up, up1, up2, sorted_u, u, u_dist, v, radius, k,
     return const - psi[n_u] - psi[n_v]
 
 
-def _stratum_sums(perms, u, v, order, dist, sorted_u, u_dist, v_radius, u_radius, factor, k,
-                  shrink, const, psi, eps_out):
+def _stratum_sums(perms, u, v, order, dist, sorted_u, u_dist, v_radius, u_radius, factor,
+                  floor_factor, k, shrink, const, psi, eps_out):
     """(P,) sums over the stratum of ``const - psi[n_u] - psi[n_v]``, u (n, d_u) shuffled by each
     row of ``perms`` (P, n). u-counts come from ``sorted_u`` (n,) when d_u = 1, else from the sorted
     u-distance rows ``u_dist`` (n, L_u). ``factor * v_radius[i] * u_radius[a]`` is the first guess
-    of the k-th neighbour distance of sample i holding u[a]. Writes the distances to ``eps_out``
-    (P, n) unless it is empty (used to calibrate the factor)."""
+    of the k-th neighbour distance of sample i holding u[a] (mostly too large), ``floor_factor``
+    times the same a guess mostly too small (0: none). Writes the distances to ``eps_out`` (P, n)
+    unless it is empty (used to calibrate the factors)."""
     n_perm, n = perms.shape
     du = u.shape[1]
     width = order.shape[1]
@@ -310,9 +319,10 @@ def _stratum_sums(perms, u, v, order, dist, sorted_u, u_dist, v_radius, u_radius
                 i, a = outer, perms[p, outer]
             else:
                 i, a = holder[p, outer], outer
-            radius = factor * v_radius[i] * u_radius[a]
-            out[p] += _term(p, i, a, order, dist, up, up1, up2, sorted_u, u, u_dist, v, radius, k,
-                            shrink, const, psi, near, hist, few, everyone, inv_dim, eps_out)
+            guess = v_radius[i] * u_radius[a]
+            out[p] += _term(p, i, a, order, dist, up, up1, up2, sorted_u, u, u_dist, v,
+                            factor * guess, floor_factor * guess, k, shrink, const, psi, near,
+                            hist, few, everyone, inv_dim, eps_out)
     return out
 
 

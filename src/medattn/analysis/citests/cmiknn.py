@@ -58,6 +58,7 @@ _LIST_PER_K = 8  # listed neighbours per neighbour of the estimator
 _LIST_MEMORY = 10_000_000  # most listed neighbours per class (16 bytes each)
 _SHRINK = 1.0 - 1e-9
 _GUESS_QUANTILE = 0.9  # share of samples whose first radius guess suffices (calibrated per class)
+_FLOOR_QUANTILE = 0.05  # share of samples whose floor guess is too high (then scanned again)
 BACKENDS = ("auto", "numba", "scipy")
 DEFAULT_K = 0.1  # neighbours as a fraction of each class (Runge 2018: 0.1-0.2); see docs/features.md
 SLOW_NOTICE = ("cmiknn: numba is not installed, so the slower scipy k-d tree path is used (same "
@@ -156,6 +157,7 @@ class _Stratum:
             near[np.argsort(self.u[:, 0], kind="stable")] = near_sorted
         self.u_radius = near ** (du / dim)
         self.factor = 1.0
+        self.floor = 0.0  # no floor before the calibration
         self.calibrated = False
 
     def _calibrate(self, perms: np.ndarray, eps: np.ndarray) -> None:
@@ -172,9 +174,10 @@ class _Stratum:
             for _ in range(3):
                 b = np.bincount(flat, weights=(log_eps - a).ravel(), minlength=self.n) / per_u
                 a = (log_eps - b[perms]).mean(axis=0)
-            margin = float(np.quantile(log_eps - a - b[perms], _GUESS_QUANTILE))
+            resid = log_eps - a - b[perms]
             self.v_radius, self.u_radius = np.exp(a), np.exp(b)
-            self.factor = float(np.exp(margin))
+            self.factor = float(np.exp(np.quantile(resid, _GUESS_QUANTILE)))
+            self.floor = float(np.exp(np.quantile(resid, _FLOOR_QUANTILE)))
         self.calibrated = True
 
     def cmi_sums(self, perms: np.ndarray) -> np.ndarray:
@@ -187,8 +190,8 @@ class _Stratum:
                 eps = np.empty(perms.shape)
             sums = _cmi_kernel.stratum_sums(perms, self.u, self.v, self.order, self.dist,
                                             self.sorted_u, self.u_dist, self.v_radius,
-                                            self.u_radius, self.factor, self.k, _SHRINK,
-                                            self.const, self.psi, eps)
+                                            self.u_radius, self.factor, self.floor, self.k,
+                                            _SHRINK, self.const, self.psi, eps)
             if eps.size:
                 self._calibrate(perms, eps)
             return sums
