@@ -229,3 +229,81 @@ def test_bad_input_errors_name_the_problem():
         cmiknn(y[:, 0], y, z, permutations=0)
     with pytest.raises(ConfigError, match="null="):
         rcot(y[:, 0], y, z, null="chi2")
+
+
+def test_cmiknn_k_as_a_fraction_is_taken_of_each_class():
+    # The statistic with k = 0.1 is the class-share-weighted KSG estimate with k_c = round(0.1 n_c)
+    # neighbours in each class (brute force); with jitter 0 and continuous data no ties arise.
+    rng = np.random.default_rng(12)
+    z = np.repeat([0, 1, 2], [150, 90, 40])
+    x = rng.standard_normal(len(z)) + z
+    y = rng.standard_normal((len(z), 2))
+    y[:, 0] += 0.5 * x
+    res = cmiknn(x, y, z, seed=0, k=0.1, jitter=0.0, permutations=19, full=True)
+    xs = (x - x.mean()) / x.std()
+    ys = (y - y.mean(0)) / y.std(0)
+    expected = sum(_brute_ksg(xs[z == c][:, None], ys[z == c], k) for c, k in [(0, 15), (1, 9),
+                                                                                (2, 4)])
+    assert res.statistic == pytest.approx(expected / len(z), rel=1e-10)
+    assert res.n == len(z) and res.n_left_out == 0
+    assert [CMIKNN_MODULE.neighbours(k, n) for k, n in [(0.1, 150), (0.1, 5), (7, 3), (0.5, 3)]] \
+        == [15, 1, 7, 2]
+    for bad in (0, -0.1, 1.5, "10"):
+        with pytest.raises(ConfigError, match="option k="):
+            cmiknn(x, y, z, k=bad)
+
+
+@needs_numba
+@pytest.mark.parametrize("backend", ["numba", "scipy"])
+def test_cmiknn_shuffling_x_or_y_gives_the_same_statistics(backend, monkeypatch):
+    # Shuffling y by the inverse permutation pairs the same (x, y) as shuffling x: the choice made
+    # for speed (per class) must not change a single number.
+    x, y, z = draw(240, 0.6, np.random.default_rng(13))
+    y = y[:, :2]
+    out = []
+    for shuffle_x in (True, False):
+        monkeypatch.setattr(CMIKNN_MODULE, "_shuffle_x", lambda *a, s=shuffle_x: s)
+        out.append(cmiknn(x, y, z, seed=3, permutations=99, backend=backend, full=True))
+    assert out[0].p_value == out[1].p_value
+    assert out[0].statistic == pytest.approx(out[1].statistic, rel=1e-12)
+    assert out[0].null_mean == pytest.approx(out[1].null_mean, rel=1e-12)
+
+
+def test_small_classes_are_left_out_and_counted_never_silently():
+    x, y, z = draw(200, 0.0, np.random.default_rng(14))
+    z = z.copy()
+    z[:3] = 7  # a class of 3 samples: too few for k = 10 neighbours, nothing for a singleton
+    z[3] = 8
+    with pytest.warns(RuntimeWarning, match="4 of 200 samples are in classes with at most"):
+        cmiknn(x, y, z, seed=0, k=10, permutations=19)
+    res = cmiknn(x, y, z, seed=0, k=10, permutations=19, full=True)
+    assert (res.n, res.n_left_out) == (196, 4)
+    for test in (chsic, rcot):  # a class of one sample has nothing to compare
+        res = test(x, y, z, seed=0, full=True, **({"permutations": 19} if test is chsic else {}))
+        assert (res.n, res.n_left_out) == (199, 1)
+
+
+@pytest.mark.parametrize("name", list(TESTS))
+def test_effect_sizes_are_near_zero_under_h0_and_large_under_h1(name):
+    rng = np.random.default_rng(15)
+    h0 = [TESTS[name](*draw(300, 0.0, rng), seed=r, full=True, **FAST[name]) for r in range(6)]
+    h1 = TESTS[name](*draw(300, 2.0, rng), seed=0, full=True, **FAST[name])
+    assert float(h1) == h1.p_value and h1.n == 300
+    effects = np.array([r.effect for r in h0])
+    if name == "cmiknn":  # nats: the estimate minus its shuffle mean
+        assert h1.effect > 0.05 and np.abs(effects).max() < 0.02
+        assert h1.statistic == pytest.approx(h1.effect + h1.null_mean)
+    else:  # standardised by the null: a z-score
+        assert h1.effect > 5 and np.abs(effects).mean() < 1.5
+        assert h1.effect == pytest.approx((h1.statistic - h1.null_mean) / h1.null_sd)
+
+
+def test_rcot_moment_effect_agrees_with_its_permutation_null():
+    # RCoT standardises S by the exact mean and sd of its weighted chi-square null; the
+    # permutation null of the same statistic must give about the same mean and sd.
+    x, y, z = draw(400, 0.3, np.random.default_rng(16))
+    lpb = rcot(x, y, z, seed=2, full=True)
+    perm = rcot(x, y, z, seed=2, null="permutation", permutations=999, full=True)
+    assert lpb.statistic == perm.statistic
+    assert lpb.null_mean == pytest.approx(perm.null_mean, rel=0.1)
+    assert lpb.null_sd == pytest.approx(perm.null_sd, rel=0.2)

@@ -15,7 +15,7 @@ from sklearn.metrics import balanced_accuracy_score
 
 from medattn.cli import main
 from medattn.data import ImageDataset, build_transform, load_dataset, load_task, make_split, synthetic
-from medattn.data.synthetic.derm import DermConfig, patch_probability
+from medattn.data.synthetic.derm import DermConfig, patch_probability, read_truth, sample_metadata
 from medattn.errors import ConfigError
 
 
@@ -109,6 +109,60 @@ def test_bias_features_in_metadata(tmp_path):
     assert asym[0] > asym[2] > asym[1]
     assert by["true_asymmetry"].quantile(0.9)[1] > by["true_asymmetry"].quantile(0.1)[0]
     assert by["true_n_colors"].mean()[0] > by["true_n_colors"].mean()[1]
+
+
+def test_fine_diagnoses_differ_in_age_and_skin_colour_within_their_class(tmp_path):
+    # metadata only is needed: large n, tiny images
+    isic, pad = synthetic.write_derm(tmp_path, n=1500, n_ood=300, image_size=16, seed=2, workers=2)
+    t = load_dataset(isic)
+    # the reader's fine diagnosis is the generator's true one (newer ISIC taxonomy)
+    assert (t["diagnosis"] == t["true_diagnosis"]).all()
+    assert t.groupby("label")["true_diagnosis"].nunique().to_dict() == {0: 2, 1: 1, 2: 4}
+    by = t.groupby("true_diagnosis")
+    age, ita = by["true_age"].mean(), by["true_skin_ita"].mean()
+    # inside "other": keratoses and carcinomas of the old, dermatofibromas and hemangiomas of the
+    # young; basal cell carcinomas on light skin, dermatofibromas on darker skin
+    assert min(age["seborrheic keratosis"], age["basal cell carcinoma"]) > max(
+        age["dermatofibroma"], age["hemangioma"]) + 15
+    assert ita["basal cell carcinoma"] > ita["dermatofibroma"] + 15
+    assert age["melanoma invasive"] > age["melanoma in situ"] + 4
+    # and they look different: a dermatofibroma is as regular as a nevus, a keratosis is not
+    asym = by["true_asymmetry"].mean()
+    assert asym["dermatofibroma"] < asym["seborrheic keratosis"] - 0.2
+    # a patient's lesions share one diagnosis (so age reaches an image only through it)
+    assert (t.groupby("patient_id")["true_diagnosis"].nunique() == 1).all()
+    o = load_dataset(pad)  # PAD-UFES-20 codes: MEL, NEV, ACK, BCC, SCC, SEK
+    assert set(zip(o["diagnosis"], o["true_diagnosis"])) == {
+        ("melanoma", "melanoma invasive"), ("nevus", "nevus"),
+        ("actinic keratosis", "actinic keratosis"), ("basal cell carcinoma", "basal cell carcinoma"),
+        ("seborrheic keratosis", "seborrheic keratosis"),
+        ("squamous cell carcinoma", "squamous cell carcinoma")}
+    # sample_metadata draws exactly what write_isic wrote, without rendering
+    meta = sample_metadata(1500, seed=2).set_index("image_id")
+    written = t.set_index("image_id")
+    for col in ("true_age", "true_diagnosis", "true_patch", "true_skin_ita", "true_asymmetry"):
+        assert (meta.loc[written.index, col] == written[col]).all(), col
+    truth = read_truth(tmp_path / "isic")
+    assert truth["patch_bias"] == 0.6 and truth["patch_planted"] is True
+    assert set(truth["not_visible"]) == {"Age", "Sex"} and "Skin color" in truth["visible"]
+
+
+def test_age_and_sex_are_never_drawn_into_an_image_but_skin_colour_is(tmp_path):
+    # The same seed with another dependence of age on the diagnosis (or none): the draws stay
+    # aligned, every pixel is the same, only the ages differ. Skin colour changes pixels.
+    kw = dict(n=12, n_ood=4, image_size=24, seed=3, workers=1)
+    synthetic.write_derm(tmp_path / "a", age_bias=0.8, **kw)
+    synthetic.write_derm(tmp_path / "b", age_bias=0.0, **kw)
+    synthetic.write_derm(tmp_path / "c", skin_bias=0.0, **kw)
+    images = sorted(p.name for p in (tmp_path / "a" / "isic").glob("ISIC_???????.*"))
+    for name in images:
+        assert (tmp_path / "a" / "isic" / name).read_bytes() == (tmp_path / "b" / "isic" /
+                                                               name).read_bytes()
+    ta, tb = (load_dataset(f"isic:{tmp_path / d / 'isic'}") for d in "ab")
+    assert (ta["true_age"] != tb["true_age"]).any()
+    assert (ta["true_sex"] == tb["true_sex"]).all()
+    assert any((tmp_path / "a" / "isic" / n).read_bytes() != (tmp_path / "c" / "isic" /
+                                                              n).read_bytes() for n in images)
 
 
 def test_bad_options_and_existing_output(tmp_path):
