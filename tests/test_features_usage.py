@@ -334,3 +334,23 @@ def test_prediction_representations():
     np.testing.assert_array_equal(prediction_matrix(preds, CLASSES, "class"), [[1, 0], [0, 0], [0, 1]])
     with pytest.raises(ConfigError, match="prediction"):
         prediction_matrix(preds, CLASSES, "argmax")
+
+
+def test_report_shows_table3_with_k_of_n_effects_truth_and_pvalues(study, usage, tmp_path):
+    import re
+
+    from medattn.report import build_report
+
+    html = build_report(study, out=tmp_path / "report", parameters=False).read_text()
+    t3 = html.split('<section id="table3">')[1].split("</section>")[0]
+    text = re.sub(r"<[^>]+>", " ", t3)
+    cell = usage.table.loc[("resnet18+ga", "diagnosis"), "Colorful patches"]
+    label_cell = usage.table.loc[("resnet18+ga", "label"), "Colorful patches"]
+    assert f"{cell} ({label_cell})" in text  # k/N given the diagnosis (given the label)
+    assert "planted truth (isic)" in text and "never in the image" in text
+    assert "given the fine diagnosis" in text
+    assert t3.count("data:image/png;base64,") == 1  # the effect-size figure
+    assert "median_p_cmiknn" in text and "used (k/N)" in text
+    assert "resnet18+ga" in text and "more" in text  # the significant difference
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "figures/table3-effects.png" in md

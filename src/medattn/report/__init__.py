@@ -206,9 +206,12 @@ def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = No
                                             "search has not run).")]))
 
     # Tables 3 and 4 (written by other commands) -----------------------------------------------
-    sections.append(_artifact_section(runs_dir / "analysis" / "features", "table3",
-                                      "Table 3: feature usage", ["table3.csv"], FEATURES_HINT,
-                                      Figure, Table, Text))
+    from medattn.report.features import table3_section
+
+    features = runs_dir / "analysis" / "features"
+    sections.append(table3_section(features, FEATURES_HINT) or _artifact_section(
+        features, "table3", "Table 3: feature usage", ["table3.csv"], FEATURES_HINT, Figure,
+        Table, Text))
     sections.append(_artifact_section(runs_dir / "analysis" / "explain", "table4",
                                       "Table 4: explanations", ["explain_summary.csv"],
                                       EXPLAIN_HINT, Figure, Table, Text, first_png="table4.png"))
