@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+
+from medattn.analysis.stats import corrected_ttest
 
 # Effect sizes per test (see medattn.analysis.citests.CIResult): what the numbers mean.
 EFFECTS = {"cmiknn": "CMI (nats)", "chsic": "HSIC (z)", "rcot": "RCoT (z)"}
@@ -20,27 +21,13 @@ DEFAULT_RATIO = 0.2 / 0.7  # n_test / n_train of the default 70/10/20 splits
 
 
 def corrected_t(values, ratio: float = DEFAULT_RATIO, alpha: float = 0.05) -> dict[str, float]:
-    """Mean of J per-split values with the Nadeau-Bengio corrected t statistic against 0.
-
-    ``se = sd * sqrt(1/J + ratio)``, ``t = mean / se``, df = J - 1, the two-sided p and the
-    ``1 - alpha`` CI ``mean +- t_(1 - alpha/2, J-1) se``. With fewer than 2 values (or no spread)
-    only the mean is defined.
-    """
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    out = {"mean": float(v.mean()) if len(v) else float("nan"), "low": float("nan"),
-           "high": float("nan"), "t": float("nan"), "df": float(len(v) - 1), "p": float("nan"),
-           "n": len(v)}
-    if len(v) < 2:
-        return out
-    se = float(v.std(ddof=1) * np.sqrt(1 / len(v) + ratio))
-    if not se > 0:
-        return out
-    q = stats.t.ppf(1 - alpha / 2, len(v) - 1)
-    t = out["mean"] / se
-    out.update(low=out["mean"] - q * se, high=out["mean"] + q * se, t=t,
-               p=float(2 * stats.t.sf(abs(t), len(v) - 1)))
-    return out
+    """Mean of J per-split values with the Nadeau-Bengio corrected t-test against 0
+    (:func:`medattn.analysis.stats.corrected_ttest`) as a dict: ``mean``, the ``1 - alpha`` CI
+    ``low``/``high``, ``t``, ``df``, the two-sided ``p`` and ``n`` = J. With fewer than 2 finite
+    values (or no spread) only the mean is defined."""
+    r = corrected_ttest(np.asarray(values, dtype=float), ratio, alpha)
+    return {"mean": r.diff, "low": r.ci_low, "high": r.ci_high, "t": r.t, "df": float(r.n - 1),
+            "p": r.p, "n": r.n}
 
 
 def usage_summary(decisions: pd.DataFrame, tests, ratio: float = DEFAULT_RATIO) -> pd.DataFrame:
