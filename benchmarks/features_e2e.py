@@ -44,15 +44,17 @@ def main() -> None:
         t1 = time.perf_counter()
         res = feature_usage(runs_dir, progress=False)
         t2 = time.perf_counter()
-        dec = res.decisions.set_index("feature")
+        dec = res.decisions.set_index(["condition", "feature"])
         print(f"\n== patch_bias={bias}: test balanced accuracy "
               f"{rec['metrics']['test']['balanced_accuracy']:.3f}; train {t1 - t0:.0f} s, "
               f"feature analysis {t2 - t1:.0f} s")
         print(res.markdown)
-        for feature in ("Colorful patches", "Sex"):
-            row = dec.loc[feature]
-            print(f"  {feature}: n={row['n']}, p cHSIC={row['p_chsic']:.4f} RCoT={row['p_rcot']:.4f} "
-                  f"CMIknn={row['p_cmiknn']:.4f} -> used={bool(row['used'])}")
+        for cond, feature in dec.index:
+            if feature in ("Colorful patches", "Sex", "Age"):
+                row = dec.loc[(cond, feature)]
+                print(f"  {feature} given the {cond}: n={row['n']}, p cHSIC={row['p_chsic']:.4f} "
+                      f"RCoT={row['p_rcot']:.4f} CMIknn={row['p_cmiknn']:.4f} "
+                      f"-> used={bool(row['used'])}")
 
 
 if __name__ == "__main__":
