@@ -1,10 +1,11 @@
 """Time per call of the three conditional-independence tests, CMIknn at k = 10 and at its default
 (a fraction of each class), side by side; optionally tigramite's CMIknn and our scipy path.
 
-Each call tests x _||_ y | z with z a 3-class label (priors 0.5/0.3/0.2), y a softmax vector (the
-pipeline passes its first 2 columns) and x one of: ``continuous`` (1 column), ``binary`` (like
-sex or the colourful patch), ``d`` (2 columns like Table 3's D: a count of 0-5 structures and their
-area share, exactly 0 when the count is 0), under H0 and under a clear alternative (H1). Default
+Each call tests x _||_ y | z on the draws of ``calibrate_citests.py`` with z a 3-class label
+(priors 0.5/0.3/0.2), y a softmax vector (its first 2 columns, as the pipeline passes it) and x one
+of: ``continuous`` (1 column), ``binary`` (like sex or the colourful patch), ``d`` (2 columns like
+Table 3's D: a count of 0-5 structures and their area share, exactly 0 when the count is 0), under
+H0 and under a clear alternative (H1). Default
 options otherwise (1000 permutations for cHSIC and CMIknn). BLAS is pinned to one thread; times are
 CPU seconds of the process (one core), because wall time on a shared machine mostly measures the
 neighbours; each call is timed ``--repeat`` times and the fastest kept.
@@ -25,6 +26,7 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from calibrate_citests import draw as calibration_draw  # benchmarks/ is the script's folder
 from medattn.analysis.citests import TESTS, _cmi_kernel
 from medattn.analysis.citests.cmiknn import DEFAULT_K
 
@@ -32,24 +34,9 @@ X_KINDS = ("continuous", "binary", "d")
 
 
 def draw(n: int, beta: float, seed: int, x_kind: str = "continuous"):
-    """(x, y (n, 2), z) with x independent of y given z iff beta == 0."""
-    rng = np.random.default_rng(seed)
-    z = rng.choice(3, size=n, p=[0.5, 0.3, 0.2])
-    if x_kind == "continuous":
-        x = np.sin(1.5 * z) + 0.5 * z + rng.standard_normal(n)
-        signal = np.tanh(x - x.mean())
-    elif x_kind == "binary":
-        x = (rng.random(n) < 0.25 + 0.125 * z).astype(float)
-        signal = x - x.mean()
-    else:  # D: structure count and the share of the lesion they cover (0 without structures)
-        count = rng.binomial(5, 0.2 + 0.1 * z).astype(float)
-        area = np.where(count > 0, np.clip(count * rng.uniform(0.03, 0.12, n), 0, 1), 0.0)
-        x = np.column_stack([count, area])
-        signal = (count - count.mean()) / max(count.std(), 1e-9)
-    logits = 1.5 * np.eye(3)[z] + 0.8 * rng.standard_normal((n, 3))
-    logits[:, 0] += beta * signal
-    y = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    return x, y[:, :2], z
+    """(x, y (n, 2), z) with x independent of y given z iff beta == 0: the calibration's draws
+    with 3 classes (priors 0.5/0.3/0.2)."""
+    return calibration_draw(n, 3, x_kind, beta, np.random.default_rng(seed))
 
 
 def tigramite_cmiknn():
