@@ -4,21 +4,21 @@
 ``psi(k) + psi(n) - psi(n_u) - psi(n_v)`` that :mod:`medattn.analysis.citests.cmiknn` also computes
 with scipy k-d trees. Both use the same floating-point distances and counts, so they agree.
 
-How. Only u (the variable of fewer columns) is shuffled; v stays put, so each sample's
+How. u is shuffled, v stays put (the caller picks which of x, y is which), so each sample's
 v-neighbours sorted by v-distance are listed once (:func:`neighbour_lists`). Under a shuffle the
 joint max-norm distance to the m-th listed neighbour is ``max(|u_a - u_b|_inf, dist[i, m])``. For
 a radius ``r``, every sample closer than ``r`` in the joint space is among the listed neighbours
 with ``dist < r``, so one branch-free pass over that prefix collects them; if there are at least
 k + 1, the (k + 1)-th smallest of them (the sample itself included) is the exact k-th neighbour
-distance. ``r`` is a guess from the local densities (``factor * v_radius[i] * u_radius[a]``, see
-:func:`medattn.analysis.citests.cmiknn`); a guess that was too small is enlarged once, then the
-listed neighbours are scanned in order keeping the k + 1 nearest, and a sample whose list runs out
-is compared with every sample. The guess only decides how much is scanned, never the result. The
-counts are binary searches: in the sorted u values (1-D u) or sorted u-distance rows, and in the
-sample's sorted v-distances.
-
-The ordered scan alone is as exact, but as the only method it measured about 2x slower per shuffle
-(n_c = 1000): its data-dependent branches mispredict, while the guessed pass has none.
+distance. ``r`` is a guess (``factor * v_radius[i] * u_radius[a]``, fitted by
+:class:`medattn.analysis.citests.cmiknn._Stratum`); a guess that was too small is enlarged towards
+k + 1 samples, then the whole list and, where it runs out, every sample is scanned. The guess only
+decides how much is scanned, never the result. Distances below a second, mostly too small guess
+(``floor``) are only counted; the k-th is selected among the rest by counting them in bins
+(:func:`_binned_kth`), which has no unpredictable branches, unlike a quickselect. The counts are
+binary searches: in the sorted u values (1-D u) or sorted u-distance rows, and in the sample's
+sorted v-distances. Samples are visited once per batch of shuffles, so a sample's list is read
+from memory once per batch.
 
 numba is optional (``pip install 'medattn[fast]'``); without it :func:`available` is False and
 CMIknn uses the scipy path.

@@ -3,8 +3,8 @@
 
 Estimator. Frenzel and Pompe (2007): for each sample, eps_i is the max-norm distance to its k-th
 nearest neighbour in the joint (x, y, z) space, and
-``I(X;Y|Z) = psi(k) - mean_i[psi(n_xz,i) - psi(n_z,i) + psi(n_yz,i)]`` with the counts (self included)
-of samples strictly closer than eps_i in the (x, z), (y, z) and z sub-spaces.
+``I(X;Y|Z) = psi(k) - mean_i[psi(n_xz,i) - psi(n_z,i) + psi(n_yz,i)]`` with the counts (self
+included) of samples strictly closer than eps_i in the (x, z), (y, z) and z sub-spaces.
 
 Discrete z. The distance in z is 0 within a class and infinite between classes, so the estimator
 splits into the Kraskov (KSG-1) estimate of I(X;Y) within each class, weighted by the class share:
@@ -15,17 +15,21 @@ Preparation. Columns are standardised; a Gaussian jitter of ``jitter`` standard 
 once (and moves with its sample under the shuffles, so the test stays exact) to break the ties of
 binary or discrete variables. No rank transform: it would turn a binary variable into noise.
 
-Speed. The variable that is not shuffled keeps its sub-space, so everything about it is computed
-once. With numba installed (``pip install 'medattn[fast]'``; the default ``backend="auto"`` uses it
-when it is there), a compiled loop (:mod:`._cmi_kernel`) finds each joint k-th neighbour distance
-among the sample's listed v-neighbours: one branch-free pass over those closer in v than a guessed
-radius (guessed from the local u and v densities, calibrated on the first shuffles; a wrong guess
-costs time, never exactness), about 140 neighbours per sample at n_c = 1000. Without numba
-(``backend="scipy"``) the fixed variable's sorted values (1-D) or sorted distance rows (classes up
-to 2500 samples) give its counts by binary search and, per shuffle, the joint distances come from
-a k-d tree (scipy's cKDTree, built unbalanced, which is faster to build here). Both backends
-compute the same distances and counts, so they give the same p-values (tested), the compiled one
-4-6x faster (benchmarks/bench_citests.py).
+Neighbours. ``k`` is a count, or a fraction of each class (the default 0.1; Runge 2018 uses
+0.1-0.2 of n): CMIknn with k = 10 was the least powerful of the three tests (docs/features.md). A
+class with at most k + 1 samples has no k-th neighbour: it is left out and counted.
+
+Speed. Within a class one variable is shuffled and the other keeps its sub-space, so everything
+about the fixed one is computed once; shuffling y by the inverse permutation gives the same pairs as
+shuffling x, so the cheaper role is chosen per class. With numba installed (``pip install
+'medattn[fast]'``; the default ``backend="auto"`` uses it when it is there), a compiled loop
+(:mod:`._cmi_kernel`) finds each joint k-th neighbour distance among the sample's listed neighbours
+in the fixed variable: one branch-free pass over those closer than a guessed radius (fitted on the
+first shuffles; a wrong guess costs time, never exactness). Without numba (``backend="scipy"``) the
+fixed variable's sorted values (1-D) or sorted distance rows (classes up to 2500 samples) give its
+counts by binary search and, per shuffle, the joint distances come from a k-d tree (scipy's
+cKDTree, built unbalanced, which is faster to build here). Both backends compute the same distances
+and counts, so they give the same p-values (tested); benchmarks/bench_citests.py times them.
 
 Continuous z (not used by Table 3) runs the unstratified Frenzel-Pompe estimator with Runge's local
 permutation (x permuted among the ``shuffle_neighbors`` nearest neighbours in z), with k-d trees in
@@ -35,6 +39,8 @@ p = (1 + #{I_b >= I}) / (1 + B).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -60,7 +66,7 @@ _SHRINK = 1.0 - 1e-9
 _GUESS_QUANTILE = 0.9  # share of samples whose first radius guess suffices (calibrated per class)
 _FLOOR_QUANTILE = 0.05  # share of samples whose floor guess is too high (then scanned again)
 BACKENDS = ("auto", "numba", "scipy")
-DEFAULT_K = 0.1  # neighbours as a fraction of each class (Runge 2018: 0.1-0.2); see docs/features.md
+DEFAULT_K = 0.1  # neighbours: a fraction of each class (Runge 2018: 0.1-0.2); docs/features.md
 SLOW_NOTICE = ("cmiknn: numba is not installed, so the slower scipy k-d tree path is used (same "
                "p-values); pip install 'medattn[fast]' makes CMIknn 4-6x faster")
 

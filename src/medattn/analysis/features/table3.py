@@ -122,9 +122,12 @@ def table3_markdown(table: pd.DataFrame, *, summary: pd.DataFrame, differences: 
         cond_text += f" (in brackets: given the {CONDITION_NAMES[present[1]]})"
     n = decisions.groupby("feature")["n"].agg(["min", "max"])
     left = decisions.groupby("feature")["n_left_out"].max()
-    sizes = ", ".join(f"{f}: {int(n.loc[f, 'min'])}" + (f"-{int(n.loc[f, 'max'])}" if n.loc[f, "min"]
-                      != n.loc[f, "max"] else "") + (f" ({int(left[f])} left out)" if left[f] else "")
-                      for f in features if f in n.index)
+    def size(f: str) -> str:
+        lo, hi = int(n.loc[f, "min"]), int(n.loc[f, "max"])
+        return (f"{f}: {lo}" + (f"-{hi}" if lo != hi else "")
+                + (f" ({int(left[f])} left out)" if left[f] else ""))
+
+    sizes = ", ".join(size(f) for f in features if f in n.index)
     legend = [
         "",
         f"Feature usage ({which}), {cond_text}. A feature is used when the majority of "

@@ -132,8 +132,8 @@ def _test_seed(seed: int, run_id: str, feature: int, test: int) -> int:
 
 
 def feature_tests(x: np.ndarray, y: np.ndarray, label: np.ndarray, diagnosis: np.ndarray | None,
-                  conditions=CONDITIONS, tests=DEFAULT_TESTS, seeds=None, options: dict | None = None,
-                  min_per_diagnosis: int = MIN_PER_DIAGNOSIS) -> list[dict]:
+                  conditions=CONDITIONS, tests=DEFAULT_TESTS, seeds=None,
+                  options: dict | None = None, min_per_diagnosis: int = MIN_PER_DIAGNOSIS) -> list[dict]:
     """Each test of ``x _||_ y | z`` for each conditioning z: one dict per (condition, test) with
     the p-value, statistic, effect size and counts (NaN p when fewer than MIN_SAMPLES samples have
     the feature, or it is constant within every stratum). Rows without x are left out first."""
@@ -242,7 +242,8 @@ def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "all", select: str
         set_name: the predictions analysed (``test`` or ``ood-<name>``).
         seed: base seed of the tests (each run/feature/test gets its own derived seed).
         test_options: per-test keyword options, e.g. ``{"cmiknn": {"k": 20}}``.
-        patches: colourful-patch source for the feature extraction (``auto``/``detector``/``annotation``).
+        patches: colourful-patch source of the feature extraction: ``auto``, ``detector`` or
+            ``annotation``.
         one_per_group: test one randomly chosen (seeded) image per leakage group (patient, else
             lesion). The tests assume independent samples; several images of one patient share
             patient- and lesion-level features *and* similar predictions, which looks like
@@ -264,7 +265,8 @@ def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "all", select: str
     if unknown or not tests:
         raise ConfigError(f"features: unknown test(s) {unknown}; choose from {', '.join(TESTS)}")
     if prediction not in PREDICTIONS:
-        raise ConfigError(f"features: --prediction {prediction!r} is not one of {', '.join(PREDICTIONS)}")
+        raise ConfigError(f"features: --prediction {prediction!r} is not one of "
+                          f"{', '.join(PREDICTIONS)}")
     conditions = check_conditions(condition)
     if int(min_per_diagnosis) != min_per_diagnosis or min_per_diagnosis < 1:
         raise ConfigError(f"features: --min-per-diagnosis {min_per_diagnosis!r} must be a whole "
@@ -464,7 +466,8 @@ def decide(pvalues: pd.DataFrame, tests) -> pd.DataFrame:
     A test that could not run (NaN p-value: too few samples, or a feature constant within every
     stratum) does not reject; when no test ran the decision is missing.
     """
-    pv = pvalues.assign(reject=pvalues["p_value"] < pvalues["alpha"], ran=pvalues["p_value"].notna())
+    pv = pvalues.assign(reject=pvalues["p_value"] < pvalues["alpha"],
+                        ran=pvalues["p_value"].notna())
     keys = ["model", "run_id", "split_seed", "condition", "feature"]
     out = pv.groupby(keys, sort=False, dropna=False).agg(
         n=("n", "first"), n_left_out=("n_left_out", "first"), n_strata=("n_strata", "first"),
