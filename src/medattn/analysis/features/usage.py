@@ -35,7 +35,7 @@ from medattn.analysis.features.conditioning import (
     normalise_diagnosis,
     strata_for,
 )
-from medattn.analysis.features.summary import DEFAULT_RATIO, model_differences, usage_summary
+from medattn.analysis.features.summary import model_differences, usage_summary
 from medattn.analysis.features.table3 import TABLE3_FEATURES, table3, table3_markdown
 from medattn.errors import ConfigError, DataError
 
@@ -205,15 +205,14 @@ def _load_data(spec: str, out_dir: Path, patches: str, progress: bool) -> _Data:
 
 
 def _split_ratio(runs_dir: Path, run_ids) -> float:
-    """Median n_test / n_train of the runs' splits (from their records), else 0.2 / 0.7."""
+    """n_test / n_train of the runs' splits for the corrected CIs (0 on a fixed official split),
+    as Table 2's paired tests take it (:func:`medattn.analysis.paired.comparison_ratio`)."""
+    from medattn.analysis.paired import comparison_ratio, run_info
     from medattn.training.store import iter_records
 
-    wanted, ratios = set(run_ids), []
-    for rec in iter_records(runs_dir):
-        sizes = rec.get("split_sizes") or {}
-        if rec.get("run_id") in wanted and sizes.get("train") and sizes.get("test"):
-            ratios.append(sizes["test"] / sizes["train"])
-    return float(np.median(ratios)) if ratios else DEFAULT_RATIO
+    wanted = set(run_ids)
+    info = run_info([r for r in iter_records(runs_dir) if r.get("run_id") in wanted])
+    return comparison_ratio(info, None)[0]
 
 
 def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "all", select: str = "val",
