@@ -336,11 +336,12 @@ def test_prediction_representations():
         prediction_matrix(preds, CLASSES, "argmax")
 
 
-def test_report_shows_table3_with_k_of_n_effects_truth_and_pvalues(study, usage, tmp_path):
+def test_report_shows_table3_with_k_of_n_effects_truth_and_pvalues(study, tmp_path):
     import re
 
     from medattn.report import build_report
 
+    usage = feature_usage(study, test_options=FAST, progress=False)  # resumed; other tests wrote
     html = build_report(study, out=tmp_path / "report", parameters=False).read_text()
     t3 = html.split('<section id="table3">')[1].split("</section>")[0]
     text = re.sub(r"<[^>]+>", " ", t3)

@@ -33,7 +33,13 @@ from medattn.analysis.features.conditioning import (
     check_conditions,
     finer_than_label,
     normalise_diagnosis,
-    strata_for,
+)
+from medattn.analysis.features.decisions import (  # noqa: F401 (feature_tests: public API)
+    DEFAULT_TESTS,
+    decide,
+    feature_tests,
+    derive_seed,
+    tests_job,
 )
 from medattn.analysis.features.summary import model_differences, usage_summary
 from medattn.analysis.features.table3 import TABLE3_FEATURES, table3, table3_markdown
@@ -43,8 +49,6 @@ PREDICTIONS = ("softmax", "logits", "class")
 RUN_CHOICES = ("all", "best")
 SELECT_CHOICES = ("val", "test")
 SKIN_SOURCES = ("isic", "ham10000", "pad-ufes-20")
-DEFAULT_TESTS = ("chsic", "rcot", "cmiknn")
-MIN_SAMPLES = 20
 
 
 @dataclass
@@ -122,51 +126,6 @@ def _write_csv(path: Path, frame: pd.DataFrame) -> None:
     tmp = path.with_name(path.name + ".tmp")
     frame.to_csv(tmp, index=False)
     os.replace(tmp, path)
-
-
-def _test_seed(seed: int, run_id: str, feature: int, test: int) -> int:
-    """A test's seed from the base seed, the run id (not its position, so selecting other runs
-    does not change a run's p-values), the feature and the test."""
-    run = int(hashlib.sha1(str(run_id).encode()).hexdigest()[:8], 16)
-    return int(np.random.SeedSequence([seed, run, feature, test]).generate_state(1)[0])
-
-
-def feature_tests(x: np.ndarray, y: np.ndarray, label: np.ndarray, diagnosis: np.ndarray | None,
-                  conditions=CONDITIONS, tests=DEFAULT_TESTS, seeds=None,
-                  options: dict | None = None, min_per_diagnosis: int = MIN_PER_DIAGNOSIS) -> list[dict]:
-    """Each test of ``x _||_ y | z`` for each conditioning z: one dict per (condition, test) with
-    the p-value, statistic, effect size and counts (NaN p when fewer than MIN_SAMPLES samples have
-    the feature, or it is constant within every stratum). Rows without x are left out first."""
-    from medattn.analysis.citests import TESTS
-
-    keep = ~np.isnan(x).any(axis=1)
-    x, y, label = x[keep], y[keep], label[keep]
-    diagnosis = diagnosis[keep] if diagnosis is not None else None
-    seeds = list(seeds) if seeds is not None else list(range(len(tests)))
-    rows = []
-    for condition in conditions:
-        strata = strata_for(condition, label, diagnosis, min_per_diagnosis)
-        z = strata.z
-        informative = any(np.ptp(x[z == c], axis=0).max() > 0 for c in set(z) if (z == c).sum() > 1)
-        for name, test_seed in zip(tests, seeds):
-            row = {"condition": condition, "test": name, "n": len(x), "n_strata": strata.n_strata,
-                   "merged_diagnoses": strata.merged_diagnoses,
-                   "merged_images": strata.merged_images, "p_value": np.nan, "statistic": np.nan,
-                   "effect": np.nan, "n_unused": 0}
-            if len(x) >= MIN_SAMPLES and informative:
-                r = TESTS[name](x, y, z, seed=test_seed, full=True, **(options or {}).get(name, {}))
-                row.update(p_value=r.p_value, statistic=r.statistic, effect=r.effect,
-                           n_unused=r.n_left_out)
-            rows.append(row)
-    return rows
-
-
-def _tests_job(*args, **kwargs) -> list[dict]:
-    """:func:`feature_tests` in a worker process, with BLAS on one thread."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1):
-        return feature_tests(*args, **kwargs)
 
 
 @dataclass
@@ -342,8 +301,8 @@ def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "all", select: str
                 for f_i, (feature, cols) in enumerate(TABLE3_FEATURES.items()):
                     x = fx[list(cols)].to_numpy(dtype=float)
                     n_left_out = int(np.isnan(x).any(axis=1).sum())
-                    seeds = [_test_seed(seed, rec.run_id, f_i, t_i) for t_i in range(len(tests))]
-                    future = pool.submit(_tests_job, x, y, label, dx, run_conditions, tests, seeds,
+                    seeds = [derive_seed(seed, rec.run_id, f_i, t_i) for t_i in range(len(tests))]
+                    future = pool.submit(tests_job, x, y, label, dx, run_conditions, tests, seeds,
                                          test_options, int(min_per_diagnosis))
                     future.add_done_callback(lambda _: bar.update())
                     tasks.append((feature, n_left_out, future))
@@ -456,29 +415,3 @@ def _merge_previous(path: Path, rows: list[dict], key: str) -> pd.DataFrame:
         if "key" in old:  # written by an older version: other settings by construction
             return pd.concat([old[old["key"] != key], ours], ignore_index=True)
     return ours
-
-
-def decide(pvalues: pd.DataFrame, tests) -> pd.DataFrame:
-    """Majority decision per (run, condition, feature): used when more than half of the tests
-    reject, with each test's p-value and effect size beside it.
-
-    A test that could not run (NaN p-value: too few samples, or a feature constant within every
-    stratum) does not reject; when no test ran the decision is missing.
-    """
-    pv = pvalues.assign(reject=pvalues["p_value"] < pvalues["alpha"],
-                        ran=pvalues["p_value"].notna())
-    keys = ["model", "run_id", "split_seed", "condition", "feature"]
-    out = pv.groupby(keys, sort=False, dropna=False).agg(
-        n=("n", "first"), n_left_out=("n_left_out", "first"), n_strata=("n_strata", "first"),
-        merged_diagnoses=("merged_diagnoses", "first"), merged_images=("merged_images", "first"),
-        rejections=("reject", "sum"), tests_run=("ran", "sum")).reset_index()
-    out["used"] = np.where(out["tests_run"] > 0, out["rejections"] > len(tests) / 2, np.nan)
-    for col in ("p_value", "effect"):
-        wide = pv.pivot_table(index=["run_id", "condition", "feature"], columns="test",
-                              values=col, dropna=False)
-        for name in tests:
-            values = wide[name] if name in wide else pd.Series(dtype=float)
-            prefix = "p" if col == "p_value" else "effect"
-            out[f"{prefix}_{name}"] = [values.get((r, c, f), np.nan) for r, c, f in
-                                       zip(out["run_id"], out["condition"], out["feature"])]
-    return out

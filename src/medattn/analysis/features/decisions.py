@@ -1,0 +1,86 @@
+"""The tests of one run: each feature against the run's predictions under each conditioning, and
+the majority decision per (run, conditioning, feature)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+
+from medattn.analysis.features.conditioning import CONDITIONS, MIN_PER_DIAGNOSIS, strata_for
+
+DEFAULT_TESTS = ("chsic", "rcot", "cmiknn")
+MIN_SAMPLES = 20
+
+
+def derive_seed(seed: int, run_id: str, feature: int, test: int) -> int:
+    """A test's seed from the base seed, the run id (not its position, so selecting other runs
+    does not change a run's p-values), the feature and the test."""
+    run = int(hashlib.sha1(str(run_id).encode()).hexdigest()[:8], 16)
+    return int(np.random.SeedSequence([seed, run, feature, test]).generate_state(1)[0])
+
+
+def feature_tests(x: np.ndarray, y: np.ndarray, label: np.ndarray, diagnosis: np.ndarray | None,
+                  conditions=CONDITIONS, tests=DEFAULT_TESTS, seeds=None,
+                  options: dict | None = None,
+                  min_per_diagnosis: int = MIN_PER_DIAGNOSIS) -> list[dict]:
+    """Each test of ``x _||_ y | z`` for each conditioning z: one dict per (condition, test) with
+    the p-value, statistic, effect size and counts (NaN p when fewer than MIN_SAMPLES samples have
+    the feature, or it is constant within every stratum). Rows without x are left out first."""
+    from medattn.analysis.citests import TESTS
+
+    keep = ~np.isnan(x).any(axis=1)
+    x, y, label = x[keep], y[keep], label[keep]
+    diagnosis = diagnosis[keep] if diagnosis is not None else None
+    seeds = list(seeds) if seeds is not None else list(range(len(tests)))
+    rows = []
+    for condition in conditions:
+        strata = strata_for(condition, label, diagnosis, min_per_diagnosis)
+        z = strata.z
+        informative = any(np.ptp(x[z == c], axis=0).max() > 0 for c in set(z) if (z == c).sum() > 1)
+        for name, derive_seed in zip(tests, seeds):
+            row = {"condition": condition, "test": name, "n": len(x), "n_strata": strata.n_strata,
+                   "merged_diagnoses": strata.merged_diagnoses,
+                   "merged_images": strata.merged_images, "p_value": np.nan, "statistic": np.nan,
+                   "effect": np.nan, "n_unused": 0}
+            if len(x) >= MIN_SAMPLES and informative:
+                r = TESTS[name](x, y, z, seed=derive_seed, full=True, **(options or {}).get(name, {}))
+                row.update(p_value=r.p_value, statistic=r.statistic, effect=r.effect,
+                           n_unused=r.n_left_out)
+            rows.append(row)
+    return rows
+
+
+def tests_job(*args, **kwargs) -> list[dict]:
+    """:func:`feature_tests` in a worker process, with BLAS on one thread."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        return feature_tests(*args, **kwargs)
+
+
+def decide(pvalues: pd.DataFrame, tests) -> pd.DataFrame:
+    """Majority decision per (run, condition, feature): used when more than half of the tests
+    reject, with each test's p-value and effect size beside it.
+
+    A test that could not run (NaN p-value: too few samples, or a feature constant within every
+    stratum) does not reject; when no test ran the decision is missing.
+    """
+    pv = pvalues.assign(reject=pvalues["p_value"] < pvalues["alpha"],
+                        ran=pvalues["p_value"].notna())
+    keys = ["model", "run_id", "split_seed", "condition", "feature"]
+    out = pv.groupby(keys, sort=False, dropna=False).agg(
+        n=("n", "first"), n_left_out=("n_left_out", "first"), n_strata=("n_strata", "first"),
+        merged_diagnoses=("merged_diagnoses", "first"), merged_images=("merged_images", "first"),
+        rejections=("reject", "sum"), tests_run=("ran", "sum")).reset_index()
+    out["used"] = np.where(out["tests_run"] > 0, out["rejections"] > len(tests) / 2, np.nan)
+    for col in ("p_value", "effect"):
+        wide = pv.pivot_table(index=["run_id", "condition", "feature"], columns="test",
+                              values=col, dropna=False)
+        for name in tests:
+            values = wide[name] if name in wide else pd.Series(dtype=float)
+            prefix = "p" if col == "p_value" else "effect"
+            out[f"{prefix}_{name}"] = [values.get((r, c, f), np.nan) for r, c, f in
+                                       zip(out["run_id"], out["condition"], out["feature"])]
+    return out
