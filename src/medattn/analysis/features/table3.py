@@ -151,7 +151,7 @@ def table3_markdown(table: pd.DataFrame, *, summary: pd.DataFrame, differences: 
     if runs == "all" and len(eff):
         for test in [t for t in ("cmiknn", "chsic") if t in tests]:
             rows = []
-            for model in dict.fromkeys(eff["model"]):
+            for model in model_order(eff["model"].unique()):
                 m = eff[eff["model"] == model].set_index("feature")
                 rows.append([model, *[_effect_cell(m.loc[f], test) if f in m.index else "n/a"
                                       for f in features]])
