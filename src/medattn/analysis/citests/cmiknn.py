@@ -64,6 +64,8 @@ _LIST_PER_K = 8  # listed neighbours per neighbour of the estimator
 _LIST_MEMORY = 10_000_000  # most listed neighbours per class (16 bytes each)
 _SHRINK = 1.0 - 1e-9
 _GUESS_QUANTILE = 0.9  # share of samples whose first radius guess suffices (calibrated per class)
+_CALIBRATION = 8  # shuffles of the first fit of the radius guesses (before it: a cruder guess)
+_FIT_SHUFFLES = 40  # shuffles the guesses are refitted on
 _FLOOR_QUANTILE = 0.05  # share of samples whose floor guess is too high (then scanned again)
 BACKENDS = ("auto", "numba", "scipy")
 DEFAULT_K = 0.1  # neighbours: a fraction of each class (Runge 2018: 0.1-0.2); docs/features.md
@@ -165,13 +167,22 @@ class _Stratum:
         self.factor = 1.0
         self.floor = 0.0  # no floor before the calibration
         self.calibrated = False
+        self.fitted = 0  # shuffles the guesses were fitted on
+        self._fit_perms: list[np.ndarray] = []
+        self._fit_eps: list[np.ndarray] = []
 
     def _calibrate(self, perms: np.ndarray, eps: np.ndarray) -> None:
-        """Refit the guess on the k-th neighbour distances ``eps`` (P, n) of the first shuffles:
+        """Refit the guess on the k-th neighbour distances ``eps`` (P, n) of the first shuffles
+        (all recorded so far, up to _FIT_SHUFFLES; a few give a first fit that makes the next
+        batch cheap, and that batch a better one):
         log eps[p, i] = a_i + b_(perms[p, i]) + residual, a_i for the sample (its fixed v) and b_a
         for the u value it holds, by alternating least squares; the factor is the residuals'
         ``_GUESS_QUANTILE``. Unlike the density model this follows discrete or tied columns (D's
         structure count), whose nearest distances say little about how many samples lie near."""
+        self._fit_perms.append(perms)
+        self._fit_eps.append(eps)
+        perms, eps = np.concatenate(self._fit_perms), np.concatenate(self._fit_eps)
+        self.fitted = len(perms)
         positive = eps > 0
         if positive.any():
             log_eps = np.log(np.maximum(eps, eps[positive].min()))
@@ -192,7 +203,7 @@ class _Stratum:
         perms = np.ascontiguousarray(perms, dtype=np.int64)
         if self.compiled:
             eps = np.empty((0, 0))
-            if not self.calibrated and len(perms) > 1:  # the first batch of shuffles calibrates
+            if self.fitted < _FIT_SHUFFLES and len(perms) > 1:  # the first shuffles calibrate
                 eps = np.empty(perms.shape)
             sums = _cmi_kernel.stratum_sums(perms, self.u, self.v, self.order, self.dist,
                                             self.sorted_u, self.u_dist, self.v_radius,
@@ -348,8 +359,12 @@ def cmiknn(x, y, z, *, seed: int | None = None, k: float = DEFAULT_K, permutatio
         return result if full else 1.0
     observed = sum(s.cmi_sums(np.arange(s.n)[None, :])[0] for s in strata)
     null = np.zeros(permutations)
-    for start in range(0, permutations, chunk):
-        size = min(chunk, permutations - start)
+    # The first few shuffles fit the radius guesses (their scans are long), then full chunks.
+    starts = [0, *range(min(_CALIBRATION, chunk), permutations, chunk)]
+    for start, stop in zip(starts, [*starts[1:], permutations]):
+        size = stop - start
+        if size <= 0:
+            continue
         for s, swap in zip(strata, swapped):
             perms = rng.permuted(np.broadcast_to(np.arange(s.n), (size, s.n)), axis=1)
             null[start:start + size] += s.cmi_sums(_inverse(perms) if swap else perms)
