@@ -92,7 +92,7 @@ def effect_figure(summary: pd.DataFrame, tests=("cmiknn", "chsic")):
                 err = np.where(np.isfinite(err), err, 0.0)
                 ax.errorbar(pos, mean, yerr=err, fmt="o", ms=4, capsize=2, color=colours(m_i),
                             mfc=colours(m_i) if cond == "diagnosis" else "white",
-                            label=f"{model}, given {CONDITION_NAMES[cond].split(' (')[0]}")
+                            label=f"{model}, given {CONDITION_NAMES[cond]}")
         ax.axhline(0, color="#888", lw=0.8)
         ax.set_xticks(np.arange(len(features)), features)
         ax.set_ylabel(EFFECTS.get(test, test))

@@ -21,7 +21,7 @@ TABLE3_FEATURES: dict[str, tuple[str, ...]] = {
     "Colorful patches": ("patch",),
 }
 USED, NOT_USED = "✓", "✗"
-CONDITION_NAMES = {"diagnosis": "fine diagnosis", "label": "3-class label (the paper's)"}
+CONDITION_NAMES = {"diagnosis": "fine diagnosis", "label": "3-class label"}
 
 
 def model_order(models) -> list[str]:
@@ -117,9 +117,11 @@ def table3_markdown(table: pd.DataFrame, *, summary: pd.DataFrame, differences: 
 
     which = (f"one run per model, the best by {select} balanced accuracy: {USED} = used"
              if runs == "best" else "every final run: k/N = feature used in k of N runs")
-    cond_text = f"given the {CONDITION_NAMES[primary]}"
+    given = f"given the {CONDITION_NAMES[primary]}"
+    cond_text = given
     if len(present) > 1:
-        cond_text += f" (in brackets: given the {CONDITION_NAMES[present[1]]})"
+        cond_text += f" (in brackets: given the {CONDITION_NAMES[present[1]]}"
+        cond_text += ", the paper's conditioning)" if present[1] == "label" else ")"
     n = decisions.groupby("feature")["n"].agg(["min", "max"])
     left = decisions.groupby("feature")["n_left_out"].max()
     def size(f: str) -> str:
@@ -155,7 +157,7 @@ def table3_markdown(table: pd.DataFrame, *, summary: pd.DataFrame, differences: 
                 m = eff[eff["model"] == model].set_index("feature")
                 rows.append([model, *[_effect_cell(m.loc[f], test) if f in m.index else "n/a"
                                       for f in features]])
-            lines += ["", f"### Effect sizes: {EFFECTS[test]}, {cond_text.split(' (')[0]}", "",
+            lines += ["", f"### Effect sizes: {EFFECTS[test]}, {given}", "",
                       *_grid(["Model", *features], rows), "",
                       "Mean over runs [95% CI, Nadeau-Bengio corrected for overlapping splits]. "
                       + ("CMI: the CMIknn estimate minus its mean under the shuffles, in nats "
