@@ -13,7 +13,12 @@ import numpy as np
 import pandas as pd
 
 from medattn.analysis.features.summary import EFFECTS
-from medattn.analysis.features.table3 import CONDITION_NAMES, TABLE3_FEATURES, truth_cells
+from medattn.analysis.features.table3 import (
+    CONDITION_NAMES,
+    TABLE3_FEATURES,
+    model_order,
+    truth_cells,
+)
 
 MAX_ROWS = 120  # rows of a table shown in the report; the CSV has everything
 
@@ -70,7 +75,7 @@ def effect_figure(summary: pd.DataFrame, tests=("cmiknn", "chsic")):
     tests = [t for t in tests if f"effect_{t}" in summary]
     if summary.empty or not tests:
         return None
-    models = list(dict.fromkeys(summary["model"]))
+    models = model_order(summary["model"].unique())
     conditions = [c for c in ("diagnosis", "label") if c in set(summary["condition"])]
     features = [f for f in TABLE3_FEATURES if f in set(summary["feature"])]
     slots = len(models) * len(conditions)
