@@ -171,6 +171,7 @@ def test_cmiknn_backends_give_the_same_pvalue(binary, classes):
 
 
 @needs_numba
+@pytest.mark.filterwarnings("ignore:cmiknn.*left out:RuntimeWarning")  # tiny classes, on purpose
 def test_cmiknn_backends_agree_on_random_small_inputs_with_exact_ties():
     # jitter=0 with rounded data gives exact distance ties, the hardest case for "strictly closer"
     rng = np.random.default_rng(123)
