@@ -82,7 +82,7 @@ def write_run(runs_dir, run_id, model, spec, table, patch_weight, bacc, seed, ph
     variant = model.split("+", 1)[1] if "+" in model else "base"
     record = {"run_id": run_id, "status": "done", "phase": phase, "model": model,
               "backbone": model.split("+")[0], "variant": variant, "dataset": "isic", "data": spec,
-              "classes": CLASSES, "split_seed": seed,
+              "classes": CLASSES, "split_seed": seed, "lr": 0.05, "weight_decay": 1e-4,
               "split_sizes": {"train": 280, "val": 40, "test": 80},
               "metrics": {"test": {"balanced_accuracy": bacc},
                           "val": {"balanced_accuracy": bacc if bacc_val is None else bacc_val}}}
@@ -231,6 +231,19 @@ def test_data_without_diagnoses_falls_back_to_the_label_with_a_note(study, tmp_p
     assert set(res.table.index.get_level_values("condition")) == {"label"}
     assert any("no diagnosis column" in n for n in res.notes)
     assert "no diagnosis column" in res.markdown and "given the 3-class label" in res.markdown
+
+
+def test_runs_of_an_earlier_selection_are_left_out_with_a_note(study, tmp_path):
+    import shutil
+
+    copy = tmp_path / "study"
+    shutil.copytree(study, copy)
+    # the current selection asks only for resnet18: the +GA runs are superseded
+    pd.DataFrame({"dataset": ["isic"], "model": ["resnet18"], "lr": [0.05],
+                  "weight_decay": [1e-4]}).to_csv(copy / "selection.csv", index=False)
+    res = feature_usage(copy, runs="best", condition="label", test_options=FAST, progress=False)
+    assert list(res.table.index) == [("resnet18", "label")]
+    assert any(f"{RUNS} final run(s) trained under an earlier" in n for n in res.notes)
 
 
 def test_cli_prints_where_each_file_is(study, capsys):

@@ -213,7 +213,7 @@ def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "all", select: str
     from medattn.progress import progress_bar
 
     from medattn.analysis.citests import TESTS
-    from medattn.training.store import load_records, read_predictions
+    from medattn.training.store import final_runs, read_predictions
 
     if not 0 < alpha < 1:
         raise ConfigError(f"features: --alpha {alpha} must lie in (0, 1)")
@@ -233,7 +233,8 @@ def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "all", select: str
     if not (runs_dir / "runs").is_dir():
         raise DataError(f"{runs_dir}: not a study directory (no runs/ inside); give the RUNS_DIR "
                         f"of `medattn study` (its --out) or `medattn train` (its --runs)")
-    chosen = select_runs(load_records(runs_dir), runs, select)
+    finals = final_runs(runs_dir)  # of the current hyper-parameter selection
+    chosen = select_runs(finals.current, runs, select)
     if chosen.empty:
         raise DataError(f"{runs_dir}: no finished final runs on skin-lesion data "
                         f"({', '.join(SKIN_SOURCES)}); feature usage needs them")
@@ -251,7 +252,10 @@ def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "all", select: str
         previous = None
 
     data: dict[str, _Data] = {}
-    notes: list[str] = []
+    notes: list[str] = list(finals.warnings)
+    if len(finals.superseded):
+        notes.append(f"{len(finals.superseded)} final run(s) trained under an earlier "
+                     "hyper-parameter selection are left out (superseded)")
     rows: list[dict] = []
     if "cmiknn" in tests:
         from medattn.analysis.citests.cmiknn import warn_if_slow
