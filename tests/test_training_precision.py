@@ -20,9 +20,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def derm(tmp_path_factory):
     from medattn.data.synthetic import write_derm
-    # a strong colourful-patch shortcut, so that a few epochs from scratch learn something
+    # a strong colourful-patch shortcut, so that a few epochs from scratch learn something. With
+    # 150 images (15 for validation) a 2-4-epoch run ends at chance on validation for some data
+    # seeds (the engine records it as diverged): the tiny fp16 CNN for 4 of 6 seeds, before and
+    # after the generator had fine diagnoses. Seed 1 trains every run of this file.
     return write_derm(tmp_path_factory.mktemp("derm"), n=150, n_ood=24, image_size=40, workers=1,
-                      patch_bias=1.0)
+                      patch_bias=1.0, seed=1)
 
 
 def _spec(derm, model="resnet18", **train):
