@@ -368,3 +368,17 @@ def test_report_shows_table3_with_k_of_n_effects_truth_and_pvalues(study, tmp_pa
     assert "resnet18+ga" in text and "more" in text  # the significant difference
     md = (tmp_path / "report" / "report.md").read_text()
     assert "figures/table3-effects.png" in md
+
+
+def test_report_table3_keeps_cells_where_no_test_could_run(tmp_path):
+    from medattn.report.features import table3_section
+
+    folder = tmp_path / "features"
+    folder.mkdir()
+    rows = [{"model": "resnet18", "condition": c, **{f: "0/3" for f in TABLE3_FEATURES}}
+            for c in ("diagnosis", "label")]
+    rows[0]["D"] = "n/a"  # no test could run: a text cell, not a missing number
+    pd.DataFrame(rows).to_csv(folder / "table3.csv", index=False)
+    section = table3_section(folder, "hint")
+    frame = section.blocks[0].frame
+    assert frame.loc["resnet18", "D"] == "n/a (0/3)" and frame.loc["resnet18", "A"] == "0/3 (0/3)"

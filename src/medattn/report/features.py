@@ -23,9 +23,9 @@ from medattn.analysis.features.table3 import (
 MAX_ROWS = 120  # rows of a table shown in the report; the CSV has everything
 
 
-def _read(path: Path) -> pd.DataFrame | None:
+def _read(path: Path, **kw) -> pd.DataFrame | None:
     try:
-        return pd.read_csv(path)
+        return pd.read_csv(path, **kw)
     except (OSError, ValueError, pd.errors.ParserError):
         return None
 
@@ -113,7 +113,8 @@ def table3_section(folder: Path, hint: str):
     from medattn.report.html import Figure, Section, Table, Text
 
     title = "Table 3: feature usage"
-    table = _read(folder / "table3.csv")
+    # cells are text ("2/3", "✓", "n/a"): pandas would read "n/a" as a missing number
+    table = _read(folder / "table3.csv", dtype=str, keep_default_na=False)
     if table is None or "condition" not in table:
         return None  # not written by this version: the generic section shows what is there
     truths = None
