@@ -16,11 +16,15 @@ from medattn.training import store
 from medattn.training.config import load_config
 
 # 4 two-epoch runs (no search: a one-point grid) of a base and a variant, so Table 2 has a
-# comparison; tiny images, just enough of them for every run to learn above chance
+# comparison; tiny images, just enough of them for every run to learn above chance. Two epochs on
+# 84 training images are at the edge of learning at all (the fine diagnoses spread the classes'
+# cues): the test plants the patch on nevi only (PATCH_BIAS 1.0 below) and uses split seeds and one
+# thread on which all four runs leave chance level, so that "done" is asserted, never "diverged".
 TINY = demo.DemoSize(120, 16, {"models": ["resnet18", "resnet18+ga"],
                                "search": {"lr": [0.05], "weight_decay": [0.0001]},
-                               "final": {"splits": 2},
-                               "train": {"epochs": 2, "image_size": 32, "batch_size": 16}},
+                               "final": {"splits": 2, "first_seed": 3},
+                               "train": {"epochs": 2, "image_size": 32, "batch_size": 16,
+                                         "threads": 1}},
                      n_mean=16)
 
 
@@ -48,6 +52,7 @@ def _section(text: str, title: str) -> list[str]:
 def test_demo_hands_over_paths_that_its_commands_accept(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # paths print relative to the working directory, as typed
     monkeypatch.setitem(demo.SIZES, "quick", TINY)
+    monkeypatch.setattr(demo, "PATCH_BIAS", 1.0)
     assert main(["demo", "--quick", "--jobs", "1", "--out", "medattn-demo"]) == 0
     text = capsys.readouterr().out
     handover = text[text.rindex("medattn demo finished"):]
