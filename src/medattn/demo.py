@@ -50,12 +50,14 @@ class DemoSize:
 
 SIZES = {
     "full": DemoSize(N_IMAGES, N_OOD),
-    # 8 one-epoch runs at 32 px on 120 images: every step, every output, in about a minute
-    "quick": DemoSize(120, 30, {"models": ["resnet18", "resnet18+ga"],
+    # 8 two-epoch runs at 32 px on 300 images: every step, every output, in about a minute or
+    # two. Fewer images or one epoch left runs at chance level ("diverged", 3 of 8 at 120 images
+    # and one epoch), which reads as a broken installation.
+    "quick": DemoSize(300, 30, {"models": ["resnet18", "resnet18+ga"],
                                 "search": {"lr": [0.05, 0.02], "weight_decay": [0.0001],
                                            "splits": 1},
                                 "final": {"splits": 2},
-                                "train": {"epochs": 1, "image_size": 32, "batch_size": 16}},
+                                "train": {"epochs": 2, "image_size": 32, "batch_size": 16}},
                       n_mean=50),
 }
 
