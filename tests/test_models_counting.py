@@ -32,8 +32,13 @@ def table_json():
 
 
 def test_params_json_matches_paper_table_1(table_json):
+    from medattn.models import list_models
+
     rows = {r["model"]: r for r in table_json}
-    assert len(rows) == 14
+    # every registered backbone x attention variant, the paper's 14 first and in its order
+    assert [r["model"] for r in table_json] == list_models() and len(rows) == len(list_models()) > 14
+    paper = [bb + v for bb in ("resnet18", "efficientnet_b0") for v in ("", "+ga", "+la", "+ela", "+ga+la", "+ga+ela")]
+    assert list(rows)[:14] == list_models(paper_only=True) == paper + ["vit_tiny_in1k", "vit_tiny_in21k"]
     for name, (millions, change) in PAPER.items():
         row = rows[name]
         assert f"{row['params_paper_m']:.2f}" == f"{millions:.2f}", name

@@ -8,14 +8,14 @@ from safetensors.torch import save_file
 from medattn.errors import ConfigError
 from medattn.models import (EmbeddedLocalAttention2d, GlobalAttention2d, LocalAttention2d, create_model,
                             gradcam_target_layers, list_models, parse_model_name)
-from medattn.models.zoo import CNN_CHECKPOINTS
+from medattn.models.registry import get_backbone
 
 torch.set_num_threads(1)
 
 
 def test_names_parse_and_round_trip():
-    names = list_models()
-    assert len(names) == 14 and len(set(names)) == 14
+    names = list_models(paper_only=True)
+    assert len(names) == 14 and len(set(names)) == 14 and names == list_models()[:14]
     for name in names:
         assert parse_model_name(name).name == name
     spec = parse_model_name(" ResNet18 + ELA + GA ")
@@ -24,7 +24,7 @@ def test_names_parse_and_round_trip():
     assert parse_model_name("efficientnet_b0").variant == "base"
 
 
-@pytest.mark.parametrize("bad", ["resnet50", "resnet18+la+ela", "resnet18+ga+ga", "vit_tiny_in1k+ga", "resnet18+"])
+@pytest.mark.parametrize("bad", ["resnet51", "resnet50+la+mhsa", "densenet121+ga+se", "resnet18+la+ela", "resnet18+ga+ga", "vit_tiny_in1k+ga", "resnet18+"])
 def test_unknown_names_and_options_are_config_errors(bad):
     with pytest.raises(ConfigError, match="medattn models"):
         parse_model_name(bad)
@@ -44,7 +44,7 @@ def _fake_timm_file(tmp_path, backbone: str) -> str:
     """A timm-format weight file as downloaded from the hub (1000-class head), with every tensor
     randomised (BN statistics and zero-initialised scales included) so that kept layers matter."""
     torch.manual_seed(1)
-    model = timm.create_model(CNN_CHECKPOINTS[backbone], pretrained=False)
+    model = timm.create_model(get_backbone(backbone).checkpoint, pretrained=False)
     state = {}
     for k, v in model.state_dict().items():
         if v.is_floating_point():
@@ -121,7 +121,7 @@ def _train_steps(model, x, y, steps):
     return losses
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models(paper_only=True))
 def test_every_model_trains_and_loss_goes_down(name):
     torch.manual_seed(0)
     model = create_model(name, 3, zero_init_last=False) if name.startswith("resnet") else create_model(name, 3)

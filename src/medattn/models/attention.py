@@ -334,14 +334,16 @@ class EmbeddedLocalAttention2d(nn.Module):
     """ELA: ``y = layer(x) + proj(LA(x))`` with ``proj`` a zero-initialised 1x1 conv (with bias).
 
     ``layer`` is the original conv or block with its (pretrained) weights; the LA branch runs on the
-    same input with the same stride, so the sum is the original layer at initialisation.
+    same input with the same stride, so the sum is the original layer at initialisation. Any other
+    branch with the layer's output shape works too (an ``embed`` module of the registry), with
+    ``out_channels`` its output channels (default: ``attention.out_channels``).
     """
 
-    def __init__(self, layer: nn.Module, attention: LocalAttention2d):
+    def __init__(self, layer: nn.Module, attention: nn.Module, out_channels: int | None = None):
         super().__init__()
         self.layer = layer
         self.attention = attention
-        c = attention.out_channels
+        c = out_channels or attention.out_channels
         self.proj = nn.Conv2d(c, c, 1)
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)

@@ -1,7 +1,9 @@
-"""The model zoo of the paper: name -> model.
+"""The model zoo: name -> model, for every registered backbone and attention module.
 
-Every model is a timm backbone; attention variants are made by surgery on the timm model *after* its
-(pretrained) weights are loaded, so the layers that stay keep them:
+A name is ``<backbone>[+<after>][+<local>]`` (``resnet18+ga+ela``, ``densenet121+cbam``); the parts
+are entries of :mod:`medattn.models.registry`. Every model is a timm backbone; attention variants
+are made by surgery on the timm model *after* its (pretrained) weights are loaded, so the layers
+that stay keep them (:mod:`medattn.models.surgery`). The paper's models:
 
 * ``+ga``: :class:`GlobalAttention2d` appended to ResNet18 ``layer1``/``layer2`` (64, 128 ch) or to
   EfficientNet-B0 ``blocks[1]``/``blocks[2]`` (24, 40 ch).
@@ -14,46 +16,18 @@ Every model is a timm backbone; attention variants are made by surgery on the ti
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
 
 from medattn.errors import ConfigError
-from medattn.models.attention import EmbeddedLocalAttention2d, GlobalAttention2d, LocalAttention2d
+from medattn.models import registry as R
+from medattn.models.surgery import attach_attention, find_modules
 
 __all__ = ["ModelSpec", "create_model", "list_models", "parse_model_name", "gradcam_target_layers",
-           "describe_model", "model_catalog", "BACKBONES", "VARIANTS", "VIT_CHECKPOINTS"]
-
-BACKBONES = ("resnet18", "efficientnet_b0")
-VARIANTS = ("base", "ga", "la", "ela", "ga+la", "ga+ela")
-
-# Default timm checkpoints (architecture.tag). ResNet18: the torchvision weights, the ImageNet
-# ResNet18 of the paper's time; EfficientNet-B0: timm's default.
-CNN_CHECKPOINTS = {"resnet18": "resnet18.tv_in1k", "efficientnet_b0": "efficientnet_b0.ra_in1k"}
-# ViT-Ti/16 (embed 192, depth 12, 3 heads). 1k: DeiT-Ti is the ViT-Ti architecture trained on
-# ImageNet-1k only (timm has no plain-ViT ImageNet-1k-only Ti weights). 21k: the AugReg ViT-Ti
-# pre-trained on ImageNet-21k only (not the in1k fine-tuned one), so the two differ in pre-training data.
-VIT_CHECKPOINTS = {"vit_tiny_in1k": "deit_tiny_patch16_224.fb_in1k",
-                   "vit_tiny_in21k": "vit_tiny_patch16_224.augreg_in21k"}
-
-_DESCRIPTIONS = {
-    "base": "{bb} baseline (timm)",
-    "ga": "{bb} + global self-attention (non-local blocks) {ga}",
-    "la": "{bb} with local self-attention replacing {la}",
-    "ela": "{bb} + embedded local self-attention beside {la}",
-    "ga+la": "{bb} + global attention {ga}, local attention replacing {la}",
-    "ga+ela": "{bb} + global attention {ga}, embedded local attention beside {la}",
-}
-_WHERE = {
-    "resnet18": dict(bb="ResNet18", ga="after layer1 and layer2", la="the 3x3 convs of layer4"),
-    "efficientnet_b0": dict(bb="EfficientNet-B0", ga="after blocks[1] and blocks[2]",
-                            la="the last MBConv block (blocks[6])"),
-}
-_VIT_DESCRIPTIONS = {
-    "vit_tiny_in1k": "ViT-tiny/16 pre-trained on ImageNet-1k (timm deit_tiny_patch16_224.fb_in1k)",
-    "vit_tiny_in21k": "ViT-tiny/16 pre-trained on ImageNet-21k (timm vit_tiny_patch16_224.augreg_in21k)",
-}
+           "describe_model", "model_catalog", "DEFAULT_OPTIONS"]
 
 # options create_model understands, with defaults (stored in checkpoints to rebuild the same model)
 DEFAULT_OPTIONS = {
@@ -61,6 +35,7 @@ DEFAULT_OPTIONS = {
     "heads": 8,              # LA heads
     "la_tile": 7,            # LA query block size (speed only, results identical)
     "ga_subsample": False,   # GA: 2x2 max-pooled phi and g (Wang et al.'s cheaper variant; not the paper's)
+    "mhsa_heads": 4,         # MHSA heads (BoTNet's 4)
     "drop_rate": 0.0,        # dropout before the classifier (timm)
     "drop_path_rate": 0.0,   # stochastic depth (timm)
     "zero_init_last": True,  # timm ResNet: zero-init the last BN of each block (random init only)
@@ -70,66 +45,119 @@ DEFAULT_OPTIONS = {
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A parsed model name: ``name`` (canonical), ``backbone`` (``resnet18``, ``efficientnet_b0``,
-    ``vit``), ``variant`` (``base``, ``ga``, ``la``, ``ga+la``, ``ela``, ``ga+ela``, or ``1k``/``21k``)."""
+    """A parsed model name: ``name`` (canonical); ``backbone`` and ``variant`` as runs record them
+    (``resnet18`` / ``ga+ela``; the ViTs: ``vit`` / ``1k``, ``21k``); ``base``: the registered
+    backbone (``vit_tiny_in1k``); ``after`` / ``local``: the attention modules (or None)."""
 
     name: str
     backbone: str
     variant: str
+    base: str = ""
+    after: str | None = None
+    local: str | None = None
+
+    @property
+    def entry(self) -> R.Backbone:
+        return R.get_backbone(self.base or self.backbone)
+
+    @property
+    def kind(self) -> str:
+        """``cnn`` or ``vit``."""
+        return self.entry.kind
 
     @property
     def has_ga(self) -> bool:
-        return self.variant.startswith("ga")
+        return self.after == "ga"
 
     @property
-    def local(self) -> str | None:
-        """``"la"``, ``"ela"`` or None."""
-        return next((p for p in self.variant.split("+") if p in ("la", "ela")), None)
+    def paper(self) -> bool:
+        """One of the paper's 14 models."""
+        return self.entry.paper and all(R.get_attention(a).paper for a in (self.after, self.local) if a)
 
     @property
     def description(self) -> str:
         return describe_model(self.name)
 
 
-def list_models() -> list[str]:
-    """All model names, in the paper's order."""
-    names = [bb if v == "base" else f"{bb}+{v}" for bb in BACKBONES for v in VARIANTS]
-    return names + list(VIT_CHECKPOINTS)
+def list_models(backbones: Sequence[str] | None = None, paper_only: bool = False) -> list[str]:
+    """Every model name (registered backbone x attention variant): the paper's 14 first, in its
+    order, then the others by backbone. ``backbones``: only these; ``paper_only``: only the 14."""
+    wanted = None if backbones is None else {parse_model_name(b).base for b in backbones}
+    rows = []
+    for b in R.backbones():
+        if wanted is not None and b.name not in wanted:
+            continue
+        for after, local in R.variants(b):
+            variant = R.variant_name(after, local)
+            paper = b.paper and all(a.paper for a in (after, local) if a)
+            if paper or not paper_only:
+                rows.append((not paper, b.name if variant == "base" else f"{b.name}+{variant}"))
+    return [name for _, name in sorted(rows, key=lambda r: r[0])]  # stable: listing order kept
+
+
+def _unknown(raw: str, why: str) -> ConfigError:
+    atts = R.attentions()
+    after = ", ".join(a.name for a in atts if a.placement == "after")
+    local = ", ".join(a.name for a in atts if a.placement != "after")
+    return ConfigError(f"unknown model {raw!r}: {why}. A name is <backbone>[+<after>][+<local>]: "
+                       f"backbones {', '.join(b.name for b in R.backbones())}; after: {after}; "
+                       f"local: {local} (`medattn models` lists them)")
 
 
 def parse_model_name(name: str) -> ModelSpec:
-    """Parse ``resnet18+ga+ela`` (case, spaces and the order of ``+`` parts do not matter)."""
+    """Parse ``resnet18+ga+ela`` (case, spaces, ``-`` for ``_`` and the order of ``+`` parts do
+    not matter). Raises ConfigError for an unknown backbone or module or a bad combination."""
     raw = str(name)
     parts = [p.strip().lower().replace("-", "_") for p in raw.split("+")]
-    head, mods = parts[0], sorted(set(parts[1:]), key=lambda p: (p != "ga", p))
-    if head in VIT_CHECKPOINTS and not mods:
-        return ModelSpec(head, "vit", head.rsplit("_in", 1)[1])
-    variant = "+".join(mods) if mods else "base"
-    if head not in BACKBONES or variant not in VARIANTS or len(mods) != len(parts) - 1:
-        raise ConfigError(f"unknown model {raw!r}; choose one of: {', '.join(list_models())} "
-                          "(`medattn models` lists them)")
-    return ModelSpec(head if variant == "base" else f"{head}+{variant}", head, variant)
+    head, mods = parts[0], parts[1:]
+    entry = next((b for b in R.backbones() if b.name == head), None)
+    if entry is None:
+        raise _unknown(raw, f"no backbone {head!r}")
+    if not mods:
+        return ModelSpec(head, entry.group, entry.variant, head)
+    if entry.kind != "cnn":
+        raise _unknown(raw, f"{head} is a {entry.kind.upper()} baseline and takes no attention")
+    split = R.split_variant("+".join(mods))
+    if split is None:
+        raise _unknown(raw, "each part after the backbone must be a registered attention module, "
+                       "at most one 'after' and one 'replace'/'embed'")
+    after, local = split
+    if (after and not entry.after) or (local and not entry.local):
+        where = "after" if after and not entry.after else "local"
+        raise _unknown(raw, f"backbone {head} has no {where} paths registered")
+    variant = R.variant_name(after, local)
+    return ModelSpec(f"{head}+{variant}", entry.group, variant, head,
+                     after.name if after else None, local.name if local else None)
 
 
-def model_catalog() -> list[tuple[str, str]]:
-    """``(name, one-line description)`` for every model, in the paper's order."""
-    return [(name, describe_model(name)) for name in list_models()]
+def model_catalog(backbones: Sequence[str] | None = None) -> list[tuple[str, str]]:
+    """``(name, one-line description)`` for every model, in :func:`list_models` order."""
+    return [(name, describe_model(name)) for name in list_models(backbones)]
 
 
 def describe_model(name: str) -> str:
     """One-line description of a model name."""
     spec = parse_model_name(name)
-    if spec.backbone == "vit":
-        return _VIT_DESCRIPTIONS[spec.name]
-    return _DESCRIPTIONS[spec.variant].format(**_WHERE[spec.backbone])
+    entry = spec.entry
+    after = R.get_attention(spec.after) if spec.after else None
+    local = R.get_attention(spec.local) if spec.local else None
+    if after is None and local is None:
+        return entry.description
+    verb = "replacing" if local is not None and local.placement == "replace" else "beside"
+    if local is None:
+        return f"{entry.label} + {after.description} {entry.after_text}"
+    if after is None:
+        joiner = "with" if local.placement == "replace" else "+"
+        return f"{entry.label} {joiner} {local.description} {verb} {entry.local_text}"
+    return f"{entry.label} + {after.short} {entry.after_text}, {local.short} {verb} {entry.local_text}"
 
 
 def _timm_name(spec: ModelSpec, options: dict) -> str:
-    default = VIT_CHECKPOINTS[spec.name] if spec.backbone == "vit" else CNN_CHECKPOINTS[spec.backbone]
+    default = spec.entry.checkpoint
     tag = options.get("pretrained_tag")
     if not tag:
         return default
-    arch = default.split(".")[0]
+    arch = spec.entry.architecture
     tag = str(tag)
     if "." not in tag:  # a bare tag such as "a1_in1k"
         tag = f"{arch}.{tag}"
@@ -148,8 +176,9 @@ def _check_options(spec: ModelSpec, options: dict) -> dict:
     k = opts["kernel_size"]
     if not isinstance(k, int) or k < 1 or k % 2 == 0:
         raise ConfigError(f"model option kernel_size must be an odd positive int, got {k!r}")
-    if not isinstance(opts["heads"], int) or opts["heads"] < 1 or 320 % opts["heads"] or 512 % opts["heads"]:
-        raise ConfigError(f"model option heads must divide 320 and 512 (e.g. 1, 2, 4, 8), got {opts['heads']!r}")
+    for key in ("heads", "mhsa_heads", "la_tile"):
+        if not isinstance(opts[key], int) or isinstance(opts[key], bool) or opts[key] < 1:
+            raise ConfigError(f"model option {key} must be a positive int, got {opts[key]!r}")
     if not isinstance(opts["ga_subsample"], bool):
         raise ConfigError(f"model option ga_subsample must be true or false, got {opts['ga_subsample']!r}")
     return opts
@@ -160,7 +189,7 @@ def create_model(name: str, num_classes: int, pretrained: bool | str | Path = Fa
     """Build a model of the zoo.
 
     Args:
-        name: one of :func:`list_models` (e.g. ``"resnet18+ga+ela"``).
+        name: one of :func:`list_models` (e.g. ``"resnet18+ga+ela"``, ``"densenet121+cbam"``).
         num_classes: outputs of the new classifier head.
         pretrained: ``True``: timm's ImageNet weights through timm (needs the Hugging Face hub or its
             cache); a path: the same weights from a local timm-format file (``.safetensors``, or
@@ -180,20 +209,20 @@ def create_model(name: str, num_classes: int, pretrained: bool | str | Path = Fa
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ConfigError(f"num_classes must be a positive int, got {num_classes!r}")
     opts = _check_options(spec, options)
+    entry = spec.entry
     timm_name = _timm_name(spec, opts)
-    kwargs = dict(num_classes=num_classes, drop_rate=opts["drop_rate"], drop_path_rate=opts["drop_path_rate"])
-    if spec.backbone == "vit":
-        kwargs.update(dynamic_img_size=True, dynamic_img_pad=True)
-    elif spec.backbone == "resnet18":
-        kwargs.update(zero_init_last=opts["zero_init_last"])
+    kwargs = dict(num_classes=num_classes, **entry.timm_kwargs, **{o: opts[o] for o in entry.timm_options})
+    # only when set: not every timm architecture takes them (DenseNet has no drop_path_rate)
+    kwargs.update({k: opts[k] for k in ("drop_rate", "drop_path_rate") if opts[k]})
     use_hub = pretrained is True and weights is None
     try:
         model = W.create_timm(timm_name, pretrained=use_hub, **kwargs)
-    except RuntimeError as err:
-        raise ConfigError(f"cannot build timm model {timm_name!r} for {spec.name}: {err}") from err
+    except (RuntimeError, TypeError) as err:
+        raise ConfigError(f"cannot build timm model {timm_name!r} for {spec.name} (backbone "
+                          f"{entry.name!r}): {err}") from err
     if pretrained not in (False, None, True) and weights is None:
         W.load_timm_file(model, pretrained, timm_name)
-    _attach_attention(model, spec, opts)
+    attach_attention(model, spec, opts)
     model.medattn_name = spec.name
     model.medattn_spec = spec
     model.medattn_options = {k: v for k, v in options.items()}
@@ -203,53 +232,17 @@ def create_model(name: str, num_classes: int, pretrained: bool | str | Path = Fa
     return model
 
 
-def _la(cin: int, cout: int, stride: int, opts: dict) -> LocalAttention2d:
-    return LocalAttention2d(cin, cout, kernel_size=opts["kernel_size"], stride=stride, heads=opts["heads"],
-                            tile=opts["la_tile"])
-
-
-def _attach_attention(model: nn.Module, spec: ModelSpec, opts: dict) -> None:
-    if spec.backbone == "vit" or spec.variant == "base":
-        return
-    sub = opts["ga_subsample"]
-    if spec.backbone == "resnet18":
-        if spec.has_ga:
-            for stage in (model.layer1, model.layer2):
-                stage.add_module("ga", GlobalAttention2d(stage[-1].conv2.out_channels, subsample=sub))
-        if spec.local:
-            for block in model.layer4:
-                for attr in ("conv1", "conv2"):
-                    conv = getattr(block, attr)
-                    la = _la(conv.in_channels, conv.out_channels, conv.stride[0], opts)
-                    setattr(block, attr, la if spec.local == "la" else EmbeddedLocalAttention2d(conv, la))
-    else:  # efficientnet_b0
-        if spec.has_ga:
-            for i in (1, 2):
-                stage = model.blocks[i]
-                stage.add_module("ga", GlobalAttention2d(_out_channels(stage[-1]), subsample=sub))
-        if spec.local:
-            block = model.blocks[6][0]
-            cin, cout = block.conv_pw.in_channels, block.conv_pwl.out_channels
-            stride = block.conv_dw.stride[0]
-            la = _la(cin, cout, stride, opts)
-            model.blocks[6][0] = la if spec.local == "la" else EmbeddedLocalAttention2d(block, la)
-
-
-def _out_channels(block: nn.Module) -> int:
-    # the last conv of an (inverted) residual block is its output projection (conv_pwl)
-    return [m for m in block.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
-
-
 def gradcam_target_layers(model: nn.Module) -> list[nn.Module]:
     """Grad-CAM target layer(s): the output of the last convolutional stage, i.e. the feature map
-    that is globally pooled (ResNet18: ``layer4[-1]``; EfficientNet-B0: ``bn2`` = conv_head + BN + act).
-    ViT: ``[]`` (use attention rollout instead)."""
+    that is globally pooled, as the backbone's registry entry names it (ResNet18: ``layer4[-1]``;
+    EfficientNet-B0: ``bn2`` = conv_head + BN + act). ViT: ``[]`` (use attention rollout instead).
+    A plain timm model is matched to a backbone by its architecture."""
     spec = getattr(model, "medattn_spec", None)
-    backbone = spec.backbone if spec else ("resnet18" if hasattr(model, "layer4") else
-                                           "efficientnet_b0" if hasattr(model, "conv_head") else "vit")
-    if backbone == "resnet18":
-        return [model.layer4[-1]]
-    if backbone == "efficientnet_b0":
-        return [model.bn2]
-    return []
-
+    if spec is not None:
+        entry = spec.entry
+    else:
+        arch = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
+        entry = next((b for b in R.backbones() if b.architecture == arch), None)
+        if entry is None:
+            return []
+    return [m for _, m in find_modules(model, entry.gradcam, entry, "gradcam")]
