@@ -74,9 +74,10 @@ def test_table_other_num_classes_and_markdown(capsys):
     t = parameter_table(num_classes=7, models=["resnet18", "resnet18+ga"])
     base = count_parameters(create_model("resnet18", 7))
     assert t.params_paper.tolist()[0] == base == 11176512 + 7 * 513
-    assert main(["params"]) == 0
+    assert main(["params", "--paper"]) == 0
     out = capsys.readouterr().out
     assert "| resnet18+ga | 11.22 | 11.22 | +0.37 |" in out
+    assert len(out.strip().splitlines()) == 2 + 14 and "+se" not in out
     with torch.device("meta"):
         assert count_parameters(create_model("efficientnet_b0", 3)) == 4011391
 
@@ -84,7 +85,27 @@ def test_table_other_num_classes_and_markdown(capsys):
 def test_models_command_lists_every_name_with_a_description(capsys):
     from medattn.models import list_models
 
-    assert main(["models"]) == 0
+    assert main(["models", "--names"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split()[0] for line in lines] == list_models()
     assert all(len(line.split(None, 1)[1]) > 10 for line in lines)
+    for name in ("resnet50+cbam", "densenet121+ga+ela", "efficientnet_b3+mhsa", "resnet18+eca"):
+        assert name in list_models()
+
+
+def test_models_command_shows_the_parameter_counts_of_table_1(capsys, table_json):
+    counts = {r["model"]: r["params_paper_m"] for r in table_json}
+    assert main(["models", "--backbone", "densenet121"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    names = [line.split()[0] for line in lines]
+    # 1 + 7 single modules + 4 'after' x 3 'replace'/'embed' modules
+    assert names == [m for m in counts if m.split("+")[0] == "densenet121"] and len(names) == 20
+    for line in lines:
+        name, millions = line.split()[:2]
+        assert millions == f"{counts[name]:.2f}M", line
+    assert main(["params", "--backbone", "vit_tiny_in1k", "resnet18", "--format", "csv"]) == 0
+    csv = capsys.readouterr().out.strip().splitlines()
+    # the paper's models first (ResNet18's six, the ViT), then the other ResNet18 variants
+    assert [row.split(",")[0] for row in csv[1:]] == \
+        [m for m in counts if m.startswith("resnet18+") or m in ("resnet18", "vit_tiny_in1k")]
+    assert csv[7].startswith("vit_tiny_in1k,") and len(csv) == 1 + 20 + 1

@@ -31,16 +31,41 @@ def command(fn: Callable[[argparse._SubParsersAction], None]):
 
 
 # --- commands start ---------------------------------------------------------------------------
+def _model_filters(p) -> None:
+    p.add_argument("--backbone", nargs="+", metavar="NAME", dest="backbones",
+                   help="only these backbones' models (e.g. resnet50 densenet121)")
+    p.add_argument("--paper", action="store_true", help="only the paper's 14 models (Table 1)")
+
+
+def _selected_models(args) -> list[str]:
+    from medattn.models import list_models
+
+    return list_models(args.backbones, paper_only=args.paper)
+
+
 @command
 def _add_models(sub):
-    p = sub.add_parser("models", help="list the model names of the zoo",
-                       description="List every model name create_model/--model accepts (docs/models.md).")
+    p = sub.add_parser("models", help="list the models of the zoo with their parameter counts",
+                       description="List every model name create_model/--model accepts: each "
+                       "registered backbone with each registered attention module, with its "
+                       "parameter count (millions, the paper's counting) and a description "
+                       "(docs/models.md).")
+    _model_filters(p)
+    p.add_argument("--names", action="store_true",
+                   help="names and descriptions only (quick: builds no model)")
+    p.add_argument("--num-classes", type=int, default=3, help="classifier outputs (default 3, as the paper)")
 
     def run(args):
-        from medattn.models import model_catalog
+        from medattn.models import describe_model
+        from medattn.models.counting import parameter_table
 
-        for name, description in model_catalog():
-            print(f"{name:24s} {description}")
+        names = _selected_models(args)
+        if args.names:
+            for name in names:
+                print(f"{name:28s} {describe_model(name)}")
+            return
+        for r in parameter_table(args.num_classes, names).itertuples():
+            print(f"{r.model:28s} {r.params_paper_m:7.2f}M  {r.description}")
 
     p.set_defaults(func=run)
 
@@ -48,17 +73,20 @@ def _add_models(sub):
 @command
 def _add_params(sub):
     p = sub.add_parser("params", help="Table 1: parameter counts of every model",
-                       description="Count parameters of the real models: the paper's convention "
+                       description="Count parameters of the real models (every registered backbone "
+                       "x attention variant, the paper's 14 first): the paper's convention "
                        "(only weight/bias tensors), the full count, and the change relative to the "
                        "base model (docs/models.md).")
     p.add_argument("--format", dest="fmt", choices=["md", "csv", "json"], default="md",
                    help="output format: a Markdown table (default), CSV or JSON")
     p.add_argument("--num-classes", type=int, default=3, help="classifier outputs (default 3, as the paper)")
+    _model_filters(p)
 
     def run(args):
         from medattn.models.counting import parameter_table_text
 
-        print(parameter_table_text(args.fmt, num_classes=args.num_classes), end="")
+        print(parameter_table_text(args.fmt, num_classes=args.num_classes, models=_selected_models(args)),
+              end="")
 
     p.set_defaults(func=run)
 

@@ -59,9 +59,10 @@ def parameter_table(num_classes: int = 3, models: list[str] | None = None) -> pd
     return table[cols]
 
 
-def parameter_table_text(fmt: str = "md", num_classes: int = 3) -> str:
-    """Table 1 as text: ``fmt`` is ``md`` (Markdown), ``csv`` or ``json`` (a list of row objects)."""
-    table = parameter_table(num_classes)
+def parameter_table_text(fmt: str = "md", num_classes: int = 3, models: list[str] | None = None) -> str:
+    """Table 1 as text: ``fmt`` is ``md`` (Markdown), ``csv`` or ``json`` (a list of row objects);
+    ``models``: the rows (default: every registered model, :func:`~medattn.models.list_models`)."""
+    table = parameter_table(num_classes, models)
     if fmt == "csv":
         return table.to_csv(index=False)
     if fmt == "json":
