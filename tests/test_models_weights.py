@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from medattn.errors import WeightsError
 from medattn.models import create_model, load_checkpoint, save_checkpoint
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # steady on the shared 2-core machine
 
 
 @pytest.mark.parametrize("name", ["resnet18+ga+la", "efficientnet_b0+ela", "vit_tiny_in21k"])

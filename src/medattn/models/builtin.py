@@ -13,7 +13,14 @@ convs (or final MBConv blocks) of the last stage, which is what BoTNet replaces 
 from __future__ import annotations
 
 from medattn.errors import ConfigError
-from medattn.models.registry import Site, register_attention, register_backbone
+from functools import partial
+
+from medattn.models import registry
+from medattn.models.registry import Site, register_attention
+
+# the paths of these entries are tested (tests/test_models_registry.py); checking them here would
+# import timm with medattn
+register_backbone = partial(registry.register_backbone, check=False)
 
 
 # --------------------------------------------------------------------------------- attention

@@ -144,7 +144,7 @@ def register_backbone(name: str, checkpoint: str, *, after: tuple[str, ...] | st
                       variant_label: str | None = None, description: str | None = None,
                       after_text: str | None = None, local_text: str | None = None,
                       timm_kwargs: Mapping[str, Any] | None = None, timm_options: tuple[str, ...] = (),
-                      paper: bool = False, overwrite: bool = False) -> Backbone:
+                      paper: bool = False, overwrite: bool = False, check: bool = True) -> Backbone:
     """Register a timm backbone under ``name`` (the head of model names).
 
     Args:
@@ -166,10 +166,14 @@ def register_backbone(name: str, checkpoint: str, *, after: tuple[str, ...] | st
         timm_kwargs: fixed keyword arguments of ``timm.create_model``.
         timm_options: model options passed on to ``timm.create_model`` (e.g. ``zero_init_last``).
         overwrite: replace an entry of the same name.
+        check: build the architecture on the ``meta`` device now (no weights, well under a
+            second) and check every path, so that a wrong one fails here, not in a training
+            worker. The built-in entries pass False (their paths are tested; it keeps
+            ``import medattn`` free of timm).
 
-    The architecture and the paths are checked when a model is built (timm is not imported
-    here): a path that names no module raises :class:`~medattn.errors.ConfigError` listing the
-    valid paths nearby; channel widths and strides are read from the modules themselves then.
+    A path that names no module raises :class:`~medattn.errors.ConfigError` naming it and the
+    valid paths nearby; nothing is registered then. Channel widths and strides are read from the
+    modules themselves when a model is built.
     """
     _load_builtins()
     _check_name(name, "backbone")
@@ -201,6 +205,10 @@ def register_backbone(name: str, checkpoint: str, *, after: tuple[str, ...] | st
         after_text=after_text or ("after " + " and ".join(after) if after else ""),
         local_text=local_text or ", ".join(local),
         timm_kwargs=dict(timm_kwargs or {}), timm_options=tuple(timm_options), paper=bool(paper))
+    if check:
+        from medattn.models.surgery import check_backbone
+
+        check_backbone(entry)
     _BACKBONES[name] = entry
     return entry
 

@@ -18,7 +18,7 @@ from torch import nn
 from medattn.errors import ConfigError
 from medattn.models.registry import Attention, Backbone, Site, get_attention
 
-__all__ = ["attach_attention", "build_modules", "find_modules", "measure"]
+__all__ = ["attach_attention", "build_modules", "check_backbone", "find_modules", "measure"]
 
 PROBE_SIZE = 224  # the image size feature-map sizes (Site.feat_size) refer to
 _SHAPES: dict[tuple, dict[str, tuple[tuple, tuple]]] = {}
@@ -176,3 +176,28 @@ def attach_attention(model: nn.Module, spec, options: dict) -> None:
         _insert_after(model, path, module, spec.after, new)
     for (parent, attr), (_, _, new) in zip(parents, local):
         setattr(parent, attr, new)
+
+
+def check_backbone(entry: Backbone) -> None:
+    """Build ``entry``'s timm architecture on the ``meta`` device and check that every ``after``,
+    ``local`` and ``gradcam`` path names a module that maps a feature map to a feature map;
+    ConfigError otherwise (an unknown architecture too)."""
+    import timm
+
+    try:
+        with torch.device("meta"):
+            model = timm.create_model(entry.architecture, pretrained=False, **entry.timm_kwargs)
+    except (RuntimeError, TypeError) as err:
+        raise ConfigError(f"backbone {entry.name!r}: timm cannot build {entry.architecture!r} "
+                          f"({err}); timm.list_models('{entry.architecture[:4]}*') lists the names") from err
+    roles = {"after": entry.after, "local": entry.local, "gradcam": entry.gradcam}
+    found = {role: find_modules(model, paths, entry, role) for role, paths in roles.items() if paths}
+    shapes = measure(model, [m for mods in found.values() for m in mods])
+    for role, mods in found.items():
+        for path, _ in mods:
+            shape_in, shape_out = shapes.get(path, ((), ()))
+            if len(shape_out) != 4 or (role == "local" and len(shape_in) != 4):
+                raise ConfigError(f"backbone {entry.name!r}: {role} path {path!r} does not map a "
+                                  f"(B, C, H, W) feature map to one (input {shape_in or 'none'}, output "
+                                  f"{shape_out or 'none'}: not a tensor, or not run in the forward "
+                                  f"pass); name a conv, block or stage")
