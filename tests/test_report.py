@@ -142,7 +142,7 @@ def test_report_without_final_runs_and_bad_dir(tmp_path):
 def test_cli_report(tmp_path, capsys, monkeypatch):
     write_fake_study(tmp_path)
     monkeypatch.setattr("medattn.report.tables.table1",
-                        lambda num_classes=3: pd.DataFrame({"model": ["x"], "params": [1.0]}))
+                        lambda num_classes=3, models=None: pd.DataFrame({"model": ["x"], "params": [1.0]}))
     assert cli.main(["report", str(tmp_path), "--out", str(tmp_path / "out")]) == 0
     assert capsys.readouterr().out.strip().endswith("out/report.html")
     assert (tmp_path / "out" / "report.html").is_file()

@@ -33,12 +33,11 @@ import pandas as pd
 
 from medattn.analysis import paired, stats
 from medattn.errors import ConfigError, DataError
+from medattn.models import registry as R
 
 __all__ = [
-    "BACKBONE_LABELS",
     "CompareResult",
     "FORMATS",
-    "MODEL_LABELS",
     "SUMMARY_COLUMNS",
     "compare_runs",
     "compare_summary",
@@ -55,12 +54,7 @@ PAPER_TABLE2 = Path(__file__).resolve().parents[1] / "configs" / "paper_table2.c
 SUMMARY_COLUMNS = ["dataset", "backbone", "model", "set", "mean", "sd", "n"]
 FORMATS = ("md", "csv", "json", "latex")
 CORRECTIONS = ("holm", "none", "bonferroni", "holm-sidak", "fdr_bh", "fdr_by")
-MODEL_ORDER = ["base", "ga", "la", "ga+la", "ela", "ga+ela", "1k", "21k"]
-ATTENTION_VARIANTS = ("ga", "la", "ga+la", "ela", "ga+ela")
-MODEL_LABELS = {"base": "Base", "ga": "+GA", "la": "+LA", "ga+la": "+GA+LA", "ela": "+ELA",
-                "ga+ela": "+GA+ELA", "1k": "ViT-1k", "21k": "ViT-21k"}
-BACKBONE_ORDER = ["resnet18", "efficientnet_b0", "vit"]
-BACKBONE_LABELS = {"resnet18": "ResNet18", "efficientnet_b0": "EfficientNet-B0", "vit": "ViT-tiny"}
+# labels and table order of backbones and variants: the model registry (R.backbone_label, ...)
 TESTS = ("corrected", "paired", "welch")
 TEST_LABELS = {"corrected": "corrected t-test", "paired": "paired t-test", "welch": "Welch's t-test"}
 KEY_COLUMNS = ["dataset", "backbone", "model", "set", "reference", "mean", "sd", "n", "ref_mean",
@@ -109,15 +103,13 @@ class CompareResult:
 
 def _comparison_label(k: dict) -> str:
     """``isic id ResNet18 +GA vs ResNet18 base``."""
-    ref = BACKBONE_LABELS.get(k["reference"], k["reference"])
+    ref = R.backbone_label(k["reference"])
     return f"{k['dataset']} {k['set']} {_label(k['backbone'], k['model'])} vs {ref} base"
 
 
 def _label(backbone: str, model: str) -> str:
     """``ResNet18 +GA``, ``EfficientNet-B0 Base``, ``ViT-21k``."""
-    if backbone == "vit":
-        return MODEL_LABELS.get(model, model)
-    return f"{BACKBONE_LABELS.get(backbone, backbone)} {MODEL_LABELS.get(model, model)}"
+    return R.model_label(backbone, model)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -261,8 +253,12 @@ def _summary_of(runs: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------------------------
 
 
-def _order(values, order):
-    return [order.index(v) if v in order else len(order) for v in values]
+def _backbone_order(values) -> list:
+    return [(R.backbone_rank(v), v) for v in values]
+
+
+def _model_order(values) -> list:
+    return [R.variant_rank(v) for v in values]
 
 
 def _sort(df: pd.DataFrame, datasets: list[str]) -> pd.DataFrame:
@@ -272,10 +268,10 @@ def _sort(df: pd.DataFrame, datasets: list[str]) -> pd.DataFrame:
     keys = list(zip(
         [datasets.index(v) for v in df["dataset"]],
         [(0, "") if v == "id" else (1, v) for v in df["set"]],
-        [(_order([c], BACKBONE_ORDER)[0], c) for c in col],
+        _backbone_order(col),
         [int(b != c) for b, c in zip(df["backbone"], col)],
-        _order(df["backbone"], BACKBONE_ORDER),
-        _order(df["model"], MODEL_ORDER),
+        _backbone_order(df["backbone"]),
+        _model_order(df["model"]),
     ))
     idx = sorted(range(len(df)), key=lambda i: keys[i])
     return df.iloc[idx].reset_index(drop=True)
@@ -301,7 +297,7 @@ def _references(summary: pd.DataFrame):
                 refs = [None]
             elif r["backbone"] in bases:
                 refs = [bases[r["backbone"]]]
-            elif r["model"] in ATTENTION_VARIANTS:
+            elif R.is_attention_variant(r["model"]):
                 refs = [None]  # a CNN variant is only ever compared with its own base
             else:
                 refs = list(bases.values()) or [None]  # ViTs: against every base
@@ -499,7 +495,7 @@ def _sort_models(df: pd.DataFrame, datasets: list[str]) -> pd.DataFrame:
     """Rows of ``dataset, backbone, model`` in table order (data sets as given, then models)."""
     datasets = list(dict.fromkeys(datasets)) + sorted(set(df["dataset"]) - set(datasets))
     keys = list(zip([datasets.index(d) for d in df["dataset"]],
-                    _order(df["backbone"], BACKBONE_ORDER), _order(df["model"], MODEL_ORDER)))
+                    _backbone_order(df["backbone"]), _model_order(df["model"])))
     return df.iloc[sorted(range(len(df)), key=lambda i: keys[i])].reset_index(drop=True)
 
 
@@ -546,10 +542,10 @@ def wide_table(table: pd.DataFrame, markup: str = "md") -> pd.DataFrame:
     n_mode = int(table["n"].mode().iloc[0])
     datasets = list(dict.fromkeys(table["dataset"]))
     columns: dict[str, dict[str, str]] = {}
+    ranks: dict[str, tuple] = {}  # row label -> table order (a column's own variants first)
     for ds in datasets:
         t = table[table["dataset"] == ds]
-        present = [b for b in BACKBONE_ORDER + sorted(set(t["backbone"]) - set(BACKBONE_ORDER))
-                   if (t["backbone"] == b).any()]
+        present = sorted(set(t["backbone"]), key=lambda b: (R.backbone_rank(b), b))
         compared_elsewhere = set(t.loc[t["reference"].notna() & (t["reference"] != t["backbone"]),
                                        "backbone"])
         # One column per backbone, except those whose rows sit in the other columns (the ViTs).
@@ -563,14 +559,13 @@ def wide_table(table: pd.DataFrame, markup: str = "md") -> pd.DataFrame:
                 text = parts.pop("id", "–")
                 if parts:
                     text += " (" + "; ".join(parts[k] for k in sorted(parts)) + ")"
-                label = MODEL_LABELS.get(model, model)
-                if bb != col_bb and bb != "vit":
-                    label = f"{BACKBONE_LABELS.get(bb, bb)} {label}"
+                label = R.variant_label(model) if bb == col_bb else R.model_label(bb, model)
+                if label == R.variant_label(model):
+                    ranks[label] = R.variant_rank(model)
                 cells[label] = text
-            columns[f"{ds} · {BACKBONE_LABELS.get(col_bb, col_bb)}"] = cells
+            columns[f"{ds} · {R.backbone_label(col_bb)}"] = cells
     labels = list(dict.fromkeys(k for c in columns.values() for k in c))
-    order = [MODEL_LABELS[m] for m in MODEL_ORDER]
-    labels.sort(key=lambda x: order.index(x) if x in order else len(order))
+    labels.sort(key=lambda x: ranks.get(x, (3,)))
     wide = pd.DataFrame({c: [cells.get(lbl, "") for lbl in labels] for c, cells in columns.items()},
                         index=pd.Index(labels, name="model"))
     return wide
@@ -606,7 +601,7 @@ def stats_display(table: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
         "dataset": t["dataset"],
         "set": t["set"],
         "model": [_label(b, m) for b, m in zip(t["backbone"], t["model"])],
-        "vs": [f"{BACKBONE_LABELS.get(r, r)} base" for r in t["reference"]],
+        "vs": [f"{R.backbone_label(r)} base" for r in t["reference"]],
         "n": [f"{a} vs {b}" for a, b in zip(t["n"], t["ref_n"])],
         "pairs": [_fmt(v if v is not pd.NA else None, "d") for v in t["n_pairs"]],
         "r": [_fmt(v, ".3g") for v in t["test_train_ratio"]],

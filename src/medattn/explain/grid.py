@@ -13,12 +13,10 @@ import numpy as np
 import torch
 
 from medattn.explain._maps import to_uint8
+from medattn.models import registry as R
 
 CMAP = "jet"
 ALPHA = 0.5
-_BACKBONES = {"resnet18": "ResNet18", "efficientnet_b0": "EfficientNet-B0",
-              "vit_tiny_in1k": "ViT-tiny 1k", "vit_tiny_in21k": "ViT-tiny 21k"}
-_VARIANTS = {"ga": "G", "la": "L", "ela": "E"}
 _METHOD_ORDER = {"gradcam": 0, "ga": 1, "rollout": 2}
 GAP = 0.15  # spacer between data-set column groups and method row groups, in cells
 
@@ -29,10 +27,17 @@ def _short(image_id: str, width: int = 20) -> str:
 
 
 def model_label(name: str) -> str:
-    """``resnet18+ga+ela`` -> ``ResNet18 +GE`` (the paper's abbreviations; base = ``-``)."""
+    """``resnet18+ga+ela`` -> ``ResNet18 +GE`` (the registry's abbreviations, the paper's for its
+    modules; ``resnet50+cbam+la`` -> ``ResNet50 +CBAM+L``; base = ``-``)."""
     backbone, *variants = name.split("+")
-    suffix = "+" + "".join(_VARIANTS.get(v, v) for v in variants) if variants else "-"
-    return f"{_BACKBONES.get(backbone, backbone)} {suffix}"
+    known = {b.name: b for b in R.backbones()}
+    abbrevs = {a.name: a.abbrev for a in R.attentions()}
+    parts = [abbrevs.get(v, v) for v in variants]
+    suffix = ("+" + ("" if all(len(p) == 1 for p in parts) else "+").join(parts)) if parts else "-"
+    entry = known.get(backbone)
+    label = backbone if entry is None else \
+        entry.label if entry.variant == "base" else f"{entry.label} {entry.variant}"
+    return f"{label} {suffix}"
 
 
 def row_label(method: str, model: str, block: int | None) -> str:

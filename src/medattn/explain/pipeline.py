@@ -101,11 +101,9 @@ def select_runs(runs_dir: str | os.PathLike, models: list[str] | None = None,
     if models:
         done = _restrict(done, "model", models, runs_dir)
     else:
-        others = sorted(set(done["model"]) - set(DEFAULT_MODELS))
-        done = done[done["model"].isin(DEFAULT_MODELS)]
-        if done.empty:
-            raise DataError(f"{runs_dir}: no finished run of the Table 4 models; name others with "
-                            f"--models (finished: {', '.join(others) or 'none'}).")
+        # the Table 4 models; a study without them (resnet50+cbam, registered models): all its models
+        table4 = done[done["model"].isin(DEFAULT_MODELS)]
+        done = table4 if not table4.empty else done
     if datasets:
         done = _restrict(done, "dataset", datasets, runs_dir)
     if done.empty:
@@ -115,7 +113,9 @@ def select_runs(runs_dir: str | os.PathLike, models: list[str] | None = None,
     if "bacc_test" in done:
         score = score.fillna(done["bacc_test"])
     done["_score"] = score.fillna(-1.0)
-    order = {m: i for i, m in enumerate(models or DEFAULT_MODELS)}
+    from medattn.models import list_models
+
+    order = {m: i for i, m in enumerate(dict.fromkeys([*(models or DEFAULT_MODELS), *list_models()]))}
     done["_order"] = done["model"].map(lambda m: order.get(m, len(order)))
     ranked = done.sort_values(["_final", "_score", "run_id"], ascending=[False, False, True])
     best = ranked.groupby(["dataset", "model"], sort=False).head(1).copy()
@@ -254,7 +254,7 @@ def _load_model(runs_dir: Path, rec: pd.Series, classes: list[str]) -> torch.nn.
 def _methods(model: torch.nn.Module) -> list[tuple[str, int | None]]:
     from medattn.explain.attention_maps import ga_blocks
 
-    if any(hasattr(m, "fused_attn") for m in model.modules()):
+    if model.medattn_spec.kind == "vit":  # the backbone registry says so
         return [("rollout", None)]
     out: list[tuple[str, int | None]] = [("gradcam", None)]
     out += [("ga", k + 1) for k in range(len(ga_blocks(model)))]

@@ -425,10 +425,13 @@ def is_attention_variant(variant: str) -> bool:
     return variant != "base" and split_variant(variant) is not None
 
 
-def model_label(group: str, variant: str) -> str:
+def model_label(group: str, variant: str, short: bool = False) -> str:
     """``ResNet18 +GA``, ``EfficientNet-B0 Base``; a bare model recorded under its own variant
-    (the ViTs) by that variant's label alone: ``ViT-21k``."""
+    (the ViTs) by that variant's label alone: ``ViT-21k``. ``short``: the narrow form of
+    figures, ``EffNet-B0 base``."""
     bare = _bare(variant)
     if bare is not None and bare.group == group:
         return bare.variant_label
+    if short:
+        return f"{backbone_label(group, short=True)} {'base' if variant == 'base' else variant_label(variant)}"
     return f"{backbone_label(group)} {variant_label(variant)}"

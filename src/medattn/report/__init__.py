@@ -104,7 +104,7 @@ def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = No
     if parameters:
         n_classes = next((len(r["classes"]) for r in records if r.get("classes")), 3)
         try:
-            t1 = T.table1(num_classes=n_classes)
+            t1 = T.table1(num_classes=n_classes, models=sorted({r["model"] for r in records if r.get("model")}))
             tables["table1"] = t1
             blocks = [Table(t1, f"Parameters in millions with {n_classes} output classes. "
                                 "\"Paper's counting\" counts only module weights and biases, as "

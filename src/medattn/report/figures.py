@@ -16,27 +16,24 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from medattn.analysis.compare import BACKBONE_ORDER, MODEL_LABELS, MODEL_ORDER  # noqa: E402
+from medattn.models import registry as R  # noqa: E402
 
 __all__ = ["bacc_dots", "confusion_grid", "hp_heatmaps", "model_label", "to_png", "training_curves"]
 
-_COLORS = {"resnet18": "#1f77b4", "efficientnet_b0": "#2ca02c", "vit": "#9467bd"}
+# one colour (dots) and line style (curves) per backbone present, in table order
+_COLORS = ("#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#7f7f7f")
+_STYLES = ("-", "--", ":", "-.")
 plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10,
                      "figure.dpi": 100, "savefig.dpi": 110})
 
 
 def model_label(backbone: str, variant: str) -> str:
     """Short display name: ``ResNet18 +GA``, ``EffNet-B0 base``, ``ViT-21k``."""
-    if backbone == "vit":
-        return MODEL_LABELS.get(variant, f"ViT-{variant}")
-    short = {"resnet18": "ResNet18", "efficientnet_b0": "EffNet-B0"}.get(backbone, backbone)
-    return f"{short} {'base' if variant == 'base' else MODEL_LABELS.get(variant, variant)}"
+    return R.model_label(backbone, variant, short=True)
 
 
 def _model_key(backbone: str, variant: str) -> tuple:
-    b = BACKBONE_ORDER.index(backbone) if backbone in BACKBONE_ORDER else len(BACKBONE_ORDER)
-    m = MODEL_ORDER.index(variant) if variant in MODEL_ORDER else len(MODEL_ORDER)
-    return (b, backbone, m, variant)
+    return (R.backbone_rank(backbone), backbone, R.variant_rank(variant), variant)
 
 
 def to_png(fig) -> bytes:
@@ -65,7 +62,7 @@ def bacc_dots(runs: pd.DataFrame, set_name: str, title: str):
         sel = runs[(runs.backbone == bb) & (runs.model == var)]
         inc = sel[sel.included.astype(bool)].bacc.to_numpy(float)
         exc = sel[~sel.included.astype(bool)].bacc.to_numpy(float)
-        color = _COLORS.get(bb, "#7f7f7f")
+        color = _COLORS[list(dict.fromkeys(b for b, _ in models)).index(bb) % len(_COLORS)]
         if inc.size:
             ax.boxplot([inc], positions=[i], widths=0.55, showfliers=False,
                        medianprops={"color": "black"}, boxprops={"color": color},
@@ -117,11 +114,13 @@ def training_curves(records: list[dict], title: str):
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
     # Colour = attention variant, line style = backbone, so 14 models stay distinguishable.
     cmap = plt.get_cmap("tab10")
-    styles = {"resnet18": "-", "efficientnet_b0": "--", "vit": ":"}
-    for key in sorted(per_model, key=lambda k: _model_key(*k)):
+    keys = sorted(per_model, key=lambda k: _model_key(*k))
+    backbones = list(dict.fromkeys(k[0] for k in keys))
+    variants = sorted({k[1] for k in keys}, key=lambda v: (R.variant_rank(v), v))
+    for key in keys:
         h = pd.concat(per_model[key]).groupby("epoch").mean(numeric_only=True)
-        v = MODEL_ORDER.index(key[1]) if key[1] in MODEL_ORDER else len(MODEL_ORDER)
-        style = {"color": cmap(v % 10), "linestyle": styles.get(key[0], "-."),
+        v = variants.index(key[1])
+        style = {"color": cmap(v % 10), "linestyle": _STYLES[backbones.index(key[0]) % len(_STYLES)],
                  "label": f"{model_label(*key)} (n={len(per_model[key])})",
                  "marker": "o", "markersize": 3}
         if "val_balanced_accuracy" in h:

@@ -10,7 +10,8 @@ import math
 
 import pandas as pd
 
-from medattn.analysis.compare import BACKBONE_LABELS, TEST_LABELS, _label
+from medattn.analysis.compare import TEST_LABELS, _label
+from medattn.models.registry import backbone_label
 
 __all__ = ["divergence_display", "pairs_display", "recheck_display", "sensitivity_display",
            "terminal_table"]
@@ -29,7 +30,7 @@ def _p(v) -> str:
 
 
 def _vs(reference: str) -> str:
-    return f"{BACKBONE_LABELS.get(reference, reference)} base"
+    return f"{backbone_label(reference)} base"
 
 
 def pairs_display(pairs: pd.DataFrame) -> pd.DataFrame:

@@ -14,11 +14,20 @@ from medattn.report.figures import model_label
 __all__ = ["expected_runs", "run_problems", "table1", "versions_table", "write_table"]
 
 
-def table1(num_classes: int = 3) -> pd.DataFrame:
-    """Table 1 for display: parameters (millions, the paper's counting) and change vs the base."""
-    from medattn.models import parameter_table
+def table1(num_classes: int = 3, models: list[str] | None = None) -> pd.DataFrame:
+    """Table 1 for display: parameters (millions, the paper's counting) and change vs the base.
+    Rows: the paper's 14 models and ``models`` (a study's), in the zoo's order; names no
+    registered model builds are left out."""
+    from medattn.errors import ConfigError
+    from medattn.models import list_models, parameter_table, parse_model_name
 
-    t = parameter_table(num_classes=num_classes)
+    wanted = set(list_models(paper_only=True))
+    for name in models or ():
+        try:
+            wanted.add(parse_model_name(name).name)
+        except ConfigError:  # a model registered by a plugin this process does not load
+            pass
+    t = parameter_table(num_classes=num_classes, models=[m for m in list_models() if m in wanted])
     return pd.DataFrame({
         "model": [model_label(b, v) for b, v in zip(t.backbone, t.variant)],
         "parameters (M), paper's counting": [f"{x:.2f}" for x in t.params_paper_m],

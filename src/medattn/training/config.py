@@ -343,15 +343,18 @@ def _check_model(name: Any, key: str, src: str) -> str:
     if not isinstance(name, str):
         raise ConfigError(f"{src}: `{key}` must be a model name, got {name!r}.")
     try:
-        from medattn.models import list_models
+        from medattn.models import list_models, parse_model_name
     except ImportError:  # models part absent: create_model reports bad names later
         return name
-    known = list_models()
-    if name not in known:
-        close = difflib.get_close_matches(name, known, n=2)
+    try:  # any registered backbone x attention (registered in this process or by a plugin)
+        canonical = parse_model_name(name).name
+    except ConfigError as err:
+        close = difflib.get_close_matches(name, list_models(), n=2)
         hint = f" Did you mean {' or '.join(close)}?" if close else ""
-        raise ConfigError(f"{src}: `{key}`: unknown model {name!r}.{hint} "
-                          f"Known: {', '.join(known)}.")
+        raise ConfigError(f"{src}: `{key}`: {err}.{hint}") from None
+    if canonical != name:
+        raise ConfigError(f"{src}: `{key}`: write the model {name!r} as {canonical!r} (runs and "
+                          "tables use that name).")
     return name
 
 
