@@ -159,7 +159,7 @@ def part_c(reps: int, batches: list[int], size: int, memory: bool, results: dict
                  "|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if memory else "")]
         print("\n".join(rows[-3:]), flush=True)
         for backbone in ("resnet18", "efficientnet_b0"):
-            names = [n for n in list_models() if n.split("+")[0] == backbone
+            names = [n for n in list_models(paper_only=True) if n.split("+")[0] == backbone
                      and (not only or n == backbone or n in only)]
             if len(names) < 2 and only:
                 continue

@@ -214,7 +214,7 @@ def measure_model(name: str, prec: Precision, batch: int, size: int, steps: int,
 
 
 def part_speed(args, device) -> list[dict]:
-    names = args.models or list_models()
+    names = args.models or list_models(paper_only=True)  # the paper's 14 unless --models names others
     prec = Precision.resolve("auto", "auto", device)
     results: dict[str, dict] = {}
     for mode in ("engine", "benchmark"):
