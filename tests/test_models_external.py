@@ -70,10 +70,15 @@ def test_study_compare_features_explain_and_report_on_registered_models(register
     monkeypatch.chdir(tmp_path)
     # the demo's steps (synthetic ISIC-layout data, study, compare, features, explain, report),
     # 4 two-epoch runs at 32 px of the registered backbone and its variant
+    # (as tests/test_training_demo.py: the patch on nevi only, split seeds and one thread on
+    # which every tiny run leaves chance level, so that "done" is asserted)
     monkeypatch.setitem(demo.SIZES, "quick", demo.DemoSize(
         120, 16, {"models": ["resnet18d_user", "resnet18d_user+gate"],
-                 "search": {"lr": [0.05], "weight_decay": [0.0001]}, "final": {"splits": 2},
-                 "train": {"epochs": 2, "image_size": 32, "batch_size": 16}}, n_mean=8))
+                 "search": {"lr": [0.05], "weight_decay": [0.0001]},
+                 "final": {"splits": 2, "first_seed": 3},
+                 "train": {"epochs": 2, "image_size": 32, "batch_size": 16, "threads": 1}},
+        n_mean=8))
+    monkeypatch.setattr(demo, "PATCH_BIAS", 1.0)
     assert main(["demo", "--quick", "--jobs", "1", "--out", "out"]) == 0
     said = capsys.readouterr().out
     runs = tmp_path / "out" / "runs"
