@@ -87,7 +87,9 @@ def select_runs(runs_dir: str | os.PathLike, models: list[str] | None = None,
     Validation (not test) accuracy keeps the test set out of the choice.
 
     Returns:
-        one row per (dataset, model) with the ``load_records`` columns, in ``DEFAULT_MODELS`` order.
+        one row per (dataset, model) with the ``load_records`` columns, in ``DEFAULT_MODELS`` order
+        (then the zoo's). Without ``models``: the Table 4 models, or every model of a study
+        that has none of them (``resnet50+cbam``, registered models).
     """
     from medattn.training.store import load_records
 
@@ -403,7 +405,8 @@ def explain_runs(
         n_mean: images averaged for the mean map (fewer if the pool is smaller).
         image_ids: example images to use instead of the reproducible choice (one per class;
             ids may come from any of the data sets).
-        models: model names to include (default: the paper's Table 4 models that were trained).
+        models: model names to include (default: the paper's Table 4 models that were trained;
+            all trained models where none of those were).
         datasets: data-set (task) names to include (default: all).
         batch_size: images per forward pass.
         border: width of the border / corner regions as a fraction of the image side.
