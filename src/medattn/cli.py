@@ -119,7 +119,7 @@ def _add_compare(sub):
     _add_test_options(p)
 
     def run(args):
-        from medattn.analysis.compare import run_compare
+        from medattn.report.table2 import run_compare
 
         print(run_compare(args.runs_dir, summary=args.summary, fmt=args.fmt, out=args.out,
                           include_diverged=args.include_diverged, alpha=args.alpha,

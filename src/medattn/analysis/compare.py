@@ -16,11 +16,12 @@ split seed and the per-split differences go through the corrected resampled t-te
 mark), the naive paired t-test and the Bayesian correlated t-test; Welch's test on the two sets of
 accuracies (the paper's) is always reported too. From a summary there are no pairs: Welch marks
 the table, or the corrected test approximated from the summary (``test_train_ratio``).
+
+This module computes; :mod:`medattn.report.table2` renders the result (Markdown, LaTeX, JSON).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -41,12 +42,22 @@ __all__ = [
     "SUMMARY_COLUMNS",
     "compare_runs",
     "compare_summary",
-    "format_result",
     "read_summary",
-    "run_compare",
     "summarize_runs",
-    "wide_table",
 ]
+
+# Rendering lives in medattn.report.table2 (which imports this module); its public names stay
+# importable from here for code written against the older layout.
+_RENDERING = ("format_result", "legend", "run_compare", "stats_display", "table2_latex",
+              "table2_markdown", "table2_sections", "wide_table")
+
+
+def __getattr__(name: str):
+    if name in _RENDERING:
+        from medattn.report import table2
+
+        return getattr(table2, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 log = logging.getLogger("medattn.compare")
 
@@ -506,281 +517,6 @@ def _settings(options: dict, include_diverged: bool | None = None) -> dict:
     return s
 
 
-# ----------------------------------------------------------------------------------------------
-# Output
-# ----------------------------------------------------------------------------------------------
-
-
-def _cell(row, n_mode: int | None, markup: str) -> str:
-    if pd.isna(row["mean"]):
-        return "–"
-    sd = "n/a" if pd.isna(row["sd"]) else f"{row['sd']:.2f}"
-    text = f"{row['mean']:.1f}"
-    if row.get("significant") is True:
-        text = f"**{text}**" if markup == "md" else rf"\textbf{{{text}}}"
-    marks = ""
-    if row.get("significant_adjusted") is True:
-        marks += "†" if markup == "md" else r"$^\dagger$"
-    if row.get("equivalent") is True:
-        marks += "≈" if markup == "md" else r"$^\approx$"
-    pm = "±" if markup == "md" else r"$\pm$"
-    out = f"{text}{marks} {pm} {sd}"
-    if n_mode is not None and row["n"] != n_mode:
-        out += f" [n={row['n']}]"
-    return out
-
-
-def wide_table(table: pd.DataFrame, markup: str = "md") -> pd.DataFrame:
-    """The paper's layout: rows = models, columns = (dataset, reference backbone).
-
-    A cell is ``ID (OOD)`` as ``mean ± sd``; ViT rows appear in every column, marked against that
-    column's base. Marks: bold = p < alpha (the paper's), † = significant after correction,
-    ≈ = equivalent within the TOST margin. ``[n=k]`` flags a cell whose n differs from the rest.
-    """
-    if table.empty:
-        return pd.DataFrame()
-    n_mode = int(table["n"].mode().iloc[0])
-    datasets = list(dict.fromkeys(table["dataset"]))
-    columns: dict[str, dict[str, str]] = {}
-    ranks: dict[str, tuple] = {}  # row label -> table order (a column's own variants first)
-    for ds in datasets:
-        t = table[table["dataset"] == ds]
-        present = sorted(set(t["backbone"]), key=lambda b: (R.backbone_rank(b), b))
-        compared_elsewhere = set(t.loc[t["reference"].notna() & (t["reference"] != t["backbone"]),
-                                       "backbone"])
-        # One column per backbone, except those whose rows sit in the other columns (the ViTs).
-        for col_bb in [b for b in present if b not in compared_elsewhere]:
-            own = t["backbone"] == col_bb
-            sel = t[(own & (t["reference"].isna() | (t["reference"] == col_bb)))
-                    | (~own & (t["reference"] == col_bb))]
-            cells: dict[str, str] = {}
-            for (bb, model), g in sel.groupby(["backbone", "model"], sort=False):
-                parts = {r["set"]: _cell(r, n_mode, markup) for _, r in g.iterrows()}
-                text = parts.pop("id", "–")
-                if parts:
-                    text += " (" + "; ".join(parts[k] for k in sorted(parts)) + ")"
-                label = R.variant_label(model) if bb == col_bb else R.model_label(bb, model)
-                if label == R.variant_label(model):
-                    ranks[label] = R.variant_rank(model)
-                cells[label] = text
-            columns[f"{ds} · {R.backbone_label(col_bb)}"] = cells
-    labels = list(dict.fromkeys(k for c in columns.values() for k in c))
-    labels.sort(key=lambda x: ranks.get(x, (3,)))
-    wide = pd.DataFrame({c: [cells.get(lbl, "") for lbl in labels] for c, cells in columns.items()},
-                        index=pd.Index(labels, name="model"))
-    return wide
-
-
-def _fmt(v, spec: str) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
-        return ""
-    if isinstance(v, (bool, np.bool_)):
-        return "yes" if v else "no"
-    return format(v, spec)
-
-
-def _p(v) -> str:
-    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
-        return ""
-    return f"{v:.2g}" if v < 0.001 else f"{v:.3f}"
-
-
-def stats_display(table: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
-    """Human-readable statistics per comparison (strings), for Markdown / HTML / LaTeX.
-
-    The difference, CI and p of the test that marks the table, the Bayesian probabilities and
-    decision, the bootstrap CI (runs), then the paper's statistics (Welch p, Hedges' g). Columns
-    that are empty for every comparison are left out.
-    """
-    t = table[table["reference"].notna()]
-    test = t["test"].iloc[0] if len(t) else "welch"
-    level = f"{100 * (1 - alpha):g}%"
-    probs = [f"{_fmt(a, '.2f')} / {_fmt(b, '.2f')} / {_fmt(c, '.2f')}" if pd.notna(a) else ""
-             for a, b, c in zip(t["p_worse"], t["p_equivalent"], t["p_better"])]
-    out = pd.DataFrame({
-        "dataset": t["dataset"],
-        "set": t["set"],
-        "model": [_label(b, m) for b, m in zip(t["backbone"], t["model"])],
-        "vs": [f"{R.backbone_label(r)} base" for r in t["reference"]],
-        "n": [f"{a} vs {b}" for a, b in zip(t["n"], t["ref_n"])],
-        "pairs": [_fmt(v if v is not pd.NA else None, "d") for v in t["n_pairs"]],
-        "r": [_fmt(v, ".3g") for v in t["test_train_ratio"]],
-        f"diff [{level} CI] (pp)": [f"{_fmt(d, '+.2f')} [{_fmt(lo, '+.2f')}, {_fmt(hi, '+.2f')}]"
-                                   for d, lo, hi in zip(t["diff"], t["diff_ci_low"],
-                                                        t["diff_ci_high"])],
-        f"bootstrap {level} CI (pp)": [f"[{_fmt(lo, '+.2f')}, {_fmt(hi, '+.2f')}]"
-                                      if pd.notna(lo) else "" for lo, hi in
-                                      zip(t["boot_ci_low"], t["boot_ci_high"])],
-        f"p ({TEST_LABELS[test]})": [_p(v) for v in t["p"]],
-        "p adj.": [_p(v) for v in t["p_adjusted"]],
-        "P(worse / equiv. / better)": probs,
-        "Bayes": [v if isinstance(v, str) else "" for v in t["decision"]],
-        "Welch p (paper)": [_p(v) for v in t["welch_p"]],
-        f"g [{level} CI]": [f"{_fmt(g, '+.2f')} [{_fmt(lo, '+.2f')}, {_fmt(hi, '+.2f')}]"
-                            for g, lo, hi in zip(t["hedges_g"], t["hedges_g_ci_low"],
-                                                 t["hedges_g_ci_high"])],
-        "TOST p": [_p(v) for v in t["tost_p"]],
-        "equiv.": [_fmt(v if v is not pd.NA else None, "") for v in t["equivalent"]],
-        "detectable (pp)": [_fmt(v, ".2f") for v in t["detectable_diff"]],
-    }).reset_index(drop=True)
-    if test == "welch":
-        out = out.drop(columns=["Welch p (paper)"])
-    return out[[c for c in out.columns if (out[c] != "").any() or c in ("p adj.",)]]
-
-
-def legend(settings: dict, table: pd.DataFrame | None = None) -> str:
-    """One paragraph explaining the marks and settings of Table 2 (with its usual n if given)."""
-    corr = {"holm": "Holm", "none": "no", "bonferroni": "Bonferroni", "holm-sidak": "Holm-Sidak",
-            "fdr_bh": "Benjamini-Hochberg", "fdr_by": "Benjamini-Yekutieli"}.get(
-        settings.get("correction", "holm"), settings.get("correction"))
-    n = ""
-    if table is not None and len(table) and table["n"].notna().any():
-        n = f", n = {int(table['n'].mode().iloc[0])} runs unless marked [n=k]"
-    test = settings.get("test", "welch")
-    alpha, margin = settings.get("alpha", 0.05), settings.get("margin", 1.0)
-    what = {"welch": "Welch's t-test against the respective base (the paper's test)",
-            "paired": "the paired t-test on the per-split differences against the respective "
-                      "base (naive: ignores that the splits overlap)",
-            "corrected": "the corrected resampled t-test (Nadeau-Bengio) on the per-split "
-                         "differences against the respective base"}[test]
-    if test == "corrected" and table is not None and table["n_pairs"].isna().all():
-        what = ("the corrected t-test against the respective base (approximated from the "
-                "summary: Welch's variance with each term corrected)")
-    text = (f"Balanced accuracy in %, mean ± sd over the final runs (ID test set, OOD in "
-            f"parentheses{n}). **Bold**: {what}, p < {alpha}. †: still significant after "
-            f"{corr} correction within each column. ≈: equivalent within ±{margin} pp (TOST on "
-            f"the same test, alpha {alpha}). Detectable: the smallest true difference that test "
-            f"finds with {int(100 * settings.get('power', 0.8))}% power at these n and sds.")
-    if table is not None and table["p_worse"].notna().any():
-        text += (f" Bayes: the Bayesian correlated t-test's decision, worse / equivalent / "
-                 f"better when its posterior probability of a difference below −{margin} pp, "
-                 f"within ±{margin} pp or above +{margin} pp exceeds 0.95, else undecided.")
-    if test != "welch":
-        text += " Welch p (paper): the paper's test, kept as a reproduction."
-    return text
-
-
-def _md_table(df: pd.DataFrame, index: bool = True) -> str:
-    cols = ([df.index.name or ""] if index else []) + [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for i, row in df.iterrows():
-        vals = ([str(i)] if index else []) + [str(v).replace("|", "\\|") for v in row]
-        lines.append("| " + " | ".join(vals) + " |")
-    return "\n".join(lines)
-
-
-_TEX = {"·": "/", "–": "--", "−": "-", "±": r"$\pm$", "†": r"$^\dagger$", "≈": r"$^\approx$",
-        "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-        "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}
-
-
-def tex_escape(text: str) -> str:
-    """Escape LaTeX special characters in plain text."""
-    return "".join(_TEX.get(ch, ch) for ch in str(text))
-
-
-def _tex_table(df: pd.DataFrame, index: bool = True, raw_cells: bool = False) -> str:
-    cols = ([df.index.name or ""] if index else []) + list(df.columns)
-    lines = [r"\begin{tabular}{" + "l" * len(cols) + "}", r"\toprule",
-             " & ".join(tex_escape(c) for c in cols) + r" \\", r"\midrule"]
-    for i, row in df.iterrows():
-        vals = ([tex_escape(i)] if index else []) + [
-            (str(v) if raw_cells else tex_escape(v)) for v in row]
-        lines.append(" & ".join(vals) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    return "\n".join(lines)
-
-
-def table2_sections(result: CompareResult) -> list[tuple[str, str, pd.DataFrame | list[str]]]:
-    """The parts of the output after Table 2 itself: ``(title, caption, frame or lines)``."""
-    from medattn.report import table2 as T2
-
-    alpha = result.settings.get("alpha", 0.05)
-    out = [("Statistics per comparison", "Differences are variant − reference in percentage "
-            "points (pp); r = n_test / n_train of the correction; Bayes probabilities with the "
-            f"±{result.settings.get('margin', 1.0)} pp region of practical equivalence.",
-            stats_display(result.table, alpha))]
-    extra = [("Per-split differences (pp)", "Variant − reference on each split seed (the pairs "
-              "the paired tests use).", T2.pairs_display(result.pairs)),
-             ("Marks of Welch's test re-checked", "Comparisons Welch's test marks (the paper's "
-              "bold) and what the marking test and the Bayesian test say.",
-              T2.recheck_display(result.table)),
-             ("Divergence rate per model", "Final runs that diverged, with the 95% "
-              "Clopper-Pearson interval of the rate.", T2.divergence_display(result.divergence))]
-    div = result.divergence
-    if div is not None and len(div) and div["diverged"].sum() > 0:
-        extra.append(("Converged runs and all runs", "The comparison with diverged runs left "
-                      "out and with them counted at their recorded accuracy (chance if none "
-                      "was recorded).", T2.sensitivity_display(result.sensitivity)))
-    elif div is not None and len(div):
-        extra.append(("Converged runs and all runs", "", [
-            "No final run diverged: the comparison on all runs is the one above."]))
-    out += [x for x in extra if len(x[2])]
-    if result.warnings:  # first: they concern the whole table
-        out.insert(0, ("Warnings", "", list(result.warnings)))
-    if result.notes:
-        out.append(("Notes", "", list(result.notes)))
-    if result.excluded is not None and len(result.excluded):
-        out.append(("Final runs not included", "", [
-            f"`{r.run_id}` ({r.dataset}, {r.backbone} {r.model}): {r.reason}"
-            for r in result.excluded.itertuples()]))
-    return out
-
-
-def table2_markdown(result: CompareResult) -> str:
-    """Table 2 (paper layout), the statistics per comparison, the paired extras, notes and the
-    excluded runs, as Markdown."""
-    parts = ["## Table 2: balanced accuracy per model", "", _md_table(wide_table(result.table)), "",
-             legend(result.settings, result.table)]
-    for title, caption, body in table2_sections(result):
-        parts += ["", f"### {title}", ""]
-        if caption:
-            parts += [caption, ""]
-        if isinstance(body, list):
-            parts += [f"- {line}" for line in body]
-        else:
-            parts.append(_md_table(body, index=False))
-    return "\n".join(parts) + "\n"
-
-
-def table2_latex(result: CompareResult) -> str:
-    """Table 2 (paper layout) and the statistics table as LaTeX (booktabs) tabulars."""
-    wide = wide_table(result.table, markup="latex")
-    test = TEST_LABELS[result.settings.get("test", "welch")]
-    return (f"% Table 2: balanced accuracy (%), mean $\\pm$ sd; \\textbf{{}}: p < alpha ({test}), "
-            "$^\\dagger$: significant after correction, $^\\approx$: equivalent (TOST)\n"
-            + _tex_table(wide, raw_cells=True) + "\n\n% Statistics per comparison (pp)\n"
-            + _tex_table(stats_display(result.table, result.settings.get("alpha", 0.05)),
-                         index=False) + "\n")
-
-
-def _json_value(v):
-    if v is None or v is pd.NA:
-        return None
-    if isinstance(v, (np.bool_, bool)):
-        return bool(v)
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (float, np.floating)):
-        return None if math.isnan(v) else float(v)
-    return v
-
-
-def format_result(result: CompareResult, fmt: str = "md") -> str:
-    """Render a comparison as ``md`` (paper layout + statistics), ``csv``, ``json`` or ``latex``."""
-    if fmt == "md":
-        return table2_markdown(result)
-    if fmt == "csv":
-        return result.table.to_csv(index=False, float_format="%.6g")
-    if fmt == "json":
-        rows = [{k: _json_value(v) for k, v in r.items()}
-                for r in result.table.to_dict(orient="records")]
-        return json.dumps(rows, indent=1) + "\n"
-    if fmt == "latex":
-        return table2_latex(result)
-    raise ConfigError(f"--format {fmt!r} is unknown; use one of {', '.join(FORMATS)}.")
-
-
 def write_atomic(path: str | os.PathLike, text: str | bytes) -> Path:
     """Write ``text`` to ``path`` via a temporary file and ``os.replace`` (never half-written)."""
     path = Path(path)
@@ -798,44 +534,3 @@ def write_atomic(path: str | os.PathLike, text: str | bytes) -> Path:
             os.unlink(tmp)
         raise
     return path
-
-
-def run_compare(runs_dir: str | None = None, *, summary: str | None = None, fmt: str = "md",
-                out: str | None = None, include_diverged: bool = False, alpha: float = 0.05,
-                margin: float = 1.0, power: float = 0.8, correction: str = "holm",
-                test: str | None = None, test_train_ratio: float | None = None,
-                bootstrap: int = 10_000, seed: int = 0) -> str:
-    """What ``medattn compare`` does: compare, render, optionally write ``out``; returns the text.
-
-    ``test`` defaults to ``corrected`` for runs and ``welch`` for a summary.
-    """
-    if (runs_dir is None) == (summary is None):
-        raise ConfigError("give either RUNS_DIR or --summary FILE.csv (exactly one).")
-    if fmt not in FORMATS:
-        raise ConfigError(f"--format {fmt!r} is unknown; use one of {', '.join(FORMATS)}.")
-    opts = dict(alpha=alpha, margin=margin, power=power, correction=correction,
-                test_train_ratio=test_train_ratio)
-    if summary is not None:
-        if summary == "paper":
-            summary = str(PAPER_TABLE2)
-        opts["test"] = test or "welch"
-        result = CompareResult(compare_summary(read_summary(summary), **opts),
-                               settings=_settings(opts), notes=_summary_notes(opts))
-    else:
-        result = compare_runs(runs_dir, include_diverged=include_diverged, bootstrap=bootstrap,
-                              seed=seed, test=test or "corrected", **opts)
-    text = format_result(result, fmt)
-    if out:
-        write_atomic(out, text)
-    return text
-
-
-def _summary_notes(opts: dict) -> list[str]:
-    if opts.get("test_train_ratio") is None:
-        return ["a summary has no per-split pairs: the paired and bootstrap columns are empty; "
-                "give --test-train-ratio R (n_test / n_train) for the corrected and Bayesian "
-                "columns"]
-    return ["a summary has no per-split pairs: the corrected test and the Bayesian posterior use "
-            "Welch's variance with each term corrected, s^2 (1/n + r), which treats the two "
-            "models' accuracies on a split as uncorrelated (an approximation; usually "
-            "conservative)"]

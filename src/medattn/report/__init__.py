@@ -69,6 +69,7 @@ def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = No
     from medattn import __version__
     from medattn.analysis import compare
     from medattn.report import figures as F
+    from medattn.report import table2 as T2
     from medattn.report import tables as T
     from medattn.report.html import Figure, Pre, Section, Table, Text, render_html, render_markdown
     from medattn.training import store
@@ -123,9 +124,9 @@ def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = No
     except MedattnError as err:
         sections.append(Section("table2", "Table 2: balanced accuracy", [Text(str(err))]))
     if result is not None:
-        blocks = [Table(compare.wide_table(result.table),
-                        compare.legend(result.settings, result.table), index=True)]
-        for title, caption, body in compare.table2_sections(result):
+        blocks = [Table(T2.wide_table(result.table),
+                        T2.legend(result.settings, result.table), index=True)]
+        for title, caption, body in T2.table2_sections(result):
             if title == "Final runs not included":  # as a table, with the reason per run
                 body = result.excluded[["run_id", "dataset", "backbone", "model", "reason"]]
                 caption = "n counts only the included runs."
@@ -263,13 +264,13 @@ def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = No
     if "table1" in tables:
         T.write_table(out, "table1", tables["table1"])
     if result is not None:
-        write(out / "table2.csv", compare.format_result(result, "csv"))
+        write(out / "table2.csv", T2.format_result(result, "csv"))
         for name, frame in (("pairs", result.pairs), ("divergence", result.divergence),
                             ("sensitivity", result.sensitivity)):
             if frame is not None:
                 write(out / f"{name}.csv", frame.to_csv(index=False, float_format="%.6g"))
-        write(out / "table2.md", compare.format_result(result, "md"))
-        write(out / "table2.tex", compare.format_result(result, "latex"))
+        write(out / "table2.md", T2.format_result(result, "md"))
+        write(out / "table2.tex", T2.format_result(result, "latex"))
         if result.runs is not None:
             write(out / "runs.csv", result.runs.to_csv(index=False))
     html_path = write(out / "report.html", render_html(title, subtitle, sections))

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from medattn.render import markdown_table
+
 __all__ = ["Figure", "Pre", "Section", "Table", "Text", "render_html", "render_markdown"]
 
 
@@ -141,15 +143,8 @@ def render_html(title: str, subtitle: str, sections: list[Section]) -> str:
 
 
 def _md_table(t: Table) -> str:
-    df = t.frame
-    cols = ([str(df.index.name or "")] if t.index else []) + [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for i, row in df.iterrows():
-        vals = ([str(i)] if t.index else []) + [_cell(v) for v in row]
-        lines.append("| " + " | ".join(v.replace("|", "\\|").replace("\n", " ") for v in vals) + " |")
-    if t.caption:
-        lines += ["", t.caption]
-    return "\n".join(lines)
+    text = markdown_table(t.frame, index=t.index, cell=_cell)
+    return f"{text}\n\n{t.caption}" if t.caption else text
 
 
 def render_markdown(title: str, subtitle: str, sections: list[Section],

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from medattn.analysis.compare import _tex_table, write_atomic
+from medattn.analysis.compare import write_atomic
+from medattn.render import latex_table
 from medattn.report.figures import model_label
 
 __all__ = ["expected_runs", "run_problems", "table1", "versions_table", "write_table"]
@@ -99,5 +100,5 @@ def versions_table(records: list[dict]) -> pd.DataFrame:
 def write_table(out_dir: Path, stem: str, frame: pd.DataFrame, index: bool = False) -> list[Path]:
     """Write ``stem.csv`` and ``stem.tex`` (booktabs tabular) atomically; returns the paths."""
     csv = write_atomic(out_dir / f"{stem}.csv", frame.to_csv(index=index))
-    tex = write_atomic(out_dir / f"{stem}.tex", _tex_table(frame, index=index) + "\n")
+    tex = write_atomic(out_dir / f"{stem}.tex", latex_table(frame, index=index) + "\n")
     return [csv, tex]
