@@ -110,6 +110,9 @@ def run_demo_study(ctx: DemoContext) -> None:
 
 def write_summary(ctx: DemoContext) -> None:
     """Mean +- std balanced accuracy of the final runs per model and test set (summary.md/.csv)."""
+    import pandas as pd
+
+    from medattn.render import markdown_table
     from medattn.training import store
 
     res = ctx.result
@@ -117,17 +120,18 @@ def write_summary(ctx: DemoContext) -> None:
     summary = res.summary.sort_values("model", key=lambda c: c.map(order),
                                       kind="stable").reset_index(drop=True)
     store.atomic_write(ctx.out / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False))
-    lines = ["| data set | model | set | balanced accuracy (%) | runs | diverged |",
-             "|---|---|---|---|---|---|"]
-    for r in summary.itertuples():
-        lines.append(f"| {r.dataset} | {r.model} | {r.set} | {100 * r.mean:.1f} +- "
-                     f"{100 * r.std:.1f} | {r.n} | {r.n_diverged} |")
+    accuracy = pd.DataFrame({
+        "data set": summary["dataset"], "model": summary["model"], "set": summary["set"],
+        "balanced accuracy (%)": [f"{100 * m:.1f} +- {100 * s:.1f}"
+                                  for m, s in zip(summary["mean"], summary["std"])],
+        "runs": summary["n"], "diverged": summary["n_diverged"]})
     sel = res.selection
-    lines += ["", "Selected hyper-parameters (search on the validation balanced accuracy):", "",
-              "| data set | model | lr | weight decay | mean val bacc (%) |", "|---|---|---|---|---|"]
-    lines += [f"| {r.dataset} | {r.model} | {r.lr:g} | {r.weight_decay:g} | "
-              f"{100 * r.mean_val_bacc:.1f} |" for r in sel.itertuples()]
-    text = "\n".join(lines) + "\n"
+    chosen = pd.DataFrame({
+        "data set": sel["dataset"], "model": sel["model"], "lr": [f"{v:g}" for v in sel["lr"]],
+        "weight decay": [f"{v:g}" for v in sel["weight_decay"]],
+        "mean val bacc (%)": [f"{100 * v:.1f}" for v in sel["mean_val_bacc"]]})
+    text = "\n".join([markdown_table(accuracy), "", "Selected hyper-parameters (search on the "
+                      "validation balanced accuracy):", "", markdown_table(chosen)]) + "\n"
     store.write_text(ctx.out / "summary.md", text)
     print(text)
     ctx.files["summary"] = ctx.out / "summary.md"

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from medattn.atomic import atomic_write
 from medattn.data.dataset import read_image, to_rgb
 from medattn.errors import DataError
 
@@ -134,8 +135,6 @@ class ImageCache:
         return len(todo)
 
     def _write(self, entry: Path, arr: np.ndarray) -> None:
-        from medattn.training.store import atomic_write  # readable by others; errors say the fix
-
         def write(tmp: str) -> None:
             with open(tmp, "wb") as f:
                 np.save(f, arr, allow_pickle=False)

@@ -11,6 +11,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from medattn.render import markdown_table
+
 __all__ = ["count_parameters", "parameter_table"]
 
 
@@ -69,9 +71,9 @@ def parameter_table_text(fmt: str = "md", num_classes: int = 3, models: list[str
         return table.to_json(orient="records", indent=2) + "\n"
     if fmt != "md":
         raise ValueError(f"fmt must be 'md', 'csv' or 'json', got {fmt!r}")
-    head = ["model", "params (paper, M)", "params (full, M)", "change vs base (%)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * 3) + "|"]
-    for r in table.itertuples():
-        change = "" if r.rel_change_pct != r.rel_change_pct else f"{r.rel_change_pct:+.2f}"
-        lines.append(f"| {r.model} | {r.params_paper_m:.2f} | {r.params_full_m:.2f} | {change} |")
-    return "\n".join(lines) + "\n"
+    shown = pd.DataFrame({
+        "model": table["model"],
+        "params (paper, M)": [f"{x:.2f}" for x in table["params_paper_m"]],
+        "params (full, M)": [f"{x:.2f}" for x in table["params_full_m"]],
+        "change vs base (%)": ["" if x != x else f"{x:+.2f}" for x in table["rel_change_pct"]]})
+    return markdown_table(shown, align="lrrr") + "\n"

@@ -174,7 +174,7 @@ def save_checkpoint(model: nn.Module, path: str | Path, metadata: dict[str, Any]
     meta.update(metadata or {})
     # clone: safetensors refuses shared storage, and the copy is detached from training
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    from medattn.training.store import atomic_write  # the one atomic, 0644-under-umask writer
+    from medattn.atomic import atomic_write  # the one atomic, 0644-under-umask writer
 
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={k: json.dumps(v)
                                                                      for k, v in meta.items()}))

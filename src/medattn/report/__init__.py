@@ -68,6 +68,7 @@ def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = No
     """
     from medattn import __version__
     from medattn.analysis import compare
+    from medattn.atomic import write_text
     from medattn.report import figures as F
     from medattn.report import table2 as T2
     from medattn.report import tables as T
@@ -255,7 +256,7 @@ def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = No
     # Write ------------------------------------------------------------------------------------
     title = f"medattn report: {study_name}"
     subtitle = f"Runs directory `{runs_dir}`."
-    write = compare.write_atomic
+    write = write_text
     out.mkdir(parents=True, exist_ok=True)
     md, files = render_markdown(title, subtitle, sections)
     for rel, data in files.items():

@@ -23,8 +23,8 @@ from medattn.analysis.compare import (
     compare_runs,
     compare_summary,
     read_summary,
-    write_atomic,
 )
+from medattn.atomic import write_text
 from medattn.errors import ConfigError
 from medattn.models import registry as R
 from medattn.render import latex_table, markdown_table
@@ -296,7 +296,7 @@ def run_compare(runs_dir: str | None = None, *, summary: str | None = None, fmt:
                               seed=seed, test=test or "corrected", **opts)
     text = format_result(result, fmt)
     if out:
-        write_atomic(out, text)
+        write_text(out, text)
     return text
 
 

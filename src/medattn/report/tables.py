@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from medattn.analysis.compare import write_atomic
+from medattn.atomic import write_text
 from medattn.render import latex_table
 from medattn.report.figures import model_label
 
@@ -99,6 +99,6 @@ def versions_table(records: list[dict]) -> pd.DataFrame:
 
 def write_table(out_dir: Path, stem: str, frame: pd.DataFrame, index: bool = False) -> list[Path]:
     """Write ``stem.csv`` and ``stem.tex`` (booktabs tabular) atomically; returns the paths."""
-    csv = write_atomic(out_dir / f"{stem}.csv", frame.to_csv(index=index))
-    tex = write_atomic(out_dir / f"{stem}.tex", latex_table(frame, index=index) + "\n")
+    csv = write_text(out_dir / f"{stem}.csv", frame.to_csv(index=index))
+    tex = write_text(out_dir / f"{stem}.tex", latex_table(frame, index=index) + "\n")
     return [csv, tex]

@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from medattn.atomic import write_error
 from medattn.errors import StoreError
 
 try:
@@ -58,17 +59,12 @@ def _open(path: Path) -> int:
         try:
             return os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except OSError as err:
-            raise _write_error(err, path) from None
+            raise write_error(err, path) from None
     except OSError as err:
         if path.exists():  # a read-only file system: lock it read-only; writes fail later, clearly
             with contextlib.suppress(OSError):
                 return os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        raise _write_error(err, path) from None
-
-
-def _write_error(err: OSError, path: Path) -> StoreError:
-    from medattn.training.store import write_error
-    return write_error(err, path)
+        raise write_error(err, path) from None
 
 
 @contextlib.contextmanager
@@ -104,7 +100,7 @@ def exclusive(path: str | os.PathLike, what: str, timeout: float = 0.0) -> Itera
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise _write_error(err, path.parent) from None
+            raise write_error(err, path.parent) from None
     fd = _open(path)
     deadline = time.monotonic() + timeout
     try:

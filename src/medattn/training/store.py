@@ -1,24 +1,20 @@
 """The run store: one directory per run with its record, model, resume state and predictions.
 
-Layout and record fields are fixed in ``docs/architecture.md``. Every file is written atomically
-(a temporary file in the same directory, flushed to disk, then :func:`os.replace`), so a kill or a
-crash at any moment leaves either the old or the new version, never a torn one; files get the
-mode ``open()`` would give them (0644 under the usual umask). A process works on a runs folder
-under :func:`lock_runs_dir` and on a run under :func:`lock_run`; temporary files of killed writers
-are removed by :func:`sweep` on the next start. Failing file-system calls raise
+Layout and record fields are fixed in ``docs/architecture.md``. Every file is written with
+:func:`medattn.atomic.atomic_write` (re-exported here with ``write_json``, ``write_text`` and
+``write_error``), so a kill or a crash at any moment leaves either the old or the new version,
+never a torn one; files get the mode ``open()`` would give them (0644 under the usual umask).
+A process works on a runs folder under :func:`lock_runs_dir` and on a run under :func:`lock_run`;
+temporary files of killed writers are removed by :func:`sweep` on the next start. Failing file-system calls raise
 :class:`~medattn.errors.StoreError` naming the file and the fix.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
-import math
 import os
-import secrets
-import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medattn.atomic import atomic_write, write_error, write_json, write_text  # noqa: F401
+from medattn.atomic import json_safe as _clean  # noqa: F401  (engine's resume state)
 from medattn.errors import DataError, StoreError
 from medattn.training import lock
 
@@ -46,110 +44,6 @@ def runs_root(runs_dir: str | os.PathLike) -> Path:
 
 def run_dir(runs_dir: str | os.PathLike, run_id: str) -> Path:
     return runs_root(runs_dir) / run_id
-
-
-# ---------------------------------------------------------------------------------------------
-# Writing files
-# ---------------------------------------------------------------------------------------------
-
-
-def write_error(err: OSError, path: str | os.PathLike, action: str = "write") -> StoreError:
-    """A one-line :class:`StoreError` for a failed file-system call on ``path``."""
-    code = getattr(err, "errno", None)
-    if code in (errno.ENOSPC, errno.EDQUOT):
-        what = "no space left on the device" if code == errno.ENOSPC else "disk quota exceeded"
-        return StoreError(f"{path}: cannot {action}: {what}; free some space and run again "
-                          "(finished work is kept).")
-    if code == errno.EROFS:
-        return StoreError(f"{path}: cannot {action}: the file system is read-only; copy the "
-                          "folder to a writable place or write the results elsewhere.")
-    if code in (errno.EACCES, errno.EPERM):
-        return StoreError(f"{path}: cannot {action}: permission denied; make the folder "
-                          "writable (and readable) for you, or write the results elsewhere.")
-    return StoreError(f"{path}: cannot {action}: {getattr(err, 'strerror', None) or err}.")
-
-
-def _space_error(err: BaseException) -> OSError | None:
-    """The full-disk OSError behind a library's own exception (its message), if that is what it
-    is; libraries that write files themselves do not all raise OSError."""
-    text = str(err)
-    for code in (errno.ENOSPC, errno.EDQUOT):
-        if os.strerror(code) in text or f"os error {code})" in text:
-            return OSError(code, os.strerror(code))
-    return None
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *,
-                 durable: bool = True) -> None:
-    """Call ``write(tmp_path)``, then move the temporary file onto ``path`` atomically.
-
-    The temporary file is created as ``open()`` creates files (mode 0666 minus the umask), so
-    the result is as readable as any other output. ``durable`` flushes it to disk before the
-    move (so a machine crash, too, leaves the old or the new file). A failing file-system call,
-    or a writer failing on a full disk, raises :class:`StoreError`.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(3)}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        mode = stat.S_IMODE(os.fstat(fd).st_mode)
-        os.close(fd)
-    except OSError as err:
-        raise write_error(err, path) from None
-    try:
-        write(str(tmp))
-        if stat.S_IMODE(os.stat(tmp).st_mode) != mode:  # safetensors makes its own file (0600)
-            os.chmod(tmp, mode)
-        if durable:
-            _fsync(tmp)
-        os.replace(tmp, path)
-    except BaseException as err:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(err, OSError):
-            raise write_error(err, path) from None
-        space = _space_error(err) if isinstance(err, Exception) else None
-        if space is not None:
-            raise write_error(space, path) from err
-        raise
-
-
-def _clean(obj: Any) -> Any:
-    """JSON-safe copy: numpy scalars to Python, NaN/inf to None (JSON has no NaN)."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    text = json.dumps(_clean(obj), indent=2, sort_keys=False)
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
-    atomic_write(path, write)
-
-
-def write_text(path: str | os.PathLike, text: str) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-    atomic_write(path, write)
 
 
 # ---------------------------------------------------------------------------------------------
