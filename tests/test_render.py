@@ -65,3 +65,39 @@ def test_table2_rendering_lives_in_report_and_old_names_still_import():
         assert name not in vars(compare)  # not a second copy: compare only computes
     with pytest.raises(AttributeError):
         compare.no_such_name  # noqa: B018
+
+
+MPL_STATE = r'''
+import sys
+import matplotlib
+matplotlib.use("svg")  # the caller's own choice, e.g. a notebook's
+matplotlib.rcParams["font.size"] = 7.0
+rc = matplotlib.rcParams
+snap = lambda: {k: dict.__getitem__(rc, k) for k in dict.keys(rc)}
+before = snap()
+import pandas as pd
+from medattn.report import figures
+assert snap() == before, "importing report.figures changed rcParams"
+runs = pd.DataFrame({"backbone": ["resnet18"] * 3, "model": ["base"] * 3,
+                     "bacc": [60.0, 62.0, 61.0], "included": [True] * 3, "status": ["done"] * 3})
+fig = figures.bacc_dots(runs, "id", "title")
+png = figures.to_png(fig)
+assert png.startswith(b"\x89PNG"), png[:8]
+assert fig.axes[0].title.get_fontsize() == 11.0  # the report's style was applied while drawing
+changed = sorted(k for k, v in snap().items() if before[k] != v)
+assert not changed, f"making a figure changed rcParams {changed}"
+assert rc._get_backend_or_none() == "svg", rc._get_backend_or_none()
+assert "matplotlib.pyplot" not in sys.modules, "pyplot (global figure state) was imported"
+print("ok")
+'''
+
+
+def test_report_figures_leave_matplotlib_state_alone():
+    """Importing medattn.report.figures and drawing a figure changes neither the backend nor any
+    rcParams (fresh interpreter: the module may already be imported here)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", MPL_STATE], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

@@ -1,30 +1,48 @@
-"""The report's figures (matplotlib, Agg backend); each function returns a Figure or None.
+"""The report's figures; each function returns a matplotlib Figure or None.
 
 Balanced accuracies are plotted in percent. Every axis has a label with its unit and every figure
-with several series a legend, so a figure can be read on its own.
+with several series a legend, so a figure can be read on its own. Figures are
+:class:`matplotlib.figure.Figure` objects, not pyplot's, and the report's style is applied with
+:func:`matplotlib.rc_context` while one is drawn: importing or using this module changes neither
+the backend nor ``rcParams`` of the program that calls it (a notebook keeps its own).
 """
 
 from __future__ import annotations
 
+import functools
 import io
 
 import matplotlib
+import matplotlib.ticker
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from medattn.models import registry as R  # noqa: E402
+from medattn.models import registry as R
 
 __all__ = ["bacc_dots", "confusion_grid", "hp_heatmaps", "model_label", "to_png", "training_curves"]
 
 # one colour (dots) and line style (curves) per backbone present, in table order
 _COLORS = ("#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#7f7f7f")
 _STYLES = ("-", "--", ":", "-.")
-plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10,
-                     "figure.dpi": 100, "savefig.dpi": 110})
+_STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "figure.dpi": 100}
+_DPI = 110  # of the PNGs
+
+
+def _styled(draw):
+    """Draw a figure under the report's style, leaving the caller's rcParams as they were."""
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context(_STYLE):
+            return draw(*args, **kwargs)
+    return wrapper
+
+
+def _subplots(*grid: int, figsize: tuple[float, float], layout: str = "constrained", **kw):
+    """``(Figure, axes)`` without pyplot: nothing registered globally, nothing to close."""
+    fig = Figure(figsize=figsize, layout=layout)
+    return fig, fig.subplots(*grid, **kw)
 
 
 def model_label(backbone: str, variant: str) -> str:
@@ -37,13 +55,14 @@ def _model_key(backbone: str, variant: str) -> tuple:
 
 
 def to_png(fig) -> bytes:
-    """Render a figure to PNG bytes and close it."""
+    """Render a figure to PNG bytes."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")  # constrained layout already fits the labels
-    plt.close(fig)
+    with matplotlib.rc_context(_STYLE):  # constrained layout already fits the labels
+        fig.savefig(buf, format="png", dpi=_DPI)
     return buf.getvalue()
 
 
+@_styled
 def bacc_dots(runs: pd.DataFrame, set_name: str, title: str):
     """Box plot plus one dot per run of balanced accuracy (%) per model.
 
@@ -53,7 +72,7 @@ def bacc_dots(runs: pd.DataFrame, set_name: str, title: str):
     if runs.empty:
         return None
     models = sorted({(b, m) for b, m in zip(runs.backbone, runs.model)}, key=lambda k: _model_key(*k))
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.75 * len(models) + 2), 4.2),
+    fig, ax = _subplots(figsize=(max(6.0, 0.75 * len(models) + 2), 4.2),
                            layout="constrained")
     rng = np.random.default_rng(0)
     inc_any = exc_any = False
@@ -101,6 +120,7 @@ def bacc_dots(runs: pd.DataFrame, set_name: str, title: str):
     return fig
 
 
+@_styled
 def training_curves(records: list[dict], title: str):
     """Validation balanced accuracy (%) and training loss per epoch, mean over final runs per model."""
     per_model: dict[tuple, list[pd.DataFrame]] = {}
@@ -111,9 +131,9 @@ def training_curves(records: list[dict], title: str):
         per_model.setdefault((rec.get("backbone"), rec.get("variant")), []).append(hist)
     if not per_model:
         return None
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
+    fig, (a1, a2) = _subplots(1, 2, figsize=(12, 4.2), layout="constrained")
     # Colour = attention variant, line style = backbone, so 14 models stay distinguishable.
-    cmap = plt.get_cmap("tab10")
+    cmap = matplotlib.colormaps["tab10"]
     keys = sorted(per_model, key=lambda k: _model_key(*k))
     backbones = list(dict.fromkeys(k[0] for k in keys))
     variants = sorted({k[1] for k in keys}, key=lambda v: (R.variant_rank(v), v))
@@ -137,6 +157,7 @@ def training_curves(records: list[dict], title: str):
     return fig
 
 
+@_styled
 def confusion_grid(records: list[dict], set_name: str, classes: list[str], title: str):
     """Row-normalised confusion matrices (% of true class), summed over final runs, one per model."""
     mats: dict[tuple, np.ndarray] = {}
@@ -153,7 +174,7 @@ def confusion_grid(records: list[dict], set_name: str, classes: list[str], title
     ncol = min(4, len(keys))
     nrow = -(-len(keys) // ncol)
     size = 1.0 + 0.55 * k
-    fig, axes = plt.subplots(nrow, ncol, figsize=(size * ncol + 1.2, size * nrow + 0.6),
+    fig, axes = _subplots(nrow, ncol, figsize=(size * ncol + 1.2, size * nrow + 0.6),
                              squeeze=False, layout="constrained")
     im = None
     for ax, key in zip(axes.flat, keys):
@@ -176,6 +197,7 @@ def confusion_grid(records: list[dict], set_name: str, classes: list[str], title
     return fig
 
 
+@_styled
 def hp_heatmaps(records: list[dict], title: str, selected: pd.DataFrame | None = None):
     """Mean validation balanced accuracy (%) over the lr x weight-decay grid, one panel per model.
 
@@ -195,7 +217,7 @@ def hp_heatmaps(records: list[dict], title: str, selected: pd.DataFrame | None =
     lrs, wds = sorted(df.lr.dropna().unique()), sorted(df.wd.dropna().unique())
     ncol = min(4, len(keys))
     nrow = -(-len(keys) // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(max(7.0, 0.9 * len(wds) * ncol + 2.5),
+    fig, axes = _subplots(nrow, ncol, figsize=(max(7.0, 0.9 * len(wds) * ncol + 2.5),
                                                  0.65 * len(lrs) * nrow + 1.5 * nrow + 0.5),
                              squeeze=False, layout="constrained")
     vmin, vmax = np.nanmin(df.bacc), np.nanmax(df.bacc)
@@ -212,8 +234,8 @@ def hp_heatmaps(records: list[dict], title: str, selected: pd.DataFrame | None =
             pick = selected[selected.model == sub.model.iloc[0]]
             for _, s in pick.iterrows():
                 if s.lr in lrs and s.weight_decay in wds:
-                    ax.add_patch(plt.Rectangle((wds.index(s.weight_decay) - 0.5, lrs.index(s.lr) - 0.5),
-                                               1, 1, fill=False, edgecolor="red", linewidth=3))
+                    ax.add_patch(Rectangle((wds.index(s.weight_decay) - 0.5, lrs.index(s.lr) - 0.5),
+                                           1, 1, fill=False, edgecolor="red", linewidth=3))
         ax.set_xticks(range(len(wds)), [f"{w:g}" for w in wds], fontsize=8)
         ax.set_yticks(range(len(lrs)), [f"{x:g}" for x in lrs], fontsize=8)
         ax.set_xlabel("weight decay", fontsize=9)
