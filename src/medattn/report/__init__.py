@@ -16,11 +16,14 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from medattn.atomic import write_text
 from medattn.errors import DataError, MedattnError
+from medattn.report.html import Figure, Pre, Section, Table, Text, render_html, render_markdown
 
 __all__ = ["build_report"]
 
@@ -56,6 +59,32 @@ def _csv_table(path: Path) -> pd.DataFrame | None:
         return None
 
 
+@dataclass
+class _Study:
+    """What the sections of a report read: the runs folder, its records and study config, and
+    Table 2 (None when it could not be computed; ``table2_error`` says why)."""
+
+    runs_dir: Path
+    records: list[dict]
+    config: dict | None
+    config_text: str | None
+    name: str
+    datasets: list[str]
+    include_diverged: bool
+    result: object | None = None  # medattn.analysis.compare.CompareResult
+    table2_error: str | None = None
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # written as CSV + LaTeX
+
+    def final_records(self) -> list[dict]:
+        """Records of the current selection's final runs that enter the figures (done, and
+        diverged ones with ``include_diverged``); superseded runs are left out."""
+        from medattn.training import store
+
+        current = set(store.final_runs(self.runs_dir).current["run_id"])
+        ok = ("done", "diverged") if self.include_diverged else ("done",)
+        return [r for r in self.records if r.get("run_id") in current and r.get("status") in ok]
+
+
 def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
                  include_diverged: bool = False, alpha: float = 0.05, margin: float = 1.0,
                  power: float = 0.8, correction: str = "holm", test: str = "corrected",
@@ -66,125 +95,162 @@ def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = No
     The Table 2 options are those of ``medattn compare`` (:func:`medattn.analysis.compare.
     compare_runs`). ``parameters=False`` skips Table 1 (it builds every model, a few seconds).
     """
-    from medattn import __version__
-    from medattn.analysis import compare
-    from medattn.atomic import write_text
-    from medattn.report import figures as F
-    from medattn.report import table2 as T2
-    from medattn.report import tables as T
-    from medattn.report.html import Figure, Pre, Section, Table, Text, render_html, render_markdown
+    study = _read_study(Path(runs_dir), include_diverged)
+    settings = dict(alpha=alpha, margin=margin, power=power, correction=correction, test=test,
+                    test_train_ratio=test_train_ratio, bootstrap=bootstrap, seed=seed)
+    _compare(study, settings)
+    final = study.final_records()
+    sections = [_overview(study), _table1(study, parameters), _table2(study),
+                _accuracy(study), _curves(study, final), _confusion(study, final),
+                _search(study),
+                _table3(study),
+                _artifact_section(study.runs_dir / "analysis" / "explain", "table4",
+                                  "Table 4: explanations", ["explain_summary.csv"], EXPLAIN_HINT,
+                                  first_png="table4.png"),
+                _run_status(study), _reproduce(study)]
+    return _write(study, sections, Path(out) if out is not None else study.runs_dir / "report")
+
+
+def _read_study(runs_dir: Path, include_diverged: bool) -> _Study:
     from medattn.training import store
 
-    runs_dir = Path(runs_dir)
     if not (runs_dir / "runs").is_dir():
         raise DataError(f"{runs_dir}: no 'runs/' folder; give the RUNS_DIR that "
                         f"`medattn study` wrote.")
-    out = Path(out) if out is not None else runs_dir / "report"
     records = list(store.iter_records(runs_dir))
     config, config_text = _read_yaml(runs_dir / "study.yaml")
-    study_name = (config or {}).get("name") or runs_dir.resolve().name
-    settings = dict(alpha=alpha, margin=margin, power=power, correction=correction, test=test,
-                    test_train_ratio=test_train_ratio, bootstrap=bootstrap, seed=seed)
-    sections: list[Section] = []
-    tables: dict[str, pd.DataFrame] = {}
+    return _Study(runs_dir, records, config, config_text,
+                  name=(config or {}).get("name") or runs_dir.resolve().name,
+                  datasets=list(dict.fromkeys(r.get("dataset") for r in records
+                                              if r.get("dataset"))),
+                  include_diverged=include_diverged)
 
-    # Overview ---------------------------------------------------------------------------------
+
+def _compare(study: _Study, settings: dict) -> None:
+    """Table 2 into ``study.result`` (or why not into ``study.table2_error``)."""
+    from medattn.analysis import compare
+
+    try:
+        study.result = compare.compare_runs(study.runs_dir,
+                                            include_diverged=study.include_diverged, **settings)
+    except MedattnError as err:
+        study.table2_error = str(err)
+
+
+def _overview(study: _Study) -> Section:
+    records = study.records
     counts = (pd.DataFrame([{"phase": r.get("phase"), "status": r.get("status")} for r in records])
               .value_counts().rename("runs").reset_index()
               if records else pd.DataFrame(columns=["phase", "status", "runs"]))
-    datasets = list(dict.fromkeys(r.get("dataset") for r in records if r.get("dataset")))
-    sections.append(Section("overview", "Overview", [
-        Text(f"Study **{study_name}** in `{runs_dir}`: {len(records)} runs on data set(s) "
-             f"{', '.join(f'`{d}`' for d in datasets) or '(none)'}. Balanced accuracy is in %, "
-             f"differences in percentage points (pp). Only final runs enter Table 2 and the "
-             f"accuracy plots; the hyper-parameter search is shown on its own."),
+    return Section("overview", "Overview", [
+        Text(f"Study **{study.name}** in `{study.runs_dir}`: {len(records)} runs on data set(s) "
+             f"{', '.join(f'`{d}`' for d in study.datasets) or '(none)'}. Balanced accuracy is "
+             f"in %, differences in percentage points (pp). Only final runs enter Table 2 and "
+             f"the accuracy plots; the hyper-parameter search is shown on its own."),
         Table(counts, "Runs by phase and status."),
-    ]))
+    ])
 
-    # Table 1 ----------------------------------------------------------------------------------
-    blocks: list = []
-    if parameters:
-        n_classes = next((len(r["classes"]) for r in records if r.get("classes")), 3)
-        try:
-            t1 = T.table1(num_classes=n_classes, models=sorted({r["model"] for r in records if r.get("model")}))
-            tables["table1"] = t1
-            blocks = [Table(t1, f"Parameters in millions with {n_classes} output classes. "
-                                "\"Paper's counting\" counts only module weights and biases, as "
-                                "the paper did (Table 1); \"all tensors\" adds position embeddings "
-                                "and the like.")]
-        except ImportError as err:  # the model zoo is another part of medattn
-            blocks = [Text(f"Table 1 is not available: {err}.")]
-    else:
-        blocks = [Text("Table 1 was skipped (`parameters=False`); `medattn params` prints it.")]
-    sections.append(Section("table1", "Table 1: parameters", blocks))
 
-    # Table 2 ----------------------------------------------------------------------------------
-    result = None
+def _table1(study: _Study, parameters: bool) -> Section:
+    if not parameters:
+        return Section("table1", "Table 1: parameters", [
+            Text("Table 1 was skipped (`parameters=False`); `medattn params` prints it.")])
+    from medattn.report import tables as T
+
+    n_classes = next((len(r["classes"]) for r in study.records if r.get("classes")), 3)
     try:
-        result = compare.compare_runs(runs_dir, include_diverged=include_diverged, **settings)
-    except MedattnError as err:
-        sections.append(Section("table2", "Table 2: balanced accuracy", [Text(str(err))]))
-    if result is not None:
-        blocks = [Table(T2.wide_table(result.table),
-                        T2.legend(result.settings, result.table), index=True)]
-        for title, caption, body in T2.table2_sections(result):
-            if title == "Final runs not included":  # as a table, with the reason per run
-                body = result.excluded[["run_id", "dataset", "backbone", "model", "reason"]]
-                caption = "n counts only the included runs."
-            blocks.append(Text(f"**{title}.** {caption}".strip()))
-            blocks.append(Text("\n".join(f"- {x}" for x in body)) if isinstance(body, list)
-                          else Table(body))
-        sections.append(Section("table2", "Table 2: balanced accuracy and comparisons", blocks))
+        t1 = T.table1(num_classes=n_classes,
+                      models=sorted({r["model"] for r in study.records if r.get("model")}))
+    except ImportError as err:  # the model zoo is another part of medattn
+        return Section("table1", "Table 1: parameters",
+                       [Text(f"Table 1 is not available: {err}.")])
+    study.tables["table1"] = t1
+    return Section("table1", "Table 1: parameters", [
+        Table(t1, f"Parameters in millions with {n_classes} output classes. \"Paper's counting\" "
+                  "counts only module weights and biases, as the paper did (Table 1); \"all "
+                  "tensors\" adds position embeddings and the like.")])
 
-    # Accuracy per run -------------------------------------------------------------------------
+
+def _table2(study: _Study) -> Section:
+    from medattn.report import table2 as T2
+
+    result = study.result
+    if result is None:
+        return Section("table2", "Table 2: balanced accuracy", [Text(study.table2_error or "")])
+    blocks = [Table(T2.wide_table(result.table), T2.legend(result.settings, result.table),
+                    index=True)]
+    for title, caption, body in T2.table2_sections(result):
+        if title == "Final runs not included":  # as a table, with the reason per run
+            body = result.excluded[["run_id", "dataset", "backbone", "model", "reason"]]
+            caption = "n counts only the included runs."
+        blocks.append(Text(f"**{title}.** {caption}".strip()))
+        blocks.append(Text("\n".join(f"- {x}" for x in body)) if isinstance(body, list)
+                      else Table(body))
+    return Section("table2", "Table 2: balanced accuracy and comparisons", blocks)
+
+
+def _set_label(set_name: str) -> str:
+    """``in-distribution test`` for ``id``/``test``, ``OOD test (<name>)`` for ``ood-<name>``."""
+    return ("in-distribution test" if set_name in ("id", "test")
+            else f"OOD test ({set_name[4:]})")
+
+
+def _accuracy(study: _Study) -> Section:
+    from medattn.report import figures as F
+
     blocks = []
-    if result is not None and result.runs is not None and len(result.runs):
-        for ds in datasets:
-            for set_name in sorted(set(result.runs[result.runs.dataset == ds].set),
-                                   key=lambda s: (s != "id", s)):
-                sel = result.runs[(result.runs.dataset == ds) & (result.runs.set == set_name)]
-                label = "in-distribution test" if set_name == "id" else f"OOD test ({set_name[4:]})"
-                fig = F.bacc_dots(sel, set_name, f"{ds}: {label}")
-                if fig is not None:
-                    blocks.append(Figure(F.to_png(fig), _slug("bacc", ds, set_name),
-                                         f"{ds}, {label}: balanced accuracy of every final run "
-                                         "(box: quartiles of included runs; whiskers: 1.5 IQR)."))
-    sections.append(Section("accuracy", "Balanced accuracy per run",
-                            blocks or [Text("No final runs with test metrics yet.")]))
+    runs = study.result.runs if study.result is not None else None
+    for ds in study.datasets if runs is not None else ():
+        for set_name in sorted(set(runs[runs.dataset == ds].set), key=lambda s: (s != "id", s)):
+            sel = runs[(runs.dataset == ds) & (runs.set == set_name)]
+            label = _set_label(set_name)
+            fig = F.bacc_dots(sel, set_name, f"{ds}: {label}")
+            if fig is not None:
+                blocks.append(Figure(F.to_png(fig), _slug("bacc", ds, set_name),
+                                     f"{ds}, {label}: balanced accuracy of every final run "
+                                     "(box: quartiles of included runs; whiskers: 1.5 IQR)."))
+    return Section("accuracy", "Balanced accuracy per run",
+                   blocks or [Text("No final runs with test metrics yet.")])
 
-    current = set(store.final_runs(runs_dir).current["run_id"])  # not superseded ones
-    final = [r for r in records if r.get("run_id") in current
-             and (r.get("status") == "done" or (include_diverged and r.get("status") == "diverged"))]
 
-    # Training curves --------------------------------------------------------------------------
+def _curves(study: _Study, final: list[dict]) -> Section:
+    from medattn.report import figures as F
+
     blocks = []
-    for ds in datasets:
+    for ds in study.datasets:
         fig = F.training_curves([r for r in final if r.get("dataset") == ds], ds)
         if fig is not None:
             blocks.append(Figure(F.to_png(fig), _slug("curves", ds),
                                  f"{ds}: mean over final runs per epoch."))
-    sections.append(Section("curves", "Training curves",
-                            blocks or [Text("No training histories in the final runs.")]))
+    return Section("curves", "Training curves",
+                   blocks or [Text("No training histories in the final runs.")])
 
-    # Confusion matrices -----------------------------------------------------------------------
+
+def _confusion(study: _Study, final: list[dict]) -> Section:
+    from medattn.report import figures as F
+
     blocks = []
-    for ds in datasets:
+    for ds in study.datasets:
         recs = [r for r in final if r.get("dataset") == ds]
         classes = next((r["classes"] for r in recs if r.get("classes")), None)
         sets = sorted({s for r in recs for s in (r.get("metrics") or {}) if s != "val"},
                       key=lambda s: (s != "test", s))
         for s in sets:
-            label = "in-distribution test" if s == "test" else f"OOD test ({s[4:]})"
+            label = _set_label(s)
             fig = F.confusion_grid(recs, s, classes or [], f"{ds}, {label}") if classes else None
             if fig is not None:
                 blocks.append(Figure(F.to_png(fig), _slug("confusion", ds, s),
                                      f"{ds}, {label}: confusion matrices."))
-    sections.append(Section("confusion", "Confusion matrices",
-                            blocks or [Text("No confusion matrices in the final runs.")]))
+    return Section("confusion", "Confusion matrices",
+                   blocks or [Text("No confusion matrices in the final runs.")])
 
-    # Hyper-parameter search -------------------------------------------------------------------
+
+def _search(study: _Study) -> Section:
+    from medattn.report import figures as F
+
     blocks = []
-    selection = _csv_table(runs_dir / "selection.csv")
+    records, config = study.records, study.config
+    selection = _csv_table(study.runs_dir / "selection.csv")
     # selection.csv names data sets as the config does; records name the task (see tables.py).
     config_names = {}
     for r in records:
@@ -192,7 +258,7 @@ def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = No
             name = d.get("name") if isinstance(d, dict) else None
             if name and str(r.get("run_id", "")).startswith(f"{r.get('phase')}-{name}-"):
                 config_names[r.get("dataset")] = name
-    for ds in datasets:
+    for ds in study.datasets:
         recs = [r for r in records if r.get("phase") == "search" and r.get("dataset") == ds]
         usable = selection is not None and {"dataset", "model", "lr", "weight_decay"} <= set(
             selection.columns)
@@ -203,29 +269,30 @@ def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = No
                                  f"{ds}: hyper-parameter search (learning rate × weight decay)."))
     if selection is not None:
         blocks.append(Table(selection, "Selected hyper-parameters (`selection.csv`)."))
-    sections.append(Section("search", "Hyper-parameter search",
-                            blocks or [Text("No search runs (hyper-parameters were fixed or the "
-                                            "search has not run).")]))
+    return Section("search", "Hyper-parameter search",
+                   blocks or [Text("No search runs (hyper-parameters were fixed or the search "
+                                   "has not run).")])
 
-    # Tables 3 and 4 (written by other commands) -----------------------------------------------
+def _table3(study: _Study) -> Section:
+    """Table 3 as ``medattn features`` writes it, else whatever its folder holds."""
     from medattn.report.features import table3_section
 
-    features = runs_dir / "analysis" / "features"
-    sections.append(table3_section(features, FEATURES_HINT) or _artifact_section(
-        features, "table3", "Table 3: feature usage", ["table3.csv"], FEATURES_HINT, Figure,
-        Table, Text))
-    sections.append(_artifact_section(runs_dir / "analysis" / "explain", "table4",
-                                      "Table 4: explanations", ["explain_summary.csv"],
-                                      EXPLAIN_HINT, Figure, Table, Text, first_png="table4.png"))
+    folder = study.runs_dir / "analysis" / "features"
+    return table3_section(folder, FEATURES_HINT) or _artifact_section(
+        folder, "table3", "Table 3: feature usage", ["table3.csv"], FEATURES_HINT)
 
-    # Diverged, failed and missing runs --------------------------------------------------------
-    problems, missing = T.run_problems(records, config)
+
+def _run_status(study: _Study) -> Section:
+    """Diverged, failed and missing runs."""
+    from medattn.report import tables as T
+
+    problems, missing = T.run_problems(study.records, study.config)
     blocks = [Text("Runs whose status is not `done` (diverged runs are excluded from Table 2 "
                    "unless `--include-diverged`):") if len(problems) else
               Text("Every run finished with status `done`.")]
     if len(problems):
         blocks.append(Table(problems))
-    if config is None:
+    if study.config is None:
         blocks.append(Text("`study.yaml` not found or unreadable, so missing runs cannot be "
                            "listed."))
     elif len(missing):
@@ -233,9 +300,13 @@ def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = No
                         "again to complete them; finished runs are skipped):"), Table(missing)]
     else:
         blocks.append(Text("No runs are missing: every run the study config asks for finished."))
-    sections.append(Section("runs", "Diverged, failed and missing runs", blocks))
+    return Section("runs", "Diverged, failed and missing runs", blocks)
 
-    # Reproduction -----------------------------------------------------------------------------
+
+def _reproduce(study: _Study) -> Section:
+    from medattn import __version__
+    from medattn.report import tables as T
+
     blocks = [Text(f"Generated by medattn {__version__} on "
                    f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC. To reproduce, run "
                    f"`medattn study RUNS_DIR/study.yaml --out NEW_DIR` (the config below), then "
@@ -243,46 +314,51 @@ def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = No
                    f"RUNS_DIR` the same command completes this study's missing runs (finished "
                    f"runs are skipped). Each run's split and initialisation are seeded by its "
                    f"split seed.")]
-    versions = T.versions_table(records)
+    versions = T.versions_table(study.records)
     if len(versions):
         blocks.append(Table(versions, "Package versions recorded by the runs."))
-    fps = sorted({str(r.get("data_fingerprint")) for r in records if r.get("data_fingerprint")})
+    fps = sorted({str(r.get("data_fingerprint")) for r in study.records
+                  if r.get("data_fingerprint")})
     if fps:
         blocks.append(Text("Data fingerprints: " + ", ".join(f"`{f}`" for f in fps)))
-    blocks.append(Pre(config_text, "`RUNS_DIR/study.yaml`:") if config_text else
+    blocks.append(Pre(study.config_text, "`RUNS_DIR/study.yaml`:") if study.config_text else
                   Text("`study.yaml` not found in RUNS_DIR."))
-    sections.append(Section("reproduce", "How to reproduce", blocks))
+    return Section("reproduce", "How to reproduce", blocks)
 
-    # Write ------------------------------------------------------------------------------------
-    title = f"medattn report: {study_name}"
-    subtitle = f"Runs directory `{runs_dir}`."
-    write = write_text
-    out.mkdir(parents=True, exist_ok=True)
+
+def _write(study: _Study, sections: list[Section], out: Path) -> Path:
+    """Write the HTML and Markdown reports, their figures and the tables' CSV/LaTeX copies;
+    returns the path of ``report.html``."""
+    from medattn.report import table2 as T2
+    from medattn.report import tables as T
+
+    title = f"medattn report: {study.name}"
+    subtitle = f"Runs directory `{study.runs_dir}`."
     md, files = render_markdown(title, subtitle, sections)
     for rel, data in files.items():
-        write(out / rel, data)
-    write(out / "report.md", md)
-    if "table1" in tables:
-        T.write_table(out, "table1", tables["table1"])
+        write_text(out / rel, data)
+    write_text(out / "report.md", md)
+    if "table1" in study.tables:
+        T.write_table(out, "table1", study.tables["table1"])
+    result = study.result
     if result is not None:
-        write(out / "table2.csv", T2.format_result(result, "csv"))
+        write_text(out / "table2.csv", T2.format_result(result, "csv"))
         for name, frame in (("pairs", result.pairs), ("divergence", result.divergence),
                             ("sensitivity", result.sensitivity)):
             if frame is not None:
-                write(out / f"{name}.csv", frame.to_csv(index=False, float_format="%.6g"))
-        write(out / "table2.md", T2.format_result(result, "md"))
-        write(out / "table2.tex", T2.format_result(result, "latex"))
+                write_text(out / f"{name}.csv", frame.to_csv(index=False, float_format="%.6g"))
+        write_text(out / "table2.md", T2.format_result(result, "md"))
+        write_text(out / "table2.tex", T2.format_result(result, "latex"))
         if result.runs is not None:
-            write(out / "runs.csv", result.runs.to_csv(index=False))
-    html_path = write(out / "report.html", render_html(title, subtitle, sections))
+            write_text(out / "runs.csv", result.runs.to_csv(index=False))
+    html_path = write_text(out / "report.html", render_html(title, subtitle, sections))
     log.info("report written to %s", html_path)
     return html_path
 
 
 def _artifact_section(folder: Path, sid: str, title: str, csvs: list[str], hint: str,
-                      Figure, Table, Text, first_png: str | None = None):
-    from medattn.report.html import Pre, Section
-
+                      first_png: str | None = None) -> Section:
+    """A table written by another command (Table 3, Table 4): its CSVs (or Markdown) and PNGs."""
     blocks = []
     md = folder / f"{sid}.md"
     for name in csvs:
