@@ -18,7 +18,7 @@ import math
 import os
 import secrets
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +113,7 @@ def write_text(path: str | os.PathLike, data: str | bytes, *, durable: bool = Tr
 
 def json_safe(obj: Any) -> Any:
     """JSON-safe copy: numpy scalars to Python, NaN/inf to None (JSON has no NaN)."""
-    if isinstance(obj, dict):
+    if isinstance(obj, Mapping):
         return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [json_safe(v) for v in obj]
