@@ -6,6 +6,9 @@ balanced accuracy (the first epoch reaching the maximum wins a tie). Each epoch 
 full training state (model, best model, optimizer, scheduler, AMP scaler, RNG states) to
 ``resume.safetensors``; a run started again continues after its last finished epoch. Every epoch
 re-seeds all generators from (seed, epoch), so a resumed run is identical to an uninterrupted one.
+
+Over 400 lines on purpose: one job, a run's life (train, select, evaluate, save, resume), whose
+steps share the state of ``_Run``; what does not need that state lives in other modules.
 """
 
 from __future__ import annotations
