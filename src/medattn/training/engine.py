@@ -8,7 +8,7 @@ full training state (model, best model, optimizer, scheduler, AMP scaler, RNG st
 re-seeds all generators from (seed, epoch), so a resumed run is identical to an uninterrupted one.
 
 Over 400 lines on purpose: one job, a run's life (train, select, evaluate, save, resume), whose
-steps share the state of ``_Run``; what does not need that state lives in other modules.
+steps share the state of ``_Run`` and its provenance (seeds, data fingerprint, versions).
 """
 
 from __future__ import annotations
