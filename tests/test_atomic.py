@@ -122,9 +122,18 @@ def _demo_summary(path: Path) -> Path:
     return path / "summary.csv"
 
 
+def _feature_cache(path: Path) -> Path:
+    from medattn.analysis.features.extract import _write_cache
+
+    out = path / "features.csv"
+    _write_cache(out, {"a": {"asymmetry": float(out.exists())}}, key="k")
+    return out
+
+
 WRITERS = {"store json": _store_json, "store predictions": _store_predictions,
            "checkpoint": _weights, "compare --out": _compare, "report table": _latex_table,
-           "report": _report, "explain overlay": _overlay, "demo summary": _demo_summary}
+           "report": _report, "explain overlay": _overlay, "demo summary": _demo_summary,
+           "feature cache": _feature_cache}
 
 
 @pytest.mark.parametrize("name", list(WRITERS))

@@ -38,6 +38,7 @@ from PIL import Image
 
 from medattn.analysis.features.colour import colour_count, colourful_patch, skin_ita
 from medattn.analysis.features.shape import asymmetry, border_irregularity, clean_mask
+from medattn.atomic import atomic_write
 from medattn.errors import ConfigError, DataError
 
 STRUCTURES = ("pigment_network", "negative_network", "streaks", "milia_like_cyst", "globules")
@@ -181,11 +182,7 @@ def extract_features(table: pd.DataFrame, cache: str | Path | None = None, max_s
 
 
 def _write_cache(path: str | Path, rows: dict, key: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index.name = "image_id"
     frame.insert(0, "key", key)
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_csv(tmp)
-    os.replace(tmp, path)
+    atomic_write(path, frame.to_csv)
