@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from medattn.analysis.features.summary import EFFECTS
+from medattn.render import markdown_table
 
 # Table 3 columns -> feature columns of ``extract.py`` (D is tested as the 2-D vector count, area).
 TABLE3_FEATURES: dict[str, tuple[str, ...]] = {
@@ -88,8 +89,7 @@ def _effect_cell(row: pd.Series, test: str) -> str:
 
 
 def _grid(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(r) + " |" for r in rows]
+    return markdown_table(pd.DataFrame(rows, columns=header)).splitlines()
 
 
 def table3_markdown(table: pd.DataFrame, *, summary: pd.DataFrame, differences: pd.DataFrame,

@@ -43,6 +43,7 @@ from medattn.analysis.features.decisions import (  # noqa: F401 (feature_tests: 
 )
 from medattn.analysis.features.summary import model_differences, usage_summary
 from medattn.analysis.features.table3 import TABLE3_FEATURES, table3, table3_markdown
+from medattn.atomic import atomic_write, write_text
 from medattn.errors import ConfigError, DataError
 
 PREDICTIONS = ("softmax", "logits", "class")
@@ -116,16 +117,8 @@ def _slug(spec: str) -> str:
     return f"{name}-{hashlib.sha1(spec.encode()).hexdigest()[:8]}"
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _write_csv(path: Path, frame: pd.DataFrame) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
 @dataclass
@@ -346,10 +339,10 @@ def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "all", select: str
     _write_csv(paths["usage"], summary)
     _write_csv(paths["differences"], differences)
     _write_csv(paths["table3_csv"], table.reset_index())
-    _write_text(paths["table3_md"], markdown)
+    write_text(paths["table3_md"], markdown)
     if truths:
         paths["truth"] = out_dir / "truth.json"
-        _write_text(paths["truth"], json.dumps(truths, indent=2) + "\n")
+        write_text(paths["truth"], json.dumps(truths, indent=2) + "\n")
     return UsageResult(pvalues=pvalues, decisions=decisions, table=table, markdown=markdown,
                        summary=summary, differences=differences, notes=notes, paths=paths)
 
