@@ -130,10 +130,35 @@ def _feature_cache(path: Path) -> Path:
     return out
 
 
+def _feature_tables(path: Path) -> Path:
+    from medattn.analysis.features.usage import _write_csv
+
+    out = path / "decisions.csv"
+    _write_csv(out, pd.DataFrame({"used": [out.exists()]}))
+    return out
+
+
+def _synthetic_metadata(path: Path) -> Path:
+    from medattn.data.synthetic.derm import _write_csv
+
+    out = path / "metadata.csv"
+    _write_csv(out, ["isic_id", "age_approx"], [{"isic_id": "ISIC_0000000",
+                                                  "age_approx": 40 + out.exists()}])
+    return out
+
+
+def _synthetic_truth(path: Path) -> Path:
+    from medattn.data.synthetic.derm import TRUTH_FILE, DermConfig, _write_truth
+
+    _write_truth(path, DermConfig(), seed=int((path / TRUTH_FILE).exists()))
+    return path / TRUTH_FILE
+
+
 WRITERS = {"store json": _store_json, "store predictions": _store_predictions,
            "checkpoint": _weights, "compare --out": _compare, "report table": _latex_table,
            "report": _report, "explain overlay": _overlay, "demo summary": _demo_summary,
-           "feature cache": _feature_cache}
+           "feature cache": _feature_cache, "feature tables": _feature_tables,
+           "synthetic metadata": _synthetic_metadata, "synthetic truth": _synthetic_truth}
 
 
 @pytest.mark.parametrize("name", list(WRITERS))

@@ -77,6 +77,7 @@ snap = lambda: {k: dict.__getitem__(rc, k) for k in dict.keys(rc)}
 before = snap()
 import pandas as pd
 from medattn.report import figures
+import medattn.report, medattn.report.features, medattn.report.table2  # noqa: E401
 assert snap() == before, "importing report.figures changed rcParams"
 runs = pd.DataFrame({"backbone": ["resnet18"] * 3, "model": ["base"] * 3,
                      "bacc": [60.0, 62.0, 61.0], "included": [True] * 3, "status": ["done"] * 3})

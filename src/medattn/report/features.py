@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 
@@ -19,6 +20,7 @@ from medattn.analysis.features.table3 import (
     model_order,
     truth_cells,
 )
+from medattn.report.figures import styled, subplots, to_png
 
 MAX_ROWS = 120  # rows of a table shown in the report; the CSV has everything
 
@@ -67,11 +69,10 @@ def table3_frame(table: pd.DataFrame, truths: dict | None = None) -> pd.DataFram
     return frame
 
 
+@styled
 def effect_figure(summary: pd.DataFrame, tests=("cmiknn", "chsic")):
     """One panel per effect size: features along x, a point per model with its 95% CI over runs;
     filled markers given the fine diagnosis, open ones given the label. None without effects."""
-    import matplotlib.pyplot as plt
-
     tests = [t for t in tests if f"effect_{t}" in summary]
     if summary.empty or not tests:
         return None
@@ -80,10 +81,9 @@ def effect_figure(summary: pd.DataFrame, tests=("cmiknn", "chsic")):
     features = [f for f in TABLE3_FEATURES if f in set(summary["feature"])]
     slots = len(models) * len(conditions)
     width = 0.8 / max(slots, 1)
-    colours = plt.get_cmap("tab10")
-    fig, axes = plt.subplots(len(tests), 1, figsize=(max(7.0, 1.1 * len(features) + 2),
-                                                     3.2 * len(tests)),
-                             layout="constrained", squeeze=False)
+    colours = matplotlib.colormaps["tab10"]
+    fig, axes = subplots(len(tests), 1, figsize=(max(7.0, 1.1 * len(features) + 2),
+                                                 3.2 * len(tests)), squeeze=False)
     for ax, test in zip(axes[:, 0], tests):
         for m_i, model in enumerate(models):
             for c_i, cond in enumerate(conditions):
@@ -109,7 +109,6 @@ def effect_figure(summary: pd.DataFrame, tests=("cmiknn", "chsic")):
 
 def table3_section(folder: Path, hint: str):
     """The Table 3 section; a hint when ``medattn features`` has not run."""
-    from medattn.report.figures import to_png
     from medattn.report.html import Figure, Section, Table, Text
 
     title = "Table 3: feature usage"

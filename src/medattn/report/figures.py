@@ -21,7 +21,8 @@ from matplotlib.patches import Rectangle
 
 from medattn.models import registry as R
 
-__all__ = ["bacc_dots", "confusion_grid", "hp_heatmaps", "model_label", "to_png", "training_curves"]
+__all__ = ["bacc_dots", "confusion_grid", "hp_heatmaps", "model_label", "styled", "subplots",
+           "to_png", "training_curves"]
 
 # one colour (dots) and line style (curves) per backbone present, in table order
 _COLORS = ("#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#7f7f7f")
@@ -30,8 +31,9 @@ _STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "figure.d
 _DPI = 110  # of the PNGs
 
 
-def _styled(draw):
-    """Draw a figure under the report's style, leaving the caller's rcParams as they were."""
+def styled(draw):
+    """Decorator: draw a figure under the report's style, leaving the caller's rcParams as they
+    were (every figure function of the report uses it)."""
     @functools.wraps(draw)
     def wrapper(*args, **kwargs):
         with matplotlib.rc_context(_STYLE):
@@ -39,7 +41,7 @@ def _styled(draw):
     return wrapper
 
 
-def _subplots(*grid: int, figsize: tuple[float, float], layout: str = "constrained", **kw):
+def subplots(*grid: int, figsize: tuple[float, float], layout: str = "constrained", **kw):
     """``(Figure, axes)`` without pyplot: nothing registered globally, nothing to close."""
     fig = Figure(figsize=figsize, layout=layout)
     return fig, fig.subplots(*grid, **kw)
@@ -62,7 +64,7 @@ def to_png(fig) -> bytes:
     return buf.getvalue()
 
 
-@_styled
+@styled
 def bacc_dots(runs: pd.DataFrame, set_name: str, title: str):
     """Box plot plus one dot per run of balanced accuracy (%) per model.
 
@@ -72,7 +74,7 @@ def bacc_dots(runs: pd.DataFrame, set_name: str, title: str):
     if runs.empty:
         return None
     models = sorted({(b, m) for b, m in zip(runs.backbone, runs.model)}, key=lambda k: _model_key(*k))
-    fig, ax = _subplots(figsize=(max(6.0, 0.75 * len(models) + 2), 4.2),
+    fig, ax = subplots(figsize=(max(6.0, 0.75 * len(models) + 2), 4.2),
                            layout="constrained")
     rng = np.random.default_rng(0)
     inc_any = exc_any = False
@@ -120,7 +122,7 @@ def bacc_dots(runs: pd.DataFrame, set_name: str, title: str):
     return fig
 
 
-@_styled
+@styled
 def training_curves(records: list[dict], title: str):
     """Validation balanced accuracy (%) and training loss per epoch, mean over final runs per model."""
     per_model: dict[tuple, list[pd.DataFrame]] = {}
@@ -131,7 +133,7 @@ def training_curves(records: list[dict], title: str):
         per_model.setdefault((rec.get("backbone"), rec.get("variant")), []).append(hist)
     if not per_model:
         return None
-    fig, (a1, a2) = _subplots(1, 2, figsize=(12, 4.2), layout="constrained")
+    fig, (a1, a2) = subplots(1, 2, figsize=(12, 4.2), layout="constrained")
     # Colour = attention variant, line style = backbone, so 14 models stay distinguishable.
     cmap = matplotlib.colormaps["tab10"]
     keys = sorted(per_model, key=lambda k: _model_key(*k))
@@ -157,7 +159,7 @@ def training_curves(records: list[dict], title: str):
     return fig
 
 
-@_styled
+@styled
 def confusion_grid(records: list[dict], set_name: str, classes: list[str], title: str):
     """Row-normalised confusion matrices (% of true class), summed over final runs, one per model."""
     mats: dict[tuple, np.ndarray] = {}
@@ -174,7 +176,7 @@ def confusion_grid(records: list[dict], set_name: str, classes: list[str], title
     ncol = min(4, len(keys))
     nrow = -(-len(keys) // ncol)
     size = 1.0 + 0.55 * k
-    fig, axes = _subplots(nrow, ncol, figsize=(size * ncol + 1.2, size * nrow + 0.6),
+    fig, axes = subplots(nrow, ncol, figsize=(size * ncol + 1.2, size * nrow + 0.6),
                              squeeze=False, layout="constrained")
     im = None
     for ax, key in zip(axes.flat, keys):
@@ -197,7 +199,7 @@ def confusion_grid(records: list[dict], set_name: str, classes: list[str], title
     return fig
 
 
-@_styled
+@styled
 def hp_heatmaps(records: list[dict], title: str, selected: pd.DataFrame | None = None):
     """Mean validation balanced accuracy (%) over the lr x weight-decay grid, one panel per model.
 
@@ -217,7 +219,7 @@ def hp_heatmaps(records: list[dict], title: str, selected: pd.DataFrame | None =
     lrs, wds = sorted(df.lr.dropna().unique()), sorted(df.wd.dropna().unique())
     ncol = min(4, len(keys))
     nrow = -(-len(keys) // ncol)
-    fig, axes = _subplots(nrow, ncol, figsize=(max(7.0, 0.9 * len(wds) * ncol + 2.5),
+    fig, axes = subplots(nrow, ncol, figsize=(max(7.0, 0.9 * len(wds) * ncol + 2.5),
                                                  0.65 * len(lrs) * nrow + 1.5 * nrow + 0.5),
                              squeeze=False, layout="constrained")
     vmin, vmax = np.nanmin(df.bacc), np.nanmax(df.bacc)
