@@ -1,5 +1,5 @@
-"""The tests of one run: each feature against the run's predictions under each conditioning, and
-the majority decision per (run, conditioning, feature)."""
+"""The tests of one run: its predictions as Y (one image per patient or lesion), each feature
+against them under each conditioning, and the majority decision per (run, conditioning, feature)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import numpy as np
 import pandas as pd
 
 from medattn.analysis.features.conditioning import CONDITIONS, MIN_PER_DIAGNOSIS, strata_for
+from medattn.errors import ConfigError, DataError
 
 DEFAULT_TESTS = ("chsic", "rcot", "cmiknn")
+PREDICTIONS = ("softmax", "logits", "class")
 MIN_SAMPLES = 20
 
 
@@ -84,3 +86,34 @@ def decide(pvalues: pd.DataFrame, tests) -> pd.DataFrame:
             out[f"{prefix}_{name}"] = [values.get((r, c, f), np.nan) for r, c, f in
                                        zip(out["run_id"], out["condition"], out["feature"])]
     return out
+
+
+def prediction_matrix(preds: pd.DataFrame, classes: list[str], kind: str = "softmax") -> np.ndarray:
+    """The model output used as Y, (n, d).
+
+    ``softmax``: the class probabilities without the last one (they sum to 1, so C - 1 columns carry
+    all the information and kNN distances are not distorted by the redundant coordinate);
+    ``logits``: all C logits; ``class``: the predicted class one-hot, without the last column.
+    """
+    if kind not in PREDICTIONS:
+        raise ConfigError(f"features: --prediction {kind!r} is not one of {', '.join(PREDICTIONS)}")
+    if kind == "class":
+        onehot = np.eye(len(classes))[preds["pred"].to_numpy(dtype=int)]
+        return onehot[:, :-1]
+    prefix = "prob_" if kind == "softmax" else "logit_"
+    cols = [f"{prefix}{c}" for c in classes]
+    missing = [c for c in cols if c not in preds]
+    if missing:
+        raise DataError(f"predictions lack columns {missing}; they are written by `medattn train`")
+    values = preds[cols].to_numpy(dtype=float)
+    return values[:, :-1] if kind == "softmax" else values
+
+
+def one_image_per_group(preds: pd.DataFrame, group: pd.Series, seed: int = 0) -> pd.DataFrame:
+    """Keep one randomly chosen (seeded) prediction row per group (``group``: image_id -> group)."""
+    order = np.random.default_rng(seed).permutation(len(preds))
+    shuffled = preds.iloc[order]
+    ids = shuffled["image_id"].to_numpy()
+    g = group.reindex(ids).to_numpy(dtype=object)
+    g = np.where(pd.isna(g), ids, g)  # an image without a group is its own group
+    return shuffled[~pd.Series(g).duplicated().to_numpy()].sort_index()

@@ -34,11 +34,14 @@ from medattn.analysis.features.conditioning import (
     finer_than_label,
     normalise_diagnosis,
 )
-from medattn.analysis.features.decisions import (  # noqa: F401 (feature_tests: public API)
+from medattn.analysis.features.decisions import (  # noqa: F401 (feature_tests, ...: public API)
     DEFAULT_TESTS,
+    PREDICTIONS,
     decide,
-    feature_tests,
     derive_seed,
+    feature_tests,
+    one_image_per_group,
+    prediction_matrix,
     tests_job,
 )
 from medattn.analysis.features.summary import model_differences, usage_summary
@@ -46,7 +49,6 @@ from medattn.analysis.features.table3 import TABLE3_FEATURES, table3, table3_mar
 from medattn.atomic import atomic_write, write_text
 from medattn.errors import ConfigError, DataError
 
-PREDICTIONS = ("softmax", "logits", "class")
 RUN_CHOICES = ("all", "best")
 SELECT_CHOICES = ("val", "test")
 SKIN_SOURCES = ("isic", "ham10000", "pad-ufes-20")
@@ -64,27 +66,6 @@ class UsageResult:
     differences: pd.DataFrame  # variant vs base: paired differences of the effects
     notes: list[str] = field(default_factory=list)  # e.g. a fallback from diagnosis to label
     paths: dict[str, Path] = field(default_factory=dict)
-
-
-def prediction_matrix(preds: pd.DataFrame, classes: list[str], kind: str = "softmax") -> np.ndarray:
-    """The model output used as Y, (n, d).
-
-    ``softmax``: the class probabilities without the last one (they sum to 1, so C - 1 columns carry
-    all the information and kNN distances are not distorted by the redundant coordinate);
-    ``logits``: all C logits; ``class``: the predicted class one-hot, without the last column.
-    """
-    if kind not in PREDICTIONS:
-        raise ConfigError(f"features: --prediction {kind!r} is not one of {', '.join(PREDICTIONS)}")
-    if kind == "class":
-        onehot = np.eye(len(classes))[preds["pred"].to_numpy(dtype=int)]
-        return onehot[:, :-1]
-    prefix = "prob_" if kind == "softmax" else "logit_"
-    cols = [f"{prefix}{c}" for c in classes]
-    missing = [c for c in cols if c not in preds]
-    if missing:
-        raise DataError(f"predictions lack columns {missing}; they are written by `medattn train`")
-    values = preds[cols].to_numpy(dtype=float)
-    return values[:, :-1] if kind == "softmax" else values
 
 
 def select_runs(records: pd.DataFrame, runs: str = "all", select_by: str = "val") -> pd.DataFrame:
@@ -385,16 +366,6 @@ def _collect(pending: list, rows: list[dict], alpha: float, prediction: str, set
                              "n_left_out": n_left_out, "alpha": alpha, "prediction": prediction,
                              "set": set_name, "key": key})
         _write_csv(pv_path, _merge_previous(pv_path, rows, key))
-
-
-def one_image_per_group(preds: pd.DataFrame, group: pd.Series, seed: int = 0) -> pd.DataFrame:
-    """Keep one randomly chosen (seeded) prediction row per group (``group``: image_id -> group)."""
-    order = np.random.default_rng(seed).permutation(len(preds))
-    shuffled = preds.iloc[order]
-    ids = shuffled["image_id"].to_numpy()
-    g = group.reindex(ids).to_numpy(dtype=object)
-    g = np.where(pd.isna(g), ids, g)  # an image without a group is its own group
-    return shuffled[~pd.Series(g).duplicated().to_numpy()].sort_index()
 
 
 def _merge_previous(path: Path, rows: list[dict], key: str) -> pd.DataFrame:
