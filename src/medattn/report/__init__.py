@@ -102,8 +102,7 @@ def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = No
     final = study.final_records()
     sections = [_overview(study), _table1(study, parameters), _table2(study),
                 _accuracy(study), _curves(study, final), _confusion(study, final),
-                _search(study),
-                _table3(study),
+                _search(study), _table3(study),
                 _artifact_section(study.runs_dir / "analysis" / "explain", "table4",
                                   "Table 4: explanations", ["explain_summary.csv"], EXPLAIN_HINT,
                                   first_png="table4.png"),
