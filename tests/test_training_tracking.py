@@ -68,7 +68,7 @@ def test_a_study_in_mlflow_equals_its_run_records(derm, mlflow_uri, tmp_path, mo
         assert run.info.status == "FINISHED" and run.info.run_name == rec["run_id"]
         tags = run.data.tags
         assert (tags["model"], tags["dataset"], tags["split"], tags["phase"], tags["status"]) == (
-            rec["model"], rec["dataset_label"], str(rec["split_seed"]), rec["phase"],
+            rec["model"], rec["dataset"], str(rec["split_seed"]), rec["phase"],
             rec["status"])
         # params: the run's whole config, nested keys joined by dots
         params = run.data.params

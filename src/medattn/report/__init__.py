@@ -248,20 +248,13 @@ def _search(study: _Study) -> Section:
     from medattn.report import figures as F
 
     blocks = []
-    records, config = study.records, study.config
+    records = study.records
     selection = _csv_table(study.runs_dir / "selection.csv")
-    # selection.csv names data sets as the config does; records name the task (see tables.py).
-    config_names = {}
-    for r in records:
-        for d in (config or {}).get("datasets") or []:
-            name = d.get("name") if isinstance(d, dict) else None
-            if name and str(r.get("run_id", "")).startswith(f"{r.get('phase')}-{name}-"):
-                config_names[r.get("dataset")] = name
     for ds in study.datasets:
         recs = [r for r in records if r.get("phase") == "search" and r.get("dataset") == ds]
         usable = selection is not None and {"dataset", "model", "lr", "weight_decay"} <= set(
             selection.columns)
-        sel = selection[selection.dataset.isin([ds, config_names.get(ds, ds)])] if usable else None
+        sel = selection[selection.dataset.astype(str) == ds] if usable else None
         fig = F.hp_heatmaps(recs, ds, sel) if recs else None
         if fig is not None:
             blocks.append(Figure(F.to_png(fig), _slug("search", ds),
@@ -271,6 +264,7 @@ def _search(study: _Study) -> Section:
     return Section("search", "Hyper-parameter search",
                    blocks or [Text("No search runs (hyper-parameters were fixed or the search "
                                    "has not run).")])
+
 
 def _table3(study: _Study) -> Section:
     """Table 3 as ``medattn features`` writes it, else whatever its folder holds."""

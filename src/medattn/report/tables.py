@@ -73,11 +73,8 @@ def run_problems(records: list[dict], config: dict | None) -> tuple[pd.DataFrame
     exp = expected_runs(config or {})
     rows = []
     for e in exp.itertuples():
-        # A record names its task (e.g. `isic`), the config its data set (e.g. `derm`); the run id
-        # starts with `<phase>-<config name>-<model>-lr` (training.config.RunSpec.run_id).
-        prefix = f"{e.phase}-{e.dataset}-{e.model}-lr"
-        have = sum(1 for r in done if r.get("model") == e.model and r.get("phase") == e.phase
-                   and (r.get("dataset") == e.dataset or str(r.get("run_id", "")).startswith(prefix)))
+        have = sum(1 for r in done if (r.get("dataset"), r.get("model"), r.get("phase")) ==
+                   (e.dataset, e.model, e.phase))
         if have < e.expected:
             rows.append({"dataset": e.dataset, "model": e.model, "phase": e.phase,
                          "expected": e.expected, "done": have, "missing": e.expected - have})

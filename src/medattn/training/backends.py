@@ -9,6 +9,7 @@ when its process was lost) in the store; the study (``study.py``) decides what t
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -24,6 +25,7 @@ from medattn.progress import setup_console
 from medattn.training import store
 from medattn.training.config import RunSpec
 from medattn.training.engine import Hooks, data_change, train_run
+from medattn.training.records import RunRecord
 
 log = logging.getLogger("medattn.train")
 
@@ -87,7 +89,7 @@ def check_data(specs: Sequence[RunSpec], records: dict[str, dict]) -> None:
                         "folders to retrain them.")
 
 
-def record_lost(runs_dir: Path, spec: RunSpec, cause: str) -> dict | None:
+def record_lost(runs_dir: Path, spec: RunSpec, cause: str) -> RunRecord | None:
     """Record a run whose process died as ``failed`` with ``cause`` (a finished record is left
     alone); returns the record, or None if it could not be written."""
     try:
@@ -95,10 +97,10 @@ def record_lost(runs_dir: Path, spec: RunSpec, cause: str) -> dict | None:
             rec = store.read_record(store.run_dir(runs_dir, spec.run_id))
             if rec is not None and rec.get("status") in store.FINISHED:
                 return rec
-            rec = rec or {"run_id": spec.run_id, "phase": spec.phase, "model": spec.model,
-                          "dataset_label": spec.dataset, "data": spec.data, "lr": spec.lr,
-                          "weight_decay": spec.weight_decay, "split_seed": spec.split_seed}
-            rec.update(status="failed", message=cause)
+            rec = dataclasses.replace(rec, status="failed", message=cause) if rec else RunRecord(
+                run_id=spec.run_id, status="failed", phase=spec.phase, model=spec.model,
+                dataset=spec.dataset, data=spec.data, lr=spec.lr, weight_decay=spec.weight_decay,
+                split_seed=spec.split_seed, message=cause)
             store.write_record(runs_dir, rec)
             return rec
     except MedattnError as err:

@@ -288,7 +288,8 @@ class _Run:
         self.fingerprint = data_fingerprint(task.table, task.ood)
         mspec = parse_model_name(s.model)
         self.record.update(
-            backbone=mspec.backbone, variant=mspec.variant, dataset=task.name, data=s.data,
+            backbone=mspec.backbone, variant=mspec.variant, dataset=s.dataset, source=task.name,
+            data=s.data,
             ood={name: str(tb.attrs.get("spec") or s.data) for name, tb in task.ood.items()},
             classes=self.classes, split_seed=s.split_seed, lr=s.lr, weight_decay=s.weight_decay,
             batch_size=t.batch_size, epochs=t.epochs, image_size=t.image_size, history=[],
@@ -297,7 +298,6 @@ class _Run:
             split_sizes={k: int(len(v)) for k, v in self.split.items()},
             split={"kind": t.split, "fractions": list(t.fractions) if t.split == "random" else None,
                    **{f"n_{k}": int(len(v)) for k, v in self.split.items()}},
-            dataset_label=s.dataset,  # the study config's name for the data set (in the run id)
             data_summary=data_summary(task.table, task.ood), selection=s.selection,
             worker={"host": platform.node(), "pid": os.getpid()})
 

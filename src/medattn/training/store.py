@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from medattn.atomic import atomic_write, write_error, write_json, write_text  # 
 from medattn.atomic import json_safe as _clean  # noqa: F401  (engine's resume state)
 from medattn.errors import DataError, StoreError
 from medattn.training import lock
+from medattn.training.records import FRAME_COLUMNS, RunRecord
 
 RECORD = "record.json"
 MODEL = "model.safetensors"
@@ -144,7 +145,7 @@ def _fix(paths: list[Path]) -> str:
             f"{'it' if len(paths) == 1 else 'them'}, or restore the file(s) from a backup.")
 
 
-def read_record(path: str | os.PathLike) -> dict[str, Any] | None:
+def read_record(path: str | os.PathLike) -> RunRecord | None:
     """The record in a run directory (or a record.json path), or None if there is none yet.
 
     A malformed record (not JSON, not an object, missing ``run_id``/``status``/``phase``, or a
@@ -155,13 +156,15 @@ def read_record(path: str | os.PathLike) -> dict[str, Any] | None:
     rec, problem = _read(p)
     if problem:
         raise StoreError(f"{p}: malformed run record: {problem}; {_fix([p.parent])}")
-    return rec
+    return None if rec is None else RunRecord.from_dict(rec)
 
 
-def write_record(runs_dir: str | os.PathLike, record: dict[str, Any], *,
+def write_record(runs_dir: str | os.PathLike, record: RunRecord | Mapping[str, Any], *,
                  replace_finished: bool = False) -> Path:
-    """Write a run's record; a finished (``done``/``diverged``) record is never replaced by an
-    unfinished one unless ``replace_finished``."""
+    """Write a run's record (a :class:`RunRecord` or its JSON object); a finished
+    (``done``/``diverged``) record is never replaced by an unfinished one unless
+    ``replace_finished``."""
+    record = RunRecord.from_dict(record)
     path = run_dir(runs_dir, record["run_id"]) / RECORD
     if not replace_finished and record.get("status") not in FINISHED:
         old, _ = _read(path)
@@ -172,7 +175,7 @@ def write_record(runs_dir: str | os.PathLike, record: dict[str, Any], *,
     return path
 
 
-def iter_records(runs_dir: str | os.PathLike) -> Iterator[dict[str, Any]]:
+def iter_records(runs_dir: str | os.PathLike) -> Iterator[RunRecord]:
     """All run records under ``runs_dir``, in run-id order. Malformed ones are never skipped:
     after the others, one :class:`StoreError` lists them all."""
     root = runs_root(runs_dir)
@@ -186,7 +189,7 @@ def iter_records(runs_dir: str | os.PathLike) -> Iterator[dict[str, Any]]:
         if problem:
             bad.append((d, problem))
         elif rec is not None:
-            yield rec
+            yield RunRecord.from_dict(rec)
     if bad:
         listed = "; ".join(f"{d / RECORD}: {why}" for d, why in bad[:5])
         more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
@@ -194,36 +197,31 @@ def iter_records(runs_dir: str | os.PathLike) -> Iterator[dict[str, Any]]:
                          f"{_fix([d for d, _ in bad])}")
 
 
-_SCALARS = ("run_id", "status", "phase", "model", "backbone", "variant", "dataset", "data",
-            "split_seed", "lr", "weight_decay", "batch_size", "epochs", "image_size",
-            "best_epoch", "data_fingerprint", "message")
+def records_frame(records: list[RunRecord]) -> pd.DataFrame:
+    """One row per record (:meth:`RunRecord.row`): the scalar fields plus ``bacc_<set>``."""
+    return pd.DataFrame([r.row() for r in records], columns=None if records else FRAME_COLUMNS)
 
 
 def load_records(runs_dir: str | os.PathLike) -> pd.DataFrame:
-    """One row per run: the record's scalar fields plus ``bacc_<set>`` per evaluated set.
+    """One row per run (:meth:`RunRecord.row`), plus ``superseded``.
 
-    Sets are ``val``, ``test`` and ``ood-<name>``; a balanced accuracy is a fraction in [0, 1]
-    (NaN where the set was not evaluated, e.g. a run that diverged with a NaN loss). Also
-    ``dataset_label`` (the study config's name of the data set), ``selection_id`` (of the
-    hyper-parameter selection a final run was trained under) and ``superseded`` (True for a final
-    run that the study's current ``selection.csv`` no longer asks for; see :func:`final_runs`).
+    Columns: the record's scalar fields (``dataset`` is the study config's name of the data set,
+    ``source`` the data source), ``seconds``, ``selection_id`` (of the hyper-parameter selection
+    a final run was trained under), ``bacc_<set>`` per evaluated set (``val``, ``test``,
+    ``ood-<name>``; a fraction in [0, 1], NaN where the set was not evaluated, e.g. a run that
+    diverged with a NaN loss) and ``superseded`` (True for a final run that the study's current
+    ``selection.csv`` no longer asks for; see :func:`final_runs`).
     """
-    rows = []
-    for rec in iter_records(runs_dir):
-        row = {k: rec.get(k) for k in _SCALARS}
-        row["seconds"] = (rec.get("timings") or {}).get("total_seconds")
-        row["dataset_label"] = rec.get("dataset_label") or rec.get("dataset")
-        row["selection_id"] = (rec.get("selection") or {}).get("id")
-        for name, m in (rec.get("metrics") or {}).items():
-            v = (m or {}).get("balanced_accuracy")
-            row[f"bacc_{name}"] = float("nan") if v is None else float(v)
-        rows.append(row)
-    cols = list(_SCALARS) + ["seconds", "dataset_label", "selection_id"]
-    df = pd.DataFrame(rows, columns=cols if not rows else None)
+    return _load(runs_dir)[1]
+
+
+def _load(runs_dir: str | os.PathLike) -> tuple[list[RunRecord], pd.DataFrame]:
+    records = list(iter_records(runs_dir))
+    df = records_frame(records)
     reasons = _superseded(df, runs_dir)
     df["superseded"] = [r is not None for r in reasons]
     df.attrs["superseded_reason"] = {rid: r for rid, r in zip(df["run_id"], reasons) if r}
-    return df
+    return records, df
 
 
 def read_selection(runs_dir: str | os.PathLike) -> pd.DataFrame | None:
@@ -261,7 +259,7 @@ def _superseded(df: pd.DataFrame, runs_dir: str | os.PathLike) -> list[str | Non
         if r["phase"] != "final":
             out.append(None)
             continue
-        cur = current.get((str(r["dataset_label"]), str(r["model"])))
+        cur = current.get((str(r["dataset"]), str(r["model"])))
         if cur is None:
             out.append("superseded: its data set and model are not in the current selection "
                        f"({SELECTION_FILE})")
@@ -285,24 +283,33 @@ class FinalRuns:
     ``current``: :func:`load_records` rows of the final runs the current selection asks for (every
     status). ``superseded``: final runs trained under an earlier selection, with a ``reason``
     column. ``warnings``: one line per data set whose current final runs were trained on
-    different data (different ``data_fingerprint``).
+    different data (different ``data_fingerprint``). ``records``: the :class:`RunRecord` of
+    each current run, by run id (histories, confusion matrices, classes, splits).
     """
 
     current: pd.DataFrame
     superseded: pd.DataFrame
     warnings: list[str] = field(default_factory=list)
+    records: dict[str, RunRecord] = field(default_factory=dict)
+
+    def done(self, include_diverged: bool = False) -> pd.DataFrame:
+        """Current final runs that finished (``done``; also ``diverged`` if asked)."""
+        ok = ("done", "diverged") if include_diverged else ("done",)
+        return self.current[self.current["status"].isin(ok)] if len(self.current) else self.current
 
 
 def final_runs(runs_dir: str | os.PathLike) -> FinalRuns:
     """Final runs of ``runs_dir``: those of the current selection, the superseded ones, and
     warnings about mixed data (see :class:`FinalRuns`)."""
-    df = load_records(runs_dir)
+    records, df = _load(runs_dir)
     fin = df[df["phase"] == "final"] if len(df) else df
     sup = fin[fin["superseded"]].copy() if len(fin) else fin.copy()
     sup["reason"] = [df.attrs["superseded_reason"].get(r) for r in sup["run_id"]]
     current = fin[~fin["superseded"]] if len(fin) else fin
+    ids = set(current["run_id"]) if len(current) else set()
     return FinalRuns(current.reset_index(drop=True), sup.reset_index(drop=True),
-                     fingerprint_warnings(current))
+                     fingerprint_warnings(current),
+                     {r.run_id: r for r in records if r.run_id in ids})
 
 
 def fingerprint_warnings(records: pd.DataFrame) -> list[str]:
@@ -310,8 +317,7 @@ def fingerprint_warnings(records: pd.DataFrame) -> list[str]:
     out = []
     if records.empty or "data_fingerprint" not in records:
         return out
-    key = "dataset_label" if "dataset_label" in records else "dataset"
-    for ds, g in records.groupby(key, sort=False):
+    for ds, g in records.groupby("dataset", sort=False):
         counts = g["data_fingerprint"].dropna().value_counts()
         if len(counts) > 1:
             versions = ", ".join(f"{fp} ({n} runs)" for fp, n in counts.items())

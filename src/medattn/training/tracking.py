@@ -82,8 +82,8 @@ def run_tags(record: dict[str, Any], runs_dir: Path) -> dict[str, str]:
     split = record.get("split") or {}
     tags = {TAG_RUN: record["run_id"], TAG_DIR: str(runs_dir), "mlflow.runName": record["run_id"],
             "model": record.get("model"), "backbone": record.get("backbone"),
-            "variant": record.get("variant"), "dataset": record.get("dataset_label")
-            or record.get("dataset"), "split": record.get("split_seed"),
+            "variant": record.get("variant"), "dataset": record.get("dataset"),
+            "source": record.get("source"), "split": record.get("split_seed"),
             "split_kind": split.get("kind"), "phase": record.get("phase"),
             "status": record.get("status"),
             "medattn_version": (record.get("versions") or {}).get("medattn")}

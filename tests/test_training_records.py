@@ -1,0 +1,90 @@
+"""The run record: one type, data-set identity (config name vs source), old stores, best runs."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from medattn.training import store
+from medattn.training.config import parse_config
+from medattn.training.records import RunRecord, best_runs
+from medattn.training.study import run_study
+
+
+def _legacy(run_id, label, bacc, seed=0, model="resnet18", variant="base"):
+    """A record as stores before ``source`` wrote it: the source in ``dataset``, the config's
+    name in ``dataset_label``."""
+    return {"run_id": run_id, "status": "done", "phase": "final", "model": model,
+            "backbone": "resnet18", "variant": variant, "dataset": "isic",
+            "dataset_label": label, "data": "isic:/data/isic", "split_seed": seed,
+            "classes": ["melanoma", "nevus", "other"],
+            "metrics": {"val": {"balanced_accuracy": bacc},
+                        "test": {"balanced_accuracy": bacc}}}
+
+
+def test_old_records_are_mapped_on_load(tmp_path):
+    for rid, label, bacc in (("a", "derm-a", 0.5), ("b", "derm-b", 0.7)):
+        d = store.run_dir(tmp_path, rid)
+        d.mkdir(parents=True)
+        (d / store.RECORD).write_text(json.dumps(_legacy(rid, label, bacc)))  # as written then
+    rec = store.read_record(store.run_dir(tmp_path, "a"))
+    assert isinstance(rec, RunRecord)
+    assert (rec.dataset, rec.source) == ("derm-a", "isic") and "dataset_label" not in rec
+    df = store.load_records(tmp_path)
+    assert list(df["dataset"]) == ["derm-a", "derm-b"] and set(df["source"]) == {"isic"}
+    assert "dataset_label" not in df
+    # a record written back keeps the new names only
+    store.write_record(tmp_path, rec, replace_finished=True)
+    raw = json.loads((store.run_dir(tmp_path, "a") / store.RECORD).read_text())
+    assert (raw["dataset"], raw["source"]) == ("derm-a", "isic") and "dataset_label" not in raw
+
+
+def test_record_reads_as_its_json_object_and_keeps_unknown_keys(tmp_path):
+    raw = {**_legacy("a", "derm", 0.6), "from_the_future": {"x": 1}}
+    del raw["dataset_label"]
+    rec = RunRecord.from_dict(raw)
+    assert rec["status"] == rec.status == "done" and rec.get("selection") is None
+    assert rec.source == "isic" and rec.dataset == "isic"  # no config name: the source
+    assert rec.bacc("test") == 0.6 and pd.isna(rec.bacc("ood-pad-ufes-20"))
+    store.write_record(tmp_path, rec)
+    back = store.read_record(store.run_dir(tmp_path, "a"))
+    assert back["from_the_future"] == {"x": 1} and dict(back) == dict(rec)
+    with pytest.raises(KeyError):
+        rec["no_such_key"]
+
+
+def test_best_run_is_chosen_on_validation_unless_asked():
+    frame = pd.DataFrame({"run_id": ["r1", "r2", "r3", "r4"], "dataset": ["a", "a", "a", "b"],
+                          "model": ["m"] * 4, "bacc_val": [0.6, 0.8, 0.8, 0.1],
+                          "bacc_test": [0.9, 0.5, 0.7, 0.2]})
+    assert list(best_runs(frame)["run_id"]) == ["r3", "r4"]  # val, ties by test
+    assert list(best_runs(frame, metric="test")["run_id"]) == ["r1", "r4"]
+    assert list(best_runs(frame, by=("model",))["run_id"]) == ["r3"]
+
+
+def test_two_datasets_of_one_source_are_two_table2_columns(tiny_derm, tmp_path):
+    """The two data sets of one study read from the same source (``isic``) with different names:
+    each is its own Table 2 column with its own runs (they were pooled into one column when
+    records named only the source)."""
+    from medattn.analysis.compare import compare_runs, wide_table
+    from medattn.training.backends import LocalBackend
+
+    isic, _ = tiny_derm
+    cfg = parse_config({
+        "name": "two", "models": ["resnet18", "resnet18+ga"],
+        "datasets": [{"name": "derm-a", "data": isic}, {"name": "derm-b", "data": isic}],
+        "search": {"lr": [0.01], "weight_decay": [0.0], "splits": 1}, "final": {"splits": 2},
+        "train": {"epochs": 1, "batch_size": 16, "image_size": 32, "pretrained": False,
+                  "threads": 1}})
+    res = run_study(cfg, tmp_path, LocalBackend(progress=False))
+    recs = list(store.iter_records(tmp_path))
+    assert {(r.dataset, r.source) for r in recs} == {("derm-a", "isic"), ("derm-b", "isic")}
+    assert sorted(res.summary["dataset"].unique()) == ["derm-a", "derm-b"]
+
+    # one epoch may leave a run at chance (diverged): counted here, since grouping is the point
+    result = compare_runs(tmp_path, bootstrap=0, include_diverged=True)
+    table = result.table[result.table["set"] == "id"]
+    assert sorted(table["dataset"].unique()) == ["derm-a", "derm-b"]
+    assert set(table["n"]) == {2} and set(table["n_pairs"].dropna()) == {2}  # not 4 pooled
+    cols = list(wide_table(result.table).columns)
+    assert len(cols) == 2 and cols[0].startswith("derm-a") and cols[1].startswith("derm-b")
