@@ -5,9 +5,9 @@ report all read runs through it (or through :func:`medattn.training.store.final_
 rows are :meth:`RunRecord.row`). Fields are listed in ``docs/architecture.md``.
 
 Naming: ``dataset`` is the study config's name of the data set (``datasets[i].name``; the source
-when a config gives none, and for ``medattn train`` unless ``--dataset`` says otherwise);
-``source`` is the data source it was read with (``isic``, ``camelyon17``, ...). Two data sets of
-one study may share a source (e.g. ISIC with two label sets); they are kept apart by ``dataset``.
+when a config gives none; for ``medattn train`` the source unless ``train(dataset=...)`` names
+it); ``source`` is the data source it was read with (``isic``, ``camelyon17``, ...). Two data
+sets of one study may share a source (e.g. ISIC with two label sets); ``dataset`` keeps them apart.
 Balanced accuracies are fractions in [0, 1]; a percentage always carries a ``_pct`` suffix.
 
 Stores written before ``source`` existed named the source ``dataset`` and the config's name
