@@ -80,6 +80,7 @@ def test_two_datasets_of_one_source_are_two_table2_columns(tiny_derm, tmp_path):
     recs = list(store.iter_records(tmp_path))
     assert {(r.dataset, r.source) for r in recs} == {("derm-a", "isic"), ("derm-b", "isic")}
     assert sorted(res.summary["dataset"].unique()) == ["derm-a", "derm-b"]
+    assert set(res.summary["n"] + res.summary["n_diverged"]) == {2}  # per data set, not pooled
 
     # one epoch may leave a run at chance (diverged): counted here, since grouping is the point
     result = compare_runs(tmp_path, bootstrap=0, include_diverged=True)

@@ -340,7 +340,7 @@ def _add_study(sub):
         counts = res.records["status"].value_counts().to_dict() if len(res.records) else {}
         print(f"runs: {counts}")
         if len(res.summary):
-            print(res.summary.to_string(index=False, float_format=lambda v: f"{100 * v:.1f}"))
+            print(res.summary.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
 
     p.set_defaults(func=run)
 

@@ -122,8 +122,8 @@ def write_summary(ctx: DemoContext) -> None:
     store.atomic_write(ctx.out / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False))
     accuracy = pd.DataFrame({
         "data set": summary["dataset"], "model": summary["model"], "set": summary["set"],
-        "balanced accuracy (%)": [f"{100 * m:.1f} +- {100 * s:.1f}"
-                                  for m, s in zip(summary["mean"], summary["std"])],
+        "balanced accuracy (%)": [f"{m:.1f} +- {s:.1f}"
+                                  for m, s in zip(summary["mean_pct"], summary["sd_pct"])],
         "runs": summary["n"], "diverged": summary["n_diverged"]})
     sel = res.selection
     chosen = pd.DataFrame({

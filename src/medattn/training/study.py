@@ -37,7 +37,7 @@ class StudyResult:
     runs_dir: Path
     records: pd.DataFrame  # store.load_records of the runs directory
     selection: pd.DataFrame  # per (dataset, model): chosen lr, weight_decay and their score
-    summary: pd.DataFrame  # per (dataset, model, set): mean/std balanced accuracy of final runs
+    summary: pd.DataFrame  # per (dataset, model, set): final_summary of the final runs
 
 
 def search_specs(config: StudyConfig) -> list[RunSpec]:
@@ -129,23 +129,30 @@ def final_specs(config: StudyConfig, selection: pd.DataFrame) -> list[RunSpec]:
     return specs
 
 
-def summarize_final(records: pd.DataFrame) -> pd.DataFrame:
-    """Mean and standard deviation (ddof=1) of balanced accuracy over finished final runs of the
-    current selection, per data set, model and set; diverged runs are counted apart, never
-    averaged in."""
-    if records.empty:
+def final_summary(finals: store.FinalRuns) -> pd.DataFrame:
+    """Balanced accuracy of the current selection's finished final runs per data set, model and
+    set (``test``, ``ood-<name>``): ``mean_pct``, ``sd_pct`` (ddof=1) and ``n`` from the summary
+    Table 2 uses (:func:`medattn.analysis.compare.summarize_runs`), with ``n_diverged`` and
+    ``n_failed``: such runs are counted apart, never averaged in."""
+    from medattn.analysis.compare import summarize_runs
+    from medattn.analysis.paired import run_info
+
+    frame = finals.current
+    if frame.empty:
         return pd.DataFrame()
-    fin = records[records["phase"] == "final"]
-    if "superseded" in fin:
-        fin = fin[~fin["superseded"].astype(bool)]
+    summary = summarize_runs(frame, info=run_info(finals.records.values()))[0]
+    found = {(r.dataset, r.backbone, r.model, "test" if r.set == "id" else r.set): r
+             for r in summary.itertuples()}
+    sets = [c[5:] for c in frame.columns if c.startswith("bacc_") and c != "bacc_val"]
     rows = []
-    for (ds, model), g in fin.groupby(["dataset", "model"], sort=False):
-        done = g[g["status"] == "done"]
-        for col in [c for c in g.columns if c.startswith("bacc_") and c != "bacc_val"]:
-            vals = done[col].dropna()
-            rows.append(dict(dataset=ds, model=model, set=col[5:], mean=vals.mean(),
-                             std=vals.std(ddof=1) if len(vals) > 1 else float("nan"),
-                             n=len(vals), n_diverged=int((g["status"] == "diverged").sum()),
+    for (ds, model), g in frame.groupby(["dataset", "model"], sort=False):
+        b, v = g["backbone"].iloc[0], g["variant"].iloc[0]
+        for name in [x for x in sets if g[f"bacc_{x}"].notna().any()] or ["test"]:
+            st = found.get((ds, b, v, name))
+            rows.append(dict(dataset=ds, model=model, set=name,
+                             mean_pct=st.mean if st else float("nan"),
+                             sd_pct=st.sd if st else float("nan"), n=st.n if st else 0,
+                             n_diverged=int((g["status"] == "diverged").sum()),
                              n_failed=int((g["status"] == "failed").sum())))
     return pd.DataFrame(rows)
 
@@ -295,9 +302,9 @@ def _run_phases(config: StudyConfig, runs_dir: Path, backend, search: list[RunSp
     final = final_specs(config, selection)
     log.info("study %s: %d final runs", config.name, len(final))
     progress.run(backend, final, runs_dir, **opts)
-    records_df = store.load_records(runs_dir)
-    result = StudyResult(runs_dir=runs_dir, records=records_df, selection=selection,
-                         summary=summarize_final(records_df))
+    finals = store.final_runs(runs_dir)
+    result = StudyResult(runs_dir=runs_dir, records=store.load_records(runs_dir),
+                         selection=selection, summary=final_summary(finals))
     bad = unfinished(final, runs_dir)
     if bad:
         raise _incomplete(bad, len(final), "final", result)
