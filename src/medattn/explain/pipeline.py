@@ -12,12 +12,15 @@ Everything lands under ``RUNS_DIR/analysis/explain/``:
   border and the corners, per data set / method / model / class, with the area shares (chance level).
 
 Each (data set, model) unit is written atomically and skipped when it is already there for the same
-run and images, so an interrupted call resumes where it stopped.
+run and images, so an interrupted call resumes where it stopped (``units.py``).
+
+Steps: :func:`select_runs` (which run per data set and model) and :func:`plan_datasets` (a
+:class:`DatasetPlan` per data set: its table, examples and pool); ``_explain_run`` (the maps of one
+run); :func:`write_outputs` (summary and grid).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +30,8 @@ import pandas as pd
 import torch
 
 from medattn.errors import ConfigError, DataError
-from medattn.explain.quantify import border_mask, corner_mask, mass_share
+from medattn.explain.images import REGIONS, ExplainImages, area_shares, region_shares
+from medattn.explain.units import Unit, load_units, save_units, slug, summarise
 
 # The paper's Table 4 rows, in its order (absent models are skipped).
 DEFAULT_MODELS = (
@@ -36,30 +40,8 @@ DEFAULT_MODELS = (
     "vit_tiny_in1k", "vit_tiny_in21k",
 )
 METHODS = {"gradcam": "Grad-CAM", "ga": "GA map", "rollout": "ViT rollout"}
-REGIONS = ("lesion", "patch", "border", "corners")
-
-
-@dataclass
-class Unit:
-    """One row of the grid: a method applied to one model's best run on one data set."""
-
-    dataset: str
-    method: str  # gradcam | ga | rollout
-    model: str
-    run_id: str
-    block: int | None  # GA block index (1-based), else None
-    classes: list[str]
-    example_ids: list[str]
-    examples: np.ndarray  # (n_examples, H, W) float32 in [0, 1]
-    mean: np.ndarray  # (H, W)
-    per_image: pd.DataFrame = field(repr=False)  # image_id, label, pred, mass_<region>
-    selected_by: str = ""  # "split <seed>" or "best run"
-    pool_source: str = ""  # "common test set" or "whole table"
-
-    @property
-    def key(self) -> str:
-        slug = f"{self.method}__{self.model.replace('+', '-')}"
-        return slug if self.block is None else f"{slug}__block{self.block}"
+__all__ = ["DEFAULT_MODELS", "METHODS", "REGIONS", "DatasetPlan", "Unit", "choose_images",
+           "explain_runs", "plan_datasets", "select_runs", "summarise"]
 
 
 # --------------------------------------------------------------------------------- run selection
@@ -76,10 +58,11 @@ def _restrict(done: pd.DataFrame, column: str, wanted, runs_dir) -> pd.DataFrame
 
 def select_runs(runs_dir: str | os.PathLike, models: list[str] | None = None,
                 datasets: list[str] | None = None, select: str = "split") -> pd.DataFrame:
-    """The run explained per (data set, model), chosen on validation balanced accuracy.
+    """The run explained per (data set, model), among the finished final runs of the current
+    selection (:func:`medattn.training.store.final_runs`), chosen on validation balanced accuracy.
 
-    ``select="best"``: each model's best finished run (final runs preferred over search runs).
-    ``select="split"`` (default): the final runs of one split per data set, the split that holds
+    ``select="best"``: each model's best run (:func:`medattn.training.records.best_runs`).
+    ``select="split"`` (default): the runs of one split per data set, the split that holds
     runs of the most selected models, ties broken by their mean validation score; a model without a
     run on that split falls back to its best run. With 10 random splits the test sets of each
     model's *best* run barely overlap, so only runs of one split can show every model on the same
@@ -87,19 +70,21 @@ def select_runs(runs_dir: str | os.PathLike, models: list[str] | None = None,
     Validation (not test) accuracy keeps the test set out of the choice.
 
     Returns:
-        one row per (dataset, model) with the ``load_records`` columns, in ``DEFAULT_MODELS`` order
-        (then the zoo's). Without ``models``: the Table 4 models, or every model of a study
-        that has none of them (``resnet50+cbam``, registered models).
+        one row per (dataset, model) with the ``load_records`` columns and ``selected_by``, in
+        ``DEFAULT_MODELS`` order (or the order of ``models``; then the zoo's). Without ``models``:
+        the Table 4 models, or every model of a study that has none of them (``resnet50+cbam``,
+        registered models).
     """
-    from medattn.training.store import load_records
+    from medattn.training.records import best_runs
+    from medattn.training.store import final_runs
 
     if select not in ("split", "best"):
         raise ConfigError(f"--select must be 'split' or 'best', got {select!r}.")
-    records = load_records(runs_dir)
-    if records.empty:
-        raise DataError(f"{Path(runs_dir) / 'runs'}: no run records; train a study first "
-                        "(medattn study CONFIG.yaml) or point RUNS_DIR at one.")
-    done = records[records["status"] == "done"].copy()
+    finals = final_runs(runs_dir)
+    if finals.current.empty:
+        raise DataError(f"{Path(runs_dir) / 'runs'}: no final runs of the current selection; "
+                        "train a study first (medattn study CONFIG.yaml) or point RUNS_DIR at one.")
+    done = finals.done().copy()
     if models:
         done = _restrict(done, "model", models, runs_dir)
     else:
@@ -109,34 +94,102 @@ def select_runs(runs_dir: str | os.PathLike, models: list[str] | None = None,
     if datasets:
         done = _restrict(done, "dataset", datasets, runs_dir)
     if done.empty:
-        raise DataError(f"{runs_dir}: no run with status 'done' to explain.")
-    done["_final"] = done["phase"] == "final"
-    score = done["bacc_val"] if "bacc_val" in done else pd.Series(np.nan, index=done.index)
-    if "bacc_test" in done:
-        score = score.fillna(done["bacc_test"])
-    done["_score"] = score.fillna(-1.0)
+        raise DataError(f"{runs_dir}: no final run with status 'done' to explain.")
+    best = best_runs(done, ("dataset", "model")).assign(selected_by="best run")
+    if select == "split":
+        best = pd.concat([_on_one_split(done[done["dataset"] == ds], rows)
+                          for ds, rows in best.groupby("dataset", sort=False)])
     from medattn.models import list_models
 
-    order = {m: i for i, m in enumerate(dict.fromkeys([*(models or DEFAULT_MODELS), *list_models()]))}
-    done["_order"] = done["model"].map(lambda m: order.get(m, len(order)))
-    ranked = done.sort_values(["_final", "_score", "run_id"], ascending=[False, False, True])
-    best = ranked.groupby(["dataset", "model"], sort=False).head(1).copy()
-    best["selected_by"] = "best run"
-    if select == "split":
-        chosen = []
-        for dataset, rows in best.groupby("dataset", sort=False):
-            finals = ranked[(ranked["dataset"] == dataset) & ranked["_final"]]
-            if finals.empty:
-                chosen.append(rows)
-                continue
-            per_seed = (finals.groupby(["split_seed", "model"])["_score"].max()
-                        .groupby(level=0).agg(["size", "mean"]))
-            seed = sorted(per_seed.itertuples(), key=lambda r: (-r.size, -r.mean, r.Index))[0].Index
-            on_seed = finals[finals["split_seed"] == seed].groupby("model", sort=False).head(1)
-            on_seed = on_seed.assign(selected_by=f"split {seed}")
-            chosen += [on_seed, rows[~rows["model"].isin(on_seed["model"])]]
-        best = pd.concat(chosen)
-    return best.sort_values(["dataset", "_order", "model"]).reset_index(drop=True)
+    order = {m: i for i, m in enumerate(dict.fromkeys([*(models or DEFAULT_MODELS),
+                                                       *list_models()]))}
+    best["_order"] = best["model"].map(lambda m: order.get(m, len(order)))
+    return (best.sort_values(["dataset", "_order", "model"]).drop(columns="_order")
+            .reset_index(drop=True))
+
+
+def _on_one_split(done: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
+    """``best`` (one data set's best run per model) moved onto the split seed that holds runs of
+    the most models (ties: the higher mean validation score, then the lower seed)."""
+    from medattn.training.records import best_runs
+
+    seeded = done[done["split_seed"].notna()]
+    if seeded.empty:
+        return best
+    per_seed = (best_runs(seeded, ("split_seed", "model"))
+                .assign(_score=lambda f: f["bacc_val"].fillna(-1.0) if "bacc_val" in f else -1.0)
+                .groupby("split_seed")["_score"].agg(["size", "mean"]))
+    seed = sorted(per_seed.itertuples(), key=lambda r: (-r.size, -r.mean, r.Index))[0].Index
+    on_seed = best_runs(seeded[seeded["split_seed"] == seed], ("model",))
+    on_seed = on_seed.assign(selected_by=f"split {int(seed)}")
+    return pd.concat([on_seed, best[~best["model"].isin(on_seed["model"])]])
+
+
+# --------------------------------------------------------------------------------- plan
+
+@dataclass
+class DatasetPlan:
+    """What ``explain_runs`` does on one data set: the selected run per model, the data set's
+    table, one example image per class and the images averaged for the mean map."""
+
+    dataset: str
+    runs: pd.DataFrame  # select_runs rows of this data set, in table order
+    table: pd.DataFrame  # the sample table (load_dataset)
+    classes: list[str]
+    examples: list[str]  # one image id per class ("" where a class has none)
+    pool: list[str]  # image ids of the mean map
+    pool_source: str  # "common test set" or "whole table"
+    border: float = 0.1
+    _images: dict[int, ExplainImages] = field(default_factory=dict, repr=False)
+
+    @property
+    def n_images(self) -> int:
+        """Images each run of this data set goes through."""
+        return len([e for e in self.examples if e]) + len(self.pool)
+
+    def images(self, size: int) -> ExplainImages:
+        """The data set's images at ``size`` px (decoded once per size)."""
+        if size not in self._images:
+            self._images[size] = ExplainImages(self.table, size, self.border)
+        return self._images[size]
+
+    def areas(self) -> dict[str, float]:
+        """Mean area share of each region over the pool at the first size drawn."""
+        return area_shares(next(iter(self._images.values())), self.pool) if self._images else {}
+
+    def display(self) -> dict[tuple[str, str], torch.Tensor]:
+        """``{(dataset, image_id): (3, S, S) uint8}`` of the examples, for the grid."""
+        return {(self.dataset, i): im.image(i) for im in self._images.values()
+                for i in self.examples if i}
+
+    def mean_image(self) -> torch.Tensor | None:
+        """(3, S, S) uint8 mean of the pool's images, or None."""
+        if not self.pool or not self._images:
+            return None
+        im = next(iter(self._images.values()))
+        return torch.stack([im.image(i).float() for i in self.pool]).mean(0).round().to(torch.uint8)
+
+
+def plan_datasets(runs_dir: str | os.PathLike, selected: pd.DataFrame, n_mean: int,
+                  seed: int = 0, image_ids: list[str] | None = None,
+                  border: float = 0.1) -> list[DatasetPlan]:
+    """One :class:`DatasetPlan` per data set of ``selected`` (:func:`select_runs`): its table, the
+    images in the test set of every selected run, and the examples and pool chosen from them
+    (:func:`choose_images`). ``image_ids`` not found in any of the data sets raise ConfigError."""
+    from medattn.data import load_dataset
+
+    plans, found = [], set()
+    for dataset, runs in selected.groupby("dataset", sort=False):
+        table = load_dataset(str(runs.iloc[0]["data"]))
+        candidates, source = _common_test_ids(Path(runs_dir), runs, table)
+        examples, pool = choose_images(table, candidates, n_mean, seed, image_ids)
+        found |= set(image_ids or []) & set(table["image_id"])
+        plans.append(DatasetPlan(dataset, runs, table, list(table.attrs.get("classes", [])),
+                                 examples, pool, source, border))
+    missing = sorted(set(image_ids or []) - found)
+    if missing:
+        raise ConfigError(f"--image-ids: {', '.join(missing)} not found in the studied data sets.")
+    return plans
 
 
 def choose_images(table: pd.DataFrame, candidates: list[str], n_mean: int, seed: int = 0,
@@ -159,81 +212,6 @@ def choose_images(table: pd.DataFrame, candidates: list[str], n_mean: int, seed:
         else:
             examples.append(next((i for i in pool if int(labels[i]) == c), ""))
     return examples, pool[:n_mean]
-
-
-# --------------------------------------------------------------------------------- images
-
-class _Images:
-    """Decoded images of one data set at one size, kept as uint8 (exact: the eval transform's
-    output before normalisation is k / 255), plus their region masks at the same geometry."""
-
-    def __init__(self, table: pd.DataFrame, image_size: int, border: float):
-        from medattn.data import build_transform
-
-        self.table = table.set_index("image_id", drop=False)
-        self.size = image_size
-        # mean 0 / std 1: the study's eval transform (resize + centre crop) without normalisation;
-        # masks go through the same transform, so they line up with the pixels the model saw
-        self.plain = build_transform(False, image_size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
-        self.border = border_mask(image_size, image_size, border)
-        self.corners = corner_mask(image_size, image_size, border)
-        self._img: dict[str, torch.Tensor] = {}
-        self._mask: dict[tuple[str, str], torch.Tensor | None] = {}
-
-    def image(self, image_id: str) -> torch.Tensor:
-        """(3, S, S) uint8."""
-        if image_id not in self._img:
-            from medattn.data import read_image
-
-            row = self.table.loc[image_id]
-            x = self.plain(read_image(str(row["path"])))
-            self._img[image_id] = (x * 255).round().clamp(0, 255).to(torch.uint8)
-        return self._img[image_id]
-
-    def mask(self, image_id: str, column: str) -> torch.Tensor | None:
-        """(S, S) bool from a mask file column (``mask_path`` / ``patch_mask_path``), or None."""
-        key = (image_id, column)
-        if key not in self._mask:
-            m = None
-            if column in self.table.columns:
-                path = self.table.at[image_id, column]
-                if isinstance(path, str) and path:
-                    from medattn.data import read_image
-
-                    try:
-                        m = self.plain(read_image(path))[0] > 0.5
-                    except (OSError, ValueError) as err:
-                        raise DataError(f"{path}: cannot read the {column} of image {image_id} "
-                                        f"({err}); fix or remove the file.") from err
-                    if not m.any():  # e.g. the synthetic set's empty patch mask: no patch here
-                        m = None
-            self._mask[key] = m
-        return self._mask[key]
-
-    def batch(self, ids: list[str], mean, std) -> torch.Tensor:
-        x = torch.stack([self.image(i) for i in ids]).float() / 255.0
-        mean = torch.tensor(mean, dtype=torch.float32)[:, None, None]
-        std = torch.tensor(std, dtype=torch.float32)[:, None, None]
-        return (x - mean) / std
-
-    def regions(self, ids: list[str]) -> dict[str, list[torch.Tensor | None]]:
-        return {
-            "lesion": [self.mask(i, "mask_path") for i in ids],
-            "patch": [self.mask(i, "patch_mask_path") for i in ids],
-            "border": [self.border] * len(ids),
-            "corners": [self.corners] * len(ids),
-        }
-
-
-def _shares(maps: torch.Tensor, regions: dict[str, list[torch.Tensor | None]]) -> dict[str, np.ndarray]:
-    out = {}
-    for name, masks in regions.items():
-        vals = np.full(len(maps), np.nan)
-        for k, m in enumerate(masks):
-            if m is not None:
-                vals[k] = float(mass_share(maps[k:k + 1], m)[0])
-        out[f"mass_{name}"] = vals
-    return out
 
 
 # --------------------------------------------------------------------------------- maps
@@ -274,7 +252,7 @@ def _explain_batch(model, method: str, x: torch.Tensor) -> list[torch.Tensor]:
     return [vit_rollout(model, x)]
 
 
-def _compute(model, images: _Images, mean, std, examples: list[str], pool: list[str],
+def _compute(model, images: ExplainImages, mean, std, examples: list[str], pool: list[str],
              batch_size: int, progress) -> dict[tuple[str, int | None], dict]:
     """Run every method the model supports over examples + pool, accumulating the mean map."""
     rows = _methods(model)
@@ -301,7 +279,7 @@ def _compute(model, images: _Images, mean, std, examples: list[str], pool: list[
                     s = in_pool.sum(0)
                     a["sum"] = s if a["sum"] is None else a["sum"] + s
                     a["n"] += len(in_pool)
-                    shares = _shares(in_pool, {k: v[k_ex:] for k, v in regions.items()})
+                    shares = region_shares(in_pool, {k: v[k_ex:] for k, v in regions.items()})
                     frame = pd.DataFrame({"image_id": ids[k_ex:],
                                           "label": [int(labels[i]) for i in ids[k_ex:]],
                                           "pred": pred[k_ex:], **shares})
@@ -310,78 +288,49 @@ def _compute(model, images: _Images, mean, std, examples: list[str], pool: list[
     return acc
 
 
-def _area_shares(images: _Images, ids: list[str]) -> dict[str, float]:
-    """Mean area share of each region over the images: what a flat map would score."""
-    out = {}
-    for name, masks in images.regions(ids).items():
-        vals = [float(m.float().mean()) for m in masks if m is not None]
-        out[f"area_{name}"] = float(np.mean(vals)) if vals else float("nan")
-    return out
+def _explain_run(plan: DatasetPlan, rec: pd.Series, runs_dir: Path, batch_size: int,
+                 progress) -> list[Unit]:
+    """The compute step for one selected run: every map its model supports on the plan's
+    examples and pool (one :class:`Unit` per method and GA block)."""
+    size = int(rec["image_size"])
+    model = _load_model(runs_dir, rec, plan.classes)
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    mean, std = cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225))
+    acc = _compute(model, plan.images(size), mean, std, plan.examples, plan.pool, batch_size,
+                   progress)
+    units = []
+    for (method, block), a in acc.items():
+        ex = iter(a["examples"])
+        ex_maps = np.stack([next(ex).numpy() if e else np.full((size, size), np.nan, np.float32)
+                            for e in plan.examples]).astype(np.float32)
+        units.append(Unit(plan.dataset, method, rec["model"], rec["run_id"], block, plan.classes,
+                          plan.examples, ex_maps,
+                          (a["sum"] / max(a["n"], 1)).numpy().astype(np.float32),
+                          pd.concat(a["per_image"], ignore_index=True), rec["selected_by"],
+                          plan.pool_source))
+    return units
 
 
-def _save_unit(unit: Unit, folder: Path, images: _Images, meta: dict) -> None:
-    from medattn.explain.grid import save_overlay
-    from medattn.training.store import atomic_write, write_json
-
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder / "examples.npy", lambda t: _save_npy(t, unit.examples))
-    atomic_write(folder / "mean.npy", lambda t: _save_npy(t, unit.mean))
-    atomic_write(folder / "per_image.csv", lambda t: unit.per_image.to_csv(t, index=False,
-                                                                         float_format="%.6g"))
-    for c, (name, iid) in enumerate(zip(unit.classes, unit.example_ids)):
-        if iid:
-            save_overlay(folder / f"{_slug(name)}_{_slug(iid)}.png", images.image(iid),
-                         unit.examples[c])
-    save_overlay(folder / "mean.png", None, unit.mean)
-    write_json(folder / "meta.json", meta)  # last: its presence marks the unit complete
+def _unit_meta(plan: DatasetPlan, rec: pd.Series) -> dict:
+    """What a run's saved units must match to be re-used (the run, the images, the settings)."""
+    return {"run_id": rec["run_id"], "model": rec["model"], "classes": plan.classes,
+            "example_ids": plan.examples, "pool": plan.pool, "image_size": int(rec["image_size"]),
+            "border": plan.border, "selected_by": rec["selected_by"],
+            "pool_source": plan.pool_source}
 
 
-def _save_npy(tmp: str, arr: np.ndarray) -> None:
-    with open(tmp, "wb") as fh:
-        np.save(fh, arr, allow_pickle=False)
+def write_outputs(out: Path, plans: list[DatasetPlan], units: list[Unit]) -> dict[str, Path]:
+    """The write step: ``explain_summary.csv`` and the Table 4 grid (PNG and PDF) under ``out``."""
+    from medattn.explain.grid import draw_table4
+    from medattn.training.store import atomic_write
 
-
-def _slug(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in str(text))
-
-
-def _load_unit(folder: Path, meta: dict, dataset: str, method: str, model: str,
-               block: int | None) -> Unit:
-    return Unit(dataset=dataset, method=method, model=model, run_id=meta["run_id"], block=block,
-                classes=meta["classes"], example_ids=meta["example_ids"],
-                examples=np.load(folder / "examples.npy", allow_pickle=False),
-                mean=np.load(folder / "mean.npy", allow_pickle=False),
-                per_image=pd.read_csv(folder / "per_image.csv", dtype={"image_id": str}),
-                selected_by=meta.get("selected_by", ""), pool_source=meta.get("pool_source", ""))
-
-
-# --------------------------------------------------------------------------------- summary
-
-def summarise(units: list[Unit], areas: dict[str, dict[str, float]]) -> pd.DataFrame:
-    """One row per (data set, method, model, block, class): mean mass share per region.
-
-    ``class`` is a class name (images of that true class among the mean-map images) or ``all``.
-    ``mass_<region>`` averages over the images that have the region (``n_lesion`` / ``n_patch`` of
-    them); ``area_<region>`` is the region's mean area share, the score of a flat map.
-    """
-    rows = []
-    for u in units:
-        groups = [("all", u.per_image)]
-        groups += [(name, u.per_image[u.per_image["label"] == c]) for c, name in enumerate(u.classes)]
-        for cls, frame in groups:
-            row = {"dataset": u.dataset, "method": u.method, "model": u.model, "run_id": u.run_id,
-                   "selected_by": u.selected_by, "images": u.pool_source,
-                   "block": u.block if u.block is not None else "", "class": cls,
-                   "n_images": len(frame)}
-            for r in REGIONS:
-                col = frame.get(f"mass_{r}")
-                have = int(col.notna().sum()) if col is not None else 0
-                row[f"mass_{r}"] = float(col.mean()) if have else np.nan
-                row[f"area_{r}"] = areas[u.dataset].get(f"area_{r}", np.nan)
-                if r in ("lesion", "patch"):
-                    row[f"n_{r}"] = have  # images that have this region (a mask, a patch)
-            rows.append(row)
-    return pd.DataFrame(rows)
+    summary = summarise(units, {p.dataset: p.areas() for p in plans})
+    atomic_write(out / "explain_summary.csv",
+                 lambda t: summary.to_csv(t, index=False, float_format="%.4f"))
+    display = {k: v for p in plans for k, v in p.display().items()}
+    png, pdf = out / "table4.png", out / "table4.pdf"
+    draw_table4(units, display, {p.dataset: p.mean_image() for p in plans}, png, pdf)
+    return {"png": png, "pdf": pdf, "summary": out / "explain_summary.csv", "dir": out}
 
 
 # --------------------------------------------------------------------------------- entry point
@@ -400,6 +349,10 @@ def explain_runs(
 ) -> dict[str, Path]:
     """Table 4 for the best run of each model in a study, with its quantitative summary.
 
+    Three steps: select the runs (:func:`select_runs`) and plan each data set's images
+    (:func:`plan_datasets`); compute every selected run's maps, re-using the units a previous call
+    saved for the same run and images; write the summary and the grid (:func:`write_outputs`).
+
     Args:
         runs_dir: a study directory (``RUNS_DIR/runs/<id>/record.json`` ...).
         n_mean: images averaged for the mean map (fewer if the pool is smaller).
@@ -407,7 +360,7 @@ def explain_runs(
             ids may come from any of the data sets).
         models: model names to include (default: the paper's Table 4 models that were trained;
             all trained models where none of those were).
-        datasets: data-set (task) names to include (default: all).
+        datasets: data-set names to include (the study config's names; default: all).
         batch_size: images per forward pass.
         border: width of the border / corner regions as a fraction of the image side.
         seed: seed of the image choice.
@@ -420,89 +373,32 @@ def explain_runs(
     """
     from medattn.progress import progress_bar
 
-    from medattn.data import load_dataset
-    from medattn.explain.grid import draw_table4
-    from medattn.training.store import atomic_write, write_json
-
     if n_mean < 1:
         raise ConfigError(f"--n-mean must be at least 1, got {n_mean}.")
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}.")
     runs_dir = Path(runs_dir)
     out = runs_dir / "analysis" / "explain"
-    best = select_runs(runs_dir, models, datasets, select)
+    plans = plan_datasets(runs_dir, select_runs(runs_dir, models, datasets, select), n_mean, seed,
+                          image_ids, border)
 
+    bar = progress_bar(total=sum(p.n_images * len(p.runs) for p in plans), desc="explain",
+                       unit="img", disable=not progress)
     units: list[Unit] = []
-    areas: dict[str, dict[str, float]] = {}
-    meta_tables: dict[str, pd.DataFrame] = {}
-    examples_by_ds: dict[str, tuple[list[str], list[str], list[str]]] = {}
-    found_ids: set[str] = set()
-    sources: dict[str, str] = {}
-    plans = []
-    for dataset, runs in best.groupby("dataset", sort=False):
-        first = runs.iloc[0]
-        table = load_dataset(str(first["data"]))
-        classes = list(table.attrs.get("classes", []))
-        candidates, source = _common_test_ids(runs_dir, runs, table)
-        examples, pool = choose_images(table, candidates, n_mean, seed, image_ids)
-        found_ids |= set(image_ids or []) & set(table["image_id"])
-        meta_tables[dataset] = table
-        examples_by_ds[dataset] = (classes, examples, pool)
-        sources[dataset] = source
-        plans += [(dataset, rec) for _, rec in runs.iterrows()]
-    missing = sorted(set(image_ids or []) - found_ids)
-    if missing:
-        raise ConfigError(f"--image-ids: {', '.join(missing)} not found in the studied data sets.")
-
-    total = sum(len([e for e in examples_by_ds[d][1] if e]) + len(examples_by_ds[d][2])
-                for d, _ in plans)
-    bar = progress_bar(total=total, desc="explain", unit="img", disable=not progress)
-    image_cache: dict[tuple[str, int], _Images] = {}
-    for dataset, rec in plans:
-        classes, examples, pool = examples_by_ds[dataset]
-        size = int(rec["image_size"])
-        images = image_cache.get((dataset, size))
-        if images is None:
-            images = image_cache[(dataset, size)] = _Images(meta_tables[dataset], size, border)
-        areas.setdefault(dataset, _area_shares(images, pool))
-        meta = {"run_id": rec["run_id"], "model": rec["model"], "classes": classes,
-                "example_ids": examples, "pool": pool, "image_size": size, "border": border,
-                "selected_by": rec["selected_by"], "pool_source": sources[dataset]}
-        model_dir = out / _slug(dataset)
-        done = _resume(model_dir, meta, dataset, rec["model"])
-        if done is not None:
+    for plan in plans:
+        model_dir = out / slug(plan.dataset)
+        for _, rec in plan.runs.iterrows():
+            plan.images(int(rec["image_size"]))  # the areas and the grid's images need it
+            meta = _unit_meta(plan, rec)
+            done = load_units(model_dir, meta, plan.dataset)
+            if done is None:
+                done = _explain_run(plan, rec, runs_dir, batch_size, bar.update)
+                save_units(model_dir, done, plan.images(int(rec["image_size"])), meta)
+            else:
+                bar.update(plan.n_images)
             units += done
-            bar.update(len([e for e in examples if e]) + len(pool))
-            continue
-        model = _load_model(runs_dir, rec, classes)
-        cfg = getattr(model, "pretrained_cfg", None) or {}
-        mean, std = cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225))
-        acc = _compute(model, images, mean, std, examples, pool, batch_size, bar.update)
-        keys = []
-        for (method, block), a in acc.items():
-            ex = iter(a["examples"])
-            ex_maps = np.stack([next(ex).numpy() if e else np.full((size, size), np.nan, np.float32)
-                                for e in examples]).astype(np.float32)
-            unit = Unit(dataset, method, rec["model"], rec["run_id"], block, classes, examples,
-                        ex_maps, (a["sum"] / max(a["n"], 1)).numpy().astype(np.float32),
-                        pd.concat(a["per_image"], ignore_index=True), rec["selected_by"],
-                        sources[dataset])
-            _save_unit(unit, model_dir / unit.key, images, {**meta, "method": method, "block": block})
-            units.append(unit)
-            keys.append(unit.key)
-        # written last: marks every unit of this model complete, for resuming
-        write_json(model_dir / f"{rec['model'].replace('+', '-')}.done.json", {**meta, "units": keys})
     bar.close()
-
-    summary = summarise(units, areas)
-    atomic_write(out / "explain_summary.csv",
-                 lambda t: summary.to_csv(t, index=False, float_format="%.4f"))
-    mean_images = {d: _mean_image(image_cache, d, examples_by_ds[d][2]) for d in examples_by_ds}
-    display = {(d, i): c.image(i) for (d, _), c in image_cache.items()
-               for i in examples_by_ds[d][1] if i}
-    png, pdf = out / "table4.png", out / "table4.pdf"
-    draw_table4(units, display, mean_images, png, pdf)
-    return {"png": png, "pdf": pdf, "summary": out / "explain_summary.csv", "dir": out}
+    return write_outputs(out, plans, units)
 
 
 def _common_test_ids(runs_dir: Path, runs: pd.DataFrame, table: pd.DataFrame) -> tuple[list[str], str]:
@@ -532,29 +428,3 @@ def _common_test_ids(runs_dir: Path, runs: pd.DataFrame, table: pd.DataFrame) ->
     return sorted(common), "common test set"
 
 
-def _resume(model_dir: Path, meta: dict, dataset: str, model: str) -> list[Unit] | None:
-    """The saved units of this model when its completion marker matches ``meta``."""
-    marker = model_dir / f"{model.replace('+', '-')}.done.json"
-    try:
-        saved = json.loads(marker.read_text())
-    except (OSError, ValueError):
-        return None
-    if any(saved.get(k) != v for k, v in meta.items()):
-        return None
-    units = []
-    for key in saved["units"]:
-        folder = model_dir / key
-        try:
-            unit_meta = json.loads((folder / "meta.json").read_text())
-            units.append(_load_unit(folder, unit_meta, dataset, unit_meta["method"], model,
-                                    unit_meta["block"]))
-        except (OSError, ValueError, KeyError):
-            return None
-    return units
-
-
-def _mean_image(cache: dict, dataset: str, pool: list[str]) -> torch.Tensor | None:
-    for (d, _), images in cache.items():
-        if d == dataset and pool:
-            return torch.stack([images.image(i).float() for i in pool]).mean(0).round().to(torch.uint8)
-    return None
