@@ -72,7 +72,7 @@ def test_variant_and_base_are_paired_on_the_split_seed(study, result):
     pairs = result.pairs[(result.pairs.backbone == "resnet18") & (result.pairs.model == "ga")
                          & (result.pairs.set == "id")]
     assert list(pairs.split_seed) == [0, 1, 2, 3]
-    assert (pairs["diff"] == pairs.bacc - pairs.ref_bacc).all()
+    assert (pairs["diff"] == pairs.bacc_pct - pairs.ref_bacc_pct).all()
     assert any("split seed(s) 4" in n and "+GA" in n for n in result.notes)
 
 

@@ -87,7 +87,7 @@ STAT_COLUMNS = ["test", "diff", "diff_ci_low", "diff_ci_high", "se", "t", "df", 
                 "hedges_g_ci_low", "hedges_g_ci_high", "welch_tost_p", "welch_detectable_diff"]
 TABLE_COLUMNS = KEY_COLUMNS + STAT_COLUMNS
 PAIR_COLUMNS = ["dataset", "backbone", "model", "set", "reference", "split_seed", "run_id",
-                "ref_run_id", "bacc", "ref_bacc", "diff"]
+                "ref_run_id", "bacc_pct", "ref_bacc_pct", "diff"]
 
 
 @dataclass
@@ -337,7 +337,7 @@ def compare_runs(runs_dir: str | os.PathLike, *, include_diverged: bool = False,
                         f"wrote (or use --summary FILE.csv).")
     finals = store.final_runs(runs_dir)  # only the current selection's; superseded are listed
     frame = finals.current
-    info = paired.run_info(store.iter_records(runs_dir))
+    info = paired.run_info(finals.records.values())
     summary, runs, excluded = summarize_runs(frame, include_diverged, info)
     if len(finals.superseded):
         sup = finals.superseded.rename(columns={"model": "model_name", "variant": "model"})

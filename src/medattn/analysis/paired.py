@@ -69,7 +69,7 @@ def run_info(records: Iterable[dict]) -> pd.DataFrame:
 
 def pair_runs(variant: pd.DataFrame, reference: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Join a variant's and its reference's runs (long rows of one data set and set) on the split
-    seed; returns ``(pairs, notes)`` with pairs ``split_seed, run_id, ref_run_id, bacc, ref_bacc,
+    seed; returns ``(pairs, notes)`` with pairs ``split_seed, run_id, ref_run_id, bacc_pct, ref_bacc_pct,
     diff`` (pp; diff = variant - reference), sorted by seed.
 
     Seeds with a run on one side only are left out (named in the notes); where a model has several
@@ -80,7 +80,7 @@ def pair_runs(variant: pd.DataFrame, reference: pd.DataFrame) -> tuple[pd.DataFr
     for side in (variant, reference):
         by_seed: dict[int, tuple[str, float]] = {}
         for run_id, seed, bacc, bb, model in sorted(zip(side["run_id"], side["split_seed"],
-                                                        side["bacc"], side["backbone"],
+                                                        side["bacc_pct"], side["backbone"],
                                                         side["model"])):
             if pd.isna(seed):
                 notes.append(f"{bb} {model}: run {run_id} records no split seed and cannot be "
@@ -99,9 +99,10 @@ def pair_runs(variant: pd.DataFrame, reference: pd.DataFrame) -> tuple[pd.DataFr
                      f"two models and are left out of the pairs")
     pairs = pd.DataFrame({"split_seed": common, "run_id": [v[s][0] for s in common],
                           "ref_run_id": [r[s][0] for s in common],
-                          "bacc": [v[s][1] for s in common], "ref_bacc": [r[s][1] for s in common]},
-                         columns=["split_seed", "run_id", "ref_run_id", "bacc", "ref_bacc"])
-    pairs["diff"] = pairs["bacc"] - pairs["ref_bacc"]
+                          "bacc_pct": [v[s][1] for s in common],
+                          "ref_bacc_pct": [r[s][1] for s in common]},
+                         columns=["split_seed", "run_id", "ref_run_id", "bacc_pct", "ref_bacc_pct"])
+    pairs["diff"] = pairs["bacc_pct"] - pairs["ref_bacc_pct"]
     return pairs, notes
 
 

@@ -19,7 +19,7 @@ from medattn.errors import DataError
 __all__ = ["RUN_COLUMNS", "SUMMARY_COLUMNS", "read_summary", "summarize_runs"]
 
 SUMMARY_COLUMNS = ["dataset", "backbone", "model", "set", "mean", "sd", "n"]
-RUN_COLUMNS = ["run_id", "dataset", "backbone", "model", "status", "set", "bacc", "included",
+RUN_COLUMNS = ["run_id", "dataset", "backbone", "model", "status", "set", "bacc_pct", "included",
                "split_seed", "imputed"]
 
 
@@ -95,7 +95,7 @@ def summarize_runs(frame: pd.DataFrame, include_diverged: bool = False,
     ``frame``: one row per run as :func:`medattn.training.store.load_records` gives; ``info``:
     :func:`medattn.analysis.paired.run_info` of the same runs (optional). Returns ``(summary,
     runs, excluded)``: the summary in percent of the included runs, the per-run values in long
-    form (``run_id, dataset, backbone, model, status, set, bacc, included, split_seed,
+    form (``run_id, dataset, backbone, model, status, set, bacc_pct, included, split_seed,
     imputed``; diverged runs are in it, not included unless ``include_diverged``) and the final
     runs that did not enter (``run_id, dataset, backbone, model, status, reason``). A diverged
     run that recorded no accuracy (a non-finite loss) is counted at chance, 1 / n_classes, on
@@ -137,7 +137,7 @@ def summarize_runs(frame: pd.DataFrame, include_diverged: bool = False,
             continue
         seed = r.get("split_seed")
         for s, v in sets.items():
-            long.append({**base, "set": s, "bacc": 100.0 * float(v),
+            long.append({**base, "set": s, "bacc_pct": 100.0 * float(v),
                          "included": r["status"] in allowed,
                          "split_seed": seed if pd.notna(seed) else np.nan, "imputed": imputed})
     runs = pd.DataFrame(long, columns=RUN_COLUMNS)
@@ -149,6 +149,6 @@ def summarize_runs(frame: pd.DataFrame, include_diverged: bool = False,
 def _summary_of(runs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for key, g in runs.groupby(["dataset", "backbone", "model", "set"], sort=False):
-        mean, sd, n = stats.describe(g["bacc"].to_numpy())
+        mean, sd, n = stats.describe(g["bacc_pct"].to_numpy())
         rows.append(dict(zip(["dataset", "backbone", "model", "set"], key), mean=mean, sd=sd, n=n))
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)

@@ -80,9 +80,8 @@ class _Study:
         diverged ones with ``include_diverged``); superseded runs are left out."""
         from medattn.training import store
 
-        current = set(store.final_runs(self.runs_dir).current["run_id"])
         ok = ("done", "diverged") if self.include_diverged else ("done",)
-        return [r for r in self.records if r.get("run_id") in current and r.get("status") in ok]
+        return [r for r in store.final_runs(self.runs_dir).records.values() if r.status in ok]
 
 
 def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,

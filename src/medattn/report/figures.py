@@ -68,7 +68,7 @@ def to_png(fig) -> bytes:
 def bacc_dots(runs: pd.DataFrame, set_name: str, title: str):
     """Box plot plus one dot per run of balanced accuracy (%) per model.
 
-    ``runs``: long form of one data set and set (``backbone, model, bacc, included, status``).
+    ``runs``: long form of one data set and set (``backbone, model, bacc_pct, included, status``).
     Excluded (diverged) runs are drawn as red crosses and are not part of the boxes.
     """
     if runs.empty:
@@ -81,8 +81,8 @@ def bacc_dots(runs: pd.DataFrame, set_name: str, title: str):
     excluded = []
     for i, (bb, var) in enumerate(models):
         sel = runs[(runs.backbone == bb) & (runs.model == var)]
-        inc = sel[sel.included.astype(bool)].bacc.to_numpy(float)
-        exc = sel[~sel.included.astype(bool)].bacc.to_numpy(float)
+        inc = sel[sel.included.astype(bool)].bacc_pct.to_numpy(float)
+        exc = sel[~sel.included.astype(bool)].bacc_pct.to_numpy(float)
         color = _COLORS[list(dict.fromkeys(b for b, _ in models)).index(bb) % len(_COLORS)]
         if inc.size:
             ax.boxplot([inc], positions=[i], widths=0.55, showfliers=False,
@@ -95,7 +95,7 @@ def bacc_dots(runs: pd.DataFrame, set_name: str, title: str):
             excluded.append((i, exc))
     # Scale the axis to the included runs; excluded runs far outside (a diverged run at chance)
     # sit on the axis edge with their value written beside them, so the boxes stay readable.
-    inc_all = runs[runs.included.astype(bool)].bacc.to_numpy(float)
+    inc_all = runs[runs.included.astype(bool)].bacc_pct.to_numpy(float)
     if inc_all.size:
         lo, hi = float(inc_all.min()), float(inc_all.max())
         pad = max(1.0, 0.12 * (hi - lo))
@@ -211,7 +211,8 @@ def hp_heatmaps(records: list[dict], title: str, selected: pd.DataFrame | None =
         v = ((rec.get("metrics") or {}).get("val") or {}).get("balanced_accuracy")
         rows.append({"backbone": rec.get("backbone"), "variant": rec.get("variant"),
                      "model": rec.get("model"), "lr": rec.get("lr"),
-                     "wd": rec.get("weight_decay"), "bacc": np.nan if v is None else 100 * v})
+                     "wd": rec.get("weight_decay"),
+                     "bacc_pct": np.nan if v is None else 100 * v})
     df = pd.DataFrame(rows)
     if df.empty or df[["lr", "wd"]].isna().all().any():
         return None
@@ -222,11 +223,11 @@ def hp_heatmaps(records: list[dict], title: str, selected: pd.DataFrame | None =
     fig, axes = subplots(nrow, ncol, figsize=(max(7.0, 0.9 * len(wds) * ncol + 2.5),
                                                  0.65 * len(lrs) * nrow + 1.5 * nrow + 0.5),
                              squeeze=False, layout="constrained")
-    vmin, vmax = np.nanmin(df.bacc), np.nanmax(df.bacc)
+    vmin, vmax = np.nanmin(df.bacc_pct), np.nanmax(df.bacc_pct)
     im = None
     for ax, key in zip(axes.flat, keys):
         sub = df[(df.backbone == key[0]) & (df.variant == key[1])]
-        grid = sub.groupby(["lr", "wd"]).bacc.mean().unstack("wd").reindex(index=lrs, columns=wds)
+        grid = sub.groupby(["lr", "wd"]).bacc_pct.mean().unstack("wd").reindex(index=lrs, columns=wds)
         im = ax.imshow(grid.to_numpy(float), vmin=vmin, vmax=vmax, cmap="viridis", aspect="auto")
         for (r, c), v in np.ndenumerate(grid.to_numpy(float)):
             if np.isfinite(v):
