@@ -109,7 +109,8 @@ def test_run_id_is_deterministic_and_depends_on_what_changes_results():
 def _rec(cfg, model, lr, wd, seed, bacc, status="done"):
     spec = cfg.run_spec("search", cfg.datasets[0], model, lr, wd, seed)
     metrics = {} if bacc is None else {"val": {"balanced_accuracy": bacc}}
-    return {"run_id": spec.run_id, "status": status, "classes": ["a", "b", "c"], "metrics": metrics}
+    return {"run_id": spec.run_id, "status": status, "phase": "search", "classes": ["a", "b", "c"],
+            "metrics": metrics}
 
 
 def test_selection_uses_mean_val_bacc_first_in_grid_on_ties_and_chance_for_nan():

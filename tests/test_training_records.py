@@ -5,6 +5,7 @@ import json
 import pandas as pd
 import pytest
 
+from medattn.errors import StoreError
 from medattn.training import store
 from medattn.training.config import parse_config
 from medattn.training.records import RunRecord, best_runs
@@ -51,6 +52,8 @@ def test_record_reads_as_its_json_object_and_keeps_unknown_keys(tmp_path):
     assert back["from_the_future"] == {"x": 1} and dict(back) == dict(rec)
     with pytest.raises(KeyError):
         rec["no_such_key"]
+    with pytest.raises(StoreError, match="run record a: lacks phase"):
+        RunRecord.from_dict({"run_id": "a", "status": "done"})
 
 
 def test_best_run_is_chosen_on_validation_unless_asked():

@@ -23,6 +23,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from medattn.errors import StoreError
+
 # Scalar fields that become frame columns (:meth:`RunRecord.row`), in column order.
 SCALARS = ("run_id", "status", "phase", "model", "backbone", "variant", "dataset", "source",
            "data", "split_seed", "lr", "weight_decay", "batch_size", "epochs", "image_size",
@@ -87,6 +89,10 @@ class RunRecord(Mapping):
             raw["source"] = _source_of(raw.get("data")) or raw.get("dataset")
         if raw.get("dataset") is None:
             raw["dataset"] = raw.get("source")
+        missing = [k for k in ("run_id", "status", "phase") if k not in raw]
+        if missing:
+            raise StoreError(f"run record {raw.get('run_id', '(no run_id)')}: lacks "
+                             f"{', '.join(missing)}; a record needs run_id, status and phase.")
         known = {k: raw.pop(k) for k in _FIELDS if k in raw}
         return cls(**known, extra=raw)
 

@@ -25,6 +25,7 @@ from medattn.errors import IncompleteStudyError, MedattnError
 from medattn.training import store
 from medattn.training.backends import LocalBackend, get_backend
 from medattn.training.config import RunSpec, StudyConfig, load_config
+from medattn.training.records import RunRecord
 
 log = logging.getLogger("medattn.train")
 
@@ -50,22 +51,22 @@ def search_specs(config: StudyConfig) -> list[RunSpec]:
             for seed in config.search_seeds()]
 
 
-def _score(rec: dict) -> float | None:
+def _score(rec: RunRecord) -> float | None:
     """Validation balanced accuracy of a search run; a NaN-diverged run counts as chance."""
-    if rec.get("status") == "failed" or rec.get("status") == "running":
+    if rec.status in ("failed", "running"):
         return None
-    val = (rec.get("metrics") or {}).get("val")
-    if val and val.get("balanced_accuracy") is not None:
-        return float(val["balanced_accuracy"])
-    return 1.0 / len(rec["classes"]) if rec.get("classes") else None
+    val = rec.bacc("val")
+    if val == val:
+        return val
+    return 1.0 / len(rec.classes) if rec.classes else None
 
 
-def select_hparams(config: StudyConfig, records: list[dict]) -> pd.DataFrame:
+def select_hparams(config: StudyConfig, records: list[RunRecord | dict]) -> pd.DataFrame:
     """Best (lr, weight_decay) per (dataset, model); columns dataset, model, lr, weight_decay,
     mean_val_bacc, n_runs, n_diverged, source (`search`, `fixed` or `grid`), search_runs (run
     ids behind the chosen setting, space-separated) and selection_id (see :func:`_selection_id`).
     Call it only once the search is complete."""
-    by_id = {r["run_id"]: r for r in records}
+    by_id = {r["run_id"]: RunRecord.from_dict(r) for r in records}
     rows = []
     for ds in config.datasets:
         for m in config.models:
@@ -88,7 +89,7 @@ def select_hparams(config: StudyConfig, records: list[dict]) -> pd.DataFrame:
                         continue
                     row = dict(dataset=ds.name, model=m, lr=lr, weight_decay=wd,
                                mean_val_bacc=sum(scores) / len(scores), n_runs=len(scores),
-                               n_diverged=sum(r.get("status") == "diverged" for r in recs if r),
+                               n_diverged=sum(r.status == "diverged" for r in recs if r is not None),
                                source="search", search_runs=" ".join(ids))
                     if best is None or row["mean_val_bacc"] > best["mean_val_bacc"]:
                         best = row
