@@ -10,7 +10,8 @@ from importlib import import_module
 _EXPORTS = {
     "RunSpec": "config", "StudyConfig": "config", "TrainSettings": "config",
     "load_config": "config", "Hooks": "engine", "train": "engine", "train_run": "engine",
-    "load_records": "store", "StudyResult": "study", "run_study": "study",
+    "load_records": "store", "final_runs": "store", "RunRecord": "records",
+    "StudyResult": "study", "run_study": "study",
 }
 
 __all__ = sorted(_EXPORTS)
