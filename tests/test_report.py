@@ -208,7 +208,8 @@ def test_figures_are_labelled_and_keep_boxes_readable():
 
     runs = pd.DataFrame({
         "backbone": ["resnet18"] * 4 + ["resnet18"] * 3, "model": ["base"] * 4 + ["ga"] * 3,
-        "bacc_pct": [74.0, 75.0, 73.5, 74.4, 70.0, 71.2, 100 / 3], "status": ["done"] * 6 + ["diverged"],
+        "bacc_pct": [74.0, 75.0, 73.5, 74.4, 70.0, 71.2, 100 / 3],
+        "status": ["done"] * 6 + ["diverged"],
         "included": [True] * 6 + [False]})
     fig = F.bacc_dots(runs, "id", "isic: in-distribution test")
     ax = fig.axes[0]

@@ -69,8 +69,8 @@ def run_info(records: Iterable[dict]) -> pd.DataFrame:
 
 def pair_runs(variant: pd.DataFrame, reference: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Join a variant's and its reference's runs (long rows of one data set and set) on the split
-    seed; returns ``(pairs, notes)`` with pairs ``split_seed, run_id, ref_run_id, bacc_pct, ref_bacc_pct,
-    diff`` (pp; diff = variant - reference), sorted by seed.
+    seed; returns ``(pairs, notes)`` with pairs ``split_seed, run_id, ref_run_id, bacc_pct,
+    ref_bacc_pct, diff`` (pp; diff = variant - reference), sorted by seed.
 
     Seeds with a run on one side only are left out (named in the notes); where a model has several
     runs on one seed the last by run id is used (and noted).

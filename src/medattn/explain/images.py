@@ -79,7 +79,9 @@ class ExplainImages:
         }
 
 
-def region_shares(maps: torch.Tensor, regions: dict[str, list[torch.Tensor | None]]) -> dict[str, np.ndarray]:
+def region_shares(maps: torch.Tensor, regions: dict[str, list[torch.Tensor | None]]
+                  ) -> dict[str, np.ndarray]:
+    """Share of each map's mass in each region (NaN where an image lacks the region)."""
     out = {}
     for name, masks in regions.items():
         vals = np.full(len(maps), np.nan)

@@ -116,7 +116,8 @@ def summarise(units: list[Unit], areas: dict[str, dict[str, float]]) -> pd.DataF
     rows = []
     for u in units:
         groups = [("all", u.per_image)]
-        groups += [(name, u.per_image[u.per_image["label"] == c]) for c, name in enumerate(u.classes)]
+        groups += [(name, u.per_image[u.per_image["label"] == c])
+                   for c, name in enumerate(u.classes)]
         for cls, frame in groups:
             row = {"dataset": u.dataset, "method": u.method, "model": u.model, "run_id": u.run_id,
                    "selected_by": u.selected_by, "images": u.pool_source,

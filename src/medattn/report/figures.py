@@ -227,7 +227,8 @@ def hp_heatmaps(records: list[dict], title: str, selected: pd.DataFrame | None =
     im = None
     for ax, key in zip(axes.flat, keys):
         sub = df[(df.backbone == key[0]) & (df.variant == key[1])]
-        grid = sub.groupby(["lr", "wd"]).bacc_pct.mean().unstack("wd").reindex(index=lrs, columns=wds)
+        grid = (sub.groupby(["lr", "wd"]).bacc_pct.mean().unstack("wd")
+                .reindex(index=lrs, columns=wds))
         im = ax.imshow(grid.to_numpy(float), vmin=vmin, vmax=vmax, cmap="viridis", aspect="auto")
         for (r, c), v in np.ndenumerate(grid.to_numpy(float)):
             if np.isfinite(v):

@@ -89,7 +89,8 @@ def select_hparams(config: StudyConfig, records: list[RunRecord | dict]) -> pd.D
                         continue
                     row = dict(dataset=ds.name, model=m, lr=lr, weight_decay=wd,
                                mean_val_bacc=sum(scores) / len(scores), n_runs=len(scores),
-                               n_diverged=sum(r.status == "diverged" for r in recs if r is not None),
+                               n_diverged=sum(r is not None and r.status == "diverged"
+                                              for r in recs),
                                source="search", search_runs=" ".join(ids))
                     if best is None or row["mean_val_bacc"] > best["mean_val_bacc"]:
                         best = row

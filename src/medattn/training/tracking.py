@@ -3,10 +3,10 @@
 Optional (``pip install 'medattn[mlflow]'``). The run store stays the record of truth: a run is
 logged from its ``record.json`` once it has finished (``done`` or ``diverged``), so MLflow shows
 exactly what the records say, whichever backend trained it. A study is one MLflow experiment
-(named after the study config); its runs carry the tags ``model``, ``dataset``, ``source``, ``split``,
-``phase`` and ``status``. Logging is idempotent: a run already logged from the same runs folder is
-skipped, so running a study again (or :func:`log_runs` on a finished folder) logs only what is
-missing. Live curves stay with TensorBoard (``--tensorboard``).
+(named after the study config); its runs carry the tags ``model``, ``dataset``, ``source``,
+``split``, ``phase`` and ``status``. Logging is idempotent: a run already logged from the same
+runs folder is skipped, so running a study again (or :func:`log_runs` on a finished folder) logs
+only what is missing. Live curves stay with TensorBoard (``--tensorboard``).
 
 The tracking URI is ``--tracking URI`` or the environment variable ``MEDATTN_TRACKING_URI``; any
 URI MLflow accepts (``sqlite:///mlflow.db``, ``http://host:5000``, ``databricks``, ...). For a
