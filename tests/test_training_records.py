@@ -40,6 +40,26 @@ def test_old_records_are_mapped_on_load(tmp_path):
     assert (raw["dataset"], raw["source"]) == ("derm-a", "isic") and "dataset_label" not in raw
 
 
+def test_an_old_store_compares_per_config_data_set(tmp_path):
+    """Old records of two data sets of one source: Table 2 has a column per data set."""
+    from medattn.analysis.compare import compare_runs
+
+    for label, shift in (("derm-a", 0.0), ("derm-b", 0.2)):
+        for seed in (0, 1, 2):
+            for variant, gain in (("base", 0.0), ("ga", 0.05)):
+                rid = f"final-{label}-{variant}-s{seed}"
+                d = store.run_dir(tmp_path, rid)
+                d.mkdir(parents=True)
+                rec = _legacy(rid, label, 0.4 + shift + gain + 0.01 * seed, seed,
+                              "resnet18" if variant == "base" else "resnet18+ga", variant)
+                (d / store.RECORD).write_text(json.dumps(rec))
+    table = compare_runs(tmp_path, bootstrap=0).table
+    assert sorted(table["dataset"].unique()) == ["derm-a", "derm-b"]
+    assert set(table["n"]) == {3}
+    means = table[table["model"] == "base"].set_index("dataset")["mean"]
+    assert means["derm-a"] == pytest.approx(41.0) and means["derm-b"] == pytest.approx(61.0)
+
+
 def test_record_reads_as_its_json_object_and_keeps_unknown_keys(tmp_path):
     raw = {**_legacy("a", "derm", 0.6), "from_the_future": {"x": 1}}
     del raw["dataset_label"]
