@@ -192,8 +192,9 @@ def test_best_run_per_model_by_validation_or_test(study):
     assert res.table.loc[("resnet18+ga", "label"), "Colorful patches"] == "✓"
     assert "best by val balanced accuracy" in res.markdown
     rec = pd.DataFrame({"run_id": ["a", "b", "c", "d"], "status": ["done"] * 3 + ["diverged"],
-                        "phase": "final", "model": "m", "data": "isic:/x",
-                        "bacc_test": [0.5, 0.6, 0.7, 0.9], "bacc_val": [0.8, 0.6, 0.7, 0.9]})
+                        "phase": "final", "model": "m", "dataset": "derm", "source": "isic",
+                        "data": "isic:/x", "bacc_test": [0.5, 0.6, 0.7, 0.9],
+                        "bacc_val": [0.8, 0.6, 0.7, 0.9]})
     assert select_runs(rec, "best", "val")["run_id"].tolist() == ["a"]
     assert select_runs(rec, "best", "test")["run_id"].tolist() == ["c"]
     assert select_runs(rec)["run_id"].tolist() == ["a", "b", "c"]

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from medattn.errors import StoreError
+from medattn.errors import ConfigError, StoreError
 from medattn.training import store
 from medattn.training.config import parse_config
 from medattn.training.records import RunRecord, best_runs
@@ -112,3 +112,23 @@ def test_two_datasets_of_one_source_are_two_table2_columns(tiny_derm, tmp_path):
     assert set(table["n"]) == {2} and set(table["n_pairs"].dropna()) == {2}  # not 4 pooled
     cols = list(wide_table(result.table).columns)
     assert len(cols) == 2 and cols[0].startswith("derm-a") and cols[1].startswith("derm-b")
+
+
+def test_features_choose_per_data_set_and_never_pool_two(tmp_path):
+    """Two data sets of one source: the best run per data set and model; Table 3 asks which."""
+    from medattn.analysis.features.usage import feature_usage, select_runs
+
+    for label in ("derm-a", "derm-b"):
+        for seed, bacc in ((0, 0.6), (1, 0.7)):
+            rid = f"final-{label}-s{seed}"
+            store.write_record(tmp_path, {**_legacy(rid, label, bacc, seed), "dataset_label": None,
+                                          "dataset": label, "source": "isic"})
+    finals = store.final_runs(tmp_path).current
+    best = select_runs(finals, "best")
+    assert sorted(zip(best["dataset"], best["run_id"])) == [
+        ("derm-a", "final-derm-a-s1"), ("derm-b", "final-derm-b-s1")]
+    assert set(select_runs(finals, "all", datasets=["derm-b"])["dataset"]) == {"derm-b"}
+    with pytest.raises(ConfigError, match="2 data sets .*--dataset NAME"):
+        feature_usage(tmp_path, progress=False)
+    with pytest.raises(ConfigError, match="--dataset derm-c"):
+        feature_usage(tmp_path, dataset="derm-c", progress=False)

@@ -455,6 +455,9 @@ def _add_features(sub):
     p.add_argument("--select", choices=["val", "test"], default="val",
                    help="with --runs best: choose the run by validation (default) or test balanced "
                    "accuracy")
+    p.add_argument("--dataset", metavar="NAME", default=None,
+                   help="the study's data set to analyse (its name in the config); needed when "
+                   "the final runs on skin data come from more than one")
     p.add_argument("--condition", nargs="+", choices=["diagnosis", "label"],
                    default=["diagnosis", "label"], metavar="{diagnosis,label}",
                    help="what the tests condition on, the first one primary (default: diagnosis "
@@ -493,7 +496,7 @@ def _add_features(sub):
                                prediction=args.prediction, alpha=args.alpha,
                                set_name=args.set_name, seed=args.seed, test_options=options,
                                patches=args.patches, one_per_group=not args.all_images,
-                               jobs=args.jobs)
+                               jobs=args.jobs, dataset=args.dataset)
         print(result.markdown, end="")
         print("\nwritten:")
         for name, path in result.paths.items():

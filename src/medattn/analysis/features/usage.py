@@ -68,10 +68,15 @@ class UsageResult:
     paths: dict[str, Path] = field(default_factory=dict)
 
 
-def select_runs(records: pd.DataFrame, runs: str = "all", select_by: str = "val") -> pd.DataFrame:
-    """Finished final runs on skin data; for ``runs="best"`` the one per model with the highest
-    balanced accuracy on ``select_by`` (``val`` or ``test``; ties: for ``test`` the validation
-    balanced accuracy, then the run id)."""
+def select_runs(records: pd.DataFrame, runs: str = "all", select_by: str = "val",
+                datasets: list[str] | None = None) -> pd.DataFrame:
+    """Finished final runs on skin data (by their ``source``) of ``datasets`` (default all); for
+    ``runs="best"`` the one per data set and model with the highest balanced accuracy on
+    ``select_by`` (``val`` or ``test``; :func:`medattn.training.records.best_runs`).
+
+    ``records``: :func:`medattn.training.store.final_runs` rows."""
+    from medattn.training.records import best_runs
+
     if runs not in RUN_CHOICES:
         raise ConfigError(f"features: --runs {runs!r} is not one of {', '.join(RUN_CHOICES)}")
     if select_by not in SELECT_CHOICES:
@@ -79,18 +84,29 @@ def select_runs(records: pd.DataFrame, runs: str = "all", select_by: str = "val"
                           f"{', '.join(SELECT_CHOICES)}")
     if records.empty:
         return records
-    rec = records[(records["status"] == "done") & (records["phase"] == "final")].copy()
-    rec = rec[rec["data"].astype(str).str.split(":").str[0].isin(SKIN_SOURCES)]
+    rec = records[(records["status"] == "done") & (records["phase"] == "final")]
+    rec = rec[rec["source"].isin(SKIN_SOURCES)]
+    if datasets:
+        unknown = sorted(set(datasets) - set(rec["dataset"]))
+        if unknown:
+            raise ConfigError(f"features: --dataset {', '.join(unknown)}: no finished final runs "
+                              f"on skin data; available: {', '.join(sorted(set(rec['dataset'])))}")
+        rec = rec[rec["dataset"].isin(datasets)]
     if runs == "all" or rec.empty:
-        return rec.sort_values(["model", "run_id"])
-    key = f"bacc_{select_by}"
-    if key not in rec:
+        return rec.sort_values(["dataset", "model", "run_id"])
+    if f"bacc_{select_by}" not in rec:
         raise ConfigError(f"features: no run has a balanced accuracy on {select_by!r}")
-    rec = rec.assign(_k1=rec[key].fillna(-1.0),
-                     _k2=rec["bacc_val"].fillna(-1.0) if select_by == "test" and "bacc_val" in rec
-                     else 0.0)
-    rec = rec.sort_values(["model", "_k1", "_k2", "run_id"], ascending=[True, False, False, True])
-    return rec.groupby("model", sort=False).head(1).drop(columns=["_k1", "_k2"])
+    return best_runs(rec, ("dataset", "model"), select_by)
+
+
+def _one_dataset(chosen: pd.DataFrame) -> None:
+    """Table 3 describes the runs of one data set: runs of two (say ISIC with two label sets, or
+    ISIC and HAM10000) would be pooled as if they were more runs of each model."""
+    names = list(dict.fromkeys(chosen["dataset"]))
+    if len(names) > 1:
+        raise ConfigError(f"features: the final runs come from {len(names)} data sets "
+                          f"({', '.join(names)}); Table 3 describes one at a time: give "
+                          f"--dataset NAME (one of {', '.join(names)}).")
 
 
 def _slug(spec: str) -> str:
@@ -153,7 +169,8 @@ def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "all", select: str
                   prediction: str = "softmax", alpha: float = 0.01,
                   tests: tuple[str, ...] = DEFAULT_TESTS, set_name: str = "test", seed: int = 0,
                   test_options: dict | None = None, patches: str = "auto",
-                  one_per_group: bool = True, jobs: int = 1, progress: bool = True) -> UsageResult:
+                  one_per_group: bool = True, jobs: int = 1, progress: bool = True,
+                  dataset: str | None = None) -> UsageResult:
     """Run the feature-usage analysis over a study directory and write Table 3.
 
     Args:
@@ -182,6 +199,8 @@ def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "all", select: str
             dependence and inflates false positives. ``False`` tests every image.
         jobs: worker processes for the tests (one feature of one run each); the p-values do not
             depend on it (every test has its own seed).
+        dataset: the study's data set (config name) to analyse; needed when the final runs on
+            skin data come from more than one (Table 3 describes one data set).
     """
     from threadpoolctl import threadpool_limits
     from medattn.progress import progress_bar
@@ -208,7 +227,8 @@ def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "all", select: str
         raise DataError(f"{runs_dir}: not a study directory (no runs/ inside); give the RUNS_DIR "
                         f"of `medattn study` (its --out) or `medattn train` (its --runs)")
     finals = final_runs(runs_dir)  # of the current hyper-parameter selection
-    chosen = select_runs(finals.current, runs, select)
+    chosen = select_runs(finals.current, runs, select, [dataset] if dataset else None)
+    _one_dataset(chosen)
     if chosen.empty:
         raise DataError(f"{runs_dir}: no finished final runs on skin-lesion data "
                         f"({', '.join(SKIN_SOURCES)}); feature usage needs them")
@@ -361,7 +381,7 @@ def _collect(pending: list, rows: list[dict], alpha: float, prediction: str, set
         rows.extend(resumed)
         for feature, n_left_out, future in tasks:
             for r in future.result():
-                rows.append({"model": rec.model, "run_id": rec.run_id,
+                rows.append({"dataset": rec.dataset, "model": rec.model, "run_id": rec.run_id,
                              "split_seed": rec.split_seed, "feature": feature, **r,
                              "n_left_out": n_left_out, "alpha": alpha, "prediction": prediction,
                              "set": set_name, "key": key})
