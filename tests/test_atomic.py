@@ -112,7 +112,7 @@ def _demo_summary(path: Path) -> Path:
 
     k = len(list(path.iterdir()))
     summ = pd.DataFrame({"dataset": ["d"], "model": ["resnet18"], "set": ["test"],
-                         "mean": [0.5 + k / 100], "std": [0.01], "n": [2], "n_diverged": [0]})
+                         "mean_pct": [50.0 + k], "sd_pct": [1.0], "n": [2], "n_diverged": [0]})
     sel = pd.DataFrame({"dataset": ["d"], "model": ["resnet18"], "lr": [1e-3],
                         "weight_decay": [0.0], "mean_val_bacc": [0.5]})
     ctx = types.SimpleNamespace(result=types.SimpleNamespace(summary=summ, selection=sel),
