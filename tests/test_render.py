@@ -80,7 +80,8 @@ from medattn.report import figures
 import medattn.report, medattn.report.features, medattn.report.table2  # noqa: E401
 assert snap() == before, "importing report.figures changed rcParams"
 runs = pd.DataFrame({"backbone": ["resnet18"] * 3, "model": ["base"] * 3,
-                     "bacc_pct": [60.0, 62.0, 61.0], "included": [True] * 3, "status": ["done"] * 3})
+                     "bacc_pct": [60.0, 62.0, 61.0], "included": [True] * 3,
+                     "status": ["done"] * 3})
 fig = figures.bacc_dots(runs, "id", "title")
 png = figures.to_png(fig)
 assert png.startswith(b"\x89PNG"), png[:8]
