@@ -266,6 +266,28 @@ class _Run:
         self.cuda = self.device.type == "cuda"
         self.record: dict[str, Any] = {"run_id": spec.run_id, "status": "running",
                                        "phase": spec.phase, "model": spec.model}
+        # Data, model and optimisation: built by _setup (loading data and weights can fail with
+        # a user error, which train_run treats differently from a failure in training).
+        self.task = None
+        self.classes: list[str] = []
+        self.split: dict[str, np.ndarray] = {}
+        self.fingerprint = ""
+        self.model: nn.Module | None = None
+        self.precision: Precision | None = None
+        self.train_set: Subset | None = None
+        self.eval_sets: dict[str, Any] = {}
+        self.eval_tables: dict[str, Any] = {}
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+        self.scaler = None
+        # Progress of the run: the best epoch so far and its weights (set once the model
+        # exists, replaced by _load_state on resume), and the time spent.
+        self.best_state: dict[str, torch.Tensor] = {}
+        self.best_epoch: int | None = None
+        self.best_bacc = -1.0
+        self.timings: dict[str, Any] = {"train_seconds": 0.0, "data_seconds": 0.0,
+                                        "step_seconds": 0.0, "eval_seconds": 0.0,
+                                        "train_images": 0, "sessions": 0}
 
     # -- set-up --------------------------------------------------------------------------------
 
@@ -483,9 +505,6 @@ class _Run:
         self.record["status"] = "running"
         store.write_record(self.runs_dir, self.record)
         self.best_state = _flat_tensors("", self.model.state_dict())
-        self.best_epoch, self.best_bacc = None, -1.0
-        self.timings = {"train_seconds": 0.0, "data_seconds": 0.0, "step_seconds": 0.0,
-                        "eval_seconds": 0.0, "train_images": 0, "sessions": 0}
         done = self._load_state()
         self.timings["sessions"] += 1
         writer = self._tensorboard()
