@@ -12,9 +12,20 @@ def _clean_environment(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """The whole suite runs torch on one thread, whichever test files are collected: the tiny
+    models here train as fast on one, and runs compared across processes (``--jobs``, Ray) use
+    one too. Set once here, never as a side effect of importing a test module."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def one_thread():
-    """Run the test with one torch thread (steady on the shared 2-core machine), then restore."""
+    """Run the test with one torch thread, also after a test that changed it, then restore."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -46,3 +57,17 @@ def tiny_derm(tmp_path_factory):
     from medattn.data.synthetic import write_derm
     return write_derm(tmp_path_factory.mktemp("tiny_derm"), n=70, n_ood=16, image_size=36,
                       workers=1)
+
+
+@pytest.fixture(scope="session")
+def learnable_derm(tmp_path_factory):
+    """``(isic_spec, pad_spec)``: 150 ISIC-layout and 24 PAD-UFES-20-layout images of 40 px on
+    which a ResNet18 from scratch learns in a few epochs (read-only: copy it before changing it).
+    The class cues are planted at full strength (colourful patches only on nevi, skin colour by
+    class), so that runs of a few epochs with light augmentation (``augment="light"``: a few
+    epochs from scratch cannot learn the paper scheme's invariances) end above chance on
+    validation: tests that assert a run is ``done`` do not depend on luck."""
+    from medattn.data.synthetic import write_derm
+    return write_derm(tmp_path_factory.mktemp("learnable_derm"), n=150, n_ood=24, image_size=40,
+                      patch_bias=1.0, skin_bias=1.0, seed=2, workers=1)
+

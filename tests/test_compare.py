@@ -2,8 +2,6 @@
 
 import json
 import math
-import os
-import sys
 
 import numpy as np
 import pandas as pd
@@ -15,8 +13,7 @@ from medattn import cli
 from medattn.analysis import compare
 from medattn.errors import ConfigError, DataError
 
-sys.path.insert(0, os.path.dirname(__file__))  # the shared fixture, also if tests/ becomes a package
-from test_compare_fixtures import DIVERGED_RUN, FAILED_RUN, N_FINAL, write_fake_study  # noqa: E402
+from tests.fake_study import DIVERGED_RUN, FAILED_RUN, N_FINAL, write_fake_study
 
 
 @pytest.fixture(scope="module")

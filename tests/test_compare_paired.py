@@ -3,9 +3,7 @@ divergence rates, converged vs all runs, and the bootstrap from stored predictio
 
 import json
 import math
-import os
 import shutil
-import sys
 
 import numpy as np
 import pandas as pd
@@ -19,8 +17,7 @@ from medattn.analysis import compare, paired
 from medattn.analysis.bootstrap import SplitPredictions, paired_bootstrap
 from medattn.errors import ConfigError
 
-sys.path.insert(0, os.path.dirname(__file__))  # the shared fixture, also if tests/ becomes a package
-from test_compare_fixtures import DIVERGED_RUN, N_FINAL, SPLIT, write_fake_study  # noqa: E402
+from tests.fake_study import DIVERGED_RUN, N_FINAL, SPLIT, write_fake_study
 
 R = SPLIT["n_test"] / SPLIT["n_train"]
 

@@ -16,8 +16,8 @@ from medattn.data import READERS, load_dataset, load_task
 from medattn.data.detect import EXPECTS, NAMES, SIGNATURES
 from medattn.errors import DataError
 
-from test_data_isic_challenges import write_isic2019
-from test_data_readers import write_isic_new, write_pad
+from tests.test_data_isic_challenges import write_isic2019
+from tests.test_data_readers import write_isic_new, write_pad
 
 
 def test_every_source_is_registered_everywhere():

@@ -15,7 +15,7 @@ from medattn.cli import main
 from medattn.data import load_dataset
 from medattn.errors import DataError
 
-from test_data_readers import _csv, _img, assert_grouped_splits
+from tests.test_data_readers import _csv, _img, assert_grouped_splits
 
 GT2019 = ["image", "MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"]
 META2019 = ["image", "age_approx", "anatom_site_general", "lesion_id", "sex"]

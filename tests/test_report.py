@@ -3,11 +3,9 @@
 import base64
 import io
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 
 import pandas as pd
 import pytest
@@ -17,8 +15,7 @@ from medattn import cli
 from medattn.errors import DataError
 from medattn.report import EXPLAIN_HINT, FEATURES_HINT, build_report
 
-sys.path.insert(0, os.path.dirname(__file__))  # the shared fixture, also if tests/ becomes a package
-from test_compare_fixtures import DIVERGED_RUN, FAILED_RUN, write_fake_study  # noqa: E402
+from tests.fake_study import DIVERGED_RUN, FAILED_RUN, write_fake_study
 
 SECTIONS = ["overview", "table1", "table2", "accuracy", "curves", "confusion", "search", "table3",
             "table4", "runs", "reproduce"]

@@ -74,7 +74,7 @@ def test_official_split_is_the_subset_column_and_refused_without_one(derma, tmp_
     split = official_split(table)
     assert {k: len(v) for k, v in split.items()} == SIZES
     assert (table["subset"].iloc[split["test"]] == "test").all()
-    from test_data_readers import write_camelyon, write_isic_new
+    from tests.test_data_readers import write_camelyon, write_isic_new
     from medattn.data import load_task
     isic, _ = write_isic_new(tmp_path / "isic", n=12)
     with pytest.raises(DataError, match=r"no official train/val/test partition to use "
