@@ -66,7 +66,12 @@ def learnable_derm(tmp_path_factory):
     The class cues are planted at full strength (colourful patches only on nevi, skin colour by
     class), so that runs of a few epochs with light augmentation (``augment="light"``: a few
     epochs from scratch cannot learn the paper scheme's invariances) end above chance on
-    validation: tests that assert a run is ``done`` do not depend on luck."""
+    validation: tests that assert a run is ``done`` do not depend on luck.
+
+    Training is deterministic, so "learns" is a property of (this data, a run's settings and
+    seed). Measured for the runs the tests train (3 epochs, lr 0.05 or 0.02, split seeds 0, 1 and
+    1000): all end above chance + margin (0.353), the lowest at 0.38; with data seed 1, 2 of 15
+    did not. Re-check those runs when the generator changes."""
     from medattn.data.synthetic import write_derm
     return write_derm(tmp_path_factory.mktemp("learnable_derm"), n=150, n_ood=24, image_size=40,
                       patch_bias=1.0, skin_bias=1.0, seed=2, workers=1)
