@@ -19,8 +19,8 @@ from medattn.training.config import RunSpec, TrainSettings
 from medattn.training.engine import train_run
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
-ENV = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-       "OPENBLAS_NUM_THREADS": "1"}
+ENV = {**os.environ, "PYTHONPATH": SRC, "PYTHONFAULTHANDLER": "1", "OMP_NUM_THREADS": "1",
+       "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 TRAIN = {"batch_size": 16, "image_size": 32, "pretrained": False, "threads": 1}
 
 
@@ -163,7 +163,12 @@ def test_ctrl_c_stops_workers_and_cancels_queued_runs(derm, tmp_path):
         workers = _wait(lambda: _training(runs, study.pid), 180,
                         "two workers to start training")
         os.killpg(study.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-        out, err = study.communicate(timeout=20)
+        try:  # generous: the parent exits within seconds, but a loaded machine slows everything
+            out, err = study.communicate(timeout=90)
+        except subprocess.TimeoutExpired:  # show where it hangs: faulthandler dumps every thread
+            os.kill(study.pid, signal.SIGABRT)
+            raise AssertionError("the study did not exit after Ctrl-C:\n"
+                                 + study.communicate(timeout=30)[1][-6000:]) from None
         assert study.returncode == 130, err
         assert "interrupted" in err and "Traceback" not in err
         _wait(lambda: not any(_alive(p) for p in workers.values()), 10, "the workers to stop")
