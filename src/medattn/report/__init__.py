@@ -23,7 +23,8 @@ import pandas as pd
 
 from medattn.atomic import write_text
 from medattn.errors import DataError, MedattnError
-from medattn.report.html import Figure, Pre, Section, Table, Text, render_html, render_markdown
+from medattn.report.html import (MAX_ROWS, Figure, Pre, Section, Table, Text, read_table, render_html,
+                                 render_markdown)
 
 __all__ = ["build_report"]
 
@@ -31,8 +32,6 @@ log = logging.getLogger("medattn.report")
 
 FEATURES_HINT = "not run yet (run `medattn features RUNS_DIR`)"
 EXPLAIN_HINT = "not run yet (run `medattn explain RUNS_DIR`)"
-MAX_ROWS = 120  # rows of an analysis CSV shown in the report
-
 
 def _slug(*parts: str) -> str:
     return "-".join(str(p).replace("+", "").replace(":", "").replace("/", "").replace(" ", "_")
@@ -50,13 +49,6 @@ def _read_yaml(path: Path) -> tuple[dict | None, str | None]:
     except yaml.YAMLError:
         raw = None
     return (raw if isinstance(raw, dict) else None), text
-
-
-def _csv_table(path: Path) -> pd.DataFrame | None:
-    try:
-        return pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.ParserError):
-        return None
 
 
 @dataclass
@@ -248,7 +240,7 @@ def _search(study: _Study) -> Section:
 
     blocks = []
     records = study.records
-    selection = _csv_table(study.runs_dir / "selection.csv")
+    selection = read_table(study.runs_dir / "selection.csv")
     for ds in study.datasets:
         recs = [r for r in records if r.get("phase") == "search" and r.get("dataset") == ds]
         usable = selection is not None and {"dataset", "model", "lr", "weight_decay"} <= set(
@@ -354,7 +346,7 @@ def _artifact_section(folder: Path, sid: str, title: str, csvs: list[str], hint:
     blocks = []
     md = folder / f"{sid}.md"
     for name in csvs:
-        t = _csv_table(folder / name) if (folder / name).is_file() else None
+        t = read_table(folder / name) if (folder / name).is_file() else None
         if t is not None:
             cap = f"`{folder.name}/{name}`"
             if len(t) > MAX_ROWS:  # keep the page light; the file has everything

@@ -21,16 +21,7 @@ from medattn.analysis.features.table3 import (
     truth_cells,
 )
 from medattn.report.figures import styled, subplots, to_png
-
-MAX_ROWS = 120  # rows of a table shown in the report; the CSV has everything
-
-
-def _read(path: Path, **kw) -> pd.DataFrame | None:
-    try:
-        return pd.read_csv(path, **kw)
-    except (OSError, ValueError, pd.errors.ParserError):
-        return None
-
+from medattn.report.html import MAX_ROWS, read_table
 
 def _legend(md_path: Path) -> str:
     """The legend paragraphs under the first table of table3.md."""
@@ -113,7 +104,7 @@ def table3_section(folder: Path, hint: str):
 
     title = "Table 3: feature usage"
     # cells are text ("2/3", "✓", "n/a"): pandas would read "n/a" as a missing number
-    table = _read(folder / "table3.csv", dtype=str, keep_default_na=False)
+    table = read_table(folder / "table3.csv", dtype=str, keep_default_na=False)
     if table is None or "condition" not in table:
         return None  # not written by this version: the generic section shows what is there
     truths = None
@@ -123,7 +114,7 @@ def table3_section(folder: Path, hint: str):
         except (OSError, ValueError):
             truths = None
     blocks = [Table(table3_frame(table, truths), _legend(folder / "table3.md"), index=True)]
-    summary = _read(folder / "usage.csv")
+    summary = read_table(folder / "usage.csv")
     if summary is not None and len(summary):
         fig = effect_figure(summary)
         if fig is not None:
@@ -133,7 +124,7 @@ def table3_section(folder: Path, hint: str):
                                  "CMI: the CMIknn estimate minus its shuffle mean, nats; HSIC: "
                                  "the cHSIC statistic standardised by its permutation null. "
                                  "Filled: given the fine diagnosis; open: given the label."))
-    diffs = _read(folder / "differences.csv")
+    diffs = read_table(folder / "differences.csv")
     if diffs is not None and len(diffs):
         sig = diffs[diffs["verdict"].isin(["more", "less"])]
         cols = ["condition", "feature", "test", "model", "reference", "pairs", "difference",

@@ -11,10 +11,22 @@ import base64
 import html
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 
 from medattn.render import markdown_table
+
+MAX_ROWS = 120  # rows of an analysis CSV shown in the report; the CSV has everything
+
+
+def read_table(path: Path, **kw) -> pd.DataFrame | None:
+    """An analysis CSV for the report (``kw``: to ``pandas.read_csv``), or None if it is missing
+    or unreadable: the report shows what is there."""
+    try:
+        return pd.read_csv(path, **kw)
+    except (OSError, ValueError, pd.errors.ParserError):
+        return None
 
 __all__ = ["Figure", "Pre", "Section", "Table", "Text", "render_html", "render_markdown"]
 
