@@ -5,9 +5,10 @@ For every data set and model, each (learning rate, weight decay) pair of the gri
 (ties: the first pair in grid order, learning rates outer, weight decays inner); then the model is
 trained with it on ``final.splits`` further splits (or, with ``final.scheme: kfold``, on every
 fold of ``final.repeats`` repetitions of grouped ``final.folds``-fold cross-validation). Runs
-already finished are skipped, so an interrupted study is completed by running it again. Selection waits for a complete search: a
-search run that failed or was lost stops the study before it (a selection without that grid point
-could pick another setting), and final runs record the selection they were trained under.
+already finished are skipped, so an interrupted study is completed by running it again.
+Selection waits for a complete search: a search run that failed or was lost stops the study
+before it (a selection without that grid point could pick another setting), and final runs
+record the selection they were trained under.
 """
 
 from __future__ import annotations
