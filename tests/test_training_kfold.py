@@ -13,6 +13,7 @@ import pytest
 from medattn.analysis import compare
 from medattn.analysis.variance import KFOLD_DESIGNS, variance_factor
 from medattn.errors import ConfigError
+from medattn.report.tables import expected_runs
 from medattn.training import store
 from medattn.training.config import parse_config
 from medattn.training.study import final_specs, run_study, select_hparams
@@ -44,6 +45,9 @@ def test_kfold_config_expands_into_repeats_x_folds_runs_per_model():
     # the resolved config (study.yaml) reads back to the same design
     again = parse_config(cfg.to_dict(), "study.yaml")
     assert again.final_units() == cfg.final_units() and again.final_scheme == "kfold"
+    # and the report expects r x k final runs of each model from it
+    exp = expected_runs(cfg.to_dict())
+    assert list(exp[exp["phase"] == "final"]["expected"]) == [10, 10]
 
 
 def test_random_scheme_stays_the_default_and_keeps_its_run_ids():

@@ -294,7 +294,7 @@ def _run_table(runs: pd.DataFrame, *, test: str, alpha: float, margin: float, po
             used = both[both["run_id"].isin(set(pairs["run_id"]) | set(pairs["ref_run_id"]))]
             ratio, why = paired.comparison_ratio(used, test_train_ratio)
             notes += [f"{own['dataset']}: {w}" for w in why]
-            factor, why = paired.comparison_factor(used, len(pairs), ratio, test_train_ratio)
+            factor, why = paired.comparison_factor(used, len(pairs), ratio)
             notes += [f"{own['dataset']}: {w}" for w in why]
             row.update(paired.paired_columns(pairs["diff"].to_numpy(), ratio, alpha=alpha,
                                              margin=margin, factor=factor))

@@ -151,15 +151,16 @@ def paired_columns(diffs: np.ndarray, ratio: float, *, alpha: float, margin: flo
     }
 
 
-def comparison_factor(runs: pd.DataFrame, n_pairs: int, ratio: float,
-                      override: float | None = None) -> tuple[float, list[str]]:
+def comparison_factor(runs: pd.DataFrame, n_pairs: int,
+                      ratio: float) -> tuple[float, list[str]]:
     """The variance factor of one comparison's corrected test from its runs' design (``kind``
-    and ``folds`` of :func:`run_info`), and a note when it is not Bouckaert & Frank's."""
-    from medattn.analysis.variance import kfold_multiplier, variance_factor
+    and ``folds`` of :func:`run_info`; ``ratio``: r = n_test / n_train as used), and a note when
+    it is not Bouckaert & Frank's 1/J + r."""
+    from medattn.analysis.variance import KFOLD_DESIGNS, kfold_multiplier, variance_factor
 
     j = max(int(n_pairs), 1)
     kinds = set(runs["kind"].dropna()) if "kind" in runs else set()
-    if override is not None or kinds != {"kfold"}:
+    if kinds != {"kfold"}:
         if "kfold" in kinds:
             return 1 / j + ratio, ["runs of k-fold and of other splits are paired; the "
                                    "correction uses random splits' factor 1/J + r"]
@@ -169,23 +170,17 @@ def comparison_factor(runs: pd.DataFrame, n_pairs: int, ratio: float,
         return 1 / j + ratio, ["k-fold runs without one recorded number of folds; the "
                                "correction uses random splits' factor 1/J + r"]
     k = folds[0]
-    repeats = max(1, round(j / k))
+    # repetitions: the distinct repetition seeds among the paired runs
+    repeats = int(runs["split_seed"].nunique()) if "split_seed" in runs else max(1, round(j / k))
     try:
         c = kfold_multiplier(k, repeats)
-    except ConfigError:  # a design this version has not calibrated (runs of an older config)
-        c = max(kfold_multiplier(*d) for d in _kfold_designs() if d[0] == k) if any(
-            d[0] == k for d in _kfold_designs()) else 1.0
+    except ConfigError:  # not a calibrated design (e.g. runs of another version's config)
+        c = max(KFOLD_DESIGNS.values())
         return 1 / j + c * ratio, [f"{k}-fold x {repeats} is not a calibrated design; the "
-                                   f"correction uses the largest calibrated multiplier for "
-                                   f"{k} folds, c = {c:g}"]
+                                   f"correction uses the largest calibrated multiplier, c = {c:g}"]
     factor = variance_factor("kfold", j, ratio, folds=k, repeats=repeats)
     return factor, [f"repeated {k}-fold ({repeats} x {k} = {j} pairs): variance factor "
                     f"1/J + {c:g} r = {factor:.4g} (calibrated; docs/statistics.md)"]
-
-
-def _kfold_designs():
-    from medattn.analysis.variance import KFOLD_DESIGNS
-    return list(KFOLD_DESIGNS)
 
 
 def divergence_table(frame: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
