@@ -170,3 +170,18 @@ def test_tiny_kfold_study_runs_end_to_end_and_compare_pairs_every_fold(learnable
     row = out.table[out.table["model"] == "ga"].iloc[0]
     assert row["n_pairs"] == 5 and row["boot_n_pairs"] == 5
     assert len(res.summary) >= 2
+
+
+def test_report_shows_one_column_per_repetition_and_fold():
+    import pandas as pd
+
+    from medattn.report.table2_extras import pairs_display
+    keys = dict(dataset="isic", set="id", backbone="resnet18", model="ga", reference="resnet18")
+    kfold = pd.DataFrame([{**keys, "split_seed": s, "fold": f, "diff": s + f / 10}
+                          for s in (0, 1) for f in range(3)])
+    out = pairs_display(kfold)
+    assert [c for c in out.columns if c.startswith("s") and c != "set"] == [
+        "s0f0", "s0f1", "s0f2", "s1f0", "s1f1", "s1f2"]
+    assert out["s1f2"].iloc[0] == "+1.20"
+    random = kfold.assign(fold=float("nan")).drop_duplicates("split_seed")
+    assert [c for c in pairs_display(random).columns if c.startswith("s") and c != "set"] == ["s0", "s1"]
