@@ -20,11 +20,12 @@ __all__ = ["KFOLD_DESIGNS", "SCHEMES", "check_kfold_design", "kfold_multiplier",
 
 SCHEMES = ("random", "kfold")
 
-# (folds, repeats) -> c, the calibrated multiplier of n_test/n_train in the variance factor,
-# from `benchmarks/calibrate_designs.py --calibrate 1500 --replicates 1000` (docs/statistics.md,
+# (folds, repeats) -> c, the calibrated multiplier of n_test/n_train in the variance factor, from
+# `benchmarks/calibrate_designs.py --calibrate 1500 --replicates 1000` (docs/statistics.md,
 # "Designs: random splits or repeated k-fold"): the smallest c >= 1 (grid 0.05) whose null
-# rejection rate at alpha 0.05 stayed <= 0.045 for both learners on 1 500 replicates, checked on
-# 1 000 fresh ones.
+# rejection rate at alpha 0.05 stayed <= 0.045 for both learners over 1 500 replicates. Every
+# design below got c = 1 (Bouckaert & Frank's factor); on 1 000 fresh replicates their type-I
+# error was 0.000-0.019 (upper 95 % bound <= 0.030). Designs not listed are not offered.
 KFOLD_DESIGNS: dict[tuple[int, int], float] = {
     (5, 1): 1.0,
     (5, 2): 1.0,
