@@ -23,7 +23,7 @@ import pandas as pd
 
 from medattn.errors import ConfigError, DataError
 
-__all__ = ["kfold_assign", "kfold_split"]
+__all__ = ["check_kfold", "kfold_assign", "kfold_split"]
 
 
 def _rng(*parts: object) -> np.random.Generator:
@@ -32,7 +32,8 @@ def _rng(*parts: object) -> np.random.Generator:
                                   for i in range(0, 16, 4)])
 
 
-def _check(folds: int, val_fraction: float) -> None:
+def check_kfold(folds: int, val_fraction: float) -> None:
+    """Raise :class:`ConfigError` unless ``folds`` >= 3 and ``val_fraction`` in [0, 1 - 1/k)."""
     if int(folds) != folds or folds < 3:
         raise ConfigError(f"k-fold splits need `final.folds` >= 3 (an integer), got {folds!r}.")
     if not 0 <= val_fraction < 1 - 1 / folds:
@@ -56,7 +57,7 @@ def kfold_assign(codes: np.ndarray, labels: np.ndarray, seed: int, folds: int,
         (folds, n_groups) bool, ``val[i, g]`` when group g is in the validation part of fold i
         (never for a group of fold i itself).
     """
-    _check(folds, val_fraction)
+    check_kfold(folds, val_fraction)
     codes, labels = np.asarray(codes, np.int64), np.asarray(labels, np.int64)
     n_groups = int(codes.max()) + 1
     counts = np.zeros((n_groups, int(labels.max()) + 1), np.int64)

@@ -280,9 +280,9 @@ def parse_config(raw: Any, src: str = "<config>", *, data_root: str | None = Non
             raise ConfigError(f"{src}: `final.scheme: kfold` draws its own folds; it cannot be "
                               "combined with `train.split: official` (the data set's fixed "
                               "partition). Use one or the other.")
-        from medattn.data.kfold import _check as check_folds
+        from medattn.data.kfold import check_kfold
         try:
-            check_folds(f_folds, train.fractions[1])
+            check_kfold(f_folds, train.fractions[1])
         except ConfigError as err:
             raise ConfigError(f"{src}: {err}") from None
 
