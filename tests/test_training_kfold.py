@@ -63,7 +63,7 @@ def test_random_scheme_stays_the_default_and_keeps_its_run_ids():
 @pytest.mark.parametrize("final, needle", [
     ({"scheme": "kfolds"}, "`final.scheme` must be `random`"),
     ({"scheme": "kfold", "folds": 2}, "`final.folds` must be >= 3"),
-    ({"scheme": "kfold", "folds": 7, "repeats": 3}, "whose corrected test has been calibrated; offered"),
+    ({"scheme": "kfold", "folds": 7, "repeats": 3}, "corrected test has been calibrated; offered"),
     ({"scheme": "kfold", "folds": 5, "splits": 10}, "`final.splits` is for random splits"),
     ({"splits": 10, "repeats": 2}, "`final.repeats` is for `final.scheme: kfold`"),
     ({"scheme": "kfold", "folds": 5, "repeat": 2}, "Did you mean `repeats`"),
@@ -184,4 +184,5 @@ def test_report_shows_one_column_per_repetition_and_fold():
         "s0f0", "s0f1", "s0f2", "s1f0", "s1f1", "s1f2"]
     assert out["s1f2"].iloc[0] == "+1.20"
     random = kfold.assign(fold=float("nan")).drop_duplicates("split_seed")
-    assert [c for c in pairs_display(random).columns if c.startswith("s") and c != "set"] == ["s0", "s1"]
+    cols = [c for c in pairs_display(random).columns if c.startswith("s") and c != "set"]
+    assert cols == ["s0", "s1"]

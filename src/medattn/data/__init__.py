@@ -1,8 +1,8 @@
 """Data: readers for the real on-disk layouts, leak-free splits, augmentation, a cache, synthetic sets.
 
 Contract (``docs/architecture.md``): ``load_dataset``, ``load_task``/``Task``, ``make_split``,
-``official_split``, ``kfold_split``, ``read_image``, ``build_transform``, ``ImageDataset``, ``ImageCache`` and
-``synthetic``.
+``official_split``, ``kfold_split``, ``read_image``, ``build_transform``, ``ImageDataset``,
+``ImageCache`` and ``synthetic``.
 """
 
 from medattn.data import synthetic
