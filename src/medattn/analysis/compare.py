@@ -86,7 +86,7 @@ STAT_COLUMNS = ["test", "diff", "diff_ci_low", "diff_ci_high", "se", "t", "df", 
                 "welch_p", "welch_ci_low", "welch_ci_high", "welch_significant", "hedges_g",
                 "hedges_g_ci_low", "hedges_g_ci_high", "welch_tost_p", "welch_detectable_diff"]
 TABLE_COLUMNS = KEY_COLUMNS + STAT_COLUMNS
-PAIR_COLUMNS = ["dataset", "backbone", "model", "set", "reference", "split_seed", "run_id",
+PAIR_COLUMNS = ["dataset", "backbone", "model", "set", "reference", "split_seed", "fold", "run_id",
                 "ref_run_id", "bacc_pct", "ref_bacc_pct", "diff"]
 
 
@@ -294,8 +294,10 @@ def _run_table(runs: pd.DataFrame, *, test: str, alpha: float, margin: float, po
             used = both[both["run_id"].isin(set(pairs["run_id"]) | set(pairs["ref_run_id"]))]
             ratio, why = paired.comparison_ratio(used, test_train_ratio)
             notes += [f"{own['dataset']}: {w}" for w in why]
+            factor, why = paired.comparison_factor(used, len(pairs), ratio)
+            notes += [f"{own['dataset']}: {w}" for w in why]
             row.update(paired.paired_columns(pairs["diff"].to_numpy(), ratio, alpha=alpha,
-                                             margin=margin))
+                                             margin=margin, factor=factor))
             row["corrected_diff"] = row["paired_diff"]
             pair_frames.append(pairs.assign(**{k: own[k] for k in ("dataset", "backbone",
                                                                   "model", "set")},
@@ -347,7 +349,7 @@ def compare_runs(runs_dir: str | os.PathLike, *, include_diverged: bool = False,
     if summary.empty:
         raise DataError(f"{runs_dir}: no finished final runs with test metrics; run "
                         f"`medattn study` first (search runs do not enter Table 2).")
-    runs = runs.merge(info[["run_id", "kind", "test_train_ratio", "ratio_source"]],
+    runs = runs.merge(info[["run_id", "kind", "test_train_ratio", "ratio_source", "folds"]],
                       on="run_id", how="left")
     opts = dict(test=test, alpha=alpha, margin=margin, power=power, correction=correction,
                 test_train_ratio=test_train_ratio)

@@ -17,9 +17,10 @@ import pandas as pd
 
 from medattn.analysis import stats
 from medattn.analysis.bootstrap import SplitPredictions, paired_bootstrap
-from medattn.errors import DataError
+from medattn.errors import ConfigError, DataError
 
-__all__ = ["DEFAULT_FRACTIONS", "add_bootstrap", "bootstrap_pairs", "comparison_ratio",
+__all__ = ["DEFAULT_FRACTIONS", "add_bootstrap", "bootstrap_pairs", "comparison_factor",
+           "comparison_ratio",
            "divergence_table", "pair_runs", "paired_columns", "run_info", "side_by_side",
            "split_info"]
 
@@ -43,8 +44,10 @@ def split_info(record: dict) -> dict:
             n_test = sizes.get("n_test", sizes.get("test"))
             numbers = isinstance(n_train, (int, float)) and isinstance(n_test, (int, float))
             if numbers and n_train > 0:
-                return {"kind": (split or {}).get("kind", "random"),
-                        "test_train_ratio": float(n_test) / float(n_train), "ratio_source": source}
+                kind = (split or {}).get("kind", "random")
+                folds = (split or {}).get("folds") if kind == "kfold" else None
+                return {"kind": kind, "test_train_ratio": float(n_test) / float(n_train),
+                        "ratio_source": source, **({"folds": int(folds)} if folds else {})}
     fr = ((record.get("config") or {}).get("train") or {}).get("fractions")
     if isinstance(fr, (list, tuple)) and len(fr) == 3 and all(
             isinstance(f, (int, float)) for f in fr) and fr[0] > 0:
@@ -55,7 +58,8 @@ def split_info(record: dict) -> dict:
 
 
 def run_info(records: Iterable[dict]) -> pd.DataFrame:
-    """Per final run: ``run_id, n_classes, ood_sets, kind, test_train_ratio, ratio_source``."""
+    """Per final run: ``run_id, n_classes, ood_sets, kind, test_train_ratio, ratio_source,
+    folds`` (kind ``random``, ``official`` or ``kfold``; folds: k of a k-fold run, else NaN)."""
     rows = []
     for r in records:
         if r.get("phase") != "final":
@@ -64,52 +68,77 @@ def run_info(records: Iterable[dict]) -> pd.DataFrame:
         rows.append({"run_id": r.get("run_id"), "n_classes": len(classes) or np.nan,
                      "ood_sets": [f"ood-{k}" for k in (r.get("ood") or {})], **split_info(r)})
     return pd.DataFrame(rows, columns=["run_id", "n_classes", "ood_sets", "kind",
-                                       "test_train_ratio", "ratio_source"])
+                                       "test_train_ratio", "ratio_source", "folds"])
+
+
+def _unit(seed, fold) -> tuple[int, int] | None:
+    """The pairing key of a run: (split seed, fold), fold -1 for a random split; None: unknown."""
+    if seed is None or pd.isna(seed):
+        return None
+    return int(seed), -1 if fold is None or pd.isna(fold) else int(fold)
+
+
+def _unit_name(unit: tuple[int, int]) -> str:
+    return str(unit[0]) if unit[1] < 0 else f"{unit[0]} fold {unit[1]}"
 
 
 def pair_runs(variant: pd.DataFrame, reference: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Join a variant's and its reference's runs (long rows of one data set and set) on the split
-    seed; returns ``(pairs, notes)`` with pairs ``split_seed, run_id, ref_run_id, bacc_pct,
-    ref_bacc_pct, diff`` (pp; diff = variant - reference), sorted by seed.
+    seed, and for k-fold runs on (repetition seed, fold); returns ``(pairs, notes)`` with pairs
+    ``split_seed, fold, run_id, ref_run_id, bacc_pct, ref_bacc_pct, diff`` (pp; diff = variant -
+    reference; fold NaN for random splits), sorted by seed and fold.
 
-    Seeds with a run on one side only are left out (named in the notes); where a model has several
-    runs on one seed the last by run id is used (and noted).
+    Units with a run on one side only are left out (named in the notes); where a model has several
+    runs on one unit the last by run id is used (and noted).
     """
     notes = []
     sides = []
     for side in (variant, reference):
-        by_seed: dict[int, tuple[str, float]] = {}
-        for run_id, seed, bacc, bb, model in sorted(zip(side["run_id"], side["split_seed"],
-                                                        side["bacc_pct"], side["backbone"],
-                                                        side["model"])):
-            if pd.isna(seed):
+        folds = side["fold"] if "fold" in side else pd.Series(np.nan, index=side.index)
+        by_unit: dict[tuple[int, int], tuple[str, float]] = {}
+        for run_id, seed, fold, bacc, bb, model in sorted(
+                zip(side["run_id"], side["split_seed"], folds, side["bacc_pct"],
+                    side["backbone"], side["model"]), key=lambda t: t[0]):
+            unit = _unit(seed, fold)
+            if unit is None:
                 notes.append(f"{bb} {model}: run {run_id} records no split seed and cannot be "
                              f"paired")
                 continue
-            if int(seed) in by_seed:
-                notes.append(f"{bb} {model}: several final runs on split seed {int(seed)}; "
-                             f"paired using the last by run id, not {by_seed[int(seed)][0]}")
-            by_seed[int(seed)] = (run_id, float(bacc))
-        sides.append(by_seed)
+            if unit in by_unit:
+                notes.append(f"{bb} {model}: several final runs on split seed "
+                             f"{_unit_name(unit)}; paired using the last by run id, not "
+                             f"{by_unit[unit][0]}")
+            by_unit[unit] = (run_id, float(bacc))
+        sides.append(by_unit)
     v, r = sides
     common = sorted(set(v) & set(r))
     lonely = sorted(set(v) ^ set(r))
     if lonely:
-        notes.append(f"split seed(s) {', '.join(map(str, lonely))} have a run of only one of the "
-                     f"two models and are left out of the pairs")
-    pairs = pd.DataFrame({"split_seed": common, "run_id": [v[s][0] for s in common],
-                          "ref_run_id": [r[s][0] for s in common],
-                          "bacc_pct": [v[s][1] for s in common],
-                          "ref_bacc_pct": [r[s][1] for s in common]},
-                         columns=["split_seed", "run_id", "ref_run_id", "bacc_pct", "ref_bacc_pct"])
+        notes.append(f"split seed(s) {', '.join(map(_unit_name, lonely))} have a run of only one "
+                     f"of the two models and are left out of the pairs")
+    pairs = pd.DataFrame({"split_seed": [u[0] for u in common],
+                          "fold": [u[1] if u[1] >= 0 else np.nan for u in common],
+                          "run_id": [v[u][0] for u in common],
+                          "ref_run_id": [r[u][0] for u in common],
+                          "bacc_pct": [v[u][1] for u in common],
+                          "ref_bacc_pct": [r[u][1] for u in common]},
+                         columns=["split_seed", "fold", "run_id", "ref_run_id", "bacc_pct",
+                                  "ref_bacc_pct"])
     pairs["diff"] = pairs["bacc_pct"] - pairs["ref_bacc_pct"]
     return pairs, notes
 
 
-def paired_columns(diffs: np.ndarray, ratio: float, *, alpha: float, margin: float) -> dict:
-    """The paired, corrected and Bayesian statistics of per-split differences (pp)."""
+def paired_columns(diffs: np.ndarray, ratio: float, *, alpha: float, margin: float,
+                   factor: float | None = None) -> dict:
+    """The paired, corrected and Bayesian statistics of per-split differences (pp).
+
+    ``ratio``: n_test / n_train; ``factor``: the design's variance factor
+    (:func:`medattn.analysis.variance.variance_factor`; default 1/J + ratio, random splits)."""
     naive = stats.paired_ttest(diffs, alpha)
-    corr = stats.corrected_ttest(diffs, ratio, alpha)
+    j = int(np.isfinite(np.asarray(diffs, float)).sum())
+    # corrected_ttest's se is s_d sqrt(1/J + x): pass the x that gives the design's factor
+    extra = ratio if factor is None or j < 1 else max(0.0, factor - 1.0 / j)
+    corr = stats.corrected_ttest(diffs, extra, alpha)
     probs = stats.bayes_from_t(corr.diff, corr.se, corr.df, margin) if corr.n > 1 else (
         math.nan,) * 3
     return {
@@ -120,6 +149,38 @@ def paired_columns(diffs: np.ndarray, ratio: float, *, alpha: float, margin: flo
         "corrected_p": corr.p, "corrected_ci_low": corr.ci_low, "corrected_ci_high": corr.ci_high,
         "p_worse": probs[0], "p_equivalent": probs[1], "p_better": probs[2],
     }
+
+
+def comparison_factor(runs: pd.DataFrame, n_pairs: int,
+                      ratio: float) -> tuple[float, list[str]]:
+    """The variance factor of one comparison's corrected test from its runs' design (``kind``
+    and ``folds`` of :func:`run_info`; ``ratio``: r = n_test / n_train as used), and a note when
+    it is not Bouckaert & Frank's 1/J + r."""
+    from medattn.analysis.variance import KFOLD_DESIGNS, kfold_multiplier, variance_factor
+
+    j = max(int(n_pairs), 1)
+    kinds = set(runs["kind"].dropna()) if "kind" in runs else set()
+    if kinds != {"kfold"}:
+        if "kfold" in kinds:
+            return 1 / j + ratio, ["runs of k-fold and of other splits are paired; the "
+                                   "correction uses random splits' factor 1/J + r"]
+        return 1 / j + ratio, []
+    folds = sorted({int(f) for f in runs["folds"].dropna()}) if "folds" in runs else []
+    if len(folds) != 1:
+        return 1 / j + ratio, ["k-fold runs without one recorded number of folds; the "
+                               "correction uses random splits' factor 1/J + r"]
+    k = folds[0]
+    # repetitions: the distinct repetition seeds among the paired runs
+    repeats = int(runs["split_seed"].nunique()) if "split_seed" in runs else max(1, round(j / k))
+    try:
+        c = kfold_multiplier(k, repeats)
+    except ConfigError:  # not a calibrated design (e.g. runs of another version's config)
+        c = max(KFOLD_DESIGNS.values())
+        return 1 / j + c * ratio, [f"{k}-fold x {repeats} is not a calibrated design; the "
+                                   f"correction uses the largest calibrated multiplier, c = {c:g}"]
+    factor = variance_factor("kfold", j, ratio, folds=k, repeats=repeats)
+    return factor, [f"repeated {k}-fold ({repeats} x {k} = {j} pairs): variance factor "
+                    f"1/J + {c:g} r = {factor:.4g} (calibrated; docs/statistics.md)"]
 
 
 def divergence_table(frame: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
@@ -207,11 +268,11 @@ def bootstrap_pairs(runs_dir, pairs: pd.DataFrame, set_name: str, *, n_resamples
         a = _predictions(runs_dir, p.run_id, set_name, cache)
         b = _predictions(runs_dir, p.ref_run_id, set_name, cache)
         if a is None or b is None:
-            missing.append(int(p.split_seed))
+            missing.append(_unit_name(_unit(p.split_seed, getattr(p, "fold", None))))
             continue
         m = a.merge(b, on="image_id", suffixes=("_a", "_b"))
         if len(m) != len(a) or len(m) != len(b) or (m["label_a"] != m["label_b"]).any():
-            mismatch.append(int(p.split_seed))
+            mismatch.append(_unit_name(_unit(p.split_seed, getattr(p, "fold", None))))
             continue
         merged.append(m)
         n_classes = max(n_classes, a.attrs["n_classes"], int(m["label_a"].max()) + 1)
@@ -227,10 +288,10 @@ def bootstrap_pairs(runs_dir, pairs: pd.DataFrame, set_name: str, *, n_resamples
     notes = []
     if missing:
         notes.append(f"no stored predictions on `{set_name}` for split seed(s) "
-                     f"{', '.join(map(str, missing))}; left out of the bootstrap")
+                     f"{', '.join(missing)}; left out of the bootstrap")
     if mismatch:
         notes.append(f"the two models' `{set_name}` predictions of split seed(s) "
-                     f"{', '.join(map(str, mismatch))} are not on the same images; left out of "
+                     f"{', '.join(mismatch)} are not on the same images; left out of "
                      f"the bootstrap (were the runs trained on different data?)")
     if not splits:
         return {"boot_ci_low": math.nan, "boot_ci_high": math.nan, "boot_n_pairs": 0}, notes

@@ -20,7 +20,7 @@ __all__ = ["RUN_COLUMNS", "SUMMARY_COLUMNS", "read_summary", "summarize_runs"]
 
 SUMMARY_COLUMNS = ["dataset", "backbone", "model", "set", "mean", "sd", "n"]
 RUN_COLUMNS = ["run_id", "dataset", "backbone", "model", "status", "set", "bacc_pct", "included",
-               "split_seed", "imputed"]
+               "split_seed", "imputed", "fold"]
 
 
 def read_summary(path: str | os.PathLike) -> pd.DataFrame:
@@ -96,11 +96,11 @@ def summarize_runs(frame: pd.DataFrame, include_diverged: bool = False,
     :func:`medattn.analysis.paired.run_info` of the same runs (optional). Returns ``(summary,
     runs, excluded)``: the summary in percent of the included runs, the per-run values in long
     form (``run_id, dataset, backbone, model, status, set, bacc_pct, included, split_seed,
-    imputed``; diverged runs are in it, not included unless ``include_diverged``) and the final
-    runs that did not enter (``run_id, dataset, backbone, model, status, reason``). A diverged
-    run that recorded no accuracy (a non-finite loss) is counted at chance, 1 / n_classes, on
-    every test set (``imputed``), when ``info`` names its classes and sets: a model that outputs
-    NaN predicts one class for every image.
+    imputed, fold``; fold: k-fold runs only; diverged runs are in it, not included unless
+    ``include_diverged``) and the final runs that did not enter (``run_id, dataset, backbone,
+    model, status, reason``). A diverged run that recorded no accuracy (a non-finite loss) is
+    counted at chance, 1 / n_classes, on every test set (``imputed``), when ``info`` names its
+    classes and sets: a model that outputs NaN predicts one class for every image.
     """
     need = {"run_id", "status", "phase", "dataset", "backbone", "variant"}
     if len(frame) and not need <= set(frame.columns):
@@ -139,7 +139,8 @@ def summarize_runs(frame: pd.DataFrame, include_diverged: bool = False,
         for s, v in sets.items():
             long.append({**base, "set": s, "bacc_pct": 100.0 * float(v),
                          "included": r["status"] in allowed,
-                         "split_seed": seed if pd.notna(seed) else np.nan, "imputed": imputed})
+                         "split_seed": seed if pd.notna(seed) else np.nan, "imputed": imputed,
+                         "fold": r.get("fold", np.nan)})
     runs = pd.DataFrame(long, columns=RUN_COLUMNS)
     excl = pd.DataFrame(excluded, columns=["run_id", "dataset", "backbone", "model", "status",
                                            "reason"])

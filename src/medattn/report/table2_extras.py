@@ -35,17 +35,22 @@ def _vs(reference: str) -> str:
 
 def pairs_display(pairs: pd.DataFrame) -> pd.DataFrame:
     """Per-split differences variant − reference (pp), one row per comparison, one column per
-    split seed (``s<seed>``); empty where a split has no pair."""
+    split seed (``s<seed>``; k-fold runs: ``s<seed>f<fold>``); empty where a split has no pair."""
     if pairs is None or pairs.empty:
         return pd.DataFrame()
     keys = ["dataset", "set", "backbone", "model", "reference"]
-    wide = pairs.pivot_table(index=keys, columns="split_seed", values="diff", sort=False)
+    # one column per pairing unit: split seed, and for k-fold runs (repetition seed, fold)
+    fold = pairs["fold"] if "fold" in pairs else pd.Series(float("nan"), index=pairs.index)
+    unit = pairs.assign(_fold=fold.fillna(-1).astype(int))
+    wide = unit.pivot_table(index=keys, columns=["split_seed", "_fold"], values="diff",
+                            sort=False)
     out = pd.DataFrame({
         "dataset": [k[0] for k in wide.index], "set": [k[1] for k in wide.index],
         "model": [_label(k[2], k[3]) for k in wide.index],
         "vs": [_vs(k[4]) for k in wide.index]})
-    for seed in sorted(wide.columns):
-        out[f"s{int(seed)}"] = [_num(v, "+.2f") for v in wide[seed].to_numpy()]
+    for seed, f in sorted(wide.columns):
+        name = f"s{int(seed)}" if f < 0 else f"s{int(seed)}f{int(f)}"
+        out[name] = [_num(v, "+.2f") for v in wide[(seed, f)].to_numpy()]
     return out
 
 

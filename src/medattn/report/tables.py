@@ -45,7 +45,9 @@ def expected_runs(config: dict) -> pd.DataFrame:
     # As training.study.search_specs: a one-point grid and models with fixed hparams skip search.
     n_search = grid * int(search.get("splits") or 0) if grid > 1 else 0
     fixed = set((config.get("hparams") or {}).keys())
-    n_final = int((config.get("final") or {}).get("splits") or 0)
+    final = config.get("final") or {}
+    n_final = (int(final.get("folds") or 0) * int(final.get("repeats") or 0)
+               if final.get("scheme") == "kfold" else int(final.get("splits") or 0))
     for ds in config.get("datasets") or []:
         name = ds.get("name") if isinstance(ds, dict) else str(ds)
         for model in config.get("models") or []:

@@ -100,7 +100,8 @@ def record_lost(runs_dir: Path, spec: RunSpec, cause: str) -> RunRecord | None:
             rec = dataclasses.replace(rec, status="failed", message=cause) if rec else RunRecord(
                 run_id=spec.run_id, status="failed", phase=spec.phase, model=spec.model,
                 dataset=spec.dataset, data=spec.data, lr=spec.lr, weight_decay=spec.weight_decay,
-                split_seed=spec.split_seed, message=cause)
+                split_seed=spec.split_seed, fold=spec.fold, folds=spec.folds or None,
+                message=cause)
             store.write_record(runs_dir, rec)
             return rec
     except MedattnError as err:

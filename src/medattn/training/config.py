@@ -60,6 +60,10 @@ class StudyConfig:
     model_options: tuple[tuple[str, Any], ...] = ()
     hparams: tuple[tuple[str, float, float], ...] = ()  # (model, lr, wd) fixed: no search
     source: str = ""  # file the config came from
+    # final phase: "random" (final_splits random splits) or "kfold" (final_splits = repeats
+    # repetitions, seeds first_seed.., of final_folds grouped folds each); see docs/training.md
+    final_scheme: str = "random"
+    final_folds: int = 0
 
     def resolve(self, spec: str) -> str:
         """``source:PATH`` with PATH made absolute (a relative PATH is joined onto ``data_root``)."""
@@ -75,17 +79,27 @@ class StudyConfig:
         return None
 
     def run_spec(self, phase: str, ds: DatasetConfig, model: str, lr: float, wd: float,
-                 seed: int) -> RunSpec:
+                 seed: int, fold: int | None = None) -> RunSpec:
+        """One run; ``fold`` (final k-fold runs only) picks the test fold of repetition ``seed``."""
+        kfold = fold is not None
         return RunSpec(phase=phase, dataset=ds.name, data=self.resolve(ds.data), model=model,
                        lr=float(lr), weight_decay=float(wd), split_seed=int(seed),
                        ood=tuple(self.resolve(s) for s in ds.ood),
-                       model_options=self.model_options, train=self.train)
+                       model_options=self.model_options, train=self.train,
+                       folds=self.final_folds if kfold else 0, fold=int(fold) if kfold else None)
 
     def search_seeds(self) -> list[int]:
         return [self.search_first_seed + i for i in range(self.search_splits)]
 
     def final_seeds(self) -> list[int]:
+        """Split seeds of the final phase (k-fold: one per repetition)."""
         return [self.final_first_seed + i for i in range(self.final_splits)]
+
+    def final_units(self) -> list[tuple[int, int | None]]:
+        """``(split seed, fold)`` of every final run of one model (fold None: random splits)."""
+        if self.final_scheme == "kfold":
+            return [(s, f) for s in self.final_seeds() for f in range(self.final_folds)]
+        return [(s, None) for s in self.final_seeds()]
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config in the YAML schema (written to ``RUNS_DIR/study.yaml``)."""
@@ -99,7 +113,10 @@ class StudyConfig:
             "model_options": dict(self.model_options),
             "search": {"lr": list(self.search_lr), "weight_decay": list(self.search_weight_decay),
                        "splits": self.search_splits, "first_seed": self.search_first_seed},
-            "final": {"splits": self.final_splits, "first_seed": self.final_first_seed},
+            "final": ({"splits": self.final_splits, "first_seed": self.final_first_seed}
+                      if self.final_scheme == "random" else
+                      {"scheme": "kfold", "folds": self.final_folds,
+                       "repeats": self.final_splits, "first_seed": self.final_first_seed}),
             "train": train,
         }
         if self.hparams:
@@ -110,7 +127,7 @@ class StudyConfig:
 _TOP_KEYS = {"name", "data_root", "datasets", "models", "model_options", "search", "final",
              "train", "hparams"}
 _SEARCH_KEYS = {"lr", "weight_decay", "splits", "first_seed"}
-_FINAL_KEYS = {"splits", "first_seed"}
+_FINAL_KEYS = {"scheme", "splits", "first_seed", "folds", "repeats"}
 _DATASET_KEYS = {"name", "data", "ood"}
 _TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainSettings)}
 
@@ -250,7 +267,7 @@ def parse_config(raw: Any, src: str = "<config>", *, data_root: str | None = Non
                     "search.weight_decay", src, minimum=0)
     s_splits = int(_num(search.get("splits", 2), "search.splits", src, integer=True, minimum=1))
     s_seed = int(_num(search.get("first_seed", 1000), "search.first_seed", src, integer=True))
-    f_splits = int(_num(final.get("splits", 10), "final.splits", src, integer=True, minimum=1))
+    f_scheme, f_splits, f_folds = _parse_final(final, src)
     f_seed = int(_num(final.get("first_seed", 0), "final.first_seed", src, integer=True))
     if set(range(s_seed, s_seed + s_splits)) & set(range(f_seed, f_seed + f_splits)):
         raise ConfigError(f"{src}: `search.first_seed` and `final.first_seed` give overlapping "
@@ -258,6 +275,16 @@ def parse_config(raw: Any, src: str = "<config>", *, data_root: str | None = Non
 
     train_raw = _check_keys(raw.get("train") or {}, _TRAIN_KEYS, "train", src)
     train = _parse_train(train_raw, src)
+    if f_scheme == "kfold":
+        if train.split == "official":
+            raise ConfigError(f"{src}: `final.scheme: kfold` draws its own folds; it cannot be "
+                              "combined with `train.split: official` (the data set's fixed "
+                              "partition). Use one or the other.")
+        from medattn.data.kfold import check_kfold
+        try:
+            check_kfold(f_folds, train.fractions[1])
+        except ConfigError as err:
+            raise ConfigError(f"{src}: {err}") from None
 
     hp = raw.get("hparams") or {}
     if not isinstance(hp, dict):
@@ -277,7 +304,34 @@ def parse_config(raw: Any, src: str = "<config>", *, data_root: str | None = Non
                        search_weight_decay=wds, search_splits=s_splits, search_first_seed=s_seed,
                        final_splits=f_splits, final_first_seed=f_seed, train=train,
                        data_root=str(root), model_options=tuple(sorted(mopts.items())),
-                       hparams=tuple(hparams), source=src)
+                       hparams=tuple(hparams), source=src, final_scheme=f_scheme,
+                       final_folds=f_folds)
+
+
+def _parse_final(final: dict, src: str) -> tuple[str, int, int]:
+    """``(scheme, splits, folds)`` of the `final` block; k-fold: splits = repeats."""
+    scheme = final.get("scheme", "random")
+    if scheme not in ("random", "kfold"):
+        raise ConfigError(f"{src}: `final.scheme` must be `random` (J random splits, the "
+                          f"paper's design) or `kfold` (repeated grouped k-fold), got {scheme!r}.")
+    if scheme == "random":
+        for key in ("folds", "repeats"):
+            if key in final:
+                raise ConfigError(f"{src}: `final.{key}` is for `final.scheme: kfold`; random "
+                                  "splits take `final.splits` (or set `scheme: kfold`).")
+        return scheme, int(_num(final.get("splits", 10), "final.splits", src, integer=True,
+                                minimum=1)), 0
+    if "splits" in final:
+        raise ConfigError(f"{src}: `final.splits` is for random splits; `final.scheme: kfold` "
+                          "runs `final.folds` x `final.repeats` (e.g. folds: 5, repeats: 2).")
+    folds = int(_num(final.get("folds", 5), "final.folds", src, integer=True, minimum=3))
+    repeats = int(_num(final.get("repeats", 1), "final.repeats", src, integer=True, minimum=1))
+    from medattn.analysis.variance import check_kfold_design
+    try:
+        check_kfold_design(folds, repeats)
+    except ConfigError as err:
+        raise ConfigError(f"{src}: {err}") from None
+    return scheme, repeats, folds
 
 
 def _parse_train(t: dict, src: str) -> TrainSettings:

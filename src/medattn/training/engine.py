@@ -301,11 +301,16 @@ class _Run:
         self.classes = list(task.classes)
         if t.split == "official":  # the data set's own partition: runs differ only by seed
             self.split = official_split(task.table)
+        elif s.folds:  # fold `fold` of repetition `split_seed`, validation from the other folds
+            from medattn.data.kfold import kfold_split
+            self.split = kfold_split(task.table, s.split_seed, s.folds, s.fold,
+                                     val_fraction=t.fractions[1])
         else:
             self.split = make_split(task.table, s.split_seed, fractions=tuple(t.fractions))
         for part in ("train", "val", "test"):
             if len(self.split[part]) == 0:
-                raise DataError(f"{s.data}: the {part} part of split {s.split_seed} is empty; "
+                raise DataError(f"{s.data}: the {part} part of split {s.split_seed}"
+                                f"{f' fold {s.fold}' if s.folds else ''} is empty; "
                                 "the data set is too small for the split fractions.")
         self.fingerprint = data_fingerprint(task.table, task.ood)
         mspec = parse_model_name(s.model)
@@ -318,12 +323,16 @@ class _Run:
             best_epoch=None, metrics={}, data_fingerprint=self.fingerprint, versions=versions(),
             timings={}, config={**s.to_dict(), "device": str(self.device)}, message="",
             split_sizes={k: int(len(v)) for k, v in self.split.items()},
-            split={"kind": t.split, "fractions": list(t.fractions) if t.split == "random" else None,
+            split={"kind": "kfold" if s.folds else t.split,
+                   "fractions": list(t.fractions) if t.split == "random" else None,
+                   **({"repetition": s.split_seed, "fold": s.fold, "folds": s.folds,
+                       "train_seed": s.train_seed} if s.folds else {}),
                    **{f"n_{k}": int(len(v)) for k, v in self.split.items()}},
+            fold=s.fold, folds=s.folds or None,
             data_summary=data_summary(task.table, task.ood), selection=s.selection,
             worker={"host": platform.node(), "pid": os.getpid()})
 
-        seed_everything(s.split_seed)  # model initialisation depends only on the seed
+        seed_everything(s.train_seed)  # model initialisation depends only on the seed
         self.model = create_model(s.model, num_classes=len(self.classes), pretrained=t.pretrained,
                                   **dict(s.model_options))
         cfg = getattr(self.model, "pretrained_cfg", None) or {}
@@ -357,7 +366,7 @@ class _Run:
 
     def _loader(self, ds, *, train: bool, epoch: int = 0) -> DataLoader:
         t = self.spec.train
-        gen = torch.Generator().manual_seed(_epoch_seed(self.spec.split_seed, epoch))
+        gen = torch.Generator().manual_seed(_epoch_seed(self.spec.train_seed, epoch))
         return DataLoader(ds, batch_size=t.batch_size, shuffle=train, generator=gen,
                           drop_last=train and len(ds) > t.batch_size,  # no size-1 BatchNorm batch
                           num_workers=t.num_workers, worker_init_fn=_worker_init,
@@ -510,7 +519,7 @@ class _Run:
         writer = self._tensorboard()
         diverged_msg = ""
         for epoch in range(done + 1, t.epochs + 1):
-            seed_everything(_epoch_seed(s.split_seed, epoch))
+            seed_everything(_epoch_seed(s.train_seed, epoch))
             e0 = time.perf_counter()
             train_loss, bad_step = self._train_epoch(epoch)
             e1 = time.perf_counter()

@@ -27,7 +27,7 @@ from medattn.errors import StoreError
 
 # Scalar fields that become frame columns (:meth:`RunRecord.row`), in column order.
 SCALARS = ("run_id", "status", "phase", "model", "backbone", "variant", "dataset", "source",
-           "data", "split_seed", "lr", "weight_decay", "batch_size", "epochs", "image_size",
+           "data", "split_seed", "fold", "lr", "weight_decay", "batch_size", "epochs", "image_size",
            "best_epoch", "data_fingerprint", "message")
 FRAME_COLUMNS = SCALARS + ("seconds", "selection_id")
 
@@ -53,7 +53,9 @@ class RunRecord(Mapping):
     data: str | None = None  # source:PATH
     ood: dict[str, str] | None = None  # OOD set name -> source:PATH
     classes: list[str] | None = None
-    split_seed: int | None = None
+    split_seed: int | None = None  # random split's seed; k-fold: the repetition's seed
+    fold: int | None = None  # k-fold runs: the test fold (0 .. folds - 1) of repetition split_seed
+    folds: int | None = None  # k-fold runs: k
     lr: float | None = None
     weight_decay: float | None = None
     batch_size: int | None = None

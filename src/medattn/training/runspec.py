@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from medattn.errors import ConfigError
 
 __all__ = ["AMP_MODES", "AUGMENT", "CHANNELS_LAST_MODES", "SPLITS", "RunSpec", "TrainSettings",
@@ -98,6 +100,8 @@ class RunSpec:
     ``data``/``ood`` are the resolved data specs (``source:PATH``) the run loads; ``dataset`` is the
     short label used in the run id (paths do not enter the id, so moving the data keeps results).
     The training seed equals ``split_seed``: split and initialisation vary together across runs.
+    A k-fold run (``folds`` > 0) tests on fold ``fold`` of repetition ``split_seed`` and its
+    training seed derives from both (:attr:`train_seed`).
     """
 
     phase: str  # "search" or "final"
@@ -113,6 +117,17 @@ class RunSpec:
     # Final runs: the hyper-parameter selection they are trained under (id, lr, weight_decay,
     # source, mean_val_bacc, search_runs), copied into the record. Not part of the run id.
     selection: dict[str, Any] | None = field(default=None, compare=False)
+    folds: int = 0  # k of a k-fold final run; 0: a random (or official) split
+    fold: int | None = None  # its test fold, 0 .. folds - 1
+
+    @property
+    def train_seed(self) -> int:
+        """Seed of initialisation and data order: ``split_seed``, or for a k-fold run a hash of
+        (repetition seed, folds, fold), so each fold of a repetition starts differently."""
+        if not self.folds:
+            return int(self.split_seed)
+        ss = np.random.SeedSequence([int(self.split_seed), int(self.folds), int(self.fold)])
+        return int(ss.generate_state(1)[0] >> 1)  # 31 bits: any generator takes it
 
     @property
     def run_id(self) -> str:
@@ -129,9 +144,13 @@ class RunSpec:
             key["pretrained"] = f"file:{_file_digest(self.train.pretrained)}"
         if self.train.split != "random":  # only then, so ids of random-split runs stay as they were
             key["split"] = self.train.split
+        fold = ""
+        if self.folds:  # likewise: only k-fold runs carry the key
+            key["kfold"] = [int(self.folds), int(self.fold)]
+            fold = f"-fold{self.fold}of{self.folds}"
         digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
         return (f"{self.phase}-{self.dataset}-{self.model}-lr{self.lr:g}-wd{self.weight_decay:g}"
-                f"-split{self.split_seed}-{digest}")
+                f"-split{self.split_seed}{fold}-{digest}")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (also what crosses process boundaries for the Ray backend)."""

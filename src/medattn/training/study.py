@@ -3,10 +3,12 @@
 For every data set and model, each (learning rate, weight decay) pair of the grid is trained on
 ``search.splits`` splits; the pair with the highest mean validation balanced accuracy is selected
 (ties: the first pair in grid order, learning rates outer, weight decays inner); then the model is
-trained with it on ``final.splits`` further splits. Runs already finished are skipped, so an
-interrupted study is completed by running it again. Selection waits for a complete search: a
-search run that failed or was lost stops the study before it (a selection without that grid point
-could pick another setting), and final runs record the selection they were trained under.
+trained with it on ``final.splits`` further splits (or, with ``final.scheme: kfold``, on every
+fold of ``final.repeats`` repetitions of grouped ``final.folds``-fold cross-validation). Runs
+already finished are skipped, so an interrupted study is completed by running it again.
+Selection waits for a complete search: a search run that failed or was lost stops the study
+before it (a selection without that grid point could pick another setting), and final runs
+record the selection they were trained under.
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ def select_hparams(config: StudyConfig, records: list[RunRecord | dict]) -> pd.D
 def _final_groups(config: StudyConfig, selection: pd.DataFrame) -> list[list[RunSpec]]:
     by_name = {d.name: d for d in config.datasets}
     return [[config.run_spec("final", by_name[row.dataset], row.model, row.lr, row.weight_decay,
-                             seed) for seed in config.final_seeds()]
+                             seed, fold) for seed, fold in config.final_units()]
             for row in selection.itertuples()]
 
 
@@ -114,7 +116,8 @@ def _selection_id(group: list[RunSpec]) -> str:
     """Names a selection by the recipe of its final runs (everything that enters their run ids
     but the split seed): equal ids, identically trained final runs; more or other final splits
     keep the id."""
-    recipe = dataclasses.replace(group[0], split_seed=0).run_id
+    recipe = dataclasses.replace(group[0], split_seed=0,
+                                 fold=0 if group[0].folds else None).run_id
     return hashlib.sha1(recipe.encode()).hexdigest()[:12]
 
 
@@ -273,7 +276,7 @@ def run_study(config: StudyConfig | str | os.PathLike, runs_dir: str | os.PathLi
         track = tracker(tracking, config.name, runs_dir)  # a bad URI fails here, not hours later
 
         search = search_specs(config)
-        n_final = len(config.datasets) * len(config.models) * config.final_splits
+        n_final = len(config.datasets) * len(config.models) * len(config.final_units())
         log.info("study %s: %d search runs, then %d final runs", config.name, len(search),
                  n_final)
         progress = StudyProgress(config.name, len(search) + n_final, track,
