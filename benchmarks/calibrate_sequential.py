@@ -111,7 +111,8 @@ def main() -> None:
         print("| " + " | ".join(str(row[c]) for c in cols) + " |")
     print(f"\n{a.replicates} replicates per cell, r = {a.ratio:.4f}, ROPE +-{MARGIN} pp, alpha "
           f"{a.alpha}; {time.time() - t0:.0f} s on {platform.machine()} "
-          f"({platform.processor() or 'cpu'}), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+          f"({platform.processor() or 'cpu'}), "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ was chosen because it needs no information-fraction model (the corrected se has 
 information does not grow like J) and its calibration is one quantile of a simulation.
 
 A decision counts only with >= 3 pairs and a non-zero sd (:data:`MIN_PAIRS`). Units: pp.
-``benchmarks/calibrate_sequential.py`` checks the error rates and the runs saved (docs/statistics.md).
+``benchmarks/calibrate_sequential.py`` checks the error rates and the runs saved
+(docs/statistics.md).
 """
 
 from __future__ import annotations
@@ -198,16 +199,25 @@ def read_state(runs_dir) -> dict | None:
         return None
 
 
-def sequential_note(runs_dir) -> str | None:
-    """The line Table 2 of a sequential study carries (None for a fixed design)."""
+def sequential_note(runs_dir) -> list[str]:
+    """The lines Table 2 of a sequential study carries (empty for a fixed design): the design,
+    where models stopped, and each comparison's sequential decision with its repeated CI."""
     state = read_state(runs_dir)
     if not state:
-        return None
+        return []
     stops = sorted({(m.get("stopped_batch"), m.get("reason", "")) for m in
                     (state.get("models") or {}).values() if m.get("stopped_batch")})
     where = "; ".join(f"batch {b}: {why}" for b, why in stops) or "not stopped yet"
-    return (f"sequential design (stop when decided, batches of {state.get('batch')}, at most "
-            f"{state.get('max_splits')} splits, threshold {state.get('threshold_note', 'calibrated')}"
-            f"): stopped at {where}. The fixed-design CIs and p-values in this table are "
-            f"optimistic after optional stopping; the repeated CIs valid for the design are in "
-            f"{STATE_FILE} (`rci_low`, `rci_high`) and the study summary.")
+    lines = [f"sequential design (stop when decided, batches of {state.get('batch')}, at most "
+             f"{state.get('max_splits')} splits, posterior threshold "
+             f"{state.get('threshold_note', 'calibrated')}): stopped at {where}. The fixed-design "
+             f"CIs, p-values and the 0.95 Bayes column of this table are optimistic after optional "
+             f"stopping; the design's decisions and repeated 95% CIs follow (also in "
+             f"{STATE_FILE})."]
+    for key, c in (state.get("comparisons") or {}).items():
+        lo, hi = c.get("rci_low"), c.get("rci_high")
+        ci = f"repeated CI [{lo:+.2f}, {hi:+.2f}] pp" if lo is not None and hi is not None \
+            else "no interval"
+        lines.append(f"sequential: {key}: {c.get('decision') or 'undecidable'} at batch "
+                     f"{c.get('batch')} ({c.get('n')} pairs), {ci}")
+    return lines
