@@ -21,6 +21,13 @@ used, and the fixed design at equal power: the fewest splits J a single look (th
 sequential rule's power ("> 3N" when none up to 3N does: the corrected se has the floor sd sqrt(r)).
 
     nice -n 10 python benchmarks/calibrate_sequential.py --replicates 4000
+
+``--learner lda`` instead replays the sequential rule on the per-split accuracies of cheap
+learners (``benchmarks/calibrate_compare.py``'s setting: fresh pools of 2 000 samples, random
+70/10/20 splits, LDA on noisy views; null: equal population balanced accuracy; alternative:
+2 pp apart), batches of 2 splits up to 10, against the fixed designs at 10 splits:
+
+    nice -n 10 python benchmarks/calibrate_sequential.py --learner lda --replicates 1000
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from medattn.analysis import sequential as seq
 from medattn.analysis import stats
 
 DESIGNS = [(2, 10), (3, 30), (5, 30)]  # (batch B, max splits N)
-SDS = [0.5, 1.0, 2.0, 4.0]  # sd of one paired difference, pp
+SDS = [0.5, 1.0, 2.0, 4.0, 8.0]  # sd of one paired difference, pp
 MARGIN = 1.0
 
 
@@ -94,13 +101,55 @@ def cell(b: int, n: int, sd: float, r: float, n_rep: int, alpha: float, rng) -> 
     return out
 
 
+def learner_table(args) -> None:
+    """The sequential rule on cheap learners' per-split accuracies (calibrate_compare's setup)."""
+    import calibrate_compare as cc  # the sibling script (benchmarks/ is sys.path[0])
+    from threadpoolctl import threadpool_limits
+
+    n_train = int(round(cc.FRACTIONS[0] * args.pool))
+    r = round(cc.FRACTIONS[2] * args.pool) / n_train
+    looks = seq.planned_looks(args.batch, args.splits)
+    thr = seq.calibrate_threshold(looks, r, args.alpha)
+    t0 = time.time()
+    opts = argparse.Namespace(seed=args.seed, pool=args.pool, splits=args.splits,
+                              learner=args.learner)
+    with threadpool_limits(1):
+        tau_b = cc.calibrate(0.8, 2.0, args.learner, n_train, args.seed)
+        acc = [cc.replicate(rep, opts, 0.8, tau_b) for rep in range(args.replicates)]
+    rules = {f"sequential (B={args.batch}, N={args.splits}, threshold {thr:.4f})": (looks, thr),
+             f"naive: 0.95 at every look (B={args.batch})": (looks, 0.95),
+             f"fixed J={args.splits}, threshold 0.975 (same guarantee)": ((args.splits,), 0.975),
+             f"fixed J={args.splits}, threshold 0.95 (Table 2's Bayes column)":
+                 ((args.splits,), 0.95)}
+    print("| rule | false better/worse @0 | P(better) @2 pp | false equivalent @2 pp | "
+          "mean splits @0 / @2 pp |")
+    print("|---|---|---|---|---|")
+    for name, (lk, th) in rules.items():
+        d0 = np.array([a["A"] - a["B0"] for a in acc])
+        d1 = np.array([a["A"] - a["B1"] for a in acc])
+        c0, u0 = seq.first_decisions(d0[:, :lk[-1]], r, MARGIN, lk, th)
+        c1, u1 = seq.first_decisions(d1[:, :lk[-1]], r, MARGIN, lk, th)
+        print(f"| {name} | {rate(np.isin(c0, (-1, 1)))} | {rate(c1 == 1)} | {rate(c1 == 0)} | "
+              f"{u0.mean():.1f} / {u1.mean():.1f} |")
+    print(f"\n{args.replicates} replicates, learner {args.learner}, pool {args.pool}, r = "
+          f"{r:.4f}, tau_B {tau_b:.3f}; {time.time() - t0:.0f} s on {platform.machine()}, "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--replicates", type=int, default=4000)
+    ap.add_argument("--learner", choices=["lda", "logreg"],
+                    help="replay the rule on cheap learners instead of the data model")
+    ap.add_argument("--pool", type=int, default=2000, help="--learner: samples per replicate")
+    ap.add_argument("--splits", type=int, default=10, help="--learner: N, the most splits")
+    ap.add_argument("--batch", type=int, default=2, help="--learner: B, splits per batch")
     ap.add_argument("--ratio", type=float, default=0.2 / 0.7, help="r = n_test / n_train")
     ap.add_argument("--alpha", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=7)
     a = ap.parse_args()
+    if a.learner:
+        return learner_table(a)
     rng = np.random.default_rng(a.seed)
     t0 = time.time()
     rows = [cell(b, n, sd, a.ratio, a.replicates, a.alpha, rng) for b, n in DESIGNS for sd in SDS]
