@@ -25,7 +25,8 @@ sequential rule's power ("> 3N" when none up to 3N does: the corrected se has th
 ``--learner lda`` instead replays the sequential rule on the per-split accuracies of cheap
 learners (``benchmarks/calibrate_compare.py``'s setting: fresh pools of 2 000 samples, random
 70/10/20 splits, LDA on noisy views; null: equal population balanced accuracy; alternative:
-2 pp apart), batches of 2 splits up to 10, against the fixed designs at 10 splits:
+``--delta`` pp apart, default 2), batches of 2 splits up to 10, against the fixed designs at 10
+splits:
 
     nice -n 10 python benchmarks/calibrate_sequential.py --learner lda --replicates 1000
 """
@@ -114,15 +115,16 @@ def learner_table(args) -> None:
     opts = argparse.Namespace(seed=args.seed, pool=args.pool, splits=args.splits,
                               learner=args.learner)
     with threadpool_limits(1):
-        tau_b = cc.calibrate(0.8, 2.0, args.learner, n_train, args.seed)
+        tau_b = cc.calibrate(0.8, args.delta, args.learner, n_train, args.seed)
         acc = [cc.replicate(rep, opts, 0.8, tau_b) for rep in range(args.replicates)]
     rules = {f"sequential (B={args.batch}, N={args.splits}, threshold {thr:.4f})": (looks, thr),
              f"naive: 0.95 at every look (B={args.batch})": (looks, 0.95),
              f"fixed J={args.splits}, threshold 0.975 (same guarantee)": ((args.splits,), 0.975),
              f"fixed J={args.splits}, threshold 0.95 (Table 2's Bayes column)":
                  ((args.splits,), 0.95)}
-    print("| rule | false better/worse @0 | P(better) @2 pp | false equivalent @2 pp | "
-          "mean splits @0 / @2 pp |")
+    at = f"@{args.delta:g} pp"
+    print(f"| rule | false better/worse @0 | P(better) {at} | false equivalent {at} | "
+          f"mean splits @0 / {at} |")
     print("|---|---|---|---|---|")
     for name, (lk, th) in rules.items():
         d0 = np.array([a["A"] - a["B0"] for a in acc])
@@ -144,6 +146,8 @@ def main() -> None:
     ap.add_argument("--pool", type=int, default=2000, help="--learner: samples per replicate")
     ap.add_argument("--splits", type=int, default=10, help="--learner: N, the most splits")
     ap.add_argument("--batch", type=int, default=2, help="--learner: B, splits per batch")
+    ap.add_argument("--delta", type=float, default=2.0,
+                    help="--learner: true difference (pp) of the alternative")
     ap.add_argument("--ratio", type=float, default=0.2 / 0.7, help="r = n_test / n_train")
     ap.add_argument("--alpha", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=7)

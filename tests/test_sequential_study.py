@@ -200,3 +200,17 @@ def test_cli_runs_until_decided_and_prints_where_each_model_stopped(tmp_path, mo
     assert "every comparison decided" in out and "worse" in out and "sequential.json" in out
     cli_error(main(["study", str(cfg), "--out", str(tmp_path / "r2"), "--batch", "2"]), 2,
               "--until-decided")
+
+
+def test_the_report_does_not_list_the_splits_a_stopped_model_skipped_as_missing(tmp_path):
+    import yaml
+
+    from medattn.report import build_report
+
+    means = {"resnet18": 80.0, "resnet18+ga": 60.0}
+    cfg = _config(means)
+    run_until_decided(cfg, tmp_path, Planted(means, sd=0.5), batch=3, max_splits=12)
+    assert yaml.safe_load((tmp_path / "study.yaml").read_text())["final"]["splits"] == 12
+    html = build_report(tmp_path).read_text()
+    assert "No runs are missing" in html
+    assert "sequential design (stop when decided" in html

@@ -271,6 +271,13 @@ def _run_status(study: _Study) -> Section:
     from medattn.report import tables as T
 
     problems, missing = T.run_problems(study.records, study.config)
+    from medattn.analysis.sequential import read_state
+
+    if (state := read_state(study.runs_dir)) and len(missing):  # stopped early on purpose
+        stop = {k: v.get("n_splits", 0) for k, v in (state.get("models") or {}).items()}
+        missing = missing[[not (r.phase == "final" and r.done >= stop.get(f"{r.dataset}/{r.model}",
+                                                                           r.expected))
+                           for r in missing.itertuples()]]
     blocks = [Text("Runs whose status is not `done` (diverged runs are excluded from Table 2 "
                    "unless `--include-diverged`):") if len(problems) else
               Text("Every run finished with status `done`.")]
