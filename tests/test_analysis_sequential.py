@@ -50,8 +50,9 @@ def test_clear_cases_stop_with_the_expected_decision():
 def test_never_decides_with_fewer_than_three_pairs_or_zero_sd():
     d = seq.decide([9.0, 9.5], R, 1.0, LOOKS)
     assert d.decision == "" and "3 pairs" in d.reason
-    d = seq.decide([4.0, 4.0, 4.0, 4.0], R, 1.0, LOOKS)
-    assert d.decision == "" and "zero sd" in d.reason
+    for same in ([4.0] * 4, [0.1] * 5, [2.3] * 7):  # 0.1 and 2.3 leave rounding noise in the sd
+        d = seq.decide(same, R, 1.0, LOOKS)
+        assert d.decision == "" and "zero sd" in d.reason
     code, used = seq.first_decisions(np.full((3, 10), 4.0), R, 1.0, LOOKS, 0.99)
     assert (code == 2).all() and (used == 10).all()
     # a look at 2 pairs is no look even when the vectorised rule is given it

@@ -60,6 +60,7 @@ __all__ = ["DECISIONS", "MIN_PAIRS", "STATE_FILE", "SequentialDecision", "calibr
 MIN_PAIRS = 3
 DECISIONS = ("worse", "equivalent", "better")
 STATE_FILE = "sequential.json"  # a sequential study's state in its runs folder
+_ZERO_SD = 1e-9  # relative: equal differences give an sd of rounding noise, not 0
 
 
 def planned_looks(batch: int, max_pairs: int) -> tuple[int, ...]:
@@ -151,7 +152,7 @@ def decide(diffs, test_train_ratio: float, rope: float, looks, alpha: float = 0.
     if c.n < MIN_PAIRS:
         return SequentialDecision("", c.n, c.diff, nan, nan, nan, nan, thr, nan, nan,
                                   f"fewer than {MIN_PAIRS} pairs")
-    if not (np.isfinite(c.sd) and c.sd > 0):
+    if not (np.isfinite(c.sd) and c.sd > _ZERO_SD * max(1.0, abs(c.diff))):
         return SequentialDecision("", c.n, c.diff, nan, nan, nan, nan, thr, nan, nan,
                                   "zero sd of the differences")
     probs = stats.bayes_from_t(c.diff, c.se, c.df, rope)
@@ -177,7 +178,7 @@ def first_decisions(diffs: np.ndarray, test_train_ratio: float, rope: float, loo
         mean = s1[:, j - 1] / j
         sd = np.sqrt(np.maximum(s2[:, j - 1] - j * mean**2, 0.0) / (j - 1))
         se = sd * math.sqrt(1 / j + r)
-        ok = open_ & (sd > 1e-12 * np.maximum(1.0, np.abs(mean)))
+        ok = open_ & (sd > _ZERO_SD * np.maximum(1.0, np.abs(mean)))
         with np.errstate(divide="ignore", invalid="ignore"):
             worse = ss.t.cdf((-rope - mean) / se, j - 1)
             better = ss.t.sf((rope - mean) / se, j - 1)
