@@ -7,6 +7,7 @@ and interrupts one mid-batch.
 
 import json
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -151,16 +152,31 @@ def test_bad_settings_are_refused_with_the_flag_to_fix(tmp_path):
         run_until_decided(cfg, tmp_path, Planted({}), batch=0)
 
 
-def test_real_training_killed_mid_batch_resumes_to_the_decisions_of_an_uninterrupted_study(
-        learnable_derm, tmp_path):
-    isic, _ = learnable_derm
-    cfg = parse_config({
-        "name": "seqreal", "datasets": [{"data": isic}], "models": ["resnet18", "resnet18+ga"],
+REAL = {"name": "seqreal", "models": ["resnet18", "resnet18+ga"],
         "hparams": {m: {"lr": 0.05, "weight_decay": 0.0} for m in ("resnet18", "resnet18+ga")},
         "final": {"splits": 3},
         "train": {"epochs": 2, "batch_size": 16, "image_size": 32, "pretrained": False,
-                  "threads": 1, "augment": "light"}})
-    whole = run_until_decided(cfg, tmp_path / "whole", LocalBackend(progress=False), batch=1)
+                  "threads": 1, "augment": "light"}}
+
+
+@pytest.fixture(scope="module")
+def real_whole(learnable_derm, tmp_path_factory):
+    """An uninterrupted tiny sequential study with real training (batches of 1, 3 splits)."""
+    cfg = parse_config({**REAL, "datasets": [{"data": learnable_derm[0]}]})
+    out = tmp_path_factory.mktemp("whole")
+    res = run_until_decided(cfg, out, LocalBackend(progress=False), batch=1)
+    return cfg, res, json.loads((out / seq.STATE_FILE).read_text())
+
+
+def _same_ending(cut, whole_state, whole):
+    b = json.loads((cut / seq.STATE_FILE).read_text())
+    assert b["comparisons"] == whole_state["comparisons"] and b["models"] == whole_state["models"]
+    assert whole.comparisons["n"].tolist() == [3]
+
+
+def test_real_training_interrupted_mid_batch_resumes_to_the_uninterrupted_decisions(
+        real_whole, tmp_path):
+    cfg, whole, state = real_whole
     seen = []
 
     def kill_in_batch_three(epoch, entry):
@@ -168,18 +184,51 @@ def test_real_training_killed_mid_batch_resumes_to_the_decisions_of_an_uninterru
         if len(seen) == 9:  # batches 1-2: 4 runs x 2 epochs; then epoch 1 of run 5
             raise Kill
     with pytest.raises(Kill):
-        run_until_decided(cfg, tmp_path / "cut",
-                          LocalBackend(progress=False, hooks=Hooks(kill_in_batch_three)), batch=1)
-    statuses = sorted(r["status"] for r in store.iter_records(tmp_path / "cut"))
+        run_until_decided(cfg, tmp_path, LocalBackend(progress=False,
+                                                      hooks=Hooks(kill_in_batch_three)), batch=1)
+    statuses = sorted(r["status"] for r in store.iter_records(tmp_path))
     assert statuses.count("running") == 1 and len(statuses) == 5
     seen.clear()
     backend = LocalBackend(progress=False, hooks=Hooks(lambda e, _: seen.append(e)))
-    again = run_until_decided(cfg, tmp_path / "cut", backend, batch=1)
-    assert seen == [2, 1, 2]  # the killed run resumed at epoch 2, then the last run
-    a = json.loads((tmp_path / "whole" / seq.STATE_FILE).read_text())
-    b = json.loads((tmp_path / "cut" / seq.STATE_FILE).read_text())
-    assert a["comparisons"] == b["comparisons"] and a["models"] == b["models"]
-    assert again.comparisons["n"].tolist() == whole.comparisons["n"].tolist() == [3]
+    run_until_decided(cfg, tmp_path, backend, batch=1)
+    assert seen == [2, 1, 2]  # the interrupted run resumed at epoch 2, then the last run
+    _same_ending(tmp_path, state, whole)
+
+
+@pytest.mark.slow
+def test_a_sequential_study_killed_with_sigkill_mid_batch_resumes_to_the_same_decisions(
+        real_whole, learnable_derm, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    cfg, whole, state = real_whole
+    path = tmp_path / "seq.yaml"
+    path.write_text(yaml.safe_dump({**REAL, "datasets": [{"data": learnable_derm[0]}]}))
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "medattn.cli", "study", str(path), "--out",
+                             str(tmp_path / "cut"), "--until-decided", "--batch", "1",
+                             "--device", "cpu"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:  # kill it once a run of batch 3 (split seed 2) has started
+        deadline = time.monotonic() + 300
+        while not any(r.get("split_seed") == 2 for r in store.iter_records(tmp_path / "cut")):
+            assert proc.poll() is None and time.monotonic() < deadline, "never reached batch 3"
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    before = json.loads((tmp_path / "cut" / seq.STATE_FILE).read_text())
+    assert before["batches_done"] == 2 and before["active"]
+    assert any(r["status"] == "running" for r in store.iter_records(tmp_path / "cut"))
+    run_until_decided(cfg, tmp_path / "cut", LocalBackend(progress=False), batch=1)
+    _same_ending(tmp_path / "cut", state, whole)
 
 
 def test_cli_runs_until_decided_and_prints_where_each_model_stopped(tmp_path, monkeypatch, capsys,
