@@ -263,3 +263,4 @@ def test_the_report_does_not_list_the_splits_a_stopped_model_skipped_as_missing(
     html = build_report(tmp_path).read_text()
     assert "No runs are missing" in html
     assert "sequential design (stop when decided" in html
+    assert "--until-decided --batch 3 --max-splits 12 --margin 1.0" in html  # to reproduce

@@ -34,6 +34,19 @@ log = logging.getLogger("medattn.train")
 SETTINGS = ("batch", "max_splits", "first_seed", "margin", "alpha")
 
 
+# A replicate is what one batch adds B of. Today: one random split (its seed), one pair per
+# comparison. A design with several pairs per replicate (repeated k-fold: a repetition of k
+# folds) plugs in here: its replicate index, and planned looks counted in pairs (B * k per batch).
+def spec_replicate(spec, first_seed: int) -> int:
+    """0-based replicate index of a final run (random splits: split seed - first seed)."""
+    return spec.split_seed - first_seed
+
+
+def pairs_upto(pairs: pd.DataFrame, first_seed: int, n_replicates: int) -> pd.DataFrame:
+    """The pairs (``compare`` pairs, one row per split seed) of the first ``n_replicates``."""
+    return pairs[(pairs["split_seed"] - first_seed) < n_replicates]
+
+
 @dataclass
 class SequentialResult:
     """``study``: the last batch's :class:`~medattn.training.study.StudyResult`; ``models``: per
@@ -66,7 +79,7 @@ def look(runs_dir: Path, first_seed: int, n_splits: int, looks: tuple[int, ...],
     from medattn.analysis.compare import compare_runs
 
     res = compare_runs(runs_dir, bootstrap=0, margin=margin, alpha=alpha)
-    pairs = res.pairs[res.pairs["split_seed"] < first_seed + n_splits]
+    pairs = pairs_upto(res.pairs, first_seed, n_splits)
     keys = ["dataset", "backbone", "model", "set", "reference"]
     out = []
     for row in res.table.to_dict("records"):
@@ -185,7 +198,8 @@ def run_until_decided(config, runs_dir: str | os.PathLike | None = None,
         active = set(state["active"])
 
         def keep(spec, n=n_splits, active=active) -> bool:
-            return spec.split_seed < first + n and f"{spec.dataset}/{spec.model}" in active
+            return (spec_replicate(spec, first) < n
+                    and f"{spec.dataset}/{spec.model}" in active)
 
         log.info("sequential study %s: batch %d of at most %d (%d splits, %d active models)",
                  config.name, k, len(ends), n_splits, len(active))

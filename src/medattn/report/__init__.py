@@ -305,6 +305,12 @@ def _reproduce(study: _Study) -> Section:
                    f"RUNS_DIR` the same command completes this study's missing runs (finished "
                    f"runs are skipped). Each run's split and initialisation are seeded by its "
                    f"split seed.")]
+    from medattn.analysis.sequential import read_state
+
+    if state := read_state(study.runs_dir):  # the command must repeat the sequential design
+        blocks.append(Text(f"This is a sequential study: add `--until-decided --batch "
+                           f"{state.get('batch')} --max-splits {state.get('max_splits')} --margin "
+                           f"{state.get('margin')}` to the study command."))
     versions = T.versions_table(study.records)
     if len(versions):
         blocks.append(Table(versions, "Package versions recorded by the runs."))
