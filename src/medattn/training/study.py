@@ -309,6 +309,7 @@ def _run_phases(config: StudyConfig, runs_dir: Path, backend, search: list[RunSp
     final = final_specs(config, selection)
     if final_filter is not None:
         final = [s for s in final if final_filter(s)]
+        progress.bar.total = len(search) + len(final)  # the bar was sized for every final run
     log.info("study %s: %d final runs", config.name, len(final))
     progress.run(backend, final, runs_dir, **opts)
     finals = store.final_runs(runs_dir)
