@@ -24,7 +24,7 @@ for every sd and every true difference (a bound, not an approximation):
   deciding "better" needs ``mean - m > t se`` i.e. ``T > t + (m - delta)/se >= t`` when
   ``delta <= m``; likewise "worse"; so P(false better or worse) <= P(some |T_k| > t) = alpha.
 - false "equivalent" (true ``|delta| >= 2m``, indeed ``>= m``): needs ``mean + t se < m``, i.e.
-  ``T < -t``: probability <= alpha / 2.
+  ``T < -t``: one side of the crossing, probability <= alpha (about alpha / 2).
 
 The bound is reached only where the ROPE is negligible against the standard error. The same
 boundary gives *repeated confidence intervals* (Jennison & Turnbull 1989; Jennison & Turnbull
