@@ -315,6 +315,17 @@ def _add_study(sub):
                    "first epoch (finished runs are kept)")
     _add_pretrained_options(p, default=None)
     _add_tracking_option(p)
+    # Stop when decided (medattn.sequential_study, docs/statistics.md "Stopping when decided").
+    p.add_argument("--until-decided", action="store_true",
+                   help="train the final phase in batches and stop each model once all its "
+                   "comparisons are decided (error rates held under the repeated looks)")
+    p.add_argument("--max-splits", type=int, metavar="N",
+                   help="--until-decided: the most final splits per model (default the "
+                   "config's final.splits)")
+    p.add_argument("--batch", type=int, default=5, metavar="B",
+                   help="--until-decided: final splits added per batch (default 5)")
+    p.add_argument("--margin", type=float, default=1.0, metavar="PP",
+                   help="--until-decided: the ROPE / equivalence margin in pp (default 1)")
 
     def run(args):
         from medattn.errors import IncompleteStudyError
@@ -326,6 +337,11 @@ def _add_study(sub):
         opts = ({"address": args.address, "num_cpus": args.cpus_per_run,
                  "num_gpus": args.gpus_per_run, "max_retries": args.retries}
                 if args.backend == "ray" else {"device": args.device, "jobs": args.jobs})
+        if args.until_decided:
+            return _run_sequential(args, config, opts)
+        if args.max_splits is not None or args.batch != 5 or args.margin != 1.0:
+            raise ConfigError("--max-splits, --batch and --margin of `medattn study` apply only "
+                              "with --until-decided; add it, or drop them.")
         try:
             res = run_study(config, args.out, args.backend, restart=args.restart,
                             tracking=args.tracking, **opts)
@@ -335,6 +351,20 @@ def _add_study(sub):
             raise
         _print_study(res)
         print(f"results in {res.runs_dir} (next: medattn compare {res.runs_dir})")
+
+    def _run_sequential(args, config, opts):
+        from medattn.sequential_study import run_until_decided
+
+        res = run_until_decided(config, args.out, args.backend, batch=args.batch,
+                                max_splits=args.max_splits, margin=args.margin,
+                                restart=args.restart, tracking=args.tracking, **opts)
+        _print_study(res.study)
+        print("stop when decided: where each model stopped and why")
+        print(res.models.to_string(index=False))
+        shown = res.comparisons[["key", "decision", "batch", "n", "diff", "rci_low", "rci_high"]]
+        print(shown.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+        print(f"repeated CIs (rci_low, rci_high) hold over all looks; state in "
+              f"{res.runs_dir}/sequential.json (next: medattn compare {res.runs_dir})")
 
     def _print_study(res):
         counts = res.records["status"].value_counts().to_dict() if len(res.records) else {}

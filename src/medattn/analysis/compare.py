@@ -368,6 +368,11 @@ def compare_runs(runs_dir: str | os.PathLike, *, include_diverged: bool = False,
                      "chance level, 1 / number of classes, where diverged runs are included")
     divergence = _sort_models(paired.divergence_table(frame), list(summary["dataset"]))
     settings = _settings(dict(opts, bootstrap=bootstrap, seed=seed), include_diverged)
+    from medattn.analysis.sequential import sequential_note  # a stop-when-decided study
+
+    if lines := sequential_note(runs_dir):
+        notes[:0] = lines
+        settings["design"] = "sequential"
     return CompareResult(table, runs, excluded, settings, pairs=pairs, divergence=divergence,
                          sensitivity=sensitivity, notes=notes, warnings=finals.warnings)
 

@@ -271,6 +271,13 @@ def _run_status(study: _Study) -> Section:
     from medattn.report import tables as T
 
     problems, missing = T.run_problems(study.records, study.config)
+    from medattn.analysis.sequential import read_state
+
+    if (state := read_state(study.runs_dir)) and len(missing):  # stopped early on purpose
+        stop = {k: v.get("n_splits", 0) for k, v in (state.get("models") or {}).items()}
+        missing = missing[[not (r.phase == "final" and r.done >= stop.get(f"{r.dataset}/{r.model}",
+                                                                           r.expected))
+                           for r in missing.itertuples()]]
     blocks = [Text("Runs whose status is not `done` (diverged runs are excluded from Table 2 "
                    "unless `--include-diverged`):") if len(problems) else
               Text("Every run finished with status `done`.")]
@@ -298,6 +305,12 @@ def _reproduce(study: _Study) -> Section:
                    f"RUNS_DIR` the same command completes this study's missing runs (finished "
                    f"runs are skipped). Each run's split and initialisation are seeded by its "
                    f"split seed.")]
+    from medattn.analysis.sequential import read_state
+
+    if state := read_state(study.runs_dir):  # the command must repeat the sequential design
+        blocks.append(Text(f"This is a sequential study: add `--until-decided --batch "
+                           f"{state.get('batch')} --max-splits {state.get('max_splits')} --margin "
+                           f"{state.get('margin')}` to the study command."))
     versions = T.versions_table(study.records)
     if len(versions):
         blocks.append(Table(versions, "Package versions recorded by the runs."))

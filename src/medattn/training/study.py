@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -241,6 +242,7 @@ class StudyProgress:
 def run_study(config: StudyConfig | str | os.PathLike, runs_dir: str | os.PathLike | None = None,
               backend: str | LocalBackend | object = "local", *, data_root: str | None = None,
               restart: bool = False, tracking: str | None = None,
+              final_filter: Callable[[RunSpec], bool] | None = None,
               **backend_options) -> StudyResult:
     """Run (or complete) a study; returns its records, hyper-parameter selection and summary.
 
@@ -250,7 +252,9 @@ def run_study(config: StudyConfig | str | os.PathLike, runs_dir: str | os.PathLi
     constructor (``device``, ``progress``, ``jobs``; ``address``, ``num_cpus``, ``num_gpus``,
     ``max_retries``). ``restart`` discards the resume state of unfinished runs. ``tracking``: an
     MLflow tracking URI (default ``$MEDATTN_TRACKING_URI``; none: no MLflow); the study is one
-    experiment named after the config (``medattn.training.tracking``).
+    experiment named after the config (``medattn.training.tracking``). ``final_filter``: only
+    the final runs it keeps are trained (and checked); a sequential study
+    (:mod:`medattn.sequential_study`) trains its batches and active models this way.
 
     The runs folder is locked meanwhile (a second study on it is refused). Hyper-parameters are
     selected only once every search run is done or diverged; otherwise, and when final runs
@@ -282,13 +286,14 @@ def run_study(config: StudyConfig | str | os.PathLike, runs_dir: str | os.PathLi
         progress = StudyProgress(config.name, len(search) + n_final, track,
                                  show=getattr(backend, "progress", True))
         try:
-            return _run_phases(config, runs_dir, backend, search, progress, opts)
+            return _run_phases(config, runs_dir, backend, search, progress, opts, final_filter)
         finally:
             progress.close()
 
 
 def _run_phases(config: StudyConfig, runs_dir: Path, backend, search: list[RunSpec],
-                progress: StudyProgress, opts: dict) -> StudyResult:
+                progress: StudyProgress, opts: dict,
+                final_filter: Callable[[RunSpec], bool] | None = None) -> StudyResult:
     if search:
         progress.run(backend, search, runs_dir, **opts)
         bad = unfinished(search, runs_dir)
@@ -305,6 +310,9 @@ def _run_phases(config: StudyConfig, runs_dir: Path, backend, search: list[RunSp
                  row.mean_val_bacc, row.n_runs)
 
     final = final_specs(config, selection)
+    if final_filter is not None:
+        final = [s for s in final if final_filter(s)]
+        progress.bar.total = len(search) + len(final)  # the bar was sized for every final run
     log.info("study %s: %d final runs", config.name, len(final))
     progress.run(backend, final, runs_dir, **opts)
     finals = store.final_runs(runs_dir)
