@@ -186,3 +186,12 @@ def test_report_shows_one_column_per_repetition_and_fold():
     random = kfold.assign(fold=float("nan")).drop_duplicates("split_seed")
     cols = [c for c in pairs_display(random).columns if c.startswith("s") and c != "set"]
     assert cols == ["s0", "s1"]
+
+
+def test_until_decided_refuses_a_kfold_final_phase_before_training(tmp_path):
+    # its threshold is calibrated for one pair per replicate and the random-split factor
+    from medattn.sequential_study import run_until_decided
+
+    with pytest.raises(ConfigError, match="final.scheme: random"):
+        run_until_decided(_cfg(), tmp_path, backend=object(), batch=1, max_splits=3)
+    assert not any(tmp_path.iterdir())

@@ -171,6 +171,13 @@ def run_until_decided(config, runs_dir: str | os.PathLike | None = None,
 
     if not isinstance(config, StudyConfig):
         config = load_config(config, data_root=data_root)
+    if config.final_scheme != "random":
+        # Looks are counted in replicates of one pair each and the threshold is calibrated for
+        # the random-split variance factor; a k-fold repetition adds k correlated pairs.
+        raise ConfigError(
+            f"--until-decided runs random-split final phases only; {config.name!r} uses "
+            f"final.scheme: {config.final_scheme} (its sequential rule is not calibrated). Drop "
+            "--until-decided, or set final.scheme: random in the config.")
     n_max = int(max_splits if max_splits is not None else config.final_splits)
     if batch < 1:
         raise ConfigError(f"--batch must be >= 1 (replicates per batch), got {batch}.")
