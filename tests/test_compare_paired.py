@@ -56,15 +56,31 @@ def test_variant_and_base_are_paired_on_the_split_seed(study, result):
         assert seeds == [0, 1, 2, 3]  # seed 4 of +GA diverged: no pair
         row = _row(result.table, "resnet18", "ga", set_)
         assert row.n_pairs == 4
-        naive = ss.ttest_rel(a, b)
-        assert (row.paired_diff, row.paired_p) == pytest.approx((np.mean(a - b), naive.pvalue),
+        # OOD: every run is tested on the same images, so the variance of a shared test set
+        # adds the test-image sampling term, with Welch-Satterthwaite df (docs/statistics.md).
+        v_img = row.image_var if set_ != "id" else 0.0
+        assert (set_ == "id") == (row.variance == compare.VARIANCE_SPLITS)
+        assert (set_ != "id") == (row.variance == compare.VARIANCE_SHARED and v_img > 0)
+        s2 = np.var(a - b, ddof=1)
+
+        def df_ws(split_var):
+            if not v_img:
+                return 3
+            return (split_var + v_img) ** 2 / (split_var**2 / 3 + v_img**2 / (row.n_images - 1))
+
+        naive_se = math.sqrt(s2 / 4 + v_img)
+        naive_p = 2 * ss.t.sf(abs(np.mean(a - b)) / naive_se, df_ws(s2 / 4))
+        if set_ == "id":
+            assert naive_p == pytest.approx(ss.ttest_rel(a, b).pvalue, rel=1e-10)
+        assert (row.paired_diff, row.paired_p) == pytest.approx((np.mean(a - b), naive_p),
                                                                 rel=1e-10)
         # The corrected test, with r = n_test / n_train from the records, marks the table.
-        se = np.std(a - b, ddof=1) * math.sqrt(1 / 4 + R)
+        se = math.sqrt(s2 * (1 / 4 + R) + v_img)
+        df = df_ws(s2 * (1 / 4 + R))
         assert row.test_train_ratio == pytest.approx(R)
-        assert row.corrected_p == pytest.approx(2 * ss.t.sf(abs(np.mean(a - b)) / se, 3))
+        assert row.corrected_p == pytest.approx(2 * ss.t.sf(abs(np.mean(a - b)) / se, df))
         assert (row.test, row.p, row["diff"]) == ("corrected", row.corrected_p, row.paired_diff)
-        post = ss.t(3, loc=np.mean(a - b), scale=se)
+        post = ss.t(df, loc=np.mean(a - b), scale=se)
         assert row.p_better == pytest.approx(post.sf(1.0))
     pairs = result.pairs[(result.pairs.backbone == "resnet18") & (result.pairs.model == "ga")
                          & (result.pairs.set == "id")]

@@ -1,0 +1,130 @@
+"""The per-image predictions of a comparison's pairs, and test-image sampling on shared test sets.
+
+When every run of a comparison is tested on the same images (an out-of-distribution set, or a
+fixed official split), the spread of the per-split differences holds no test-image sampling: a
+different draw of test images would move every split's difference together. The marking test
+then adds the variance of the mean difference due to sampling those images, estimated from the
+stored predictions (:func:`medattn.analysis.bootstrap.image_sampling_variance`); see
+docs/statistics.md, "Shared test sets".
+
+Reading is shared with the bootstrap (:func:`medattn.analysis.paired.bootstrap_pairs`): a
+prediction file that is missing, truncated or unreadable leaves its pair out, with a note that
+names the file.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from medattn.analysis.bootstrap import SplitPredictions, image_sampling_variance, same_images
+from medattn.errors import DataError
+
+__all__ = ["PairPredictions", "image_variance", "is_shared", "read_pair_predictions"]
+
+
+@dataclass
+class PairPredictions:
+    """The usable pairs of one comparison: ``splits`` (one per pair, image ids shared across the
+    splits), ``n_classes``, ``seeds`` (their split seeds) and ``notes`` on the pairs left out."""
+
+    splits: list[SplitPredictions] = field(default_factory=list)
+    n_classes: int = 0
+    seeds: list[int] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _read(runs_dir, run_id: str, set_name: str, cache: dict) -> tuple[pd.DataFrame | None, str]:
+    """``(predictions, "")`` or ``(None, why)``; ``why`` names the file. Cached per run and set."""
+    from medattn.training import store
+
+    key = (run_id, set_name)
+    if key not in cache:
+        path = store.run_dir(runs_dir, run_id) / "predictions" / f"{set_name}.csv"
+        cache[key] = (None, "missing")
+        if not path.is_file():
+            return cache[key]
+        try:
+            with open(path, "rb") as f:  # the writer ends every row with a newline
+                f.seek(max(0, path.stat().st_size - 1))
+                complete = f.read(1) == b"\n"
+            p = store.read_predictions(runs_dir, run_id, set_name)
+        except (DataError, OSError, ValueError, pd.errors.ParserError) as err:
+            cache[key] = (None, f"{path} is unreadable ({type(err).__name__}: {err}); rerun "
+                                f"`medattn study` to rewrite it")
+            return cache[key]
+        need = ["image_id", "label", "pred"]
+        if not set(need) <= set(p.columns):
+            why = f"lacks column(s) {', '.join(c for c in need if c not in p.columns)}"
+        elif not complete or p[[c for c in p.columns if c != "row"]].isna().any().any():
+            why = "is truncated (its last row is incomplete)"
+        else:
+            slim = p[need].copy()  # what the bootstrap needs, no more
+            slim.attrs["n_classes"] = sum(c.startswith("prob_") for c in p.columns)
+            cache[key] = (slim, "")
+            return cache[key]
+        cache[key] = (None, f"{path} {why}; rerun `medattn study` to rewrite it")
+    return cache[key]
+
+
+def read_pair_predictions(runs_dir, pairs: pd.DataFrame, set_name: str,
+                          cache: dict | None = None) -> PairPredictions:
+    """The predictions of both models of every pair (``pair_runs`` output) on ``set_name``
+    (``test`` or ``ood-<name>``), as :class:`SplitPredictions` with one integer id per image
+    across the splits (an image in several test sets is one image)."""
+    cache = {} if cache is None else cache
+    merged, seeds, missing, mismatch, bad = [], [], [], [], []
+    n_classes = 0
+    for p in pairs.itertuples():
+        (a, why_a), (b, why_b) = (_read(runs_dir, r, set_name, cache)
+                                  for r in (p.run_id, p.ref_run_id))
+        if a is None or b is None:
+            whys = [w for w in (why_a, why_b) if w and w != "missing"]
+            (bad if whys else missing).append((int(p.split_seed), whys))
+            continue
+        m = a.merge(b, on="image_id", suffixes=("_a", "_b"))
+        if len(m) != len(a) or len(m) != len(b) or (m["label_a"] != m["label_b"]).any():
+            mismatch.append(int(p.split_seed))
+            continue
+        merged.append(m)
+        seeds.append(int(p.split_seed))
+        n_classes = max(n_classes, a.attrs["n_classes"], int(m["label_a"].max()) + 1)
+    ids = pd.factorize(pd.concat([m["image_id"] for m in merged]))[0] if merged else []
+    out, start = PairPredictions(n_classes=n_classes, seeds=seeds), 0
+    for m in merged:
+        out.splits.append(SplitPredictions(ids[start:start + len(m)],
+                                           m["label_a"].to_numpy(np.intp),
+                                           (m["pred_a"] == m["label_a"]).to_numpy(),
+                                           (m["pred_b"] == m["label_b"]).to_numpy()))
+        start += len(m)
+    if missing:
+        out.notes.append(f"no stored predictions on `{set_name}` for split seed(s) "
+                         f"{', '.join(str(s) for s, _ in missing)}; left out")
+    for seed, whys in bad:
+        out.notes.append(f"split seed {seed} left out: " + "; ".join(whys))
+    if mismatch:
+        out.notes.append(f"the two models' `{set_name}` predictions of split seed(s) "
+                         f"{', '.join(map(str, mismatch))} are not on the same images; left "
+                         f"out (were the runs trained on different data?)")
+    return out
+
+
+def is_shared(set_name: str, preds: PairPredictions, all_official: bool) -> bool:
+    """Whether the runs of a comparison share their test images: always on an OOD set; on the
+    in-distribution test set when every run used the fixed official split, or when the stored
+    predictions of every pair (at least two) are on the same images."""
+    if set_name != "test" or all_official:
+        return True
+    return len(preds.splits) >= 2 and same_images(preds.splits)
+
+
+def image_variance(preds: PairPredictions) -> tuple[float, float]:
+    """``(image_var, n_images)``: the test-image sampling variance (pp^2) of the mean difference
+    from the usable pairs, and the number of distinct images; NaNs when there is none."""
+    if not preds.splits:
+        return math.nan, math.nan
+    v, n = image_sampling_variance(preds.splits, max(preds.n_classes, 1))
+    return v, float(n)
