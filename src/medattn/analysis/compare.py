@@ -91,6 +91,7 @@ VARIANCE_SPLITS = "splits"
 VARIANCE_SHARED = "splits + test images"
 VARIANCE_NO_PREDICTIONS = "splits only (shared test set, no predictions)"
 VARIANCE_WELCH = "between runs (Welch)"
+VARIANCE_SUMMARY = "splits (from the summary, unpaired)"
 TABLE_COLUMNS = KEY_COLUMNS + STAT_COLUMNS
 PAIR_COLUMNS = ["dataset", "backbone", "model", "set", "reference", "split_seed", "run_id",
                 "ref_run_id", "bacc_pct", "ref_bacc_pct", "diff"]
@@ -297,7 +298,8 @@ def compare_summary(summary: pd.DataFrame, *, alpha: float = 0.05, margin: float
                 c = stats.corrected_welch(own["mean"], own["sd"], int(own["n"]), ref["mean"],
                                           ref["sd"], int(ref["n"]), test_train_ratio, 1 - alpha)
                 probs = stats.bayes_from_t(c.diff, c.se, c.df, margin)
-                row.update({"test_train_ratio": test_train_ratio, "corrected_diff": c.diff,
+                row.update({"variance": VARIANCE_SUMMARY,
+                            "test_train_ratio": test_train_ratio, "corrected_diff": c.diff,
                             "corrected_se": c.se, "corrected_t": c.t, "corrected_df": c.df,
                             "corrected_p": c.p, "corrected_ci_low": c.ci_low,
                             "corrected_ci_high": c.ci_high, "p_worse": probs[0],
