@@ -129,7 +129,7 @@ def check_truth(shift: float, args) -> tuple[float, float]:
     ca = da < THETA_A[y] + ua
     cb = db < (THETA_A - shift)[y] + ub
     d = bacc(y, ca[None])[0] - bacc(y, cb[None])[0]
-    se = 100 * np.sqrt(np.var(ca.astype(float) - cb) / n) * np.sqrt(2)
+    se = 100 * np.sqrt(np.var(ca.astype(float) - cb) / n)  # two classes of n/2: var v / n
     return float(d), float(se)
 
 

@@ -451,3 +451,14 @@ def test_test_train_ratio_out_of_range_is_refused(study, capsys, value):
     assert cli.main(["compare", "--summary", "paper", "--test", "corrected",
                      "--test-train-ratio", value]) == 2
     assert "--test-train-ratio must be a finite number > 0" in capsys.readouterr().err
+
+
+def test_a_shared_set_without_predictions_says_its_mark_ignores_the_images(tmp_path):
+    write_fake_study(tmp_path)
+    for pred in (tmp_path / "runs").glob("final-*/predictions/ood-pad-ufes-20.csv"):
+        pred.unlink()
+    res = compare.compare_runs(tmp_path, bootstrap=0)
+    ela = _row(res.table, "resnet18", "ela", "ood-pad-ufes-20")
+    assert ela.variance == "splits only (shared test set, no predictions)"
+    assert math.isnan(ela.image_var)
+    assert any("ignores test-image sampling" in n for n in res.notes)

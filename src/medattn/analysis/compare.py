@@ -87,9 +87,7 @@ STAT_COLUMNS = ["test", "diff", "diff_ci_low", "diff_ci_high", "se", "t", "df", 
                 "hedges_g_ci_low", "hedges_g_ci_high", "welch_tost_p", "welch_detectable_diff",
                 "variance", "image_var", "n_images"]
 # What the marking test's variance holds (column ``variance``; docs/statistics.md).
-VARIANCE_SPLITS = "splits"
-VARIANCE_SHARED = "splits + test images"
-VARIANCE_NO_PREDICTIONS = "splits only (shared test set, no predictions)"
+VARIANCE_SPLITS, VARIANCE_SHARED = shared_test.VARIANCE_SPLITS, shared_test.VARIANCE_SHARED
 VARIANCE_WELCH = "between runs (Welch)"
 VARIANCE_SUMMARY = "splits (from the summary, unpaired)"
 TABLE_COLUMNS = KEY_COLUMNS + STAT_COLUMNS
@@ -314,7 +312,8 @@ def _run_table(runs: pd.DataFrame, *, test: str, alpha: float, margin: float, po
                ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """Table 2 of the runs in ``runs`` (long form, all included): Welch on their summary, the
     paired statistics on the runs joined by split seed. ``shared(set, pairs, used_runs)``:
-    ``(image_var, n_images, variance label, notes)`` of a comparison (:func:`_shared_test`;
+    ``(image_var, n_images, variance label, notes)`` of a comparison
+    (:func:`medattn.analysis.shared_test.shared_variance`;
     ``None``: no test-image term). Returns ``(table, pairs, notes)``."""
     summary = _summary_of(runs)
     groups = dict(list(runs.groupby(["dataset", "set", "backbone", "model"], sort=False)))
@@ -352,27 +351,6 @@ def _run_table(runs: pd.DataFrame, *, test: str, alpha: float, margin: float, po
     pairs = (pd.concat(pair_frames, ignore_index=True) if pair_frames
              else pd.DataFrame(columns=PAIR_COLUMNS))[PAIR_COLUMNS]
     return table, pairs, list(dict.fromkeys(notes))
-
-
-def _shared_test(runs_dir, cache: dict):
-    """The ``shared`` callback of :func:`_run_table`: the test-image sampling variance of a
-    comparison whose runs share their test images (module :mod:`medattn.analysis.shared_test`)."""
-
-    def shared(set_name: str, pairs: pd.DataFrame, used: pd.DataFrame):
-        set_file = "test" if set_name == "id" else set_name
-        preds = shared_test.read_pair_predictions(runs_dir, pairs, set_file, cache)
-        official = "kind" in used and len(used) > 0 and (used["kind"] == "official").all()
-        if not len(pairs) or not shared_test.is_shared(set_file, preds, official):
-            return 0.0, math.inf, VARIANCE_SPLITS, []
-        image_var, n_images = shared_test.image_variance(preds)
-        if not np.isfinite(image_var):
-            return 0.0, math.inf, VARIANCE_NO_PREDICTIONS, preds.notes + [
-                f"every run is tested on the same `{set_file}` images but no pair has usable "
-                f"predictions: the mark ignores test-image sampling and is too liberal"]
-        return image_var, n_images, VARIANCE_SHARED, [
-            f"{n} (test-image variance)" for n in preds.notes]
-
-    return shared
 
 
 def compare_runs(runs_dir: str | os.PathLike, *, include_diverged: bool = False,
@@ -414,7 +392,7 @@ def compare_runs(runs_dir: str | os.PathLike, *, include_diverged: bool = False,
     opts = dict(test=test, alpha=alpha, margin=margin, power=power, correction=correction,
                 test_train_ratio=test_train_ratio)
     cache: dict = {}  # predictions read once for the test-image variance and the bootstrap
-    shared = _shared_test(runs_dir, cache)
+    shared = shared_test.shared_variance(runs_dir, cache)
     table, pairs, notes = _run_table(runs[runs["included"].astype(bool)], **opts, shared=shared)
     if bootstrap:
         notes += paired.add_bootstrap(table, pairs, runs_dir, bootstrap, seed, 1 - alpha,

@@ -23,7 +23,13 @@ import pandas as pd
 from medattn.analysis.bootstrap import SplitPredictions, image_sampling_variance, same_images
 from medattn.errors import DataError
 
-__all__ = ["PairPredictions", "image_variance", "is_shared", "read_pair_predictions"]
+__all__ = ["PairPredictions", "VARIANCE_SHARED", "VARIANCE_SPLITS", "image_variance", "is_shared",
+           "read_pair_predictions", "shared_variance"]
+
+# What the marking test's variance holds (Table 2's ``variance`` column).
+VARIANCE_SPLITS = "splits"
+VARIANCE_SHARED = "splits + test images"
+VARIANCE_NO_PREDICTIONS = "splits only (shared test set, no predictions)"
 
 
 @dataclass
@@ -128,3 +134,27 @@ def image_variance(preds: PairPredictions) -> tuple[float, float]:
         return math.nan, math.nan
     v, n = image_sampling_variance(preds.splits, max(preds.n_classes, 1))
     return v, float(n)
+
+
+def shared_variance(runs_dir, cache: dict):
+    """A function ``(set, pairs, used_runs) -> (image_var, n_images, label, notes)`` for the
+    comparisons of ``runs_dir``: the test-image variance (pp^2) where the runs share their test
+    images, else ``(0, inf, "splits", [])``. ``set``: ``id`` or ``ood-<name>``; ``pairs``:
+    ``paired.pair_runs`` output; ``used_runs``: the runs with their split ``kind``; ``cache``:
+    predictions already read (shared with the bootstrap)."""
+
+    def shared(set_name: str, pairs: pd.DataFrame, used: pd.DataFrame):
+        set_file = "test" if set_name == "id" else set_name
+        preds = read_pair_predictions(runs_dir, pairs, set_file, cache)
+        official = "kind" in used and len(used) > 0 and bool((used["kind"] == "official").all())
+        if not len(pairs) or not is_shared(set_file, preds, official):
+            return 0.0, math.inf, VARIANCE_SPLITS, []
+        image_var, n_images = image_variance(preds)
+        if not np.isfinite(image_var):
+            return 0.0, math.inf, VARIANCE_NO_PREDICTIONS, preds.notes + [
+                f"every run is tested on the same `{set_file}` images but no pair has usable "
+                f"predictions: the mark ignores test-image sampling and is too liberal"]
+        return image_var, n_images, VARIANCE_SHARED, [
+            f"{n} (test-image variance)" for n in preds.notes]
+
+    return shared
