@@ -14,7 +14,9 @@ of Table 2, i.e. over all comparisons that share (dataset, set, reference).
 Tests (docs/statistics.md): from runs, a variant's and its reference's final runs are joined on the
 split seed and the per-split differences go through the corrected resampled t-test (the default
 mark), the naive paired t-test and the Bayesian correlated t-test; Welch's test on the two sets of
-accuracies (the paper's) is always reported too. From a summary there are no pairs: Welch marks
+accuracies (the paper's) is always reported too. Where the runs share their test images (OOD
+sets, a fixed split) the paired, corrected and Bayesian tests add the test-image sampling variance
+(:mod:`medattn.analysis.shared_test`; column ``variance``). From a summary there are no pairs: Welch marks
 the table, or the corrected test approximated from the summary (``test_train_ratio``).
 
 This module computes; :mod:`medattn.analysis.summary` reads its inputs and
