@@ -310,7 +310,9 @@ def test_tables_without_any_comparison_do_not_break(tmp_path):
 def test_bootstrap_leaves_out_pairs_whose_predictions_differ_in_images(tmp_path):
     write_fake_study(tmp_path)
     pred = tmp_path / "runs" / "final-isic-resnet18+ela-s2" / "predictions" / "test.csv"
-    pd.read_csv(pred).iloc[:-1].to_csv(pred, index=False)  # one image fewer than its base's
+    p = pd.read_csv(pred)
+    p.loc[0, "image_id"] = "IMG_OTHER"  # one image its base was not tested on
+    p.to_csv(pred, index=False)
     res = compare.compare_runs(tmp_path, bootstrap=300)
     ela = _row(res.table, "resnet18", "ela")
     assert ela.n_pairs == N_FINAL and ela.boot_n_pairs == N_FINAL - 1
@@ -442,6 +444,13 @@ def test_a_truncated_prediction_file_is_named_not_blamed_on_different_data(tmp_p
     assert ela.boot_n_pairs == N_FINAL - 1
     mine = [n for n in res.notes if "ResNet18 +ELA" in n and "ood-pad-ufes-20" in n]
     assert any(str(pred) in n and "truncated" in n for n in mine), mine
+    assert not any("different data" in n for n in mine)
+    # Cut at a row boundary: the file parses, but has fewer rows than its record counts.
+    lines = data.decode().splitlines(keepends=True)
+    pred.write_text("".join(lines[:50]))
+    res = compare.compare_runs(tmp_path, bootstrap=200)
+    mine = [n for n in res.notes if "ResNet18 +ELA" in n and "ood-pad-ufes-20" in n]
+    assert any(str(pred) in n and "49 rows; its run record counts 120" in n for n in mine), mine
     assert not any("different data" in n for n in mine)
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from medattn.analysis.bootstrap import SplitPredictions, image_sampling_variance, same_images
-from medattn.errors import DataError
+from medattn.errors import DataError, MedattnError
 
 __all__ = ["PairPredictions", "VARIANCE_SHARED", "VARIANCE_SPLITS", "image_variance", "is_shared",
            "read_pair_predictions", "shared_variance"]
@@ -63,10 +63,13 @@ def _read(runs_dir, run_id: str, set_name: str, cache: dict) -> tuple[pd.DataFra
                                 f"`medattn study` to rewrite it")
             return cache[key]
         need = ["image_id", "label", "pred"]
+        n_recorded = _recorded_n(runs_dir, run_id, set_name)
         if not set(need) <= set(p.columns):
             why = f"lacks column(s) {', '.join(c for c in need if c not in p.columns)}"
-        elif not complete or p[[c for c in p.columns if c != "row"]].isna().any().any():
+        elif not complete or p[need].isna().any().any():
             why = "is truncated (its last row is incomplete)"
+        elif n_recorded is not None and len(p) < n_recorded:
+            why = f"is truncated ({len(p)} rows; its run record counts {n_recorded} images)"
         else:
             slim = p[need].copy()  # what the bootstrap needs, no more
             slim.attrs["n_classes"] = sum(c.startswith("prob_") for c in p.columns)
@@ -74,6 +77,19 @@ def _read(runs_dir, run_id: str, set_name: str, cache: dict) -> tuple[pd.DataFra
             return cache[key]
         cache[key] = (None, f"{path} {why}; rerun `medattn study` to rewrite it")
     return cache[key]
+
+
+def _recorded_n(runs_dir, run_id: str, set_name: str) -> int | None:
+    """The number of images the run's record says it tested on ``set_name``, if it says."""
+    from medattn.training import store
+
+    try:
+        rec = store.read_record(store.run_dir(runs_dir, run_id))
+    except (MedattnError, OSError, ValueError):  # a broken record is reported elsewhere
+        return None
+    metrics = ((rec or {}).get("metrics") or {}).get(set_name) or {}
+    n = metrics.get("n") if isinstance(metrics, dict) else None
+    return int(n) if isinstance(n, (int, float)) and not isinstance(n, bool) else None
 
 
 def read_pair_predictions(runs_dir, pairs: pd.DataFrame, set_name: str,

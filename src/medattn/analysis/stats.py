@@ -362,7 +362,8 @@ def corrected_welch(mean1: float, sd1: float, n1: int, mean2: float, sd2: float,
     df: Welch-Satterthwaite on the corrected terms. ``test_train_ratio = 0`` is Welch's test.
     """
     diff = float(mean1 - mean2)
-    if not _valid(sd1, n1, sd2, n2) or not test_train_ratio >= 0:
+    if not _valid(sd1, n1, sd2, n2) or not (math.isfinite(test_train_ratio)
+                                             and test_train_ratio >= 0):
         return WelchResult(diff, math.nan, math.nan, math.nan, math.nan, math.nan, math.nan)
     v1, v2 = sd1**2 * (1 / n1 + test_train_ratio), sd2**2 * (1 / n2 + test_train_ratio)
     se = math.sqrt(v1 + v2)
