@@ -251,16 +251,15 @@ def _finish(rows: list[dict], *, test: str, alpha: float, margin: float, power: 
                          stats.decision_withheld(n, se) or stats.bayes_decision(tuple(p))
                          for p, n, se in zip(probs, n_dec, table["corrected_se"].astype(float))]
     # Hedges' g's CI: the marking test's CI of the difference on g's scale (stats.scaled_g_ci).
-    for i in np.flatnonzero(has_ref.to_numpy()):
-        r = table.iloc[i]
-        table.iloc[i, table.columns.get_loc("hedges_g_ci_low")], table.iloc[
-            i, table.columns.get_loc("hedges_g_ci_high")] = stats.scaled_g_ci(
-            r["diff_ci_low"], r["diff_ci_high"], r["sd"], int(r["n"]), r["ref_sd"],
-            int(r["ref_n"]))
-    variance = table["variance"].astype(object)
-    fill = VARIANCE_WELCH if test == "welch" else VARIANCE_SPLITS
-    table["variance"] = [(fill if test == "welch" or not isinstance(v, str) else v) if ref else None
-                         for v, ref in zip(variance, has_ref)]
+    g_ci = [stats.scaled_g_ci(lo, hi, sd, int(n), rsd, int(rn)) if ref else (math.nan,) * 2
+            for lo, hi, sd, n, rsd, rn, ref in zip(table["diff_ci_low"], table["diff_ci_high"],
+                                                   table["sd"], table["n"], table["ref_sd"],
+                                                   table["ref_n"], has_ref)]
+    table["hedges_g_ci_low"] = [lo for lo, _ in g_ci]
+    table["hedges_g_ci_high"] = [hi for _, hi in g_ci]
+    table["variance"] = [None if not ref else VARIANCE_WELCH if test == "welch" else
+                         v if isinstance(v, str) else VARIANCE_SPLITS
+                         for v, ref in zip(table["variance"].astype(object), has_ref)]
     for col in ("n", "ref_n", "n_pairs", "boot_n_pairs"):
         table[col] = table[col].astype("Float64").round().astype("Int64")
     return _sort(table[TABLE_COLUMNS], datasets)
