@@ -26,8 +26,9 @@ difference from the per-image predictions (``bootstrap.image_sampling_variance``
 Welch-Satterthwaite df (``stats.corrected_ttest(..., image_var=, n_images=)``). r = n_test /
 n_train = 0.2 / 0.7 of the ID splits, as the pipeline uses for OOD sets too. For contrast, the
 old OOD mark (corrected variance only) and the naive paired t-test. Prints, per cell, the 95%
-CI's coverage of the true difference and the rejection rate (type-I error under the null),
-with 95% Clopper-Pearson intervals.
+CI's coverage of the true difference, the rejection rate (type-I error under the null) and the
+power (a difference found, in the right direction, under the alternative), with 95%
+Clopper-Pearson intervals.
 
     nice -n 10 python benchmarks/calibrate_shared_test.py --replicates 1000
 """
@@ -156,12 +157,14 @@ def main() -> None:
     tests = ["marking", "corrected", "naive paired"]
     print(f"{args.replicates} studies per cell, J = {args.splits}, r = {R:.4f}, alpha = "
           f"{args.alpha}; machine {platform.machine()} {platform.python_version()}")
-    print("| set | images | test | coverage, null | coverage, alternative | type-I error |")
-    print("|---|---|---|---|---|---|")
+    print("| set | images | test | coverage, null | coverage, alternative | type-I error | "
+          f"power at {args.delta:g} pp |")
+    print("|---|---|---|---|---|---|---|")
     for shared in (False, True):
         for n in args.sizes:
             cover = {t: [0, 0] for t in tests}
             reject = {t: 0 for t in tests}
+            power = {t: 0 for t in tests}
             for rep in range(args.replicates):
                 rng = np.random.default_rng([args.seed, int(shared), n, rep])
                 ids, yy, (ca, cb0, cb1) = study(rng, n, shared, shift, args)
@@ -170,6 +173,8 @@ def main() -> None:
                         cover[t][h] += lo <= true <= hi
                         if h == 0:
                             reject[t] += p < args.alpha
+                        else:  # found, in the right direction
+                            power[t] += p < args.alpha and lo > 0
             for t in tests:
                 if not shared and t == "corrected":
                     continue  # the marking test in-distribution
@@ -179,7 +184,8 @@ def main() -> None:
                 print(f"| {'OOD' if shared else 'ID'} | {n} | {name} | "
                       f"{rate(cover[t][0], args.replicates)} | "
                       f"{rate(cover[t][1], args.replicates)} | "
-                      f"{rate(reject[t], args.replicates)} |", flush=True)
+                      f"{rate(reject[t], args.replicates)} | "
+                      f"{rate(power[t], args.replicates)} |", flush=True)
     print(f"took {time.perf_counter() - t0:.0f} s")
 
 
