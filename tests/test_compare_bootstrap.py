@@ -5,7 +5,7 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score
 
 from medattn.analysis.bootstrap import (SplitPredictions, balanced_accuracy_weighted,
-                                        paired_bootstrap)
+                                        image_sampling_variance, paired_bootstrap, same_images)
 
 
 def _splits(rng, n_pool=400, n_test=120, n_splits=5, k=3, shared=False, gap=0.05):
@@ -122,3 +122,25 @@ def test_bootstrap_rejects_bad_input():
         paired_bootstrap(s, 3, n_resamples=0)
     with pytest.raises(ValueError, match="method"):
         paired_bootstrap(s, 3, method="poisson")
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_image_sampling_variance_equals_the_bootstrap_over_images_alone(shared):
+    # The delta-method variance of the mean difference over images equals the variance of
+    # resampling the distinct images (splits held fixed), shared or overlapping test sets.
+    rng = np.random.default_rng(11)
+    splits = _splits(rng, n_pool=500, n_test=300, n_splits=4, shared=shared)
+    v, n = image_sampling_variance(splits, 3)
+    ids = np.unique(np.concatenate([s.images for s in splits]))
+    assert n == ids.size
+    w = rng.multinomial(n, np.full(n, 1 / n), size=4000)  # (B, distinct images)
+    pos = {i: k for k, i in enumerate(ids)}
+    stat = np.zeros(len(w))
+    for s in splits:
+        ws = w[:, [pos[i] for i in s.images]]
+        stat += 100 * (balanced_accuracy_weighted(s.labels, s.correct_a, ws, 3)
+                       - balanced_accuracy_weighted(s.labels, s.correct_b, ws, 3)) / len(splits)
+    assert v == pytest.approx(np.var(stat, ddof=1), rel=0.08)  # 4000 resamples: sd ~2%
+    assert same_images(splits) == shared
+    identical = [SplitPredictions(s.images, s.labels, s.correct_a, s.correct_a) for s in splits]
+    assert image_sampling_variance(identical, 3)[0] == 0.0

@@ -56,15 +56,31 @@ def test_variant_and_base_are_paired_on_the_split_seed(study, result):
         assert seeds == [0, 1, 2, 3]  # seed 4 of +GA diverged: no pair
         row = _row(result.table, "resnet18", "ga", set_)
         assert row.n_pairs == 4
-        naive = ss.ttest_rel(a, b)
-        assert (row.paired_diff, row.paired_p) == pytest.approx((np.mean(a - b), naive.pvalue),
+        # OOD: every run is tested on the same images, so the variance of a shared test set
+        # adds the test-image sampling term, with Welch-Satterthwaite df (docs/statistics.md).
+        v_img = row.image_var if set_ != "id" else 0.0
+        assert (set_ == "id") == (row.variance == compare.VARIANCE_SPLITS)
+        assert (set_ != "id") == (row.variance == compare.VARIANCE_SHARED and v_img > 0)
+        s2 = np.var(a - b, ddof=1)
+
+        def df_ws(split_var):
+            if not v_img:
+                return 3
+            return (split_var + v_img) ** 2 / (split_var**2 / 3 + v_img**2 / (row.n_images - 1))
+
+        naive_se = math.sqrt(s2 / 4 + v_img)
+        naive_p = 2 * ss.t.sf(abs(np.mean(a - b)) / naive_se, df_ws(s2 / 4))
+        if set_ == "id":
+            assert naive_p == pytest.approx(ss.ttest_rel(a, b).pvalue, rel=1e-10)
+        assert (row.paired_diff, row.paired_p) == pytest.approx((np.mean(a - b), naive_p),
                                                                 rel=1e-10)
         # The corrected test, with r = n_test / n_train from the records, marks the table.
-        se = np.std(a - b, ddof=1) * math.sqrt(1 / 4 + R)
+        se = math.sqrt(s2 * (1 / 4 + R) + v_img)
+        df = df_ws(s2 * (1 / 4 + R))
         assert row.test_train_ratio == pytest.approx(R)
-        assert row.corrected_p == pytest.approx(2 * ss.t.sf(abs(np.mean(a - b)) / se, 3))
+        assert row.corrected_p == pytest.approx(2 * ss.t.sf(abs(np.mean(a - b)) / se, df))
         assert (row.test, row.p, row["diff"]) == ("corrected", row.corrected_p, row.paired_diff)
-        post = ss.t(3, loc=np.mean(a - b), scale=se)
+        post = ss.t(df, loc=np.mean(a - b), scale=se)
         assert row.p_better == pytest.approx(post.sf(1.0))
     pairs = result.pairs[(result.pairs.backbone == "resnet18") & (result.pairs.model == "ga")
                          & (result.pairs.set == "id")]
@@ -294,7 +310,9 @@ def test_tables_without_any_comparison_do_not_break(tmp_path):
 def test_bootstrap_leaves_out_pairs_whose_predictions_differ_in_images(tmp_path):
     write_fake_study(tmp_path)
     pred = tmp_path / "runs" / "final-isic-resnet18+ela-s2" / "predictions" / "test.csv"
-    pd.read_csv(pred).iloc[:-1].to_csv(pred, index=False)  # one image fewer than its base's
+    p = pd.read_csv(pred)
+    p.loc[0, "image_id"] = "IMG_OTHER"  # one image its base was not tested on
+    p.to_csv(pred, index=False)
     res = compare.compare_runs(tmp_path, bootstrap=300)
     ela = _row(res.table, "resnet18", "ela")
     assert ela.n_pairs == N_FINAL and ela.boot_n_pairs == N_FINAL - 1
@@ -317,3 +335,142 @@ def test_side_by_side_when_every_run_of_a_variant_diverged(tmp_path):
     result = compare.compare_runs(tmp_path, include_diverged=True, bootstrap=0)
     row = result.sensitivity.set_index("model").loc["ga"]
     assert row["all_n_pairs"] == 2 and pd.isna(row["converged_n_pairs"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared test sets (issue 24): OOD sets and fixed splits add test-image sampling to the mark
+# ---------------------------------------------------------------------------------------------
+
+
+def _splits_from_files(root, pairs, set_name):
+    from medattn.analysis.bootstrap import SplitPredictions
+
+    splits, ids = [], {}
+    for p in pairs.itertuples():
+        a = pd.read_csv(root / "runs" / p.run_id / "predictions" / f"{set_name}.csv")
+        b = pd.read_csv(root / "runs" / p.ref_run_id / "predictions" / f"{set_name}.csv")
+        img = np.array([ids.setdefault(i, len(ids)) for i in a.image_id])
+        splits.append(SplitPredictions(img, a.label.to_numpy(), (a.pred == a.label).to_numpy(),
+                                       (b.pred == b.label).to_numpy()))
+    return splits
+
+
+def test_ood_marks_count_the_sampling_of_the_shared_test_images(study, result):
+    from medattn.analysis.bootstrap import image_sampling_variance
+
+    root, _ = study
+    row = _row(result.table, "resnet18", "ela", "ood-pad-ufes-20")
+    pairs = result.pairs[(result.pairs.model == "ela") & (result.pairs.set == "ood-pad-ufes-20")
+                         & (result.pairs.backbone == "resnet18")]
+    v, n = image_sampling_variance(_splits_from_files(root, pairs, "ood-pad-ufes-20"), 3)
+    assert (row.image_var, row.n_images) == pytest.approx((v, n)) and v > 0
+    assert row.variance == "splits + test images"
+    # The mark, its CI and the Bayes decision all use the total variance.
+    d = pairs["diff"].to_numpy()
+    assert row.se == pytest.approx(math.sqrt(np.var(d, ddof=1) * (1 / len(d) + R) + v))
+    assert row.diff_ci_high - row.diff_ci_low > (row.paired_ci_high - row.paired_ci_low) / 2
+    # In-distribution random splits test different images: the corrected variance alone.
+    assert _row(result.table, "resnet18", "ela").variance == "splits"
+    assert math.isnan(_row(result.table, "resnet18", "ela").image_var)
+    md = compare.format_result(result, "md")
+    assert "splits + test images" in md and "also count the sampling of those images" in md
+
+
+@pytest.mark.parametrize("kind", ["official", "random"])
+def test_a_fixed_split_with_the_same_test_images_is_a_shared_test_set(tmp_path, kind):
+    write_fake_study(tmp_path)
+    first = {}
+    for rec_path in sorted((tmp_path / "runs").glob("final-*/record.json")):
+        pred = rec_path.parent / "predictions" / "test.csv"
+        if not pred.exists():
+            continue
+        p = pd.read_csv(pred)
+        ids = first.setdefault("ids", p[["image_id", "label"]])  # every run: the same images
+        p["pred"] = np.where(p["pred"] == p["label"], ids["label"], (ids["label"] + 1) % 3)
+        p["image_id"], p["label"] = ids["image_id"], ids["label"]
+        p.to_csv(pred, index=False)
+    if kind == "official":
+        _rewrite(tmp_path, lambda rec: rec.update(split={"kind": "official", "n_train": 700,
+                                                         "n_val": 100, "n_test": 200}))
+    res = compare.compare_runs(tmp_path, bootstrap=0)
+    ga = _row(res.table, "resnet18", "ga")
+    assert ga.variance == "splits + test images" and ga.image_var > 0
+    assert ga.n_images == 120
+
+
+def test_no_bayes_decision_from_two_pairs_or_equal_differences(tmp_path):
+    from medattn.training import store
+
+    def study(accs):
+        for i, (variant, seed, acc) in enumerate(accs):
+            store.write_record(tmp_path, {
+                "run_id": f"r{i}", "status": "done", "phase": "final",
+                "model": "resnet18" if variant == "base" else "resnet18+ga",
+                "backbone": "resnet18", "variant": variant, "dataset": "isic",
+                "split_seed": seed, "lr": 0.01, "weight_decay": 0.0, "message": "",
+                "metrics": {"test": {"balanced_accuracy": acc}}})
+        return _row(compare.compare_runs(tmp_path, bootstrap=0).table, "resnet18", "ga")
+
+    # Two pairs, clearly better: the posterior rests on one df; no decision.
+    ga = study([("base", 0, 0.60), ("base", 1, 0.62), ("ga", 0, 0.70), ("ga", 1, 0.71)])
+    assert ga.n_pairs == 2 and np.isfinite(ga.p_better) and ga.decision == "undecided (n<3)"
+    # Both at chance on three splits: every difference is 0; a point mass, but no decision.
+    for p in (tmp_path / "runs").glob("r*"):
+        shutil.rmtree(p)
+    ga = study([(v, s, 1 / 3) for v in ("base", "ga") for s in range(3)])
+    assert (ga.p_worse, ga.p_equivalent, ga.p_better) == (0.0, 1.0, 0.0)
+    assert ga.decision == "no variance"
+
+
+def test_hedges_g_ci_agrees_with_the_marking_test(result):
+    rows = result.table[result.table.reference.notna() & result.table.p.notna()]
+    assert len(rows) > 5
+    for r in rows.itertuples():
+        excludes_zero = r.hedges_g_ci_low > 0 or r.hedges_g_ci_high < 0
+        assert excludes_zero == (r.p < 0.05), r
+        # On g's scale: the CI's centre is the marking test's difference times J / s_p.
+        mid = (r.hedges_g_ci_low + r.hedges_g_ci_high) / 2
+        if r.n == r.ref_n == r.n_pairs:  # then the unpaired and the paired means agree
+            assert mid == pytest.approx(r.hedges_g)
+
+
+def test_a_truncated_prediction_file_is_named_not_blamed_on_different_data(tmp_path):
+    write_fake_study(tmp_path)
+    pred = tmp_path / "runs" / "final-isic-resnet18+ela-s2" / "predictions" / "ood-pad-ufes-20.csv"
+    data = pred.read_bytes()
+    pred.write_bytes(data[: len(data) // 2])  # a write cut off half-way
+    res = compare.compare_runs(tmp_path, bootstrap=200)
+    ela = _row(res.table, "resnet18", "ela", "ood-pad-ufes-20")
+    assert ela.boot_n_pairs == N_FINAL - 1
+    mine = [n for n in res.notes if "ResNet18 +ELA" in n and "ood-pad-ufes-20" in n]
+    assert any(str(pred) in n and "truncated" in n for n in mine), mine
+    assert not any("different data" in n for n in mine)
+    # Cut at a row boundary: the file parses, but has fewer rows than its record counts.
+    lines = data.decode().splitlines(keepends=True)
+    pred.write_text("".join(lines[:50]))
+    res = compare.compare_runs(tmp_path, bootstrap=200)
+    mine = [n for n in res.notes if "ResNet18 +ELA" in n and "ood-pad-ufes-20" in n]
+    assert any(str(pred) in n and "49 rows; its run record counts 120" in n for n in mine), mine
+    assert not any("different data" in n for n in mine)
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "0", "-0.5"])
+def test_test_train_ratio_out_of_range_is_refused(study, capsys, value):
+    assert cli.main(["compare", str(study[0]), "--bootstrap", "0", "--test-train-ratio",
+                     value]) == 2
+    err = capsys.readouterr().err
+    assert "--test-train-ratio must be a finite number > 0" in err
+    assert cli.main(["compare", "--summary", "paper", "--test", "corrected",
+                     "--test-train-ratio", value]) == 2
+    assert "--test-train-ratio must be a finite number > 0" in capsys.readouterr().err
+
+
+def test_a_shared_set_without_predictions_says_its_mark_ignores_the_images(tmp_path):
+    write_fake_study(tmp_path)
+    for pred in (tmp_path / "runs").glob("final-*/predictions/ood-pad-ufes-20.csv"):
+        pred.unlink()
+    res = compare.compare_runs(tmp_path, bootstrap=0)
+    ela = _row(res.table, "resnet18", "ela", "ood-pad-ufes-20")
+    assert ela.variance == "splits only (shared test set, no predictions)"
+    assert math.isnan(ela.image_var)
+    assert any("ignores test-image sampling" in n for n in res.notes)

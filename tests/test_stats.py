@@ -297,3 +297,68 @@ def test_clopper_pearson_matches_statsmodels(k, n):
     assert rate == k / n
     assert (lo, hi) == pytest.approx(ref, abs=1e-12)
     assert all(math.isnan(v) for v in stats.clopper_pearson(0, 0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared test sets, zero variance, few pairs, Hedges' g's CI, the ratio's range (issue 24, 21)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_shared_test_set_adds_image_variance_with_welch_satterthwaite_df():
+    d = np.array([0.9, 1.4, -0.2, 2.1, 0.6, 1.0, 1.7, 0.3])
+    r, v_img, n_img = 0.25, 0.4, 300
+    c = stats.corrected_ttest(d, r, image_var=v_img, n_images=n_img)
+    split_var = np.var(d, ddof=1) * (1 / 8 + r)
+    assert c.se == pytest.approx(math.sqrt(split_var + v_img))
+    df = (split_var + v_img) ** 2 / (split_var**2 / 7 + v_img**2 / (n_img - 1))
+    assert c.df == pytest.approx(df) and 7 < c.df < n_img - 1
+    assert c.p == pytest.approx(2 * ss.t.sf(abs(d.mean()) / c.se, df))
+    assert c.image_var == v_img
+    half = ss.t.ppf(0.975, df) * c.se
+    assert (c.ci_low, c.ci_high) == pytest.approx((d.mean() - half, d.mean() + half))
+    # No image term: the corrected test as before; all differences equal: the images alone.
+    assert stats.corrected_ttest(d, r, image_var=0.0) == stats.corrected_ttest(d, r)
+    flat = stats.corrected_ttest([1.0, 1.0, 1.0], r, image_var=0.25, n_images=101)
+    assert (flat.se, flat.df) == pytest.approx((0.5, 100))
+    # The Bayesian test widens the same way.
+    post = ss.t(c.df, loc=c.diff, scale=c.se)
+    assert stats.bayes_correlated(d, r, 0.5, image_var=v_img, n_images=n_img)[2] == \
+        pytest.approx(post.sf(0.5))
+
+
+@pytest.mark.parametrize("bad", [math.inf, math.nan, -0.1])
+def test_ratio_must_be_finite_and_non_negative(bad):
+    with pytest.raises(ValueError, match="finite number >= 0"):
+        stats.corrected_ttest([1.0, 2.0, 0.5], bad)
+
+
+@needs_baycomp
+@pytest.mark.parametrize("value, expected", [(0.5, (0, 1, 0)), (1.0, (0, 1, 0)),
+                                             (-1.0, (0, 1, 0)), (2.0, (0, 0, 1)),
+                                             (-1.5, (1, 0, 0)), (0.0, (0, 1, 0))])
+def test_bayes_on_equal_differences_is_baycomps_point_mass(value, expected):
+    # All differences equal: zero variance. baycomp puts all mass at the mean (its ROPE edges
+    # count as inside); this returned NaN before.
+    x = np.zeros(10)
+    y = np.full(10, value)
+    ref = baycomp.CorrelatedTTest.probs(x, y, rope=1.0, runs=1)
+    assert tuple(ref) == expected
+    assert stats.bayes_correlated(y - x, 1 / 9, 1.0) == expected
+
+
+def test_no_decision_from_fewer_than_three_pairs_or_no_variance():
+    assert stats.decision_withheld(2, 0.7) == "undecided (n<3)"
+    assert stats.decision_withheld(3, 0.0) == "no variance"
+    assert stats.decision_withheld(3, 0.7) == ""
+    assert stats.decision_withheld(math.nan, 0.7) == ""
+
+
+def test_scaled_g_ci_follows_the_marking_tests_ci():
+    # g's CI is the marking test's CI of the difference on g's scale: it excludes 0 exactly when
+    # that CI does, unlike the independent-groups noncentral-t interval.
+    g, _, _ = stats.hedges_g(75.0, 1.5, 10, 74.0, 1.3, 10)
+    lo, hi = stats.scaled_g_ci(-0.2, 2.2, 1.5, 10, 1.3, 10)
+    assert lo / -0.2 == pytest.approx(hi / 2.2) == pytest.approx(g / 1.0)
+    assert lo < 0 < hi
+    assert stats.scaled_g_ci(0.1, 2.2, 1.5, 10, 1.3, 10)[0] > 0
+    assert all(math.isnan(v) for v in stats.scaled_g_ci(0.1, 2.2, 0.0, 10, 0.0, 10))

@@ -38,7 +38,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BootstrapResult", "SplitPredictions", "balanced_accuracy_weighted", "paired_bootstrap"]
+__all__ = ["BootstrapResult", "SplitPredictions", "balanced_accuracy_weighted", "image_sampling_variance",
+           "paired_bootstrap", "same_images"]
 
 # Block size in (resamples x images): bounds memory (~8 MB of int32 draws per block).
 _BLOCK_CELLS = 2_000_000
@@ -196,3 +197,43 @@ def _clip_counts(counts: np.ndarray, n_splits: int, n_classes: int) -> np.ndarra
     c[:, :, 0] = np.maximum(c[:, :, 0], 0.0)
     c[:, :, 1:] = np.clip(c[:, :, 1:], 0.0, c[:, :, :1])
     return c.reshape(len(counts), -1)
+
+
+def image_sampling_variance(splits: Sequence[SplitPredictions], n_classes: int) -> tuple[float,
+                                                                                         int]:
+    """Variance (pp^2) of the mean over splits of bacc(variant) - bacc(reference) that comes
+    from sampling the test images, and the number of distinct images N; delta method.
+
+    Each distinct image (``images`` id) is one draw from the test population. On split j an image
+    of class k moves that split's difference by its influence
+    ``(1/K_j) ((a - recall_a,jk) - (b - recall_b,jk)) / n_jk`` (a, b: whether each model got it
+    right; K_j classes present, n_jk their images); an image's influence on the mean is the
+    average over the J splits (0 where it is not tested), and the variance is
+    ``N / (N - 1) * sum_i influence_i^2``. Equals the variance of :func:`paired_bootstrap` over
+    the images alone for large N (tested). Both models on the same images of a split; cost
+    linear in the number of predictions (20 000 images x 10 splits: milliseconds).
+    """
+    if not splits or not all(len(s.images) for s in splits):
+        raise ValueError("image_sampling_variance needs at least one split, each with images")
+    img = np.concatenate([np.asarray(s.images, np.intp) for s in splits])
+    lab = np.concatenate([np.asarray(s.labels, np.intp) for s in splits])
+    j = np.repeat(np.arange(len(splits)), [len(s.images) for s in splits])
+    diff = np.concatenate([np.asarray(s.correct_a, float) - np.asarray(s.correct_b, float)
+                           for s in splits])
+    cell = j * n_classes + lab  # (split, class)
+    n_cell = np.bincount(cell, minlength=len(splits) * n_classes).astype(float)
+    mean_cell = np.bincount(cell, diff, minlength=n_cell.size) / np.maximum(n_cell, 1)
+    k_present = (n_cell.reshape(len(splits), n_classes) > 0).sum(1)
+    infl = (diff - mean_cell[cell]) / (n_cell[cell] * k_present[j]) / len(splits)
+    ids, per_image = np.unique(img, return_inverse=True)
+    psi = np.bincount(per_image, infl, minlength=ids.size)
+    n = int(ids.size)
+    if n < 2:
+        return math.nan, n
+    return float(1e4 * n / (n - 1) * np.sum(psi**2)), n
+
+
+def same_images(splits: Sequence[SplitPredictions]) -> bool:
+    """Whether every split tests exactly the same set of images (a shared test set)."""
+    sets = [np.unique(np.asarray(s.images)) for s in splits]
+    return all(len(x) == len(sets[0]) and np.array_equal(x, sets[0]) for x in sets[1:])

@@ -14,7 +14,9 @@ of Table 2, i.e. over all comparisons that share (dataset, set, reference).
 Tests (docs/statistics.md): from runs, a variant's and its reference's final runs are joined on the
 split seed and the per-split differences go through the corrected resampled t-test (the default
 mark), the naive paired t-test and the Bayesian correlated t-test; Welch's test on the two sets of
-accuracies (the paper's) is always reported too. From a summary there are no pairs: Welch marks
+accuracies (the paper's) is always reported too. Where the runs share their test images (OOD
+sets, a fixed split) the paired, corrected and Bayesian tests add the test-image sampling variance
+(:mod:`medattn.analysis.shared_test`; column ``variance``). From a summary there are no pairs: Welch marks
 the table, or the corrected test approximated from the summary (``test_train_ratio``).
 
 This module computes; :mod:`medattn.analysis.summary` reads its inputs and
@@ -32,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medattn.analysis import paired, stats
+from medattn.analysis import paired, shared_test, stats
 from medattn.analysis.summary import (  # noqa: F401  (public here too)
     RUN_COLUMNS,
     SUMMARY_COLUMNS,
@@ -84,7 +86,12 @@ STAT_COLUMNS = ["test", "diff", "diff_ci_low", "diff_ci_high", "se", "t", "df", 
                 "paired_ci_low", "paired_ci_high", "corrected_p", "corrected_ci_low",
                 "corrected_ci_high", "boot_ci_low", "boot_ci_high", "boot_n_pairs",
                 "welch_p", "welch_ci_low", "welch_ci_high", "welch_significant", "hedges_g",
-                "hedges_g_ci_low", "hedges_g_ci_high", "welch_tost_p", "welch_detectable_diff"]
+                "hedges_g_ci_low", "hedges_g_ci_high", "welch_tost_p", "welch_detectable_diff",
+                "variance", "image_var", "n_images"]
+# What the marking test's variance holds (column ``variance``; docs/statistics.md).
+VARIANCE_SPLITS, VARIANCE_SHARED = shared_test.VARIANCE_SPLITS, shared_test.VARIANCE_SHARED
+VARIANCE_WELCH = "between runs (Welch)"
+VARIANCE_SUMMARY = "splits (from the summary, unpaired)"
 TABLE_COLUMNS = KEY_COLUMNS + STAT_COLUMNS
 PAIR_COLUMNS = ["dataset", "backbone", "model", "set", "reference", "split_seed", "fold", "run_id",
                 "ref_run_id", "bacc_pct", "ref_bacc_pct", "diff"]
@@ -167,6 +174,20 @@ def _check_options(alpha: float, margin: float, power: float, correction: str, t
                           f"(got alpha={alpha}, power={power}, margin={margin}).")
 
 
+def _check_ratio(test_train_ratio: float | None) -> None:
+    if test_train_ratio is None:
+        return
+    try:
+        ok = math.isfinite(float(test_train_ratio)) and float(test_train_ratio) > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"--test-train-ratio must be a finite number > 0 (n_test / n_train "
+                          f"of the splits, e.g. 0.2857 for 70/10/20 splits), got "
+                          f"{test_train_ratio}; for no correction use --test paired (runs) or "
+                          f"--test welch.")
+
+
 def _references(summary: pd.DataFrame):
     """Yield ``(row, reference row or None)`` for every row of a summary (module docstring)."""
     for (_, _), grp in summary.groupby(["dataset", "set"], sort=False):
@@ -223,7 +244,22 @@ def _finish(rows: list[dict], *, test: str, alpha: float, margin: float, power: 
         table[out] = pd.array([None if math.isnan(x) else bool(x < alpha) for x in v],
                               dtype="boolean")
     probs = table[["p_worse", "p_equivalent", "p_better"]].to_numpy(float)
-    table["decision"] = [stats.bayes_decision(tuple(p)) or None for p in probs]
+    # No decision from fewer than 3 pairs or from a zero variance (docs/statistics.md).
+    n_dec = table["n_pairs"].astype(float).fillna(
+        np.fmin(table["n"].astype(float), table["ref_n"].astype(float)))
+    table["decision"] = [None if not np.isfinite(p).all() else
+                         stats.decision_withheld(n, se) or stats.bayes_decision(tuple(p))
+                         for p, n, se in zip(probs, n_dec, table["corrected_se"].astype(float))]
+    # Hedges' g's CI: the marking test's CI of the difference on g's scale (stats.scaled_g_ci).
+    g_ci = [stats.scaled_g_ci(lo, hi, sd, int(n), rsd, int(rn)) if ref else (math.nan,) * 2
+            for lo, hi, sd, n, rsd, rn, ref in zip(table["diff_ci_low"], table["diff_ci_high"],
+                                                   table["sd"], table["n"], table["ref_sd"],
+                                                   table["ref_n"], has_ref)]
+    table["hedges_g_ci_low"] = [lo for lo, _ in g_ci]
+    table["hedges_g_ci_high"] = [hi for _, hi in g_ci]
+    table["variance"] = [None if not ref else VARIANCE_WELCH if test == "welch" else
+                         v if isinstance(v, str) else VARIANCE_SPLITS
+                         for v, ref in zip(table["variance"].astype(object), has_ref)]
     for col in ("n", "ref_n", "n_pairs", "boot_n_pairs"):
         table[col] = table[col].astype("Float64").round().astype("Int64")
     return _sort(table[TABLE_COLUMNS], datasets)
@@ -248,9 +284,7 @@ def compare_summary(summary: pd.DataFrame, *, alpha: float = 0.05, margin: float
         raise ConfigError("--test paired needs the per-split results of both models; a summary "
                           "has only means and sds: use --test corrected or welch, or give "
                           "RUNS_DIR.")
-    if test_train_ratio is not None and not test_train_ratio >= 0:
-        raise ConfigError(f"--test-train-ratio must be >= 0 (n_test / n_train), got "
-                          f"{test_train_ratio}.")
+    _check_ratio(test_train_ratio)
     if test == "corrected" and test_train_ratio is None:
         raise ConfigError("--test corrected on a summary needs --test-train-ratio R, the ratio "
                           "n_test / n_train of the splits (0.2857 for 70/10/20 splits).")
@@ -263,7 +297,8 @@ def compare_summary(summary: pd.DataFrame, *, alpha: float = 0.05, margin: float
                 c = stats.corrected_welch(own["mean"], own["sd"], int(own["n"]), ref["mean"],
                                           ref["sd"], int(ref["n"]), test_train_ratio, 1 - alpha)
                 probs = stats.bayes_from_t(c.diff, c.se, c.df, margin)
-                row.update({"test_train_ratio": test_train_ratio, "corrected_diff": c.diff,
+                row.update({"variance": VARIANCE_SUMMARY,
+                            "test_train_ratio": test_train_ratio, "corrected_diff": c.diff,
                             "corrected_se": c.se, "corrected_t": c.t, "corrected_df": c.df,
                             "corrected_p": c.p, "corrected_ci_low": c.ci_low,
                             "corrected_ci_high": c.ci_high, "p_worse": probs[0],
@@ -274,10 +309,13 @@ def compare_summary(summary: pd.DataFrame, *, alpha: float = 0.05, margin: float
 
 
 def _run_table(runs: pd.DataFrame, *, test: str, alpha: float, margin: float, power: float,
-               correction: str, test_train_ratio: float | None
+               correction: str, test_train_ratio: float | None, shared=None
                ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """Table 2 of the runs in ``runs`` (long form, all included): Welch on their summary, the
-    paired statistics on the runs joined by split seed. Returns ``(table, pairs, notes)``."""
+    paired statistics on the runs joined by split seed. ``shared(set, pairs, used_runs)``:
+    ``(image_var, n_images, variance label, notes)`` of a comparison
+    (:func:`medattn.analysis.shared_test.shared_variance`;
+    ``None``: no test-image term). Returns ``(table, pairs, notes)``."""
     summary = _summary_of(runs)
     groups = dict(list(runs.groupby(["dataset", "set", "backbone", "model"], sort=False)))
     rows, pair_frames, notes = [], [], []
@@ -296,8 +334,13 @@ def _run_table(runs: pd.DataFrame, *, test: str, alpha: float, margin: float, po
             notes += [f"{own['dataset']}: {w}" for w in why]
             factor, why = paired.comparison_factor(used, len(pairs), ratio)
             notes += [f"{own['dataset']}: {w}" for w in why]
+            image_var, n_images, variance, why = (shared(own["set"], pairs, used) if shared
+                                                  else (0.0, math.inf, VARIANCE_SPLITS, []))
+            notes += [f"{label}: {w}" for w in why]
             row.update(paired.paired_columns(pairs["diff"].to_numpy(), ratio, alpha=alpha,
-                                             margin=margin, factor=factor))
+                                             margin=margin, factor=factor, image_var=image_var,
+                                             n_images=n_images))
+            row["variance"] = variance
             row["corrected_diff"] = row["paired_diff"]
             pair_frames.append(pairs.assign(**{k: own[k] for k in ("dataset", "backbone",
                                                                   "model", "set")},
@@ -329,9 +372,7 @@ def compare_runs(runs_dir: str | os.PathLike, *, include_diverged: bool = False,
     from medattn.training import store
 
     _check_options(alpha, margin, power, correction, test)
-    if test_train_ratio is not None and not test_train_ratio >= 0:
-        raise ConfigError(f"--test-train-ratio must be >= 0 (n_test / n_train), got "
-                          f"{test_train_ratio}.")
+    _check_ratio(test_train_ratio)
     if bootstrap < 0:
         raise ConfigError(f"--bootstrap must be >= 0 (0 = no bootstrap), got {bootstrap}.")
     if not Path(runs_dir, "runs").is_dir():
@@ -353,15 +394,18 @@ def compare_runs(runs_dir: str | os.PathLike, *, include_diverged: bool = False,
                       on="run_id", how="left")
     opts = dict(test=test, alpha=alpha, margin=margin, power=power, correction=correction,
                 test_train_ratio=test_train_ratio)
-    table, pairs, notes = _run_table(runs[runs["included"].astype(bool)], **opts)
+    cache: dict = {}  # predictions read once for the test-image variance and the bootstrap
+    shared = shared_test.shared_variance(runs_dir, cache)
+    table, pairs, notes = _run_table(runs[runs["included"].astype(bool)], **opts, shared=shared)
     if bootstrap:
         notes += paired.add_bootstrap(table, pairs, runs_dir, bootstrap, seed, 1 - alpha,
-                                      label=_comparison_label)
+                                      label=_comparison_label, cache=cache)
     # The comparison with the other choice of runs (converged only / all), raw p-values only.
     other = runs[runs["status"].isin(["done"] if include_diverged else ["done", "diverged"])]
     other_table = table
     if (runs["status"] == "diverged").any():
-        other_table = _run_table(other, **{**opts, "correction": "none"})[0] if len(other) else None
+        other_table = (_run_table(other, **{**opts, "correction": "none"}, shared=shared)[0]
+                       if len(other) else None)
     sensitivity = paired.side_by_side(table, other_table, include_diverged)
     if runs["imputed"].any():
         notes.append("diverged runs without a recorded accuracy (non-finite loss) count at "

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from medattn.analysis import stats
-from medattn.analysis.bootstrap import SplitPredictions, paired_bootstrap
+from medattn.analysis.bootstrap import paired_bootstrap
+from medattn.analysis.shared_test import PairPredictions, read_pair_predictions
 from medattn.errors import ConfigError, DataError
 
 __all__ = ["DEFAULT_FRACTIONS", "add_bootstrap", "bootstrap_pairs", "comparison_factor",
@@ -129,18 +130,23 @@ def pair_runs(variant: pd.DataFrame, reference: pd.DataFrame) -> tuple[pd.DataFr
 
 
 def paired_columns(diffs: np.ndarray, ratio: float, *, alpha: float, margin: float,
-                   factor: float | None = None) -> dict:
+                   factor: float | None = None, image_var: float = 0.0,
+                   n_images: float = math.inf) -> dict:
     """The paired, corrected and Bayesian statistics of per-split differences (pp).
 
     ``ratio``: n_test / n_train; ``factor``: the design's variance factor
-    (:func:`medattn.analysis.variance.variance_factor`; default 1/J + ratio, random splits)."""
-    naive = stats.paired_ttest(diffs, alpha)
+    (:func:`medattn.analysis.variance.variance_factor`; default 1/J + ratio, random splits).
+    ``image_var`` (pp^2) and ``n_images``: the test-image sampling variance of a shared test set
+    (:mod:`medattn.analysis.shared_test`), added to the paired and the corrected variance and
+    to the Bayesian posterior's; 0 where each split has its own test images.
+    """
+    extra = {"image_var": image_var, "n_images": n_images}
     j = int(np.isfinite(np.asarray(diffs, float)).sum())
     # corrected_ttest's se is s_d sqrt(1/J + x): pass the x that gives the design's factor
-    extra = ratio if factor is None or j < 1 else max(0.0, factor - 1.0 / j)
-    corr = stats.corrected_ttest(diffs, extra, alpha)
-    probs = stats.bayes_from_t(corr.diff, corr.se, corr.df, margin) if corr.n > 1 else (
-        math.nan,) * 3
+    x = ratio if factor is None or j < 1 else max(0.0, factor - 1.0 / j)
+    naive = stats.paired_ttest(diffs, alpha, **extra)
+    corr = stats.corrected_ttest(diffs, x, alpha, **extra)
+    probs = stats.bayes_correlated(diffs, x, margin, **extra)
     return {
         "n_pairs": corr.n, "test_train_ratio": ratio, "paired_diff": corr.diff,
         "paired_sd": corr.sd, "paired_se": naive.se, "paired_t": naive.t, "paired_df": naive.df,
@@ -148,6 +154,8 @@ def paired_columns(diffs: np.ndarray, ratio: float, *, alpha: float, margin: flo
         "corrected_se": corr.se, "corrected_t": corr.t, "corrected_df": corr.df,
         "corrected_p": corr.p, "corrected_ci_low": corr.ci_low, "corrected_ci_high": corr.ci_high,
         "p_worse": probs[0], "p_equivalent": probs[1], "p_better": probs[2],
+        "image_var": image_var if image_var > 0 else math.nan,
+        "n_images": n_images if image_var > 0 else math.nan,
     }
 
 
@@ -234,69 +242,25 @@ def comparison_ratio(runs: pd.DataFrame, override: float | None) -> tuple[float,
 # ----------------------------------------------------------------------------------------------
 
 
-def _predictions(runs_dir, run_id: str, set_name: str, cache: dict) -> pd.DataFrame | None:
-    from medattn.training import store
-
-    key = (run_id, set_name)
-    if key not in cache:
-        cache[key] = None
-        try:
-            p = store.read_predictions(runs_dir, run_id, set_name)
-        except (DataError, OSError, ValueError, pd.errors.ParserError):
-            return None
-        if {"image_id", "label", "pred"} <= set(p.columns):
-            slim = p[["image_id", "label", "pred"]].copy()  # what the bootstrap needs, no more
-            slim.attrs["n_classes"] = sum(c.startswith("prob_") for c in p.columns)
-            cache[key] = slim
-    return cache[key]
-
-
 def bootstrap_pairs(runs_dir, pairs: pd.DataFrame, set_name: str, *, n_resamples: int,
-                    seed: int, key: str, confidence: float = 0.95,
-                    cache: dict | None = None) -> tuple[dict, list[str]]:
+                    seed: int, key: str, confidence: float = 0.95, cache: dict | None = None,
+                    preds: PairPredictions | None = None) -> tuple[dict, list[str]]:
     """Paired bootstrap CI of one comparison from the runs' per-image predictions.
 
     ``pairs``: :func:`pair_runs` output; ``set_name``: ``test`` or ``ood-<name>``; ``key``: a
     string naming the comparison, mixed into ``seed`` so that each comparison has its own
-    stream whatever the order they are computed in. Returns ``({boot_ci_low, boot_ci_high,
-    boot_n_pairs}, notes)``; pairs without usable predictions are left out (and noted).
+    stream whatever the order they are computed in; ``preds``: the pairs' predictions if already
+    read (:func:`medattn.analysis.shared_test.read_pair_predictions`). Returns
+    ``({boot_ci_low, boot_ci_high, boot_n_pairs}, notes)``; pairs without usable predictions
+    are left out (and noted, naming a truncated or unreadable file).
     """
-    cache = {} if cache is None else cache
-    merged, missing, mismatch = [], [], []
-    n_classes = 0
-    for p in pairs.itertuples():
-        a = _predictions(runs_dir, p.run_id, set_name, cache)
-        b = _predictions(runs_dir, p.ref_run_id, set_name, cache)
-        if a is None or b is None:
-            missing.append(_unit_name(_unit(p.split_seed, getattr(p, "fold", None))))
-            continue
-        m = a.merge(b, on="image_id", suffixes=("_a", "_b"))
-        if len(m) != len(a) or len(m) != len(b) or (m["label_a"] != m["label_b"]).any():
-            mismatch.append(_unit_name(_unit(p.split_seed, getattr(p, "fold", None))))
-            continue
-        merged.append(m)
-        n_classes = max(n_classes, a.attrs["n_classes"], int(m["label_a"].max()) + 1)
-    # One integer id per image across the splits, so an image in several test sets is one image.
-    ids = pd.factorize(pd.concat([m["image_id"] for m in merged]))[0] if merged else []
-    splits, start = [], 0
-    for m in merged:
-        lab = m["label_a"].to_numpy(np.intp)
-        splits.append(SplitPredictions(ids[start:start + len(m)], lab,
-                                       (m["pred_a"] == m["label_a"]).to_numpy(),
-                                       (m["pred_b"] == m["label_b"]).to_numpy()))
-        start += len(m)
-    notes = []
-    if missing:
-        notes.append(f"no stored predictions on `{set_name}` for split seed(s) "
-                     f"{', '.join(missing)}; left out of the bootstrap")
-    if mismatch:
-        notes.append(f"the two models' `{set_name}` predictions of split seed(s) "
-                     f"{', '.join(mismatch)} are not on the same images; left out of "
-                     f"the bootstrap (were the runs trained on different data?)")
-    if not splits:
+    if preds is None:
+        preds = read_pair_predictions(runs_dir, pairs, set_name, cache)
+    notes = [f"{n} (bootstrap)" for n in preds.notes]
+    if not preds.splits:
         return {"boot_ci_low": math.nan, "boot_ci_high": math.nan, "boot_n_pairs": 0}, notes
-    res = paired_bootstrap(splits, n_classes, n_resamples=n_resamples, confidence=confidence,
-                           seed=_mix(seed, key))
+    res = paired_bootstrap(preds.splits, preds.n_classes, n_resamples=n_resamples,
+                           confidence=confidence, seed=_mix(seed, key))
     return {"boot_ci_low": res.ci_low, "boot_ci_high": res.ci_high,
             "boot_n_pairs": res.n_splits}, notes
 
@@ -306,11 +270,12 @@ def _mix(seed: int, key: str) -> int:
 
 
 def add_bootstrap(table: pd.DataFrame, pairs: pd.DataFrame, runs_dir, n_resamples: int,
-                  seed: int, confidence: float, label=None) -> list[str]:
+                  seed: int, confidence: float, label=None,
+                  cache: dict | None = None) -> list[str]:
     """Fill ``boot_ci_low``, ``boot_ci_high``, ``boot_n_pairs`` of ``table`` in place from the
     runs' predictions, one bootstrap per comparison of ``pairs``; returns notes, each prefixed by
     ``label(key dict)`` (default: the raw names)."""
-    notes, cache = [], {}
+    notes, cache = [], ({} if cache is None else cache)
     keys = ["dataset", "backbone", "model", "set", "reference"]
     for key, g in pairs.groupby(keys, sort=False):
         k = dict(zip(keys, key))

@@ -16,7 +16,9 @@ Distributions and tests come from scipy and statsmodels; this module is the glue
 Paired statistics of J per-split differences ``d_1..d_J`` (same split seeds for both models):
 
 - :func:`corrected_ttest`: Nadeau & Bengio's corrected resampled t-test, se = s_d sqrt(1/J + r)
-  with r = n_test / n_train; r = 0 is the naive paired t-test (:func:`paired_ttest`).
+  with r = n_test / n_train; r = 0 is the naive paired t-test (:func:`paired_ttest`). When every
+  run is tested on the same images (an OOD set, a fixed official split), ``image_var`` adds the
+  variance of the mean difference due to sampling those images (Welch-Satterthwaite df).
 - :func:`bayes_correlated`: the Bayesian correlated t-test (Corani & Benavoli 2015) with a region
   of practical equivalence; the posterior is Student-t(J - 1, mean(d), se) with the same se.
 - :func:`clopper_pearson`: exact binomial CI of a rate (divergence) from
@@ -42,12 +44,16 @@ __all__ = [
     "clopper_pearson",
     "corrected_ttest",
     "corrected_welch",
+    "check_ratio",
     "compare_two",
+    "decision_withheld",
     "detectable_difference",
     "detectable_from_se",
     "describe",
     "hedges_g",
     "paired_ttest",
+    "scaled_g_ci",
+    "shared_se_df",
     "tost",
     "tost_from_se",
     "welch",
@@ -173,6 +179,25 @@ def hedges_g(mean1: float, sd1: float, n1: int, mean2: float, sd2: float, n2: in
     return _hedges_j(df) * d, low, high
 
 
+def scaled_g_ci(ci_low: float, ci_high: float, sd1: float, n1: int, sd2: float,
+                n2: int) -> tuple[float, float]:
+    """A CI of Hedges' g consistent with the test that marks the table: that test's CI of the
+    mean difference, ``(ci_low, ci_high)``, divided by the pooled sd and multiplied by Hedges'
+    small-sample factor J(n1 + n2 - 2), the same scale as :func:`hedges_g`'s point estimate.
+
+    It excludes 0 exactly when the marking test's CI does. Unlike :func:`hedges_g`'s exact
+    noncentral-t interval it does not assume independent groups (Table 2's runs are paired and
+    overlap); it treats the pooled sd as known, so it is slightly narrow for very few runs.
+    NaNs when the pooled sd is undefined or zero.
+    """
+    if not _valid(sd1, n1, sd2, n2):
+        return math.nan, math.nan
+    df = n1 + n2 - 2
+    sp = math.sqrt(((n1 - 1) * sd1**2 + (n2 - 1) * sd2**2) / df)
+    k = _hedges_j(df) / sp
+    return float(ci_low * k), float(ci_high * k)
+
+
 def tost(mean1: float, sd1: float, n1: int, mean2: float, sd2: float, n2: int,
          margin: float) -> float:
     """P-value of the two one-sided Welch tests that ``|mu1 - mu2| < margin`` (equivalence).
@@ -232,7 +257,9 @@ class PairedTest:
 
     ``diff``: mean difference; ``sd``: their sd (ddof=1); ``n``: J; ``test_train_ratio``: the r
     of the correction (0 = naive paired test); ``se = sd * sqrt(1/J + r)``; ``t = diff / se``;
-    ``df = J - 1``; ``p`` two-sided; ``ci_low/high``: ``diff -+ t_(1-alpha/2, J-1) * se``.
+    ``df = J - 1``; ``p`` two-sided; ``ci_low/high``: ``diff -+ t_(1-alpha/2, df) * se``.
+    With a shared test set, ``image_var`` (pp^2) is the test-image sampling variance added to
+    ``se^2`` and ``df`` is Welch-Satterthwaite's; 0 otherwise.
     """
 
     diff: float
@@ -245,6 +272,7 @@ class PairedTest:
     p: float
     ci_low: float
     ci_high: float
+    image_var: float = 0.0
 
 
 def _diffs(diffs) -> np.ndarray:
@@ -252,36 +280,76 @@ def _diffs(diffs) -> np.ndarray:
     return d[~np.isnan(d)]
 
 
-def corrected_ttest(diffs, test_train_ratio: float, alpha: float = 0.05) -> PairedTest:
+def check_ratio(test_train_ratio: float) -> None:
+    """Raise ``ValueError`` unless ``test_train_ratio`` (n_test / n_train) is finite and >= 0."""
+    try:
+        ok = math.isfinite(float(test_train_ratio)) and float(test_train_ratio) >= 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"test_train_ratio must be a finite number >= 0 (n_test / n_train), "
+                         f"got {test_train_ratio}")
+
+
+def shared_se_df(sd: float, n: int, test_train_ratio: float, image_var: float,
+                 n_images: float) -> tuple[float, float]:
+    """``(se, df)`` of a mean of ``n`` per-split differences whose runs share their test images.
+
+    ``se^2 = sd^2 (1/n + r) + image_var``: the corrected split-to-split variance plus the
+    variance of the mean difference due to sampling the ``n_images`` shared test images (both in
+    the units of ``sd``, squared). df by Welch-Satterthwaite from ``n - 1`` and ``n_images - 1``.
+    ``image_var = 0`` gives the corrected test's ``(se, n - 1)``.
+    """
+    split_var = sd**2 * (1 / n + test_train_ratio)
+    total = split_var + image_var
+    if not total > 0:
+        return 0.0 if total == 0 else math.nan, math.nan
+    if image_var <= 0:
+        return math.sqrt(total), float(n - 1)
+    denom = split_var**2 / (n - 1) + image_var**2 / max(n_images - 1, 1)
+    return math.sqrt(total), float(total**2 / denom)
+
+
+def corrected_ttest(diffs, test_train_ratio: float, alpha: float = 0.05, *,
+                    image_var: float = 0.0, n_images: float = math.inf) -> PairedTest:
     """Nadeau & Bengio's corrected resampled t-test on per-split differences ``diffs`` (1-D, pp).
 
     The J splits are random train/test resamples of one pool, so their accuracies are correlated
     and the plain variance of the mean, s_d^2 / J, is too small; the correction uses
     ``se = s_d * sqrt(1/J + test_train_ratio)`` with ``test_train_ratio = n_test / n_train``
     (Nadeau & Bengio 2003; Bouckaert & Frank 2004), ``df = J - 1``. ``test_train_ratio = 0`` gives
-    the naive paired t-test (``scipy.stats.ttest_1samp``). NaN statistics when J < 2 or all
-    differences are equal.
+    the naive paired t-test (``scipy.stats.ttest_1samp``).
+
+    Shared test set (every run tested on the same ``n_images`` images): the splits' spread holds
+    no test-image sampling, so ``image_var`` (pp^2; the variance of the mean difference due to
+    sampling the images, :func:`medattn.analysis.bootstrap.image_sampling_variance`) is added,
+    ``se^2 = s_d^2 (1/J + r) + image_var``, with Welch-Satterthwaite df (:func:`shared_se_df`).
+    NaN statistics when J < 2 or the total variance is zero.
     """
-    if not test_train_ratio >= 0:
-        raise ValueError(f"test_train_ratio must be >= 0, got {test_train_ratio}")
+    check_ratio(test_train_ratio)
+    if not (math.isfinite(image_var) and image_var >= 0):
+        raise ValueError(f"image_var must be a finite number >= 0, got {image_var}")
     d = _diffs(diffs)
     j = int(d.size)
     mean = float(d.mean()) if j else math.nan
     sd = float(d.std(ddof=1)) if j > 1 else math.nan
-    se = sd * math.sqrt(1 / j + test_train_ratio) if j > 1 else math.nan
+    se, df = shared_se_df(sd, j, test_train_ratio, image_var, n_images) if j > 1 else (
+        math.nan, math.nan)
     if not se > 0:
         return PairedTest(mean, sd, j, float(test_train_ratio), se, math.nan, math.nan, math.nan,
-                          math.nan, math.nan)
-    df = j - 1
+                          math.nan, math.nan, float(image_var))
     t = mean / se
     half = stats.t.ppf(1 - alpha / 2, df) * se
     return PairedTest(mean, sd, j, float(test_train_ratio), se, t, float(df),
-                      float(2 * stats.t.sf(abs(t), df)), mean - half, mean + half)
+                      float(2 * stats.t.sf(abs(t), df)), mean - half, mean + half,
+                      float(image_var))
 
 
-def paired_ttest(diffs, alpha: float = 0.05) -> PairedTest:
-    """The naive paired t-test on per-split differences (ignores the overlap of the splits)."""
-    return corrected_ttest(diffs, 0.0, alpha)
+def paired_ttest(diffs, alpha: float = 0.05, *, image_var: float = 0.0,
+                 n_images: float = math.inf) -> PairedTest:
+    """The naive paired t-test on per-split differences (ignores the overlap of the splits);
+    ``image_var``, ``n_images``: as in :func:`corrected_ttest`."""
+    return corrected_ttest(diffs, 0.0, alpha, image_var=image_var, n_images=n_images)
 
 
 def corrected_welch(mean1: float, sd1: float, n1: int, mean2: float, sd2: float, n2: int,
@@ -294,7 +362,8 @@ def corrected_welch(mean1: float, sd1: float, n1: int, mean2: float, sd2: float,
     df: Welch-Satterthwaite on the corrected terms. ``test_train_ratio = 0`` is Welch's test.
     """
     diff = float(mean1 - mean2)
-    if not _valid(sd1, n1, sd2, n2) or not test_train_ratio >= 0:
+    if not _valid(sd1, n1, sd2, n2) or not (math.isfinite(test_train_ratio)
+                                             and test_train_ratio >= 0):
         return WelchResult(diff, math.nan, math.nan, math.nan, math.nan, math.nan, math.nan)
     v1, v2 = sd1**2 * (1 / n1 + test_train_ratio), sd2**2 * (1 / n2 + test_train_ratio)
     se = math.sqrt(v1 + v2)
@@ -320,19 +389,40 @@ def bayes_from_t(diff: float, se: float, df: float, rope: float) -> tuple[float,
     return worse, max(0.0, 1.0 - worse - better), better
 
 
-def bayes_correlated(diffs, test_train_ratio: float, rope: float) -> tuple[float, float, float]:
+def bayes_correlated(diffs, test_train_ratio: float, rope: float, *, image_var: float = 0.0,
+                     n_images: float = math.inf) -> tuple[float, float, float]:
     """Bayesian correlated t-test (Corani & Benavoli 2015) on per-split differences ``diffs``.
 
     The posterior of the mean difference is Student-t(J - 1, mean(d), s_d sqrt(1/J + r)), the
     corrected test's se, ``r = test_train_ratio``; returns ``(p_worse, p_equivalent, p_better)``:
     the posterior probabilities that the variant is worse by more than ``rope``, within
     ``+-rope``, better by more than ``rope`` (units of ``diffs``). Equals
-    ``baycomp.CorrelatedTTest`` where baycomp's k-fold ratio applies (r = 1 / (k - 1)).
+    ``baycomp.CorrelatedTTest`` where baycomp's k-fold ratio applies (r = 1 / (k - 1)). All
+    differences equal (zero variance): a point mass at their mean, as baycomp: ``(0, 1, 0)``
+    inside the ROPE (its edges included), else all mass on that side. With a shared test set
+    ``image_var`` and ``n_images`` widen the posterior like :func:`corrected_ttest`'s se and df.
+    NaNs with fewer than 2 differences.
     """
-    c = corrected_ttest(diffs, test_train_ratio)
+    c = corrected_ttest(diffs, test_train_ratio, image_var=image_var, n_images=n_images)
     if c.n < 2 or not np.isfinite(c.sd):
         return math.nan, math.nan, math.nan
+    if c.se == 0:
+        return bayes_from_t(c.diff, 0.0, 1.0, rope)  # point mass; df plays no part
     return bayes_from_t(c.diff, c.se, c.df, rope)
+
+
+MIN_DECISION_PAIRS = 3
+
+
+def decision_withheld(n_pairs: float, se: float) -> str:
+    """Why no Bayesian decision is reported, or ``""``: ``undecided (n<3)`` with fewer than 3
+    pairs (the posterior's scale rests on 1 df), ``no variance`` when the total variance is
+    zero (all differences equal, e.g. both models at chance)."""
+    if np.isfinite(n_pairs) and n_pairs < MIN_DECISION_PAIRS:
+        return f"undecided (n<{MIN_DECISION_PAIRS})"
+    if se == 0:
+        return "no variance"
+    return ""
 
 
 def bayes_decision(probs: tuple[float, float, float], threshold: float = 0.95) -> str:

@@ -128,6 +128,8 @@ def stats_display(table: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
         "n": [f"{a} vs {b}" for a, b in zip(t["n"], t["ref_n"])],
         "pairs": [_fmt(v if v is not pd.NA else None, "d") for v in t["n_pairs"]],
         "r": [_fmt(v, ".3g") for v in t["test_train_ratio"]],
+        "variance": [v if isinstance(v, str) and t["test"].iloc[0] != "welch" else ""
+                     for v in t["variance"]],
         f"diff [{level} CI] (pp)": [f"{_fmt(d, '+.2f')} [{_fmt(lo, '+.2f')}, {_fmt(hi, '+.2f')}]"
                                    for d, lo, hi in zip(t["diff"], t["diff_ci_low"],
                                                         t["diff_ci_high"])],
@@ -180,6 +182,13 @@ def legend(settings: dict, table: pd.DataFrame | None = None) -> str:
                  f"within ±{margin} pp or above +{margin} pp exceeds 0.95, else undecided.")
     if test != "welch":
         text += " Welch p (paper): the paper's test, kept as a reproduction."
+    if test != "welch" and table is not None and table["n_pairs"].notna().any():
+        text += (" Variance (statistics per comparison): 'splits' where each split has its own "
+                 "test images; 'splits + test images' where every run is tested on the same "
+                 "images (OOD sets, a fixed split): the mark, the CI and the Bayes decision then "
+                 "also count the sampling of those images (docs/statistics.md, shared test "
+                 "sets). Hedges' g's CI is the marking test's CI on g's scale. No Bayes decision "
+                 "from fewer than 3 pairs or from differences that are all equal.")
     return text
 
 
