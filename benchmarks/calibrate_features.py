@@ -15,7 +15,7 @@ Three parts (``--part``), each on simulated test sets with fine diagnoses inside
 
 ``effect``: one fixed dependence (calibrate_citests.draw: 3 classes, continuous x, beta) at
   200, 400 and 800 test images: the CMI effect (nats) stays put, cHSIC's and RCoT's z grow like
-  sqrt(n). Compared with the half-width of Table 3's CI over 10 runs (corrected, r = 0.2/0.7).
+  n. Compared with the half-width of Table 3's CI over 10 runs (corrected, r = 0.2/0.7).
 
 ``null``: the global null of the "uses more" rule. A pool of 1000 images with fine diagnoses (two
   per class, 6 strata) and 8 features that depend on the diagnosis only; per study, J split seeds each draw a test set of

@@ -16,7 +16,7 @@ PREDICTIONS = ("softmax", "logits", "class")
 MIN_SAMPLES = 20
 # The test whose effect is a magnitude (CMI in nats, about the same at any n for a fixed
 # dependence): the one effect size with CIs and model differences. cHSIC's and RCoT's effects are
-# z-values, (T - mean) / sd, which grow like sqrt(n): evidence, never compared between models.
+# z-values, (T - mean) / sd, which grow about like n: evidence, never compared between models.
 MAGNITUDE = "cmiknn"
 
 

@@ -9,7 +9,7 @@ of two significance verdicts.
 
 Only a magnitude gets a CI and a comparison between models: CMI in nats (CMIknn's estimate minus
 its shuffle mean), which stays put for a fixed dependence as n grows. cHSIC's and RCoT's
-standardised statistics (z-values) grow like sqrt(n) at a fixed dependence; they are reported as
+standardised statistics (z-values) grow about like n at a fixed dependence; they are reported as
 evidence (their median over runs), never given CIs or compared. The comparisons of a variant with
 its base are one family per (conditioning, variant, base) over the features: Holm-adjusted. A
 cell k/N gets a chance reference: P(K >= k) for K ~ Binomial(N, rate) with rate = the per-run

@@ -233,7 +233,7 @@ def _effect_lines(eff: pd.DataFrame, features: list[str], tests, given: str) -> 
         lines += ["", f"### Evidence: median z of {' / '.join(zs)}, {given}", "",
                   *_grid(["Model", *features], rows), "",
                   "z = (statistic - null mean) / null sd: how far from independence the data "
-                  "are, not how strong the dependence is; it grows like the square root of the "
-                  "number of test images, so it is neither given a CI nor compared between "
+                  "are, not how strong the dependence is; at a fixed dependence it grows about "
+                  "in proportion to the number of test images, so it is neither given a CI nor compared between "
                   "models."]
     return lines
