@@ -446,7 +446,8 @@ def _add_features(sub):
                        description="Test, for the ABCD and bias features, whether each model's "
                        "prediction depends on the feature given the fine diagnosis (and given the "
                        "3-class label, the paper's conditioning) with cHSIC, RCoT and CMIknn "
-                       "(majority at --alpha), over every final run. Writes "
+                       "(majority at --alpha after Holm's adjustment over the 8 features), "
+                       "over every final run. Writes "
                        "RUNS_DIR/analysis/features/ (docs/features.md).")
     p.add_argument("runs_dir", metavar="RUNS_DIR", help="study output folder")
     p.add_argument("--runs", choices=["all", "best"], default="all",
