@@ -18,15 +18,15 @@ implementation does. Fallback: when the moment problem has no valid solution (fe
 non-zero weights, e.g. binary x *and* binary y, no sign change of the determinant, negative mixing
 weights or support points) the p-value comes from ``permutations`` within-class permutations of
 R_y (exact for a discrete z). ``null="permutation"`` uses permutations always and
-``null="hbe"`` the Hall-Buckley-Eagleson three-moment approximation.
+``null="hbe"`` the Hall-Buckley-Eagleson three-moment approximation. The chi-square approximation
+of some implementations is deliberately not offered (about 6% false positives at alpha = 0.01).
 
 Small strata. Centring within a class of m samples leaves residuals that are correlated
 (-1/(m - 1)) within the class; the weights above are estimated as if the products were
 independent, which understates the null variance by the factor (m - 1) / m (a third at m = 3) and
 makes the moment nulls reject too often. So for a discrete z with a class smaller than
 ``asymptotic_min`` (50) samples, the p-value comes from within-class permutations, which are
-exact at any class size (Table 3 conditions on fine diagnoses, some of them rare). The chi-square approximation of
-some implementations is deliberately not offered (about 6% false positives at alpha = 0.01).
+exact at any class size (Table 3 conditions on fine diagnoses, some of them rare).
 """
 
 from __future__ import annotations

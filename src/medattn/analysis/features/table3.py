@@ -234,6 +234,6 @@ def _effect_lines(eff: pd.DataFrame, features: list[str], tests, given: str) -> 
                   *_grid(["Model", *features], rows), "",
                   "z = (statistic - null mean) / null sd: how far from independence the data "
                   "are, not how strong the dependence is; at a fixed dependence it grows about "
-                  "in proportion to the number of test images, so it is neither given a CI nor compared between "
-                  "models."]
+                  "in proportion to the number of test images, so it is neither given a CI "
+                  "nor compared between models."]
     return lines

@@ -38,6 +38,7 @@ from medattn.analysis.features.conditioning import (
 from medattn.analysis.features.decisions import (  # noqa: F401 (feature_tests, ...: public API)
     DEFAULT_TESTS,
     PREDICTIONS,
+    check_resolution,
     decide,
     derive_seed,
     feature_tests,
@@ -221,7 +222,7 @@ def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "all", select: str
     if prediction not in PREDICTIONS:
         raise ConfigError(f"features: --prediction {prediction!r} is not one of "
                           f"{', '.join(PREDICTIONS)}")
-    _check_resolution(tests, test_options, alpha)
+    check_resolution(tests, test_options, alpha, len(TABLE3_FEATURES))
     conditions = check_conditions(condition)
     if int(min_per_diagnosis) != min_per_diagnosis or min_per_diagnosis < 1:
         raise ConfigError(f"features: --min-per-diagnosis {min_per_diagnosis!r} must be a whole "
@@ -350,27 +351,6 @@ def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "all", select: str
         write_text(paths["truth"], json.dumps(truths, indent=2) + "\n")
     return UsageResult(pvalues=pvalues, decisions=decisions, table=table, markdown=markdown,
                        summary=summary, differences=differences, notes=notes, paths=paths)
-
-
-def _check_resolution(tests, test_options: dict | None, alpha: float) -> None:
-    """Refuse permutation counts with which no feature could ever be called used: after Holm
-    over the F features the smallest adjusted p is F / (B + 1), which must be below alpha."""
-    import inspect
-    import math
-
-    from medattn.analysis.citests import TESTS
-
-    family = len(TABLE3_FEATURES)
-    for name in tests:
-        opts = (test_options or {}).get(name, {})
-        default = inspect.signature(TESTS[name]).parameters["permutations"].default
-        b = opts.get("permutations", default)
-        if family / (b + 1) >= alpha:
-            raise ConfigError(
-                f"features: {name} with permutations={b} cannot give p < {alpha:g} (--alpha) "
-                f"after Holm's adjustment over the {family} features (the smallest adjusted p "
-                f"is {family}/(B + 1) = {family / (b + 1):.3g}); give at least "
-                f"{math.ceil(family / alpha)} permutations or a larger --alpha")
 
 
 def _rows_of(done: pd.DataFrame, conditions) -> list[dict]:
