@@ -28,8 +28,11 @@ from medattn.data.synthetic.derm import DermConfig, sample_metadata
 from medattn.errors import ConfigError, DataError
 
 CLASSES = ["melanoma", "nevus", "other"]
-# 199 permutations keep the tests quick; 1 / 200 still resolves decisions at p < 0.01.
+# 199 permutations keep the tests quick. Table 3 adjusts each test's p over the 8 features (Holm),
+# so the smallest adjusted p is 8 / 200 = 0.04: the pipeline runs here at alpha = 0.05 (with
+# 199 permutations it refuses alpha = 0.01, which no feature could reach).
 FAST = {"chsic": {"permutations": 199}, "cmiknn": {"permutations": 199}}
+ALPHA = 0.05
 RUNS = 4  # final runs (split seeds) per simulated model
 
 
@@ -104,7 +107,7 @@ def study(derm, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def usage(study):
-    return feature_usage(study, test_options=FAST, progress=False)
+    return feature_usage(study, test_options=FAST, alpha=ALPHA, progress=False)
 
 
 def test_planted_patch_is_found_in_most_runs_and_sex_in_none(usage):
@@ -112,14 +115,16 @@ def test_planted_patch_is_found_in_most_runs_and_sex_in_none(usage):
     t = res.table
     assert list(t.index) == [("resnet18", "diagnosis"), ("resnet18", "label"),
                              ("resnet18+ga", "diagnosis"), ("resnet18+ga", "label")]
-    k_ga, n_ga = map(int, t.loc[("resnet18+ga", "diagnosis"), "Colorful patches"].split("/"))
-    k_base, n_base = map(int, t.loc[("resnet18", "diagnosis"), "Colorful patches"].split("/"))
+    k_ga, n_ga = map(int, t.loc[("resnet18+ga", "diagnosis"), "Colorful patches"].rstrip(
+        "†").split("/"))
+    k_base, n_base = map(int, t.loc[("resnet18", "diagnosis"), "Colorful patches"].rstrip(
+        "†").split("/"))
     assert n_ga == n_base == RUNS
     assert k_ga >= RUNS - 1 and k_base <= 1  # planted: most runs; not planted: few
     # Sex (independent of everything, never in the image): not beyond chance, in either
     # conditioning, over all runs of both models.
     sex = res.decisions[res.decisions["feature"] == "Sex"]
-    assert sex["used"].sum() <= stats.binom.ppf(0.99, len(sex), 0.01)
+    assert sex["used"].sum() <= stats.binom.ppf(0.99, len(sex), ALPHA)
     # each test on its own agrees on the planted patch in every run
     dec = res.decisions[(res.decisions["model"] == "resnet18+ga")
                         & (res.decisions["feature"] == "Colorful patches")]
@@ -132,16 +137,18 @@ def test_effect_sizes_and_paired_differences(usage):
     res = usage
     s = res.summary.set_index(["condition", "model", "feature"])
     patch = s.loc[("diagnosis", "resnet18+ga", "Colorful patches")]
-    assert patch["effect_cmiknn_low"] > 0 and patch["effect_chsic_low"] > 0  # CI above 0
+    assert patch["effect_cmiknn_low"] > 0  # CI above 0
+    assert "effect_chsic_low" not in s  # z-values are evidence: no CI
     sex = s.loc[("diagnosis", "resnet18+ga", "Sex")]
     assert sex["effect_cmiknn_low"] < sex["effect_cmiknn_high"]
-    assert abs(sex["effect_chsic"]) < patch["effect_chsic"] / 3
+    assert abs(sex["z_chsic"]) < patch["z_chsic"] / 3
     assert patch["cell"] == res.table.loc[("resnet18+ga", "diagnosis"), "Colorful patches"]
     d = res.differences.set_index(["condition", "feature", "test"])
     row = d.loc[("diagnosis", "Colorful patches", "cmiknn")]
     assert (row["model"], row["reference"], row["pairs"]) == ("resnet18+ga", "resnet18", RUNS)
-    assert row["verdict"] == "more" and row["p"] < 0.05 and row["low"] > 0
-    assert d.loc[("diagnosis", "Sex", "chsic"), "verdict"] == "no difference shown"
+    assert row["verdict"] == "more" and row["p_holm"] < 0.05 and row["low"] > 0
+    assert d.loc[("diagnosis", "Sex", "cmiknn"), "verdict"] == "no difference shown"
+    assert set(d.index.get_level_values("test")) == {"cmiknn"}
     md = res.markdown
     assert "resnet18+ga uses Colorful patches more than resnet18" in md
     assert "Sex more" not in md and "Effect sizes: CMI (nats)" in md
@@ -177,16 +184,18 @@ def test_results_are_resumed_and_other_rows_kept(study, usage):
 
     before = saved()
     # one run per model, label only: resumed from pvalues.csv, and the other rows stay there
-    best = feature_usage(study, runs="best", condition="label", test_options=FAST, progress=False)
+    best = feature_usage(study, runs="best", condition="label", test_options=FAST, alpha=ALPHA,
+                         progress=False)
     pd.testing.assert_frame_equal(saved(), before)
     assert best.pvalues["p_value"].isin(before["p_value"]).all()
-    again = feature_usage(study, test_options=FAST, progress=False)
+    again = feature_usage(study, test_options=FAST, alpha=ALPHA, progress=False)
     pd.testing.assert_frame_equal(again.table, usage.table)
     pd.testing.assert_frame_equal(saved(), before)
 
 
 def test_best_run_per_model_by_validation_or_test(study):
-    res = feature_usage(study, runs="best", condition="label", test_options=FAST, progress=False)
+    res = feature_usage(study, runs="best", condition="label", test_options=FAST, alpha=ALPHA,
+                        progress=False)
     assert list(res.table.index) == [("resnet18", "label"), ("resnet18+ga", "label")]
     assert set(res.table.loc[("resnet18+ga", "label")]) <= {"✓", "✗", "n/a"}
     assert res.table.loc[("resnet18+ga", "label"), "Colorful patches"] == "✓"
@@ -209,7 +218,8 @@ def test_worker_processes_give_the_same_pvalues(study, tmp_path):
     shutil.copytree(study, serial)
     shutil.copytree(study, parallel)
     # seed 7: settings no other test used, so nothing is resumed from an earlier pvalues.csv
-    kw = dict(runs="best", condition=("diagnosis",), seed=7, test_options=FAST, progress=False)
+    kw = dict(runs="best", condition=("diagnosis",), seed=7, test_options=FAST, alpha=ALPHA,
+              progress=False)
     one = feature_usage(serial, **kw)
     two = feature_usage(parallel, jobs=2, **kw)
     pd.testing.assert_frame_equal(one.pvalues, two.pvalues)
@@ -228,10 +238,37 @@ def test_data_without_diagnoses_falls_back_to_the_label_with_a_note(study, tmp_p
     real = medattn.data.load_dataset
     monkeypatch.setattr(medattn.data, "load_dataset",
                         lambda spec, **kw: real(spec, **kw).drop(columns="diagnosis"))
-    res = feature_usage(copy, runs="best", seed=11, test_options=FAST, progress=False)
+    res = feature_usage(copy, runs="best", seed=11, test_options=FAST, alpha=ALPHA, progress=False)
     assert set(res.table.index.get_level_values("condition")) == {"label"}
     assert any("no diagnosis column" in n for n in res.notes)
     assert "no diagnosis column" in res.markdown and "given the 3-class label" in res.markdown
+
+
+def test_condition_diagnosis_alone_on_diagnoses_that_split_no_class(study, tmp_path, monkeypatch,
+                                                                   capsys):
+    # issue 21: `features --condition diagnosis` crashed (IndexError in table3.py) when the
+    # diagnoses split no class; it falls back to the label with a note, as the default does.
+    import shutil
+
+    import medattn.data
+
+    copy = tmp_path / "study"
+    shutil.copytree(study, copy)
+    real = medattn.data.load_dataset
+
+    def coarse(spec, **kw):
+        table = real(spec, **kw)
+        return table.assign(diagnosis=table["label"].map(dict(enumerate(CLASSES))))
+
+    monkeypatch.setattr(medattn.data, "load_dataset", coarse)
+    res = feature_usage(copy, condition=("diagnosis",), seed=13, test_options=FAST, alpha=ALPHA,
+                        progress=False)
+    assert set(res.table.index.get_level_values("condition")) == {"label"}
+    assert "do not split any class" in res.markdown
+    assert "given the 3-class label" in res.markdown
+    assert main(["features", str(copy), "--runs", "best", "--condition", "diagnosis",
+                 "--seed", "13"]) == 0
+    assert "do not split any class" in capsys.readouterr().out
 
 
 def test_runs_of_an_earlier_selection_are_left_out_with_a_note(study, tmp_path):
@@ -242,7 +279,8 @@ def test_runs_of_an_earlier_selection_are_left_out_with_a_note(study, tmp_path):
     # the current selection asks only for resnet18: the +GA runs are superseded
     pd.DataFrame({"dataset": ["isic"], "model": ["resnet18"], "lr": [0.05],
                   "weight_decay": [1e-4]}).to_csv(copy / "selection.csv", index=False)
-    res = feature_usage(copy, runs="best", condition="label", test_options=FAST, progress=False)
+    res = feature_usage(copy, runs="best", condition="label", test_options=FAST, alpha=ALPHA,
+                        progress=False)
     assert list(res.table.index) == [("resnet18", "label")]
     assert any(f"{RUNS} final run(s) trained under an earlier" in n for n in res.notes)
 
@@ -256,6 +294,19 @@ def test_cli_prints_where_each_file_is(study, capsys):
         assert str(study / "analysis" / "features" / name) in out
     assert main(["features", str(study), "--cmiknn-k", "1.5"]) == 2
     assert "--cmiknn-k 1.5" in capsys.readouterr().err
+    # issue 21: a count no class can hold ran with every p = 1; refused with its valid range
+    assert main(["features", str(study), "--runs", "best", "--condition", "label",
+                 "--cmiknn-k", "1000000"]) == 2
+    err = capsys.readouterr().err
+    assert "k=1000000 (--cmiknn-k) leaves every class out" in err and "from 1 to" in err
+
+
+def test_permutations_too_few_for_alpha_after_holm_are_refused(study):
+    # 8 features: the smallest Holm-adjusted p is 8 / (B + 1); with B = 199 it is 0.04, so at
+    # alpha = 0.01 no feature could ever be called used (an option that makes the test meaningless)
+    with pytest.raises(ConfigError, match=r"chsic with permutations=199 cannot give p < 0.01 "
+                                          r".*at least 800 permutations"):
+        feature_usage(study, test_options=FAST, alpha=0.01, progress=False)
 
 
 def test_bad_inputs(tmp_path):
@@ -355,7 +406,8 @@ def test_report_shows_table3_with_k_of_n_effects_truth_and_pvalues(study, tmp_pa
 
     from medattn.report import build_report
 
-    usage = feature_usage(study, test_options=FAST, progress=False)  # resumed; other tests wrote
+    # resumed; other tests wrote
+    usage = feature_usage(study, test_options=FAST, alpha=ALPHA, progress=False)
     html = build_report(study, out=tmp_path / "report", parameters=False).read_text()
     t3 = html.split('<section id="table3">')[1].split("</section>")[0]
     text = re.sub(r"<[^>]+>", " ", t3)

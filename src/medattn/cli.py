@@ -476,7 +476,8 @@ def _add_features(sub):
                        description="Test, for the ABCD and bias features, whether each model's "
                        "prediction depends on the feature given the fine diagnosis (and given the "
                        "3-class label, the paper's conditioning) with cHSIC, RCoT and CMIknn "
-                       "(majority at --alpha), over every final run. Writes "
+                       "(majority at --alpha after Holm's adjustment over the 8 features), "
+                       "over every final run. Writes "
                        "RUNS_DIR/analysis/features/ (docs/features.md).")
     p.add_argument("runs_dir", metavar="RUNS_DIR", help="study output folder")
     p.add_argument("--runs", choices=["all", "best"], default="all",
@@ -492,9 +493,10 @@ def _add_features(sub):
                    default=["diagnosis", "label"], metavar="{diagnosis,label}",
                    help="what the tests condition on, the first one primary (default: diagnosis "
                    "label; data without diagnoses fall back to label, with a note)")
-    p.add_argument("--min-per-diagnosis", type=int, default=10,
-                   help="diagnoses with fewer tested images are merged into their class "
-                   "(default 10)")
+    p.add_argument("--min-per-diagnosis", type=int, default=1,
+                   help="merge diagnoses with fewer tested images into their class's rest "
+                   "stratum (default 1: never merge; merging can bring the coarse-label "
+                   "confound back, docs/features.md)")
     p.add_argument("--cmiknn-k", type=float, default=None, metavar="K",
                    help="CMIknn neighbours: a count (e.g. 10) or a fraction of each class "
                    "(default 0.1)")

@@ -61,8 +61,8 @@ def table3_frame(table: pd.DataFrame, truths: dict | None = None) -> pd.DataFram
 
 
 @styled
-def effect_figure(summary: pd.DataFrame, tests=("cmiknn", "chsic")):
-    """One panel per effect size: features along x, a point per model with its 95% CI over runs;
+def effect_figure(summary: pd.DataFrame, tests=("cmiknn",)):
+    """One panel per effect size (CMI in nats, the one magnitude; z-values get no CIs): features along x, a point per model with its 95% CI over runs;
     filled markers given the fine diagnosis, open ones given the label. None without effects."""
     tests = [t for t in tests if f"effect_{t}" in summary]
     if summary.empty or not tests:
@@ -121,28 +121,35 @@ def table3_section(folder: Path, hint: str):
             blocks.append(Figure(to_png(fig), "table3-effects",
                                  "Effect sizes per feature and model, mean over the final runs "
                                  "with 95% CIs (Nadeau-Bengio corrected for overlapping splits). "
-                                 "CMI: the CMIknn estimate minus its shuffle mean, nats; HSIC: "
-                                 "the cHSIC statistic standardised by its permutation null. "
-                                 "Filled: given the fine diagnosis; open: given the label."))
+                                 "CMI: the CMIknn estimate minus its shuffle mean, nats, a "
+                                 "magnitude (cHSIC's and RCoT's z-values grow with n and are "
+                                 "evidence only, in `usage.csv`). Filled: given the fine "
+                                 "diagnosis; open: given the label."))
     diffs = read_table(folder / "differences.csv")
     if diffs is not None and len(diffs):
         sig = diffs[diffs["verdict"].isin(["more", "less"])]
-        cols = ["condition", "feature", "test", "model", "reference", "pairs", "difference",
-                "low", "high", "p", "verdict"]
+        cols = [c for c in ["condition", "feature", "test", "model", "reference", "pairs",
+                            "difference", "low", "high", "p", "p_holm", "verdict"] if c in sig]
         if len(sig):
             blocks.append(Table(sig[cols].head(MAX_ROWS),
                                 "Significant differences between a variant and its base: "
-                                "per-split differences of the effect sizes, corrected paired "
-                                "t-test, p < 0.05 (`differences.csv` has every pair)."))
+                                "per-split differences of the CMI (nats), corrected paired "
+                                "t-test, Holm-adjusted over the features of each variant/base "
+                                "pair, p_holm < 0.05 (`differences.csv` has every pair)."))
         else:
             blocks.append(Text("No variant uses a feature significantly more or less than its "
-                               "base (corrected paired t-test over splits of the effect sizes, "
-                               "p < 0.05; every pair in `differences.csv`)."))
+                               "base (corrected paired t-test over splits of the CMI, "
+                               "Holm-adjusted over the features of each pair, p < 0.05; every "
+                               "pair in `differences.csv`)."))
     if summary is not None and len(summary):
         cols = ["condition", "model", "feature", "cell",
+                *[c for c in ("chance_p",) if c in summary],
                 *[c for c in summary.columns if c.startswith("median_p_")]]
         shown = summary[cols].rename(columns={"cell": "used (k/N)"})
-        cap = ("p-values of each test: the median over runs per model, feature and conditioning "
+        cap = ("chance_p: P(k or more of N runs called used by chance), binomial at the per-run "
+               "false rate alpha, assuming independent runs (a lower bound). "
+               "p-values of each test: the median raw p over runs per model, feature and "
+               "conditioning "
                "(`usage.csv`; every run's p-values in `decisions.csv`, every test in "
                "`pvalues.csv`)")
         if len(shown) > MAX_ROWS:

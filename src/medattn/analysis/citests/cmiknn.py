@@ -355,8 +355,16 @@ def cmiknn(x, y, z, *, seed: int | None = None, k: float = DEFAULT_K, permutatio
                       "or lower k", RuntimeWarning, stacklevel=2)
     used = n - left_out
     if not strata:  # no class has enough samples to estimate anything
-        result = CIResult(1.0, float("nan"), float("nan"), float("nan"), float("nan"), 0, n)
-        return result if full else 1.0
+        largest = max(len(idx) for idx in cond.strata())
+        if k >= 1:  # a count that no class can hold: the option, not the data, is at fault
+            raise ConfigError(
+                f"cmiknn: option k={k!r} (--cmiknn-k) leaves every class out: a class needs "
+                f"more than k + 1 samples and the largest has {largest}; give a count from 1 "
+                f"to {max(1, largest - 2)} or a fraction in (0, 1) of each class")
+        # too few samples in every class for any neighbour: the test cannot run (NaN, not p = 1)
+        result = CIResult(float("nan"), float("nan"), float("nan"), float("nan"), float("nan"),
+                          0, n)
+        return result if full else float("nan")
     observed = sum(s.cmi_sums(np.arange(s.n)[None, :])[0] for s in strata)
     null = np.zeros(permutations)
     # The first few shuffles fit the radius guesses (their scans are long), then full chunks.

@@ -18,8 +18,15 @@ implementation does. Fallback: when the moment problem has no valid solution (fe
 non-zero weights, e.g. binary x *and* binary y, no sign change of the determinant, negative mixing
 weights or support points) the p-value comes from ``permutations`` within-class permutations of
 R_y (exact for a discrete z). ``null="permutation"`` uses permutations always and
-``null="hbe"`` the Hall-Buckley-Eagleson three-moment approximation. The chi-square approximation of
-some implementations is deliberately not offered (about 6% false positives at alpha = 0.01).
+``null="hbe"`` the Hall-Buckley-Eagleson three-moment approximation. The chi-square approximation
+of some implementations is deliberately not offered (about 6% false positives at alpha = 0.01).
+
+Small strata. Centring within a class of m samples leaves residuals that are correlated
+(-1/(m - 1)) within the class; the weights above are estimated as if the products were
+independent, which understates the null variance by the factor (m - 1) / m (a third at m = 3) and
+makes the moment nulls reject too often. So for a discrete z with a class smaller than
+``asymptotic_min`` (50) samples, the p-value comes from within-class permutations, which are
+exact at any class size (Table 3 conditions on fine diagnoses, some of them rare).
 """
 
 from __future__ import annotations
@@ -111,7 +118,8 @@ def hbe_sf(weights: np.ndarray, statistic: float) -> float:
 
 def rcot(x, y, z, *, seed: int | None = None, num_features: int = 5, num_features_z: int = 100,
          null: str = "lpb4", permutations: int = 1000, ridge: float = 1e-10,
-         z_discrete: bool | None = None, full: bool = False) -> float | CIResult:
+         z_discrete: bool | None = None, asymptotic_min: int = 50,
+         full: bool = False) -> float | CIResult:
     """p-value of H0: x independent of y given z with RCoT.
 
     Args:
@@ -123,6 +131,8 @@ def rcot(x, y, z, *, seed: int | None = None, num_features: int = 5, num_feature
         permutations: permutations of the permutation null / fallback.
         ridge: ridge penalty (relative to n) of the regression on a continuous z.
         z_discrete: force (True) or forbid (False) treating z as class labels; default by dtype.
+        asymptotic_min: smallest class (of a discrete z, classes of one sample left out) for
+            the moment nulls; below it the permutation null is used (module docstring).
         full: return a :class:`CIResult` (p-value, S, the effect = S standardised by its null,
             (S - mean) / sd, with the exact mean sum(w) and sd sqrt(2 sum(w^2)) of the weighted
             chi-square, or the permutation null's where that is used; counts).
@@ -134,6 +144,7 @@ def rcot(x, y, z, *, seed: int | None = None, num_features: int = 5, num_feature
     x, y, cond = check_xyz(x, y, z, z_discrete)
     num_features = check_positive_int(num_features, "num_features")
     permutations = check_positive_int(permutations, "permutations")
+    asymptotic_min = check_positive_int(asymptotic_min, "asymptotic_min")
     rng = np.random.default_rng(seed)
     n = len(x)
     fx = standardize(fourier_features(standardize(x), num_features, rng))
@@ -160,7 +171,8 @@ def rcot(x, y, z, *, seed: int | None = None, num_features: int = 5, num_feature
         effect = (statistic - mean) / sd if sd > 0 else float("nan")
         return CIResult(float(p_value), statistic, effect, mean, sd, used, left_out)
 
-    if null != "permutation":
+    small = cond.discrete and min((len(idx) for idx in strata), default=0) < asymptotic_min
+    if null != "permutation" and not small:
         prods = (rx[:, :, None] * ry[:, None, :]).reshape(n, -1)
         eig = np.linalg.eigvalsh(prods.T @ prods / n)
         eig = eig[eig > 1e-10 * max(eig.max(), 1e-300)]

@@ -4,9 +4,14 @@ A coarse class mixes diagnoses that differ in age, skin colour and appearance ("
 keratoses of the old and dermatofibromas of the young). A model that tells them apart from the image
 alone then has predictions that vary with age *within the class*, so ``age _||_ prediction | label``
 fails although the model never sees age. Conditioning on the fine diagnosis removes that path
-(docs/features.md). A test needs several images per stratum, so diagnoses with fewer than
-``min_size`` tested images are merged into their class: every image is tested, and the merge is
-counted.
+(docs/features.md).
+
+Every diagnosis keeps its own stratum (the default, ``min_size=1``): the tests permute within
+strata, which is exact at any stratum size, and a stratum too small for a test (a single image;
+CMIknn's k neighbours) is left out of that test and counted. Merging rare diagnoses into a rest
+stratum (``min_size > 1``, opt-in) brings the confound back: rare diagnoses of different ages
+(dermatofibroma ~35 y, actinic keratosis ~75 y inside "other") merged into one stratum make an
+image-only model look like an age user again (benchmarks/calibrate_features.py).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import pandas as pd
 from medattn.errors import ConfigError
 
 CONDITIONS = ("diagnosis", "label")
-MIN_PER_DIAGNOSIS = 10
+MIN_PER_DIAGNOSIS = 1  # 1: no merging (the default); > 1: the opt-in merging into a rest stratum
 REST = "*"  # the stratum of a class's merged diagnoses (and images without a diagnosis)
 
 
@@ -28,10 +33,11 @@ REST = "*"  # the stratum of a class's merged diagnoses (and images without a di
 class Strata:
     """The conditioning strata of the tested images."""
 
-    z: np.ndarray  # (n,) str: "<label>:<diagnosis>", or "<label>:*" for the merged rest
+    z: np.ndarray  # (n,) str: "<label>:<diagnosis>", "<label>:*" for a merged rest, None = untested
     n_strata: int
     merged_diagnoses: int  # diagnoses merged into their class's rest (missing ones count as one)
     merged_images: int  # images in the merged rests
+    no_diagnosis: int = 0  # images without a diagnosis, left out (no merging)
 
 
 def normalise_diagnosis(values) -> np.ndarray:
@@ -68,9 +74,14 @@ def label_strata(label: np.ndarray) -> Strata:
 
 def diagnosis_strata(label: np.ndarray, diagnosis: np.ndarray,
                      min_size: int = MIN_PER_DIAGNOSIS) -> Strata:
-    """Strata of (label, fine diagnosis) with at least ``min_size`` images each where possible.
+    """Strata of (label, fine diagnosis).
 
-    Within each class, diagnoses with fewer than ``min_size`` images (and images without a
+    ``min_size=1`` (default): every diagnosis is its own stratum, however small; images without
+    a diagnosis get ``None`` (left out of the tests and counted in ``no_diagnosis``), since
+    pooling unknown diagnoses would be a merge.
+
+    ``min_size > 1`` (opt-in, the old default 10; it can bring the coarse-label confound back):
+    within each class, diagnoses with fewer than ``min_size`` images (and images without a
     diagnosis) form the class's rest stratum ``"<label>:*"``; while that rest is non-empty but
     still smaller than ``min_size``, the class's smallest remaining diagnosis joins it, so no
     stratum is too small unless its whole class is. Nothing is dropped.
@@ -79,6 +90,11 @@ def diagnosis_strata(label: np.ndarray, diagnosis: np.ndarray,
         raise ConfigError(f"features: --min-per-diagnosis {min_size!r} must be a whole number >= 1")
     label = np.asarray(label)
     z = np.empty(len(label), dtype=object)
+    if min_size == 1:
+        known = np.array([d is not None for d in diagnosis], dtype=bool)
+        z[known] = [f"{lab}:{d}" for lab, d in zip(label[known], diagnosis[known])]
+        return Strata(z=z, n_strata=len(set(z[known])), merged_diagnoses=0, merged_images=0,
+                      no_diagnosis=int((~known).sum()))
     merged_dx, merged_img = 0, 0
     for lab in pd.unique(label):
         rows = np.flatnonzero(label == lab)

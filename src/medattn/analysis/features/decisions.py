@@ -14,6 +14,10 @@ from medattn.errors import ConfigError, DataError
 DEFAULT_TESTS = ("chsic", "rcot", "cmiknn")
 PREDICTIONS = ("softmax", "logits", "class")
 MIN_SAMPLES = 20
+# The test whose effect is a magnitude (CMI in nats, about the same at any n for a fixed
+# dependence): the one effect size with CIs and model differences. cHSIC's and RCoT's effects are
+# z-values, (T - mean) / sd, which grow about like n: evidence, never compared between models.
+MAGNITUDE = "cmiknn"
 
 
 def derive_seed(seed: int, run_id: str, feature: int, test: int) -> int:
@@ -29,7 +33,9 @@ def feature_tests(x: np.ndarray, y: np.ndarray, label: np.ndarray, diagnosis: np
                   min_per_diagnosis: int = MIN_PER_DIAGNOSIS) -> list[dict]:
     """Each test of ``x _||_ y | z`` for each conditioning z: one dict per (condition, test) with
     the p-value, statistic, effect size and counts (NaN p when fewer than MIN_SAMPLES samples have
-    the feature, or it is constant within every stratum). Rows without x are left out first."""
+    the feature, or it is constant within every stratum). Rows without x, and for the diagnosis
+    images without one (``no_diagnosis``), are left out first; strata too small for a test are
+    left out of that test by the test itself and counted (``n_unused``), never merged."""
     from medattn.analysis.citests import TESTS
 
     keep = ~np.isnan(x).any(axis=1)
@@ -39,15 +45,18 @@ def feature_tests(x: np.ndarray, y: np.ndarray, label: np.ndarray, diagnosis: np
     rows = []
     for condition in conditions:
         strata = strata_for(condition, label, diagnosis, min_per_diagnosis)
-        z = strata.z
-        informative = any(np.ptp(x[z == c], axis=0).max() > 0 for c in set(z) if (z == c).sum() > 1)
+        tested = np.array([v is not None for v in strata.z], dtype=bool)  # no diagnosis: out
+        xs, ys, z = x[tested], y[tested], strata.z[tested].astype(str)
+        informative = any(np.ptp(xs[z == c], axis=0).max() > 0 for c in set(z)
+                          if (z == c).sum() > 1)
         for name, derive_seed in zip(tests, seeds):
-            row = {"condition": condition, "test": name, "n": len(x), "n_strata": strata.n_strata,
+            row = {"condition": condition, "test": name, "n": len(xs), "n_strata": strata.n_strata,
                    "merged_diagnoses": strata.merged_diagnoses,
-                   "merged_images": strata.merged_images, "p_value": np.nan, "statistic": np.nan,
-                   "effect": np.nan, "n_unused": 0}
-            if len(x) >= MIN_SAMPLES and informative:
-                r = TESTS[name](x, y, z, seed=derive_seed, full=True, **(options or {}).get(name, {}))
+                   "merged_images": strata.merged_images, "no_diagnosis": strata.no_diagnosis,
+                   "p_value": np.nan, "statistic": np.nan, "effect": np.nan, "n_unused": 0}
+            if len(xs) >= MIN_SAMPLES and informative:
+                r = TESTS[name](xs, ys, z, seed=derive_seed, full=True,
+                                **(options or {}).get(name, {}))
                 row.update(p_value=r.p_value, statistic=r.statistic, effect=r.effect,
                            n_unused=r.n_left_out)
             rows.append(row)
@@ -62,29 +71,66 @@ def tests_job(*args, **kwargs) -> list[dict]:
         return feature_tests(*args, **kwargs)
 
 
+def holm(p) -> np.ndarray:
+    """Holm-adjusted p-values of one family (:func:`medattn.analysis.stats.adjust_pvalues`),
+    (m,) -> (m,); NaN entries (tests that could not run) stay NaN and are not counted."""
+    from medattn.analysis.stats import adjust_pvalues
+
+    return np.asarray(adjust_pvalues(np.asarray(p, dtype=float), "holm"), dtype=float)
+
+
+def check_resolution(tests, test_options: dict | None, alpha: float, family: int) -> None:
+    """Refuse permutation counts with which no feature could ever be called used: after Holm
+    over the ``family`` features the smallest adjusted p is family / (B + 1), which must be below
+    ``alpha`` (an option value that makes the tests meaningless)."""
+    import inspect
+    import math
+
+    from medattn.analysis.citests import TESTS
+
+    for name in tests:
+        opts = (test_options or {}).get(name, {})
+        default = inspect.signature(TESTS[name]).parameters["permutations"].default
+        b = opts.get("permutations", default)
+        if family / (b + 1) >= alpha:
+            raise ConfigError(
+                f"features: {name} with permutations={b} cannot give p < {alpha:g} (--alpha) "
+                f"after Holm's adjustment over the {family} features (the smallest adjusted p "
+                f"is {family}/(B + 1) = {family / (b + 1):.3g}); give at least "
+                f"{math.ceil(family / alpha)} permutations or a larger --alpha")
+
+
 def decide(pvalues: pd.DataFrame, tests) -> pd.DataFrame:
     """Majority decision per (run, condition, feature): used when more than half of the tests
-    reject, with each test's p-value and effect size beside it.
+    reject after each test's p-values are Holm-adjusted over the features of that run and
+    conditioning (the family of Table 3's row), with each test's raw and adjusted p-value and
+    effect beside it (``effect_cmiknn``: CMI in nats; ``z_chsic``, ``z_rcot``: standardised
+    statistics, evidence only: they grow with n).
 
     A test that could not run (NaN p-value: too few samples, or a feature constant within every
     stratum) does not reject; when no test ran the decision is missing.
     """
-    pv = pvalues.assign(reject=pvalues["p_value"] < pvalues["alpha"],
-                        ran=pvalues["p_value"].notna())
+    pv = pvalues.copy()
+    if "no_diagnosis" not in pv:  # rows written before images without a diagnosis were counted
+        pv["no_diagnosis"] = 0
+    pv["p_adjusted"] = pv.groupby(["run_id", "condition", "test"], sort=False)["p_value"] \
+        .transform(holm)
+    pv = pv.assign(reject=pv["p_adjusted"] < pv["alpha"], ran=pv["p_value"].notna())
     keys = ["model", "run_id", "split_seed", "condition", "feature"]
     out = pv.groupby(keys, sort=False, dropna=False).agg(
         n=("n", "first"), n_left_out=("n_left_out", "first"), n_strata=("n_strata", "first"),
         merged_diagnoses=("merged_diagnoses", "first"), merged_images=("merged_images", "first"),
+        no_diagnosis=("no_diagnosis", "first"),
         rejections=("reject", "sum"), tests_run=("ran", "sum")).reset_index()
     out["used"] = np.where(out["tests_run"] > 0, out["rejections"] > len(tests) / 2, np.nan)
-    for col in ("p_value", "effect"):
+    for col, prefix in (("p_value", "p"), ("p_adjusted", "p_holm"), ("effect", None)):
         wide = pv.pivot_table(index=["run_id", "condition", "feature"], columns="test",
                               values=col, dropna=False)
         for name in tests:
             values = wide[name] if name in wide else pd.Series(dtype=float)
-            prefix = "p" if col == "p_value" else "effect"
-            out[f"{prefix}_{name}"] = [values.get((r, c, f), np.nan) for r, c, f in
-                                       zip(out["run_id"], out["condition"], out["feature"])]
+            head = prefix or ("effect" if name == MAGNITUDE else "z")
+            out[f"{head}_{name}"] = [values.get((r, c, f), np.nan) for r, c, f in
+                                     zip(out["run_id"], out["condition"], out["feature"])]
     return out
 
 

@@ -6,6 +6,14 @@ are correlated; means over runs therefore get the Nadeau-Bengio corrected standa
 ``s * sqrt(1/J + r)`` with ``r = n_test / n_train`` (docs/statistics.md), and a variant is compared
 with its base split by split (both are trained on the same split seeds), never by the difference
 of two significance verdicts.
+
+Only a magnitude gets a CI and a comparison between models: CMI in nats (CMIknn's estimate minus
+its shuffle mean), which stays put for a fixed dependence as n grows. cHSIC's and RCoT's
+standardised statistics (z-values) grow about like n at a fixed dependence; they are reported as
+evidence (their median over runs), never given CIs or compared. The comparisons of a variant with
+its base are one family per (conditioning, variant, base) over the features: Holm-adjusted. A
+cell k/N gets a chance reference: P(K >= k) for K ~ Binomial(N, rate) with rate = the per-run
+false "used" rate under no usage (at most alpha), assuming independent runs.
 """
 
 from __future__ import annotations
@@ -13,10 +21,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from scipy import stats
+
+from medattn.analysis.features.decisions import MAGNITUDE, holm
 from medattn.analysis.stats import corrected_ttest
 
 # Effect sizes per test (see medattn.analysis.citests.CIResult): what the numbers mean.
-EFFECTS = {"cmiknn": "CMI (nats)", "chsic": "HSIC (z)", "rcot": "RCoT (z)"}
+EFFECTS = {"cmiknn": "CMI (nats)", "chsic": "HSIC z (evidence)", "rcot": "RCoT z (evidence)"}
 DEFAULT_RATIO = 0.2 / 0.7  # n_test / n_train of the default 70/10/20 splits
 
 
@@ -30,24 +41,46 @@ def corrected_t(values, ratio: float = DEFAULT_RATIO, alpha: float = 0.05) -> di
             "p": r.p, "n": r.n}
 
 
-def usage_summary(decisions: pd.DataFrame, tests, ratio: float = DEFAULT_RATIO) -> pd.DataFrame:
+def chance_p(k: int, n: int, rate: float) -> float:
+    """P(K >= k) for K ~ Binomial(n, rate): how often k or more of n independent runs would call
+    a feature used by chance when no model uses it (a lower bound for correlated runs)."""
+    return float(stats.binom.sf(k - 1, n, rate)) if n else float("nan")
+
+
+def usage_summary(decisions: pd.DataFrame, tests, ratio: float = DEFAULT_RATIO,
+                  rate: float = 0.01) -> pd.DataFrame:
     """One row per (condition, model, feature): runs N with a decision, runs k where the feature
-    is used, the median p of each test, and each test's effect: mean over runs with its 95% CI."""
+    is used, ``chance_p`` = P(>= k of N by chance) at the per-run false rate ``rate``
+    (:func:`chance_p`), the median raw p of each test, the CMI (nats) mean over runs with its 95%
+    CI, and the median z of cHSIC/RCoT (``z_<test>``, evidence only)."""
     rows = []
     for (cond, model, feature), g in decisions.groupby(["condition", "model", "feature"],
                                                        sort=False):
         decided = g["used"].dropna()
         row = {"condition": cond, "model": model, "feature": feature, "runs": len(decided),
                "used": int(decided.astype(bool).sum())}
-        row["cell"] = f"{row['used']}/{row['runs']}" if len(decided) else "n/a"
+        row["chance_p"] = chance_p(row["used"], row["runs"], rate)
+        row["cell"] = cell(row["used"], row["runs"], rate) if len(decided) else "n/a"
         for t in tests:
             row[f"median_p_{t}"] = float(g[f"p_{t}"].median())
         for t in tests:
-            ci = corrected_t(g[f"effect_{t}"], ratio)
-            row.update({f"effect_{t}": ci["mean"], f"effect_{t}_low": ci["low"],
-                        f"effect_{t}_high": ci["high"]})
+            if t == MAGNITUDE:
+                ci = corrected_t(g[f"effect_{t}"], ratio)
+                row.update({f"effect_{t}": ci["mean"], f"effect_{t}_low": ci["low"],
+                            f"effect_{t}_high": ci["high"]})
+            else:
+                row[f"z_{t}"] = float(g[f"z_{t}"].median())
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+CHANCE_MARK = "†"  # k of N more than chance: P(>= k of N | no usage, independent runs) < 0.05
+
+
+def cell(k: int, n: int, rate: float) -> str:
+    """"k/N", marked † when k or more of N independent runs would be called by chance with
+    probability below 0.05 at the per-run false rate ``rate``."""
+    return f"{k}/{n}" + (CHANCE_MARK if k and chance_p(k, n, rate) < 0.05 else "")
 
 
 def references(models: pd.DataFrame) -> dict[str, list[str]]:
@@ -66,30 +99,36 @@ def references(models: pd.DataFrame) -> dict[str, list[str]]:
 
 def model_differences(decisions: pd.DataFrame, models: pd.DataFrame, tests,
                       ratio: float = DEFAULT_RATIO, alpha: float = 0.05) -> pd.DataFrame:
-    """Variant vs base, per (condition, feature, test effect): the per-split differences of the
-    effect sizes (runs joined on the split seed) and the corrected paired t-test. ``verdict`` is
-    "more" / "less" only when that difference is significant at ``alpha``, else "no difference
-    shown"; a pair of models with fewer than 2 shared splits gets no test."""
+    """Variant vs base, per (condition, feature), on the magnitude (CMI in nats): the per-split
+    differences (runs joined on the split seed) and the corrected paired t-test; ``p_holm`` is
+    Holm-adjusted over the features of that (condition, variant, base) family. ``verdict`` is
+    "more" / "less" only when ``p_holm < alpha``, else "no difference shown"; a pair of models
+    with fewer than 2 shared splits gets no test. Without CMIknn among ``tests`` there is no
+    magnitude, so no rows (z-values are never compared)."""
     cols = ["condition", "feature", "test", "model", "reference", "pairs", "difference", "low",
-            "high", "t", "df", "p", "verdict"]
+            "high", "t", "df", "p", "p_holm", "verdict"]
     rows = []
-    if "split_seed" not in decisions:
+    if "split_seed" not in decisions or MAGNITUDE not in tests:
         return pd.DataFrame(columns=cols)
+    t = MAGNITUDE
     for model, refs in references(models).items():
         for ref in refs:
             mine = decisions[decisions["model"] == model]
             theirs = decisions[decisions["model"] == ref]
             joined = mine.merge(theirs, on=["condition", "feature", "split_seed"],
                                 suffixes=("", "_ref"))
-            for (cond, feature), g in joined.groupby(["condition", "feature"], sort=False):
-                for t in tests:
+            for cond, fam in joined.groupby("condition", sort=False):
+                family = []
+                for feature, g in fam.groupby("feature", sort=False):
                     ci = corrected_t(g[f"effect_{t}"] - g[f"effect_{t}_ref"], ratio, alpha)
+                    family.append({"condition": cond, "feature": feature, "test": t,
+                                   "model": model, "reference": ref, "pairs": ci["n"],
+                                   "difference": ci["mean"], "low": ci["low"], "high": ci["high"],
+                                   "t": ci["t"], "df": ci["df"], "p": ci["p"]})
+                adjusted = holm([r["p"] for r in family])
+                for r, p_holm in zip(family, adjusted):
                     verdict = "no difference shown"
-                    if ci["p"] < alpha:
-                        verdict = "more" if ci["mean"] > 0 else "less"
-                    rows.append({"condition": cond, "feature": feature, "test": t,
-                                 "model": model, "reference": ref, "pairs": ci["n"],
-                                 "difference": ci["mean"], "low": ci["low"], "high": ci["high"],
-                                 "t": ci["t"], "df": ci["df"], "p": ci["p"],
-                                 "verdict": verdict})
+                    if p_holm < alpha:
+                        verdict = "more" if r["difference"] > 0 else "less"
+                    rows.append({**r, "p_holm": p_holm, "verdict": verdict})
     return pd.DataFrame(rows, columns=cols)

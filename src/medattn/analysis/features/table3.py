@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from medattn.analysis.features.summary import EFFECTS
+from medattn.analysis.features.decisions import MAGNITUDE
+from medattn.analysis.features.summary import CHANCE_MARK, EFFECTS, cell, chance_p
 from medattn.render import markdown_table
 
 # Table 3 columns -> feature columns of ``extract.py`` (D is tested as the 2-D vector count, area).
@@ -36,10 +37,11 @@ def model_order(models) -> list[str]:
     return sorted(models, key=lambda m: (known.get(m, len(known)), m))
 
 
-def table3(decisions: pd.DataFrame, runs: str = "all", conditions=("diagnosis", "label")
-           ) -> pd.DataFrame:
+def table3(decisions: pd.DataFrame, runs: str = "all", conditions=("diagnosis", "label"),
+           rate: float = 0.01) -> pd.DataFrame:
     """One row per (model, condition), one column per feature: "k/N" (all runs: the feature used in
-    k of N runs) or ✓/✗ (one run per model); "n/a" where no test could run."""
+    k of N runs; marked † when that many is unlikely by chance at the per-run false rate ``rate``,
+    :func:`.summary.cell`) or ✓/✗ (one run per model); "n/a" where no test could run."""
     rows = []
     for (model, cond), grp in decisions.groupby(["model", "condition"], sort=False):
         row = {"model": model, "condition": cond}
@@ -50,10 +52,10 @@ def table3(decisions: pd.DataFrame, runs: str = "all", conditions=("diagnosis", 
             elif runs == "best":
                 row[feature] = USED if bool(g.iloc[0]) else NOT_USED
             else:
-                row[feature] = f"{int(g.astype(bool).sum())}/{len(g)}"
+                row[feature] = cell(int(g.astype(bool).sum()), len(g), rate)
         rows.append(row)
     table = pd.DataFrame(rows, columns=["model", "condition", *TABLE3_FEATURES])
-    rank = {c: i for i, c in enumerate(conditions)}
+    rank = {c: i for i, c in enumerate(dict.fromkeys([*conditions, *CONDITION_NAMES]))}
     order = {m: i for i, m in enumerate(model_order(table["model"].unique()))}
     table = table.sort_values(["model", "condition"], key=lambda c: c.map(
         order if c.name == "model" else rank)).set_index(["model", "condition"])
@@ -95,11 +97,13 @@ def _grid(header: list[str], rows: list[list[str]]) -> list[str]:
 def table3_markdown(table: pd.DataFrame, *, summary: pd.DataFrame, differences: pd.DataFrame,
                     runs: str, select: str, prediction: str, alpha: float, tests,
                     decisions: pd.DataFrame, set_name: str, one_per_group: bool = True,
-                    conditions=("diagnosis", "label"), min_per_diagnosis: int = 10,
+                    conditions=("diagnosis", "label"), min_per_diagnosis: int = 1,
                     truths: dict | None = None, notes=()) -> str:
     """Table 3 with a legend that states how it was made, then the effect sizes and the
     differences between models."""
-    present = [c for c in conditions if c in table.index.get_level_values("condition")]
+    in_table = list(dict.fromkeys(table.index.get_level_values("condition")))
+    # a condition asked for but not run (diagnoses that split no class: the label instead)
+    present = [c for c in conditions if c in in_table] or in_table
     primary = present[0] if present else "label"
     features = list(TABLE3_FEATURES)
     rows = []
@@ -134,50 +138,102 @@ def table3_markdown(table: pd.DataFrame, *, summary: pd.DataFrame, differences: 
         "",
         f"Feature usage ({which}), {cond_text}. A feature is used when the majority of "
         f"{', '.join(tests)} rejects independence of the feature and the model's {prediction} "
-        f"output at p < {alpha:g}, on the {set_name} predictions"
+        f"output at p < {alpha:g} after Holm's adjustment of each test's p-values over the "
+        f"{len(features)} features of the run (one family per run, conditioning and test; "
+        f"then the majority vote), on the {set_name} predictions"
         f"{' (one image per patient/lesion)' if one_per_group else ''}. A = asymmetry, "
         f"B = border irregularity, C = colours, D = dermoscopic structures (count and area "
         f"share). Samples per test: {sizes}.",
     ]
+    if runs == "all":
+        legend.append(
+            f"{CHANCE_MARK}: k of N is more than chance: k or more of N runs would be called "
+            f"used with probability < 0.05 when no model uses the feature (binomial, at a "
+            f"per-run false rate of {alpha:g}, the level the vote holds; assuming independent "
+            f"runs, so a lower bound: runs trained on one pool are correlated). "
+            + _chance_examples(decisions, alpha))
     dx = decisions[decisions["condition"] == "diagnosis"]
-    if len(dx):
+    if len(dx) and min_per_diagnosis > 1:
         legend.append(
             f"Fine diagnoses with fewer than {min_per_diagnosis} tested images are merged into "
-            f"their class: per run {int(dx['n_strata'].min())}-{int(dx['n_strata'].max())} "
-            f"strata, {int(dx['merged_images'].max())} images at most in merged strata "
-            f"({int(dx['merged_diagnoses'].max())} diagnoses at most).")
+            f"their class (--min-per-diagnosis; this can bring the coarse-label confound back, "
+            f"docs/features.md): per run {int(dx['n_strata'].min())}-"
+            f"{int(dx['n_strata'].max())} strata, {int(dx['merged_images'].max())} images at most "
+            f"in merged strata ({int(dx['merged_diagnoses'].max())} diagnoses at most).")
+    elif len(dx):
+        unknown = int(dx["no_diagnosis"].max()) if "no_diagnosis" in dx else 0
+        legend.append(
+            f"Every fine diagnosis is its own stratum (per run {int(dx['n_strata'].min())}-"
+            f"{int(dx['n_strata'].max())}), never merged; a stratum too small for a test (one "
+            f"image; CMIknn's k neighbours) is left out of that test and counted (`n_unused` in "
+            f"pvalues.csv)" + (f"; images without a diagnosis are left out ({unknown} at most "
+                               f"per run)" if unknown else "") + ".")
     legend += [f"Note: {note}." for note in notes]
     lines += legend
 
     eff = summary[summary["condition"] == primary] if len(summary) else summary
     if runs == "all" and len(eff):
-        for test in [t for t in ("cmiknn", "chsic") if t in tests]:
-            rows = []
-            for model in model_order(eff["model"].unique()):
-                m = eff[eff["model"] == model].set_index("feature")
-                rows.append([model, *[_effect_cell(m.loc[f], test) if f in m.index else "n/a"
-                                      for f in features]])
-            lines += ["", f"### Effect sizes: {EFFECTS[test]}, {given}", "",
-                      *_grid(["Model", *features], rows), "",
-                      "Mean over runs [95% CI, Nadeau-Bengio corrected for overlapping splits]. "
-                      + ("CMI: the CMIknn estimate minus its mean under the shuffles, in nats "
-                         "(0 = no dependence)." if test == "cmiknn" else
-                         "HSIC: the cHSIC statistic standardised by its permutation null, "
-                         "(T - mean) / sd.")]
+        lines += _effect_lines(eff, features, tests, given)
         sig = differences[(differences["condition"] == primary)
                           & (differences["verdict"].isin(["more", "less"]))]
         lines += ["", "### Differences between models", ""]
-        if differences.empty:
+        rule = ("CMI difference per split, corrected paired t-test over splits, Holm-adjusted "
+                f"over the {len(features)} features of each variant/base pair, p < 0.05")
+        if MAGNITUDE not in tests:
+            lines.append("Not computed: the models are compared on CMIknn's CMI (nats), a "
+                         "magnitude; the z-values of cHSIC and RCoT grow with n and are never "
+                         "compared.")
+        elif differences.empty:
             lines.append("No variant shares split seeds with its base in these runs.")
         elif sig.empty:
-            lines.append("No variant uses a feature significantly more or less than its base "
-                         "(corrected paired t-test over splits of the effect sizes, p < 0.05).")
+            lines.append(f"No variant uses a feature significantly more or less than its base "
+                         f"({rule}).")
         else:
-            lines.append("Variant vs base, paired over splits (corrected t-test of the per-split "
-                         "differences of the effect sizes, p < 0.05):")
+            lines.append(f"Variant vs base ({rule}; the CI is per comparison):")
             lines.append("")
             for r in sig.itertuples():
                 lines.append(f"- {r.model} uses {r.feature} {r.verdict} than {r.reference} "
                              f"({EFFECTS[r.test]}: {r.difference:+.3g} [{_fmt(r.low)}, "
-                             f"{_fmt(r.high)}], p = {r.p:.2g}, {r.pairs} splits)")
+                             f"{_fmt(r.high)}], p = {r.p:.2g}, Holm p = {r.p_holm:.2g}, "
+                             f"{r.pairs} splits)")
     return "\n".join(lines) + "\n"
+
+
+def _chance_examples(decisions: pd.DataFrame, rate: float) -> str:
+    """The chance level in words for the run counts present, e.g. "With N = 10: P(>= 1) = 0.096,
+    P(>= 2) = 0.0043"."""
+    counts = sorted({int(n) for n in decisions.dropna(subset=["used"]).groupby(
+        ["model", "condition", "feature"]).size()})
+    parts = [f"N = {n}: P(k >= 1) = {chance_p(1, n, rate):.2g}, P(k >= 2) = "
+             f"{chance_p(2, n, rate):.2g}" for n in counts[:3] if n >= 2]
+    return ("Chance levels: " + "; ".join(parts) + ".") if parts else ""
+
+
+def _effect_lines(eff: pd.DataFrame, features: list[str], tests, given: str) -> list[str]:
+    """The CMI table (mean over runs with its CI) and the z-values as evidence (medians)."""
+    lines = []
+    if MAGNITUDE in tests:
+        rows = []
+        for model in model_order(eff["model"].unique()):
+            m = eff[eff["model"] == model].set_index("feature")
+            rows.append([model, *[_effect_cell(m.loc[f], MAGNITUDE) if f in m.index else "n/a"
+                                  for f in features]])
+        lines += ["", f"### Effect sizes: {EFFECTS[MAGNITUDE]}, {given}", "",
+                  *_grid(["Model", *features], rows), "",
+                  "Mean over runs [95% CI, Nadeau-Bengio corrected for overlapping splits]. CMI: "
+                  "the CMIknn estimate minus its mean under the shuffles, in nats (0 = no "
+                  "dependence); a magnitude, about the same at any number of test images."]
+    zs = [t for t in tests if t != MAGNITUDE and f"z_{t}" in eff]
+    if zs:
+        rows = []
+        for model in model_order(eff["model"].unique()):
+            m = eff[eff["model"] == model].set_index("feature")
+            rows.append([model, *[" / ".join(_fmt(m.loc[f, f"z_{t}"], 2) for t in zs)
+                                  if f in m.index else "n/a" for f in features]])
+        lines += ["", f"### Evidence: median z of {' / '.join(zs)}, {given}", "",
+                  *_grid(["Model", *features], rows), "",
+                  "z = (statistic - null mean) / null sd: how far from independence the data "
+                  "are, not how strong the dependence is; at a fixed dependence it grows about "
+                  "in proportion to the number of test images, so it is neither given a CI "
+                  "nor compared between models."]
+    return lines

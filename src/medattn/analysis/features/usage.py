@@ -2,7 +2,8 @@
 
 Feature F is *used* by a model when F is not independent of the model's prediction Y given the
 ground truth Z (Reimers et al. 2020): each of cHSIC, RCoT and CMIknn tests ``F _||_ Y | Z`` on a
-run's test-set predictions, and F counts as used when the majority of the tests reject at ``alpha``.
+run's test-set predictions, and F counts as used when the majority of the tests reject at ``alpha``
+after each test's p-values are Holm-adjusted over the features of the run.
 Z is the fine diagnosis where the data has one (:mod:`.conditioning`), and the paper's 3-class
 label beside it. Every final run is tested; :mod:`.summary` turns the runs into k of N, effect
 sizes with CIs and paired differences between models.
@@ -37,6 +38,7 @@ from medattn.analysis.features.conditioning import (
 from medattn.analysis.features.decisions import (  # noqa: F401 (feature_tests, ...: public API)
     DEFAULT_TESTS,
     PREDICTIONS,
+    check_resolution,
     decide,
     derive_seed,
     feature_tests,
@@ -181,10 +183,12 @@ def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "all", select: str
         select: for ``runs="best"``: the run with the highest balanced accuracy on ``"val"``
             (default; choosing on the test set would select on the data the table reports) or
             ``"test"`` (the paper's wording allows either).
-        condition: ``"diagnosis"`` (the fine diagnosis, merged into its class below
-            ``min_per_diagnosis`` tested images), ``"label"`` (the paper's 3-class label), or
-            both (default; the first is the primary one). A data set without usable diagnoses
-            falls back to the label, with a note.
+        condition: ``"diagnosis"`` (the fine diagnosis, each its own stratum), ``"label"``
+            (the paper's 3-class label), or both (default; the first is the primary one). A data
+            set without usable diagnoses falls back to the label, with a note.
+        min_per_diagnosis: 1 (default): no merging; > 1: diagnoses with fewer tested images are
+            merged into their class's rest stratum (opt-in; it can bring the coarse-label
+            confound back, docs/features.md).
         prediction: which output is Y: ``"softmax"`` (default), ``"logits"`` or ``"class"``.
         alpha: significance level of each test; used = a majority of the tests reject.
         tests: names in ``medattn.analysis.citests.TESTS``.
@@ -218,6 +222,7 @@ def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "all", select: str
     if prediction not in PREDICTIONS:
         raise ConfigError(f"features: --prediction {prediction!r} is not one of "
                           f"{', '.join(PREDICTIONS)}")
+    check_resolution(tests, test_options, alpha, len(TABLE3_FEATURES))
     conditions = check_conditions(condition)
     if int(min_per_diagnosis) != min_per_diagnosis or min_per_diagnosis < 1:
         raise ConfigError(f"features: --min-per-diagnosis {min_per_diagnosis!r} must be a whole "
@@ -234,7 +239,7 @@ def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "all", select: str
                         f"({', '.join(SKIN_SOURCES)}); feature usage needs them")
     out_dir = runs_dir / "analysis" / "features"
     out_dir.mkdir(parents=True, exist_ok=True)
-    settings = {"version": 2, "prediction": prediction, "set": set_name, "seed": seed,
+    settings = {"version": 3, "prediction": prediction, "set": set_name, "seed": seed,
                 "tests": list(tests), "options": test_options or {}, "patches": patches,
                 "one_per_group": one_per_group, "min_per_diagnosis": int(min_per_diagnosis)}
     key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
@@ -316,10 +321,10 @@ def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "all", select: str
     _write_csv(pv_path, _merge_previous(pv_path, pvalues.to_dict("records"), key))
     decisions = decide(pvalues, tests)
     ratio = _split_ratio(runs_dir, chosen["run_id"])
-    summary = usage_summary(decisions, tests, ratio)
+    summary = usage_summary(decisions, tests, ratio, rate=alpha)
     differences = model_differences(decisions, chosen[["model", "backbone", "variant"]], tests,
                                     ratio)
-    table = table3(decisions, runs, conditions)
+    table = table3(decisions, runs, conditions, rate=alpha)
     truths = {spec: d.truth for spec, d in data.items() if d.truth}
     if not truths:  # everything resumed: read the truth files without loading the data
         from medattn.data.synthetic.derm import read_truth
