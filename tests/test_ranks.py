@@ -73,3 +73,20 @@ def test_friedman_bad_input():
         friedman(bad)
     with pytest.raises(DataError, match="post-hoc"):
         friedman(SCORES, posthoc="tukey")
+
+
+def test_cd_diagram_draws_every_model_and_one_bar_per_clique():
+    import numpy as np
+
+    from medattn.report.across_figures import cd_diagram
+
+    rng = np.random.default_rng(0)
+    s = pd.DataFrame(rng.normal(0, 1, (10, 5)) + np.arange(5) * 0.8, columns=list("VWXYZ"))
+    res = friedman(s)
+    fig = cd_diagram(res)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    for name, r in res.ranks.items():
+        assert f"{name} ({r:.2f})" in texts
+    red = [c for c in fig.axes[0].collections if c.get_linewidth()[0] == 3]
+    assert len(red) == len(res.cliques) >= 1
+    assert any("Nemenyi CD" in t for t in texts)
