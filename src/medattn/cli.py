@@ -407,10 +407,24 @@ def _add_synth(sub):
     h.add_argument("--seed", type=int, default=0, help="seed of the generator (default 0)")
     h.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     h.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
+    u = kinds.add_parser("suite", help="several small data sets of graded difficulty "
+                         "(MedMNIST layout) and OUT/suite.yaml, a study over them")
+    u.add_argument("--out", required=True, metavar="DIR", help="folder to write suite_*.npz into")
+    u.add_argument("--datasets", type=int, default=3, help="data sets, 2..5 (default 3)")
+    u.add_argument("--n", type=int, default=300, help="images per data set (default 300)")
+    u.add_argument("--size", type=int, default=28, help="image side in pixels (default 28)")
+    u.add_argument("--seed", type=int, default=0, help="seed of the generator (default 0)")
+    u.add_argument("--overwrite", action="store_true", help="replace existing suite files")
 
     def run(args):
         from medattn.data import synthetic
 
+        if args.kind == "suite":
+            specs = synthetic.write_suite(args.out, n_datasets=args.datasets, n=args.n,
+                                          size=args.size, seed=args.seed, overwrite=args.overwrite)
+            print("\n".join(specs) + f"\nstudy config: {args.out}/suite.yaml "
+                  f"(next: medattn study {args.out}/suite.yaml)")
+            return
         if args.kind == "derm":
             specs = synthetic.write_derm(
                 args.out, n=args.n, n_ood=args.n_ood, seed=args.seed, image_size=args.size,

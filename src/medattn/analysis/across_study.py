@@ -62,6 +62,8 @@ def merge_results(results: list[CompareResult]) -> CompareResult:
 def _cell(row) -> str:
     if row is None or pd.isna(row["diff"]):
         return "–"
+    if pd.isna(row["diff_ci_low"]):  # every split gave the same difference
+        return f"{row['diff']:+.2f} (no spread)"
     out = f"{row['diff']:+.2f} [{row['diff_ci_low']:+.2f}, {row['diff_ci_high']:+.2f}]"
     return out + (f" {row['decision']}" if isinstance(row["decision"], str) else "")
 
@@ -90,7 +92,7 @@ def across_study(result: CompareResult, *, margin: float = 1.0, alpha: float = 0
         raise DataError("the answer across data sets needs per-split pairs: give RUNS_DIR(s) "
                         "of final runs, not --summary.")
     pairs = pairs[pairs["set"] == "id"]
-    datasets = list(dict.fromkeys(pairs["dataset"]))
+    datasets = [d for d in dict.fromkeys(result.table["dataset"]) if d in set(pairs["dataset"])]
     if len(datasets) < 2:
         raise DataError(f"the answer across data sets needs >= 2 data sets; these runs hold "
                         f"{len(datasets)} ({', '.join(datasets) or 'none'}). Run the study on "
@@ -100,7 +102,7 @@ def across_study(result: CompareResult, *, margin: float = 1.0, alpha: float = 0
     groups = []
     notes = []
     for key, g in pairs.groupby(keys, sort=False):
-        ok = [ds for ds, gd in g.groupby("dataset", sort=False) if len(gd) >= 2]
+        ok = [ds for ds in datasets if int((g["dataset"] == ds).sum()) >= 2]
         label = f"{R.model_label(key[0], key[1])} vs {R.backbone_label(key[2])} base"
         if len(ok) >= 2:
             groups.append((key, label, g, ok))
