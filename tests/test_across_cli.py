@@ -5,6 +5,7 @@ said when there is only one data set."""
 import contextlib
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,3 +112,22 @@ def test_suite_end_to_end_study_compare_and_report(tmp_path):
     assert sum(f.startswith("forest") for f in figs) == 2 and "cd_diagram.png" in figs
     html = (runs / "report" / "report.html").read_text()
     assert "Across data sets" in html and "data:image/png;base64" in html
+
+
+@pytest.mark.parametrize("size, suffix", [(28, ""), (64, "_64")])
+def test_medmnist_plus_configs_hold_the_eleven_multiclass_flags_at_one_size(size, suffix):
+    from medattn.data import labels as L
+    from medattn.data.medmnist import medmnist_flag
+    from medattn.training.config import load_config
+
+    cfg = load_config(f"medmnist_plus_{size}")
+    files = [d.data.split(":", 1)[1] for d in cfg.datasets]
+    flags = [medmnist_flag(Path(f)) for f in files]
+    assert flags == [d.name for d in cfg.datasets]
+    assert set(flags) == {"pathmnist", "dermamnist", "octmnist", "pneumoniamnist", "retinamnist",
+                          "breastmnist", "bloodmnist", "tissuemnist", "organamnist",
+                          "organcmnist", "organsmnist"}
+    assert files == [f"{fl}{suffix}.npz" for fl in flags]
+    assert not set(flags) & L.MEDMNIST_MULTILABEL
+    assert all(fl in L.MEDMNIST_CLASSES or fl == "dermamnist" for fl in flags)
+    assert len(cfg.models) == 14 and cfg.final_splits == 10 and cfg.train.split == "random"
