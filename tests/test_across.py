@@ -118,3 +118,19 @@ def test_signed_rank_direction_and_wilcoxon_note():
     assert "D >= 6" in two.note and "D = 2" in two.note
     assert wilcoxon_needed(0.05) == 6 and wilcoxon_needed(0.01) == 8
     assert adjusted_threshold(0.95, 4) == pytest.approx(0.9875)
+
+
+def test_fixed_split_test_variance_from_the_bootstrap_interval():
+    import pandas as pd
+    from scipy import stats
+
+    from medattn.analysis.across_study import shared_test_variance
+
+    diffs = np.array([0.5, 1.5, 1.0, 0.0, 2.0])  # var 0.625, / J = 0.125
+    z = stats.norm.ppf(0.975)
+    row = pd.Series({"boot_ci_low": 1.0 - z * 0.5, "boot_ci_high": 1.0 + z * 0.5})  # se 0.5
+    assert shared_test_variance(row, diffs, 0.05) == pytest.approx(0.25 - 0.125)
+    missing = pd.Series({"boot_ci_low": np.nan, "boot_ci_high": np.nan})
+    assert shared_test_variance(missing, diffs, 0.05) == 0
+    narrow = pd.Series({"boot_ci_low": 0.99, "boot_ci_high": 1.01})
+    assert shared_test_variance(narrow, diffs, 0.05) == 0.0

@@ -9,7 +9,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
+from scipy.stats import norm
 
 from medattn.analysis.across import HierarchicalResult, hierarchical, signed_rank
 from medattn.analysis.compare import CompareResult
@@ -17,7 +19,7 @@ from medattn.analysis.ranks import FriedmanResult, friedman
 from medattn.errors import DataError
 from medattn.models import registry as R
 
-__all__ = ["AcrossStudy", "across_study", "merge_results"]
+__all__ = ["AcrossStudy", "across_study", "merge_results", "shared_test_variance"]
 
 
 @dataclass
@@ -57,6 +59,17 @@ def merge_results(results: list[CompareResult]) -> CompareResult:
                          sensitivity=cat("sensitivity"),
                          notes=[n for r in results for n in r.notes],
                          warnings=[w for r in results for w in r.warnings])
+
+
+def shared_test_variance(row, diffs: np.ndarray, alpha: float) -> float:
+    """Test-sampling variance (pp^2) of a fixed-split data set's mean difference: the paired
+    bootstrap's variance over splits and test images (from its (1 - alpha) CI in Table 2's
+    ``boot_ci_low/high``) less the spread over the splits alone, s^2 / J; 0 without a bootstrap."""
+    lo, hi = row.get("boot_ci_low"), row.get("boot_ci_high")
+    if lo is None or hi is None or pd.isna(lo) or pd.isna(hi) or len(diffs) < 2:
+        return 0.0
+    se_boot = (float(hi) - float(lo)) / (2 * float(norm.ppf(1 - alpha / 2)))
+    return max(0.0, se_boot**2 - float(np.var(diffs, ddof=1)) / len(diffs))
 
 
 def _cell(row) -> str:
@@ -112,16 +125,18 @@ def across_study(result: CompareResult, *, margin: float = 1.0, alpha: float = 0
     fixed = sorted({ds for ds in datasets for k, *_ in groups
                     if (ds,) + k in table.index and table.loc[(ds,) + k, "test_train_ratio"] == 0})
     if fixed:
-        notes.append(f"{', '.join(fixed)}: fixed split (r = 0): its runs share one test set, "
-                     "whose sampling variance is not in the per-split differences; the "
-                     "library's hierarchical(test_var=...) takes it when known")
+        notes.append(f"{', '.join(fixed)}: fixed split (r = 0): its runs share one test set; its "
+                     "sampling variance is taken from Table 2's bootstrap over test images where "
+                     "there is one (else it is missing: run compare with --bootstrap N)")
     rows, fits, cells = [], {}, {}
     for i, (key, label, g, ok) in enumerate(groups):
         diffs = [g.loc[g["dataset"] == ds, "diff"].to_numpy(float) for ds in ok]
         ratios = [float(table.loc[(ds,) + key, "test_train_ratio"]) for ds in ok]
         ratios = [0.0 if math.isnan(x) else x for x in ratios]
-        fit = hierarchical(diffs, ratios, margin, names=ok, n_variants=len(groups),
-                           level=1 - alpha, n_iter=n_iter, seed=seed + i)
+        tvar = [shared_test_variance(table.loc[(ds,) + key], d, alpha) if r == 0 else 0.0
+                for ds, d, r in zip(ok, diffs, ratios)]
+        fit = hierarchical(diffs, ratios, margin, test_var=tvar, names=ok,
+                           n_variants=len(groups), level=1 - alpha, n_iter=n_iter, seed=seed + i)
         sr = signed_rank([d.mean() for d in diffs], margin, n_variants=len(groups),
                          level=1 - alpha, alpha=alpha, seed=seed + i)
         fits[label] = fit
