@@ -87,8 +87,10 @@ def test_new_dataset_probs_match_t_probabilities():
 def test_hierarchical_bad_input_says_what():
     with pytest.raises(DataError, match="at least 2 data sets"):
         hierarchical([np.ones(10)], R_SPLIT, 1.0)
-    with pytest.raises(DataError, match="data set 1: needs >= 2"):
+    with pytest.raises(DataError, match="data set 2: needs >= 2"):
         hierarchical([np.ones(10), np.ones(1)], R_SPLIT, 1.0)
+    with pytest.raises(DataError, match="derm: needs >= 2"):
+        hierarchical([np.ones(10), [1.0, np.nan]], R_SPLIT, 1.0, names=["path", "derm"])
     with pytest.raises(DataError, match="rope"):
         hierarchical([np.ones(3), np.ones(3)], R_SPLIT, 0.0)
 

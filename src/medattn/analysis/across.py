@@ -81,21 +81,23 @@ class HierarchicalResult:
     draws: Draws | None = None
 
 
-def _check_diffs(diffs, ratios, test_var) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+def _check_diffs(diffs, ratios, test_var, names) -> tuple[list[np.ndarray], np.ndarray,
+                                                           np.ndarray, list[str]]:
     ds = [np.asarray(d, float).ravel() for d in diffs]
+    names = list(names) if names is not None else [f"data set {i + 1}" for i in range(len(ds))]
     if len(ds) < 2:
         raise DataError(f"the model across data sets needs at least 2 data sets; got {len(ds)}. "
                         "Give the final runs of a study over several data sets.")
     for i, d in enumerate(ds):
         if d.size < 2 or not np.isfinite(d).all():
-            raise DataError(f"data set {i}: needs >= 2 finite per-split differences (got "
+            raise DataError(f"{names[i]}: needs >= 2 finite per-split differences (got "
                             f"{d.size}, finite {int(np.isfinite(d).sum())}); train more splits.")
     r = np.broadcast_to(np.asarray(ratios, float), (len(ds),)).copy()
     v = np.zeros(len(ds)) if test_var is None else np.broadcast_to(
         np.asarray(test_var, float), (len(ds),)).copy()
     if not ((r >= 0).all() and (v >= 0).all()):
         raise DataError(f"test_train_ratios and test_var must be >= 0 (got {r}, {v}).")
-    return ds, r, v
+    return ds, r, v, names
 
 
 def _rhat(x: np.ndarray) -> float:
@@ -129,9 +131,8 @@ def hierarchical(diffs: Sequence[np.ndarray], test_train_ratios, rope: float, *,
     """
     if not rope > 0:
         raise DataError(f"rope (--margin) must be > 0 pp, got {rope}.")
-    ds, r, v = _check_diffs(diffs, test_train_ratios, test_var)
+    ds, r, v, names = _check_diffs(diffs, test_train_ratios, test_var, names)
     D = len(ds)
-    names = list(names) if names is not None else [f"data set {i + 1}" for i in range(D)]
     J = np.array([d.size for d in ds], float)
     m = np.array([d.mean() for d in ds])
     W = np.array([((d - d.mean()) ** 2).sum() for d in ds])
