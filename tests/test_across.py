@@ -39,12 +39,12 @@ def test_sampler_matches_normal_normal_closed_form():
 
 
 def test_sampler_within_sd_recovers_the_chi2_posterior():
-    # One data set's sd with delta known far less uncertain than s: the posterior of 1/s^2 is
-    # Gamma((J-1)/2, W/2) when the truncation at within_max does not bite (J large: shape large).
+    # J = 200 differences per data set: the posterior of 1/s^2 is Gamma((J-1)/2, (W + ...)/2),
+    # its mean about (J-1)/W (the mean's own term adds little), far from the truncation.
     J, s_true = 200, 2.0
     W = s_true**2 * (J - 1)
-    d = gibbs(np.zeros((4, 2)), np.full((4, 2), W), np.full(2, J), np.full(2, 1 / J), sigma0_fixed=1.0,
-              nu_fixed=1e7, n_iter=2000, n_warmup=100, rng=np.random.default_rng(0))
+    d = gibbs(np.zeros((4, 2)), np.full((4, 2), W), np.full(2, J), np.full(2, 1 / J),
+              sigma0_fixed=1.0, nu_fixed=1e7, n_iter=2000, n_warmup=100, rng=np.random.default_rng(0))
     prec = 1 / d.within_sd.reshape(-1, 2) ** 2
     assert prec.mean() == pytest.approx((J - 1) / W, rel=0.02)
 

@@ -32,7 +32,8 @@ def _stripe_accuracy(path) -> float:
 
     def feats(split):
         g = d[f"{split}_images"].mean(-1) / 255.0
-        return np.log(np.stack([g.mean(2).var(1), g.mean(1).var(1)], 1)), d[f"{split}_labels"].ravel()
+        x = np.log(np.stack([g.mean(2).var(1), g.mean(1).var(1)], 1))
+        return x, d[f"{split}_labels"].ravel()
 
     (xtr, ytr), (xte, yte) = feats("train"), feats("test")
     cent = np.stack([xtr[ytr == k].mean(0) for k in range(3)])

@@ -5,7 +5,8 @@ Model (all in percentage points, pp), data set i = 1..D with J_i per-split diffe
 
     x_i ~ MVN(delta_i 1, sigma_i^2 M_i),  M_i = (1 - rho_i) I + rho_i 1 1',  rho_i = r_i / (1 + r_i)
     delta_i ~ Student-t(nu, delta_0, sigma_0)
-    delta_0 ~ N(0, prior_sd^2);  sigma_0 ~ U(0, sigma0_max);  s_i ~ U(0, within_max);  nu ~ grid prior
+    delta_0 ~ N(0, delta0_sd^2);  sigma_0 ~ U(0, sigma0_max);  s_i ~ U(0, within_max);
+    nu ~ Gamma(2, 0.1) on a grid
 
 with s_i^2 = sigma_i^2 (1 - rho_i) the variance of the differences around their mean (what a
 sample sd estimates). By the eigen-decomposition of M_i the likelihood depends on the data only
@@ -48,7 +49,7 @@ class Priors:
     within_max: float = 20.0  # s_i ~ U(0, within_max): sd of a data set's per-split differences
     nu_shape: float = 2.0  # nu ~ Gamma(shape, rate) on nu_grid()
     nu_rate: float = 0.1
-    sigma0_cells: int = 80
+    sigma0_cells: int = 48
 
 
 def nu_grid(priors: Priors) -> tuple[np.ndarray, np.ndarray]:

@@ -18,8 +18,8 @@ TITLE = "Across data sets"
 
 def verdict_sentence(row, ac: AcrossStudy) -> str:
     """One sentence: what the hierarchical model says for a new data set, and the common effect."""
-    what = {"better": "is better than", "worse": "is worse than",
-            "equivalent": "is equivalent to", "undecided": "cannot yet be told from"}[row["verdict"]]
+    what = {"better": "is better than", "worse": "is worse than", "equivalent": "is equivalent to",
+            "undecided": "cannot yet be told from"}[row["verdict"]]
     ref = row["comparison"].split(" vs ", 1)[1]
     return (f"{row['comparison'].split(' vs ')[0]} {what} {ref} on a new data set "
             f"(P(worse / equivalent / better) = {row['p_worse']:.2f} / "

@@ -34,7 +34,8 @@ def suite_images(n: int, size: int, difficulty: float, rng: np.random.Generator
     disk = ((yy - cy) ** 2 + (xx - cx) ** 2 < 0.05).astype(float)
     horiz = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * yy + phase)
     vert = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * xx + phase)
-    pattern = np.where((y == 0)[:, None, None], disk, np.where((y == 1)[:, None, None], horiz, vert))
+    cls = y[:, None, None]
+    pattern = np.where(cls == 0, disk, np.where(cls == 1, horiz, vert))
     contrast, noise = 0.8 - 0.4 * difficulty, 0.1 + 0.15 * difficulty
     gray = 0.35 + contrast * pattern[..., None] * np.array([0.9, 0.6, 0.7])
     img = gray + noise * rng.standard_normal((n, size, size, 3))
@@ -76,6 +77,7 @@ def write_suite(out: str | Path, n_datasets: int = 3, n: int = 300, size: int = 
               "final": {"splits": 3, "first_seed": 0},
               "train": {"epochs": 3, "batch_size": 32, "image_size": size, "pretrained": False,
                         "augment": "light", "num_workers": 0, "threads": 1}}
-    write_text(out / "suite.yaml", "# medattn synth suite: a study over the synthetic suite; "
-               "run with `medattn study OUT/suite.yaml`\n" + yaml.safe_dump(config, sort_keys=False))
+    head = ("# medattn synth suite: a study over the synthetic suite; run with "
+            "`medattn study OUT/suite.yaml`\n")
+    write_text(out / "suite.yaml", head + yaml.safe_dump(config, sort_keys=False))
     return specs
