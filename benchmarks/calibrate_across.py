@@ -18,7 +18,7 @@ from the priors, data from the model, the rank of the true delta_0 and sigma_0 a
 posterior draws; ranks must be uniform on 0..99: chi-square test on 10 bins. Plus the posterior
 of delta_0 against its closed form where sigma_0, the s_i and nu are held fixed (normal-normal).
 
-    nice -n 10 python benchmarks/calibrate_across.py                 # the docs' table
+    nice -n 10 python benchmarks/calibrate_across.py --iters 600 --warmup 200 --power 100  # docs
     nice -n 10 python benchmarks/calibrate_across.py --null 100 --power 50 --sbc 100   # quick
 """
 
