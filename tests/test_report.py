@@ -1,6 +1,7 @@
 """The study report: contents, self-containment, and that it opens offline in headless chromium."""
 
 import base64
+import html as html_lib
 import io
 import json
 import re
@@ -17,7 +18,7 @@ from medattn.report import EXPLAIN_HINT, FEATURES_HINT, build_report
 
 from tests.fake_study import DIVERGED_RUN, FAILED_RUN, write_fake_study
 
-SECTIONS = ["overview", "table1", "table2", "accuracy", "curves", "confusion", "search", "table3",
+SECTIONS = ["overview", "table1", "table2", "across", "accuracy", "curves", "confusion", "search", "table3",
             "table4", "runs", "reproduce"]
 
 
@@ -86,6 +87,9 @@ def test_report_files_and_sections(study):
     assert _hint(EXPLAIN_HINT) in _text(html) and _hint(FEATURES_HINT) not in _text(html)
     # Reproduction: the config and versions.
     assert "first_seed: 100" in html and "2.14.1" in html
+    # One data set: the section across data sets says why it is absent.
+    across = html_lib.unescape(_text(html.split('<section id="across">')[1].split("</section>")[0]))
+    assert "needs >= 2 data sets; these runs hold 1 (isic)" in across
 
 
 def test_report_is_self_contained(study):

@@ -100,7 +100,9 @@ def _add_compare(sub):
                        "Bayesian tests, bootstrap, divergence; Welch as the paper)",
                        description="Compare each model variant with the base of its backbone, "
                        "from a study's runs or from a summary CSV (docs/statistics.md).")
-    p.add_argument("runs_dir", nargs="?", metavar="RUNS_DIR", help="study output folder")
+    p.add_argument("runs_dir", nargs="*", metavar="RUNS_DIR",
+                   help="study output folder(s); several are compared together (each with "
+                   "different data sets)")
     p.add_argument("--summary", metavar="FILE.csv",
                    help="summary CSV (dataset,backbone,model,set,mean,sd,n; percent) instead of "
                    "RUNS_DIR; 'paper' = the paper's Table 2")
@@ -120,15 +122,21 @@ def _add_compare(sub):
                    choices=["holm", "none", "bonferroni", "holm-sidak", "fdr_bh", "fdr_by"],
                    help="multiple-comparison correction within each column (default holm)")
     _add_test_options(p)
+    g = p.add_mutually_exclusive_group()  # default: across data sets when the runs hold >= 2
+    g.add_argument("--across", dest="across", action="store_const", const="on", default="auto",
+                   help="add the answer across data sets (hierarchical model, signed-rank, "
+                   "Friedman); on by default when the runs hold >= 2 data sets")
+    g.add_argument("--no-across", dest="across", action="store_const", const="off",
+                   help="leave out the answer across data sets")
 
     def run(args):
         from medattn.report.table2 import run_compare
 
-        print(run_compare(args.runs_dir, summary=args.summary, fmt=args.fmt, out=args.out,
-                          include_diverged=args.include_diverged, alpha=args.alpha,
+        print(run_compare(args.runs_dir or None, summary=args.summary, fmt=args.fmt,
+                          out=args.out, include_diverged=args.include_diverged, alpha=args.alpha,
                           margin=args.margin, power=args.power, correction=args.correction,
                           test=args.test, test_train_ratio=args.test_train_ratio,
-                          bootstrap=args.bootstrap, seed=args.seed),
+                          bootstrap=args.bootstrap, seed=args.seed, across=args.across),
               end="")
 
     p.set_defaults(func=run)
@@ -429,10 +437,24 @@ def _add_synth(sub):
     h.add_argument("--seed", type=int, default=0, help="seed of the generator (default 0)")
     h.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     h.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
+    u = kinds.add_parser("suite", help="several small data sets of graded difficulty "
+                         "(MedMNIST layout) and OUT/suite.yaml, a study over them")
+    u.add_argument("--out", required=True, metavar="DIR", help="folder to write suite_*.npz into")
+    u.add_argument("--datasets", type=int, default=3, help="data sets, 2..5 (default 3)")
+    u.add_argument("--n", type=int, default=300, help="images per data set (default 300)")
+    u.add_argument("--size", type=int, default=28, help="image side in pixels (default 28)")
+    u.add_argument("--seed", type=int, default=0, help="seed of the generator (default 0)")
+    u.add_argument("--overwrite", action="store_true", help="replace existing suite files")
 
     def run(args):
         from medattn.data import synthetic
 
+        if args.kind == "suite":
+            specs = synthetic.write_suite(args.out, n_datasets=args.datasets, n=args.n,
+                                          size=args.size, seed=args.seed, overwrite=args.overwrite)
+            print("\n".join(specs) + f"\nstudy config: {args.out}/suite.yaml "
+                  f"(next: medattn study {args.out}/suite.yaml)")
+            return
         if args.kind == "derm":
             specs = synthetic.write_derm(
                 args.out, n=args.n, n_ood=args.n_ood, seed=args.seed, image_size=args.size,

@@ -92,7 +92,7 @@ def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = No
     _compare(study, settings)
     final = study.final_records()
     sections = [_overview(study), _table1(study, parameters), _table2(study),
-                _accuracy(study), _curves(study, final), _confusion(study, final),
+                _across(study, settings), _accuracy(study), _curves(study, final), _confusion(study, final),
                 _search(study), _table3(study),
                 _artifact_section(study.runs_dir / "analysis" / "explain", "table4",
                                   "Table 4: explanations", ["explain_summary.csv"], EXPLAIN_HINT,
@@ -177,6 +177,13 @@ def _table2(study: _Study) -> Section:
         blocks.append(Text("\n".join(f"- {x}" for x in body)) if isinstance(body, list)
                       else Table(body))
     return Section("table2", "Table 2: balanced accuracy and comparisons", blocks)
+
+
+def _across(study: _Study, settings: dict) -> Section:
+    """Across data sets (docs/statistics.md): verdicts, forest plots, CD diagram, or why not."""
+    from medattn.report.across import across_section
+
+    return across_section(study.result, settings, _slug)
 
 
 def _set_label(set_name: str) -> str:

@@ -279,15 +279,21 @@ def format_result(result: CompareResult, fmt: str = "md") -> str:
     raise ConfigError(f"--format {fmt!r} is unknown; use one of {', '.join(FORMATS)}.")
 
 
-def run_compare(runs_dir: str | None = None, *, summary: str | None = None, fmt: str = "md",
+def run_compare(runs_dir: str | list[str] | None = None, *, summary: str | None = None,
+                fmt: str = "md",
                 out: str | None = None, include_diverged: bool = False, alpha: float = 0.05,
                 margin: float = 1.0, power: float = 0.8, correction: str = "holm",
                 test: str | None = None, test_train_ratio: float | None = None,
-                bootstrap: int = 10_000, seed: int = 0) -> str:
+                bootstrap: int = 10_000, seed: int = 0, across: str = "auto") -> str:
     """What ``medattn compare`` does: compare, render, optionally write ``out``; returns the text.
 
-    ``test`` defaults to ``corrected`` for runs and ``welch`` for a summary.
+    ``test`` defaults to ``corrected`` for runs and ``welch`` for a summary. ``runs_dir``: one
+    folder or a list (studies over different data sets, compared together). ``across``:
+    ``auto`` (the Markdown output gets the section "Across data sets" when the runs hold >= 2
+    data sets), ``on`` (always, saying why when it cannot be computed) or ``off``.
     """
+    if isinstance(runs_dir, (list, tuple)):
+        runs_dir = list(runs_dir) or None
     if (runs_dir is None) == (summary is None):
         raise ConfigError("give either RUNS_DIR or --summary FILE.csv (exactly one).")
     if fmt not in FORMATS:
@@ -301,9 +307,21 @@ def run_compare(runs_dir: str | None = None, *, summary: str | None = None, fmt:
         result = CompareResult(compare_summary(read_summary(summary), **opts),
                                settings=_settings(opts), notes=_summary_notes(opts))
     else:
-        result = compare_runs(runs_dir, include_diverged=include_diverged, bootstrap=bootstrap,
-                              seed=seed, test=test or "corrected", **opts)
+        dirs = runs_dir if isinstance(runs_dir, list) else [runs_dir]
+        results = [compare_runs(d, include_diverged=include_diverged, bootstrap=bootstrap,
+                                seed=seed, test=test or "corrected", **opts) for d in dirs]
+        if len(results) > 1:
+            from medattn.analysis.across_study import merge_results
+
+            results = [merge_results(results)]
+        result = results[0]
     text = format_result(result, fmt)
+    n_sets = result.table["dataset"].nunique()
+    if fmt == "md" and (across == "on" or (across == "auto" and n_sets >= 2
+                                              and summary is None)):
+        from medattn.report.across import across_markdown
+
+        text += across_markdown(result, {**result.settings, "seed": seed})
     if out:
         write_text(out, text)
     return text
