@@ -99,3 +99,11 @@ def test_design_table_lists_kfold_but_marks_it_uncalibrated():
     k = next(d for d in D.DESIGNS if d.name == "5-fold x 2")
     assert k.n_pairs == 10 and k.shares(0.2, 0.1) == pytest.approx((0.2, 0.7))
     assert k.factor(10, 0.25) == pytest.approx(0.35)
+
+
+def test_decided_right_is_the_better_entry_and_mirrors_for_negative_delta():
+    full = D.decision_probability(1.5, 2.0, [5, 10, 30], 0.2857, 1.0)
+    np.testing.assert_allclose(D.decided_right(1.5, 2.0, [5, 10, 30], 0.2857, 1.0), full[:, 2],
+                               atol=1e-4)
+    np.testing.assert_allclose(D.decided_right(1.5, -2.0, [5, 10, 30], 0.2857, 1.0), full[:, 2],
+                               atol=1e-4)
