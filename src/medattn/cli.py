@@ -151,7 +151,8 @@ def _add_plan(sub):
                    "two sds, models taken as uncorrelated)")
     p.add_argument("--test-train-ratio", type=float, default=0.2 / 0.7, metavar="R",
                    help="with --summary: n_test / n_train of the splits (default 0.2857)")
-    p.add_argument("--n-test", type=float, metavar="N", help="with --summary: test images per split")
+    p.add_argument("--n-test", type=float, metavar="N",
+                   help="with --summary: test images per split")
     p.add_argument("--seconds-per-run", type=float, metavar="S",
                    help="with --summary: training time of one run, for the hours")
     p.add_argument("--delta", type=float, default=2.0, metavar="PP",

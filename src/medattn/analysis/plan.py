@@ -71,7 +71,7 @@ class Pilot:
         return sd_upper(self.sd_diff, self.n_pairs)
 
     def ab(self, sd: float) -> tuple[float, float]:
-        """``(a, b)`` of ``s_d^2 = b + a / n_test`` given the sd planned on; unknown ``a``: b = 0."""
+        """``(a, b)`` of ``s_d^2 = b + a / n_test`` at the sd planned on (unknown a: b = 0)."""
         if not np.isfinite(self.a):
             return sd**2 * self.n_test, 0.0
         return self.a, max(0.0, sd**2 - self.a / self.n_test)
@@ -232,7 +232,9 @@ def _images(p: Pilot, arr: dict, target: float, grid: np.ndarray) -> tuple[np.nd
     for i, row in enumerate(arr["p_right"]):
         hit = np.flatnonzero(row >= target)
         if hit.size:
-            out.append(float(f"{size * grid[hit[0]]:.2g}"))
+            n = size * grid[hit[0]]
+            step = 10.0 ** (math.floor(math.log10(n)) - 1)
+            out.append(math.ceil(n / step) * step)  # 2 significant digits, rounded up
             why.append("")
         else:
             out.append(math.inf)
