@@ -165,3 +165,15 @@ def test_cli_plan_on_runs_prints_and_saves(planned, capsys):
     out = capsys.readouterr().out
     assert "isic id ResNet18 +ELA vs ResNet18 base" in out and "80 % upper bound" in out
     assert P.load_plan(root).settings["delta"] == 3.0
+
+
+def test_the_printed_plan_says_when_only_more_images_would_reach_the_target():
+    from medattn.report.design import format_plan
+
+    pilots = [_pilot(2.0, 800.0), _pilot(4.0, 200.0)]
+    plan = P._plan(pilots, {**SETTINGS, "source": "sim"}, [])
+    text = format_plan(plan)
+    n = plan.tables[0].loc[0, "images"]
+    assert f"no calibrated design of this data reaches 80%; about {n:,.0f} images would" in text
+    assert "no calibrated design reaches 80% at any data size" in text  # the floor case
+    assert "5-fold x 2 (not calibrated)" in text
