@@ -32,6 +32,7 @@ The expectation over W is a 1-D Gauss-Legendre quadrature in the chi2 quantile (
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -126,12 +127,21 @@ DESIGNS: tuple[Design, ...] = (
 def _chi_nodes(df: np.ndarray, nodes: int) -> tuple[np.ndarray, np.ndarray]:
     """``q = sqrt(W / df)`` at Gauss-Legendre nodes of the chi2(df) quantile and the weights;
     shapes ``df.shape + (nodes,)`` and ``(nodes,)``."""
-    x, w = np.polynomial.legendre.leggauss(nodes)
-    u = (x + 1) / 2
-    # chi2.ppf is the slow part: once per distinct df (a planner's grid has few)
+    # leggauss and chi2.ppf are the slow parts: cached per distinct df (a planner has few)
     values, where = np.unique(df, return_inverse=True)
-    q = np.sqrt(stats.chi2.ppf(u, values[:, None]) / values[:, None])
-    return q[where.reshape(df.shape)], w / 2
+    q = np.stack([_q_nodes(float(v), nodes) for v in values])
+    return q[where.reshape(df.shape)], _legendre(nodes)[1] / 2
+
+
+@functools.lru_cache(maxsize=64)
+def _legendre(nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.polynomial.legendre.leggauss(nodes)
+
+
+@functools.lru_cache(maxsize=1024)
+def _q_nodes(df: float, nodes: int) -> np.ndarray:
+    u = (_legendre(nodes)[0] + 1) / 2
+    return np.sqrt(stats.chi2.ppf(u, df) / df)
 
 
 def _setup(sd_diff, delta, n_pairs, test_train_ratio, variance_factor):
