@@ -177,3 +177,11 @@ def test_the_printed_plan_says_when_only_more_images_would_reach_the_target():
     assert f"no calibrated design of this data reaches 80%; about {n:,.0f} images would" in text
     assert "no calibrated design reaches 80% at any data size" in text  # the floor case
     assert "5-fold x 2 (not calibrated)" in text
+
+
+def test_a_budget_leaves_out_designs_that_cost_more():
+    t = P.design_table(_pilot(0.5, 40.0), SETTINGS)  # a small sd: every design decides
+    assert (t.loc[t["calibrated"], "p_right"] >= 0.8).all()
+    assert P.recommend(t, SETTINGS, "")["design"] == "random J=10"  # the cheapest
+    hours_j10 = t.loc[0, "hours"]
+    assert P.recommend(t, {**SETTINGS, "budget": hours_j10 / 2}, "")["design"] is None

@@ -193,7 +193,8 @@ def pilots_from_runs(runs_dir, margin: float) -> tuple[list[Pilot], dict, list[s
         pilots.append(Pilot(label, k["set"], len(diffs), float(np.std(diffs, ddof=1)),
                             n_test if k["set"] == "id" else size, pool, n_test / pool,
                             n_val / pool, a, source))
-    n_models = int(finals.done()["model"].nunique()) if len(finals.done()) else 2
+    done = finals.done()  # every (data set, model) trains once per split
+    n_models = len(done[["dataset", "model"]].drop_duplicates()) if len(done) else 2
     return pilots, {"seconds_per_run": seconds, "hours_unit": unit, "models": n_models}, notes
 
 
@@ -271,7 +272,8 @@ def recommend(table: pd.DataFrame, settings: dict, tag: str) -> dict:
     """The cheapest calibrated design reaching the target on this pool (within the budget), or
     with more data; ``tag`` ``""`` (estimate) or ``"_upper"`` (bound)."""
     cal = table[table["calibrated"]]
-    budget = settings.get("budget")
+    # a budget applies where hours are known (no timings: designs ranked by runs instead)
+    budget = settings.get("budget") if np.isfinite(settings["seconds_per_run"]) else None
     cost = cal["hours"].fillna(cal["runs_per_model"])
     ok = cal[(cal[f"p_right{tag}"] >= settings["power"])
              & ((cost <= budget) if budget else True)]
@@ -280,6 +282,8 @@ def recommend(table: pd.DataFrame, settings: dict, tag: str) -> dict:
         return {"design": r["design"], "more_data": False, "hours": r["hours"],
                 "p_right": r[f"p_right{tag}"], "images": None}
     more = cal[np.isfinite(cal[f"images{tag}"].astype(float))]
+    if budget:
+        more = more[more[f"hours_at_images{tag}"] <= budget]
     if not len(more):
         return {"design": None, "more_data": True, "hours": math.nan, "p_right": math.nan,
                 "images": math.inf}
@@ -350,7 +354,8 @@ def plan_summary(path: str, *, sd_diff: float | None = None, test_train_ratio: f
     if sd_diff is not None and not sd_diff > 0:
         raise ConfigError(f"--sd-diff must be > 0 pp, got {sd_diff}.")
     path = str(compare.PAPER_TABLE2) if path == "paper" else path
-    table = compare.compare_summary(read_summary(path), margin=margin)
+    summary = read_summary(path)
+    table = compare.compare_summary(summary, margin=margin)
     table = table[table["reference"].notna()]
     test_share = 0.9 * test_train_ratio / (1 + test_train_ratio)  # a 10 % validation share
     size = float(n_test) if n_test else 1000.0 * test_share
@@ -371,7 +376,7 @@ def plan_summary(path: str, *, sd_diff: float | None = None, test_train_ratio: f
     settings = dict(delta=abs(delta), margin=margin, power=power, threshold=threshold,
                     alpha=alpha, budget=budget, source=str(path),
                     seconds_per_run=seconds_per_run or math.nan, hours_unit="hours",
-                    models=int(table["model"].nunique()) + 1)
+                    models=len(summary[["dataset", "backbone", "model"]].drop_duplicates()))
     return _plan(pilots, settings, notes)
 
 
