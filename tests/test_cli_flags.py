@@ -161,8 +161,8 @@ def test_every_option_has_help_and_commands_are_in_workflow_order():
                 continue
             assert action.help and action.help is not argparse.SUPPRESS, (path, action.dest)
     top = [a for a in COMMANDS[()]._actions if isinstance(a, argparse._SubParsersAction)][0]
-    assert list(top.choices) == ["demo", "data", "synth", "models", "params", "train", "study",
-                                 "compare", "features", "explain", "report"]
+    assert list(top.choices) == ["demo", "data", "synth", "models", "params", "train", "plan",
+                                 "study", "compare", "features", "explain", "report"]
     listed = [a.dest for a in top._choices_actions]
     assert listed == list(top.choices)  # `medattn --help` lists them in that order
 

@@ -18,8 +18,8 @@ from medattn.report import EXPLAIN_HINT, FEATURES_HINT, build_report
 
 from tests.fake_study import DIVERGED_RUN, FAILED_RUN, write_fake_study
 
-SECTIONS = ["overview", "table1", "table2", "across", "accuracy", "curves", "confusion", "search", "table3",
-            "table4", "runs", "reproduce"]
+SECTIONS = ["overview", "table1", "table2", "across", "accuracy", "curves", "confusion", "search",
+            "design", "table3", "table4", "runs", "reproduce"]
 
 
 def _text(html: str) -> str:

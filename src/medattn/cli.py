@@ -142,6 +142,58 @@ def _add_compare(sub):
     p.set_defaults(func=run)
 
 
+@command
+def _add_plan(sub):
+    p = sub.add_parser("plan", help="plan a design that can decide, from a pilot's runs or "
+                       "published sds (power, P(decided), runs, hours)",
+                       description="From a pilot's final runs (or --summary), per comparison: "
+                       "each candidate design's corrected-test power and probability that the "
+                       "Bayesian test decides right at a true difference --delta, its runs and "
+                       "hours, and the images that would reach --power; saved as "
+                       "RUNS_DIR/plan.json (docs/statistics.md).")
+    p.add_argument("runs_dir", nargs="?", metavar="RUNS_DIR", help="pilot (study) output folder")
+    p.add_argument("--summary", metavar="FILE.csv",
+                   help="plan from published numbers instead (compare's summary CSV; 'paper')")
+    p.add_argument("--sd-diff", type=float, metavar="PP",
+                   help="with --summary: sd of the paired differences (default: from the "
+                   "two sds, models taken as uncorrelated)")
+    p.add_argument("--test-train-ratio", type=float, default=0.2 / 0.7, metavar="R",
+                   help="with --summary: n_test / n_train of the splits (default 0.2857)")
+    p.add_argument("--n-test", type=float, metavar="N",
+                   help="with --summary: test images per split")
+    p.add_argument("--seconds-per-run", type=float, metavar="S",
+                   help="with --summary: training time of one run, for the hours")
+    p.add_argument("--delta", type=float, default=2.0, metavar="PP",
+                   help="true difference to detect, pp; must exceed --margin (default 2)")
+    p.add_argument("--margin", type=float, default=1.0, metavar="PP",
+                   help="ROPE of the Bayesian test, pp (default 1, as compare)")
+    p.add_argument("--power", type=float, default=0.8,
+                   help="target probability of deciding right (default 0.8)")
+    p.add_argument("--threshold", type=float, default=0.95,
+                   help="posterior probability a decision needs (default 0.95)")
+    p.add_argument("--budget", type=float, metavar="HOURS",
+                   help="recommend only designs within this many hours")
+
+    def run(args):
+        from medattn.analysis import plan as P
+        from medattn.report.design import format_plan
+
+        opts = dict(delta=args.delta, margin=args.margin, power=args.power,
+                    threshold=args.threshold, budget=args.budget)
+        if (args.runs_dir is None) == (args.summary is None):
+            raise ConfigError("give either RUNS_DIR or --summary FILE.csv (exactly one).")
+        if args.summary is not None:
+            plan = P.plan_summary(args.summary, sd_diff=args.sd_diff, n_test=args.n_test,
+                                  test_train_ratio=args.test_train_ratio,
+                                  seconds_per_run=args.seconds_per_run, **opts)
+            print(format_plan(plan), end="")
+            return
+        plan = P.plan_runs(args.runs_dir, **opts)
+        print(format_plan(plan, saved=f"{args.runs_dir}/{P.PLAN_FILE}"), end="")
+
+    p.set_defaults(func=run)
+
+
 def _add_pretrained_options(p, default: str | None) -> None:
     what = "(default timm)" if default else "(default: the config's train.pretrained)"
     p.add_argument("--pretrained", metavar="PATH|timm", default=default,
@@ -563,8 +615,8 @@ def _add_features(sub):
 
 
 # The order `medattn --help` lists the commands in: the order a new user needs them.
-WORKFLOW = ("demo", "data", "synth", "models", "params", "train", "study", "compare", "features",
-            "explain", "report")
+WORKFLOW = ("demo", "data", "synth", "models", "params", "train", "plan", "study", "compare",
+            "features", "explain", "report")
 
 
 def _workflow_position(register: Callable) -> int:

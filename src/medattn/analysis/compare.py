@@ -410,6 +410,9 @@ def compare_runs(runs_dir: str | os.PathLike, *, include_diverged: bool = False,
     if runs["imputed"].any():
         notes.append("diverged runs without a recorded accuracy (non-finite loss) count at "
                      "chance level, 1 / number of classes, where diverged runs are included")
+    from medattn.analysis.plan import margin_notes  # planned with another margin? say so
+
+    notes += margin_notes(runs_dir, margin)
     divergence = _sort_models(paired.divergence_table(frame), list(summary["dataset"]))
     settings = _settings(dict(opts, bootstrap=bootstrap, seed=seed), include_diverged)
     from medattn.analysis.sequential import sequential_note  # a stop-when-decided study

@@ -92,8 +92,8 @@ def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = No
     _compare(study, settings)
     final = study.final_records()
     sections = [_overview(study), _table1(study, parameters), _table2(study),
-                _across(study, settings), _accuracy(study), _curves(study, final), _confusion(study, final),
-                _search(study), _table3(study),
+                _across(study, settings), _accuracy(study), _curves(study, final),
+                _confusion(study, final), _search(study), _design(study), _table3(study),
                 _artifact_section(study.runs_dir / "analysis" / "explain", "table4",
                                   "Table 4: explanations", ["explain_summary.csv"], EXPLAIN_HINT,
                                   first_png="table4.png"),
@@ -262,6 +262,13 @@ def _search(study: _Study) -> Section:
     return Section("search", "Hyper-parameter search",
                    blocks or [Text("No search runs (hyper-parameters were fixed or the search "
                                    "has not run).")])
+
+
+def _design(study: _Study) -> Section:
+    """The plan saved by ``medattn plan`` (report/design.py)."""
+    from medattn.report.design import design_section
+
+    return design_section(study.runs_dir)
 
 
 def _table3(study: _Study) -> Section:
