@@ -72,15 +72,30 @@ def _unlink_temporaries(paths: Iterator[Path]) -> int:
     return n
 
 
+# Temporary files a killed writer can leave: medattn's own (``.<name>.<pid>-<hex>.tmp``, see
+# medattn.atomic) and those of libraries that write files themselves (safetensors' and Python's
+# tempfile ``.tmpXXXXXX``, from runs folders written by older versions of medattn).
+# In a runs folder itself only hidden ones: a user's own ``notes.tmp`` there is left alone.
+TEMPORARIES = ("*.tmp", ".tmp??????")
+TOP_TEMPORARIES = (".*.tmp", ".tmp??????")
+
+
+def _temporaries(folder: Path, recursive: bool) -> Iterator[Path]:
+    for pattern in TEMPORARIES if recursive else TOP_TEMPORARIES:
+        for p in (folder.rglob(pattern) if recursive else folder.glob(pattern)):
+            if p.is_file() and not p.is_symlink():
+                yield p
+
+
 def sweep_run(runs_dir: str | os.PathLike, run_id: str) -> int:
     """Remove temporary files a killed writer left in a run folder (hold its :func:`lock_run`)."""
-    return _unlink_temporaries(run_dir(runs_dir, run_id).rglob("*.tmp"))
+    return _unlink_temporaries(_temporaries(run_dir(runs_dir, run_id), recursive=True))
 
 
 def sweep(runs_dir: str | os.PathLike) -> int:
     """Remove temporary files killed writers left in ``runs_dir`` and in every run folder that no
     process is using; returns how many. Call it holding :func:`lock_runs_dir`."""
-    n = _unlink_temporaries(Path(runs_dir).glob(".*.tmp"))
+    n = _unlink_temporaries(_temporaries(Path(runs_dir), recursive=False))
     root = runs_root(runs_dir)
     for d in sorted(root.iterdir()) if root.is_dir() else ():
         if d.is_dir():

@@ -1,0 +1,125 @@
+"""Faults of issue 21: a kill during the resume-state write, checkpoints that must be identical,
+temporary files of libraries. The kill test starts a real `medattn train` process."""
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from medattn.training import store
+from medattn.training.config import RunSpec, TrainSettings
+from medattn.training.engine import train_run
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+ENV = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+       "OPENBLAS_NUM_THREADS": "1"}
+
+
+def _temporaries(runs: Path) -> list[Path]:
+    """Every temporary a writer can leave in a run folder: ours and a library's."""
+    return [p for p in (runs / "runs").rglob("*")
+            if p.is_file() and (p.name.endswith(".tmp") or p.name.startswith(".tmp"))]
+
+
+def _train_cmd(derm, runs: Path, epochs: int) -> list[str]:
+    return [sys.executable, "-m", "medattn.cli", "train", "--model", "resnet18", "--data", derm[0],
+            "--runs", str(runs), "--epochs", str(epochs), "--batch-size", "16", "--image-size",
+            "32", "--no-pretrained", "--threads", "1", "-q"]
+
+
+def _being_written(runs: Path) -> list[Path]:
+    """Temporaries that already hold data (over 1 MB: the resume state's or the model's bytes,
+    not the empty placeholder the atomic writer creates first)."""
+    out = []
+    for p in _temporaries(runs) if (runs / "runs").is_dir() else []:
+        try:
+            if p.stat().st_size > 1 << 20:
+                out.append(p)
+        except FileNotFoundError:  # renamed meanwhile
+            pass
+    return out
+
+
+def _kill_during_a_write(cmd: list[str], runs: Path) -> list[Path]:
+    """Start ``cmd``, SIGKILL its process group as soon as a large file is being written in a
+    run folder, and return the temporaries the kill left (empty if the write finished first)."""
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    seen: list[Path] = []
+    try:
+        deadline = time.monotonic() + 240
+        while not seen and proc.poll() is None and time.monotonic() < deadline:
+            seen = _being_written(runs)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+    assert seen, f"no temporary file seen while training (exit {proc.returncode}): {err[-2000:]}"
+    assert proc.returncode == -signal.SIGKILL
+    return _temporaries(runs)
+
+
+@pytest.mark.slow
+def test_a_kill_during_the_resume_state_write_leaves_nothing_on_the_next_start(tiny_derm,
+                                                                              tmp_path):
+    """SIGKILL of `medattn train` while it writes the resume state (or another file); the next
+    start removes whatever temporary the kill left. (Before: safetensors' own `.tmpXXXXXX`,
+    0600 and as large as the resume state, stayed through every rerun.)"""
+    runs = tmp_path / "runs"
+    left: list[Path] = []
+    for _ in range(4):  # the write may finish between seeing its file and the kill: try again
+        left = _kill_during_a_write(_train_cmd(tiny_derm, runs, 40), runs)
+        if left:
+            break
+    assert left, "no kill hit a write in 4 tries"
+    # the next start in that runs folder (here a cheap other run) cleans up before it trains
+    again = subprocess.run(_train_cmd(tiny_derm, runs, 1), env=ENV, capture_output=True,
+                           text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert _temporaries(runs) == [], f"left by the kill {left}, still there after the rerun"
+    for p in (runs / "runs").rglob("*"):
+        if p.is_file() and p.name != ".lock":
+            assert stat.S_IMODE(p.stat().st_mode) == 0o644, p
+
+
+def test_leftover_library_temporaries_are_removed_on_start(tiny_derm, tmp_path):
+    """A runs folder written by an older medattn may hold safetensors' `.tmpXXXXXX` (0600, as
+    large as the resume state); the start-up clean-up removes it with medattn's own."""
+    spec = RunSpec(phase="final", dataset="isic", data=tiny_derm[0], model="resnet18", lr=0.01,
+                   weight_decay=0.0, split_seed=0,
+                   train=TrainSettings(epochs=1, batch_size=16, image_size=32, pretrained=False,
+                                       threads=1))
+    rec = train_run(spec, tmp_path, progress=False)
+    rdir = store.run_dir(tmp_path, rec["run_id"])
+    left = [rdir / ".tmpAb3xZ9", tmp_path / ".tmpQq1w2E"]
+    for p in left:
+        p.write_bytes(b"\0" * 1024)
+        p.chmod(0o600)
+    keep = [tmp_path / "tmp123456", rdir / "notes.tmpx"]  # not of that shape: not ours to delete
+    for p in keep:
+        p.write_text("mine")
+    assert train_run(spec, tmp_path, progress=False) == rec  # finished: only tidied
+    assert left[0].exists() is False
+    with store.lock_runs_dir(tmp_path):  # what a study and `medattn train` do on start
+        assert store.sweep(tmp_path) == 1
+    assert [p for p in left if p.exists()] == []
+    assert all(p.read_text() == "mine" for p in keep)
+
+
+def test_identical_runs_write_byte_identical_model_files(tiny_derm, tmp_path):
+    """Two runs of the same spec in two processes give the same model.safetensors bytes (the
+    library's metadata order differs from process to process; medattn writes it sorted)."""
+    outs = []
+    for i in range(2):
+        runs = tmp_path / f"r{i}"
+        done = subprocess.run(_train_cmd(tiny_derm, runs, 1), env=ENV, capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        (model,) = (runs / "runs").glob("*/model.safetensors")
+        outs.append(model.read_bytes())
+    assert outs[0] == outs[1]
