@@ -123,3 +123,36 @@ def test_identical_runs_write_byte_identical_model_files(tiny_derm, tmp_path):
         (model,) = (runs / "runs").glob("*/model.safetensors")
         outs.append(model.read_bytes())
     assert outs[0] == outs[1]
+
+
+def _deny_creating_in(folder: Path, monkeypatch) -> None:
+    """``folder`` as a user who may not write it sees it: creating a file there fails with
+    EACCES (the tests run as root, whom file modes do not stop); everything else is real."""
+    real = os.open
+
+    def fake_open(path, flags, *args, **kw):
+        if flags & os.O_CREAT and Path(path).absolute().parent == folder.absolute():
+            raise PermissionError(13, os.strerror(13), str(path))
+        return real(path, flags, *args, **kw)
+    monkeypatch.setattr(os, "open", fake_open)
+
+
+@pytest.mark.parametrize("command", ["study", "train"])
+def test_a_read_only_empty_out_folder_reports_permission_denied(tiny_derm, tmp_path,
+                                                                 monkeypatch, cli_error, command):
+    """The lock file's create fails with EACCES; the read-only open of the (missing) file tried
+    next must not replace that with "No such file or directory"."""
+    from medattn import cli
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    config = tmp_path / "c.yaml"
+    config.write_text(f"name: t\ndatasets: [{{data: '{tiny_derm[0]}'}}]\nmodels: [resnet18]\n")
+    _deny_creating_in(ro, monkeypatch)
+    args = (["study", str(config), "--out", str(ro)] if command == "study" else
+            ["train", "--model", "resnet18", "--data", tiny_derm[0], "--runs", str(ro),
+             "--no-pretrained", "-q"])
+    line = cli_error(cli.main(args), 2, str(ro / ".lock"), "permission denied",
+                     "make the folder writable")
+    assert "No such file" not in line
+    assert list(ro.iterdir()) == []
