@@ -156,3 +156,37 @@ def test_a_read_only_empty_out_folder_reports_permission_denied(tiny_derm, tmp_p
                      "make the folder writable")
     assert "No such file" not in line
     assert list(ro.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["../../ESCAPED", "/tmp/medattn-escaped", "a/b", "..", "x y"])
+def test_a_study_name_that_is_not_a_plain_name_is_refused(tiny_derm, tmp_path, monkeypatch,
+                                                          cli_error, name):
+    """The study name names the default runs folder: one that holds a path would write
+    study.yaml, selection.csv, runs/ and cache/ outside the working folder."""
+    import json
+
+    from medattn import cli
+
+    work = tmp_path / "a" / "b" / "work"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    config = work / "c.yaml"
+    config.write_text(json.dumps({  # a study that would run: only the name can stop it
+        "name": name, "datasets": [{"data": tiny_derm[0]}], "models": ["resnet18"],
+        "search": {"lr": [0.01], "weight_decay": [0.0], "splits": 1}, "final": {"splits": 1},
+        "train": {"epochs": 1, "batch_size": 16, "image_size": 32, "pretrained": False,
+                  "threads": 1}}))
+    before = sorted(tmp_path.rglob("*"))
+    line = cli_error(cli.main(["study", str(config)]), 2, str(config), "`name`",
+                     "may only hold letters, digits, '-' and '_'")
+    assert repr(name) in line
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written anywhere
+    assert not Path("/tmp/medattn-escaped").exists()
+
+
+def test_a_config_file_name_with_other_characters_gives_a_plain_study_name(tmp_path):
+    from medattn.training.config import load_config
+
+    config = tmp_path / "my study.v2.yaml"
+    config.write_text("datasets: [{data: 'isic:data'}]\nmodels: [resnet18]\n")
+    assert load_config(str(config)).name == "my_study_v2"
