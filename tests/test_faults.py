@@ -190,3 +190,20 @@ def test_a_config_file_name_with_other_characters_gives_a_plain_study_name(tmp_p
     config = tmp_path / "my study.v2.yaml"
     config.write_text("datasets: [{data: 'isic:data'}]\nmodels: [resnet18]\n")
     assert load_config(str(config)).name == "my_study_v2"
+
+
+def test_an_unfinished_run_is_reported_with_its_whole_message(tmp_path):
+    """The Ray give-up message ends with what to do; the study's summary cut it at 200
+    characters ("...run the s).")."""
+    from medattn.training.backends import record_lost
+    from medattn.training.study import unfinished
+
+    spec = RunSpec(phase="search", dataset="isic", data="isic:/nowhere", model="resnet18",
+                   lr=0.01, weight_decay=0.0, split_seed=0)
+    cause = ("lost: the Ray worker running it died 4 time(s) (last: WorkerCrashedError: "
+             + "The worker died unexpectedly while executing this task. " * 3
+             + "); run the study again to resume it")
+    record_lost(tmp_path, spec, cause)
+    ((rid, status, msg),) = unfinished([spec], tmp_path)
+    assert (rid, status) == (spec.run_id, "failed")
+    assert msg == cause
