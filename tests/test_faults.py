@@ -207,3 +207,36 @@ def test_an_unfinished_run_is_reported_with_its_whole_message(tmp_path):
     ((rid, status, msg),) = unfinished([spec], tmp_path)
     assert (rid, status) == (spec.run_id, "failed")
     assert msg == cause
+
+
+def _minimal_done(runs: Path, run_id: str) -> Path:
+    path = runs / "runs" / run_id / "record.json"
+    path.parent.mkdir(parents=True)
+    path.write_text('{"run_id": "%s", "status": "done", "phase": "search"}' % run_id)
+    return path
+
+
+def test_a_finished_record_without_its_fields_stops_every_command(tiny_derm, tmp_path,
+                                                                  cli_error):
+    """A record with only run_id/status/phase passed `study` as a finished run (n=1, no
+    metrics); every command now names it as malformed."""
+    import json
+
+    from medattn import cli
+    from medattn.training.config import load_config
+    from medattn.training.study import search_specs
+
+    config = tmp_path / "c.yaml"
+    config.write_text(json.dumps({
+        "name": "t", "datasets": [{"data": tiny_derm[0]}], "models": ["resnet18"],
+        "search": {"lr": [0.01, 0.05], "weight_decay": [0.0], "splits": 1},
+        "final": {"splits": 1}, "train": {"epochs": 1, "batch_size": 16, "image_size": 32,
+                                          "pretrained": False, "threads": 1}}))
+    runs = tmp_path / "runs"
+    specs = search_specs(load_config(str(config)))
+    bad = _minimal_done(runs, specs[0].run_id)
+    for command in (["study", str(config), "--out", str(runs)], ["compare", str(runs)],
+                    ["report", str(runs)], ["features", str(runs)], ["explain", str(runs)]):
+        rc = cli.main(command)
+        cli_error(rc, 2, str(bad), "malformed run record", "lacks model, metrics, dataset")
+    assert not (runs / "selection.csv").exists()

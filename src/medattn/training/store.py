@@ -37,6 +37,7 @@ SELECTION_FILE = "selection.csv"
 FINISHED = ("done", "diverged")  # a run in one of these states is never trained again
 STATUSES = ("running", "done", "diverged", "failed")
 PHASES = ("search", "final")
+FINISHED_NEEDS = ("model", "metrics")  # and a dataset (or data): a finished run's record lacks none
 
 
 def runs_root(runs_dir: str | os.PathLike) -> Path:
@@ -136,6 +137,16 @@ def _problem(rec: Any, folder: str) -> str | None:
         return f"unknown status {rec['status']!r}"
     if rec["phase"] not in PHASES:
         return f"unknown phase {rec['phase']!r}"
+    if rec["status"] in FINISHED:  # what every table reads of a finished run
+        missing = [k for k in FINISHED_NEEDS if k not in rec]
+        if not any(rec.get(k) for k in ("dataset", "data", "dataset_label")):
+            missing.append("dataset")
+        if missing:
+            return f"a {rec['status']} run's record lacks {', '.join(missing)}"
+        if not isinstance(rec["model"], str) or not rec["model"]:
+            return f"its model {rec['model']!r} is not a model name"
+        if not isinstance(rec["metrics"], dict):
+            return f"its metrics are a JSON {type(rec['metrics']).__name__}, not an object"
     return None
 
 
@@ -163,8 +174,9 @@ def _fix(paths: list[Path]) -> str:
 def read_record(path: str | os.PathLike) -> RunRecord | None:
     """The record in a run directory (or a record.json path), or None if there is none yet.
 
-    A malformed record (not JSON, not an object, missing ``run_id``/``status``/``phase``, or a
-    ``run_id`` other than its folder's name) raises :class:`StoreError` naming it.
+    A malformed record (not JSON, not an object, missing ``run_id``/``status``/``phase``, a
+    ``run_id`` other than its folder's name, or a finished run's record without ``model``,
+    ``metrics`` and ``dataset``/``data``) raises :class:`StoreError` naming it.
     """
     p = Path(path)
     p = p / RECORD if p.is_dir() else p
