@@ -240,3 +240,22 @@ def test_a_finished_record_without_its_fields_stops_every_command(tiny_derm, tmp
         rc = cli.main(command)
         cli_error(rc, 2, str(bad), "malformed run record", "lacks model, metrics, dataset")
     assert not (runs / "selection.csv").exists()
+
+
+def test_a_plugin_that_fails_to_import_is_reported_not_guessed_at(tmp_path, monkeypatch,
+                                                                  cli_error):
+    """`study` with a plugin module that raises on import added "Did you mean resnet18 or
+    resnet18+se?" to the error; it reports the import error alone (every time)."""
+    from medattn import cli
+    from medattn.models import registry
+
+    (tmp_path / "broken_plugin.py").write_text("raise ImportError('needs the package foo')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("MEDATTN_PLUGINS", "broken_plugin")
+    monkeypatch.setitem(registry._state, "plugins", None)
+    config = tmp_path / "c.yaml"
+    config.write_text("name: t\ndatasets: [{data: 'isic:data'}]\nmodels: [resnet18+se]\n")
+    for _ in range(2):  # the second lookup must not pass with the plugin silently missing
+        line = cli_error(cli.main(["study", str(config)]), 2, "`models[0]`",
+                         "'broken_plugin' failed to import", "needs the package foo")
+        assert "Did you mean" not in line

@@ -164,8 +164,12 @@ def _check_model(name: Any, key: str, src: str) -> str:
         from medattn.models import list_models, parse_model_name
     except ImportError:  # models part absent: create_model reports bad names later
         return name
+    from medattn.models.registry import PluginError
+
     try:  # any registered backbone x attention (registered in this process or by a plugin)
         canonical = parse_model_name(name).name
+    except PluginError as err:  # its models are unknown: no guess at a similar name
+        raise ConfigError(f"{src}: `{key}` {name!r}: {err}") from None
     except ConfigError as err:
         close = difflib.get_close_matches(name, list_models(), n=2)
         hint = f" Did you mean {' or '.join(close)}?" if close else ""
