@@ -115,6 +115,8 @@ def _fake(runs, run_id, **over):
     ('{"run_id": "bad", "sta', "not valid JSON"),
     ('{"run_id": "bad", "status": "done", "phase": "final"}',
      "a done run's record lacks model, metrics, dataset"),
+    ('{"run_id": "bad", "status": "done", "phase": "final", "model": null, "metrics": null, '
+     '"dataset": "isic"}', "a done run's record lacks model, metrics;"),
     ('{"run_id": "bad", "status": "diverged", "phase": "search", "model": "resnet18", '
      '"dataset": "isic", "metrics": []}', "its metrics are a JSON list"),
 ])

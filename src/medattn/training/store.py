@@ -138,7 +138,7 @@ def _problem(rec: Any, folder: str) -> str | None:
     if rec["phase"] not in PHASES:
         return f"unknown phase {rec['phase']!r}"
     if rec["status"] in FINISHED:  # what every table reads of a finished run
-        missing = [k for k in FINISHED_NEEDS if k not in rec]
+        missing = [k for k in FINISHED_NEEDS if rec.get(k) is None]  # written as null, too
         if not any(rec.get(k) for k in ("dataset", "data", "dataset_label")):
             missing.append("dataset")
         if missing:
