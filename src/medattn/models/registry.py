@@ -33,10 +33,10 @@ from typing import Any
 
 from medattn.errors import ConfigError
 
-__all__ = ["Attention", "Backbone", "PluginError", "Site", "attentions", "backbone_label", "backbone_rank",
-           "backbones", "get_attention", "get_backbone", "is_attention_variant", "load_plugins",
-           "model_label", "register_attention", "register_backbone", "split_variant",
-           "variant_label", "variant_rank", "variants"]
+__all__ = ["Attention", "Backbone", "PluginError", "Site", "attentions", "backbone_label",
+           "backbone_rank", "backbones", "get_attention", "get_backbone", "is_attention_variant",
+           "load_plugins", "model_label", "register_attention", "register_backbone",
+           "split_variant", "variant_label", "variant_rank", "variants"]
 
 PLACEMENTS = ("after", "replace", "embed")
 KINDS = ("cnn", "vit")
