@@ -72,16 +72,21 @@ def probe(address: str, timeout: float) -> None:
     try:
         socket.create_connection((host, port), timeout=timeout).close()
     except OSError as err:
-        reason = "timed out" if isinstance(err, TimeoutError) else (err.strerror or str(err))
-        raise ConfigError(f"{where}: cannot reach a Ray cluster at {host}:{port} ({reason}, "
-                          f"waited up to {timeout:g} s): nothing listens there; check the address "
-                          "and that the cluster is up (`ray status` on its head node).") from None
+        if isinstance(err, TimeoutError):
+            reason = "timed out: the host did not answer (down, or a firewall drops it?)"
+        elif isinstance(err, ConnectionRefusedError):
+            reason = "connection refused: nothing listens there"
+        else:
+            reason = err.strerror or str(err)
+        raise ConfigError(f"{where}: cannot reach a Ray cluster at {host}:{port} ({reason}; "
+                          f"waited up to {timeout:g} s); check the address and that the cluster "
+                          "is up (`ray status` on its head node).") from None
     try:
         import grpc
     except ImportError:  # Ray depends on grpcio; without it, let ray.init try
         return
     left = max(0.5, deadline - time.monotonic())
-    with grpc.insecure_channel(f"{host}:{port}") as channel:
+    with grpc.insecure_channel(f"[{host}]:{port}" if ":" in host else f"{host}:{port}") as channel:
         call = channel.unary_unary(_GET_CLUSTER_ID)  # raw bytes: an empty request is valid
         try:
             call(b"", timeout=left)
