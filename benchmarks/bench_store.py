@@ -1,7 +1,10 @@
 """What durable store writes cost: the per-epoch resume state of a ResNet-18 run written as the
-engine writes it (``store.atomic_write``: temporary file, flushed to disk, renamed), against the
-same without the flush and against a plain ``safetensors.save_file`` in place (neither atomic
-nor flushed), timed round-robin in one process.
+engine writes it (``medattn.tensorfile.write_tensors``: the tensors' memory written into
+``store.atomic_write``'s temporary file, flushed to disk, renamed), against the library's
+``save()`` to bytes written the same way, ``save_file`` into the atomic writer's temporary (what
+the engine did before issue 21: safetensors' own ``.tmpXXXXXX`` outlived a kill), the same
+without the flush, and a plain ``safetensors.save_file`` in place (neither atomic nor flushed),
+timed round-robin in one process.
 
     python benchmarks/bench_store.py [--rounds 7] [--dir DIR]
 
@@ -19,11 +22,12 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from medattn.models import create_model  # noqa: E402
+from medattn.tensorfile import write_tensors  # noqa: E402
 from medattn.training import store  # noqa: E402
 
 
@@ -49,7 +53,9 @@ def main() -> None:
     root = Path(args.dir or tempfile.mkdtemp())
     path = root / "resume.safetensors"
     ways = {
-        "atomic + flushed (store, durable=True)":
+        "write_tensors, atomic + flushed (engine)": lambda: write_tensors(path, tensors),
+        "library save() to bytes, atomic + flushed": lambda: store.write_text(path, save(tensors)),
+        "save_file, atomic + flushed (before)":
             lambda: store.atomic_write(path, lambda tmp: save_file(tensors, tmp)),
         "atomic, not flushed (durable=False)":
             lambda: store.atomic_write(path, lambda tmp: save_file(tensors, tmp), durable=False),

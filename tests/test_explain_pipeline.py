@@ -136,6 +136,23 @@ def test_second_call_resumes_without_recomputing(study, explained, monkeypatch):
         explain_runs(runs_dir, n_mean=9, batch_size=4, progress=False, models=["resnet18"])
 
 
+def test_a_model_file_changed_since_is_not_reused(study, explained, tmp_path, cli_error):
+    """A model file truncated after its maps were saved: explain does not re-use the old maps
+    (exit 0 with stale outputs) but reads the file again and names it."""
+    import shutil
+
+    from medattn import cli
+
+    runs_dir = tmp_path / "study"
+    shutil.copytree(study[0], runs_dir)
+    summary = pd.read_csv(explained["summary"])
+    run_id = summary.loc[summary["model"] == "resnet18+ga", "run_id"].iloc[0]
+    model = runs_dir / "runs" / run_id / "model.safetensors"
+    model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    rc = cli.main(["explain", str(runs_dir), "--n-mean", "10", "--batch-size", "4"])
+    cli_error(rc, 2, str(model), "truncated")
+
+
 def test_run_selection(study):
     from medattn.explain.pipeline import select_runs
 

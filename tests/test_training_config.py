@@ -156,10 +156,11 @@ def test_atomic_write_keeps_old_content_on_failure(tmp_path):
 
 def test_load_records_flattens_metrics(tmp_path):
     store.write_record(tmp_path, {"run_id": "b", "status": "done", "phase": "final",
+                                  "model": "resnet18", "dataset": "isic",
                                   "metrics": {"test": {"balanced_accuracy": 0.75},
                                               "ood-pad-ufes-20": {"balanced_accuracy": 0.5}}})
     store.write_record(tmp_path, {"run_id": "a", "status": "diverged", "phase": "final",
-                                  "metrics": {}})
+                                  "model": "resnet18", "dataset": "isic", "metrics": {}})
     df = store.load_records(tmp_path)
     assert list(df["run_id"]) == ["a", "b"]
     assert df.loc[1, "bacc_test"] == 0.75 and df.loc[1, "bacc_ood-pad-ufes-20"] == 0.5

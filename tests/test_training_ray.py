@@ -122,6 +122,19 @@ def test_a_dead_address_is_a_one_line_error_at_once(derm, tmp_path, cli_error):
     assert time.monotonic() - t0 < 60  # Ray alone retries for minutes
 
 
+def test_a_real_cluster_passes_the_probe_and_connects_within_the_deadline(cluster):
+    from medattn.training.ray_connect import probe
+
+    probe(cluster, 10)  # Ray's GCS answers GetClusterId
+    t0 = time.monotonic()
+    try:
+        RayBackend(address=cluster, connect_timeout=60)._init()
+        assert ray.is_initialized() and ray.cluster_resources().get("CPU") == 2
+    finally:
+        ray.shutdown()
+    assert time.monotonic() - t0 < 60
+
+
 def test_killed_workers_are_retried_and_a_lost_run_stops_selection(derm, tmp_path, cluster):
     runs = tmp_path / "runs"
     config = tmp_path / "c.yaml"
@@ -176,6 +189,8 @@ def test_killed_workers_are_retried_and_a_lost_run_stops_selection(derm, tmp_pat
     assert tail.startswith("medattn study: error: 1 of 2 search run(s) did not finish")
     assert lost in tail
     assert "no hyper-parameters were selected" in tail
+    assert "run the study again to resume it)" in tail  # the run's message whole, not cut
+    assert "\x1b[" not in err  # Ray's coloured worker prefixes: not in a log file
 
     rec = store.read_record(store.run_dir(runs, resumed))  # retried, resumed after epoch 1
     assert rec["status"] in store.FINISHED and rec["timings"]["sessions"] == 2

@@ -113,6 +113,12 @@ def _fake(runs, run_id, **over):
     ('{"run_id": "x", "status": "done", "phase": "final"}', "is not its folder's name"),
     ('{"run_id": "bad", "status": "finished", "phase": "final"}', "unknown status"),
     ('{"run_id": "bad", "sta', "not valid JSON"),
+    ('{"run_id": "bad", "status": "done", "phase": "final"}',
+     "a done run's record lacks model, metrics, dataset"),
+    ('{"run_id": "bad", "status": "done", "phase": "final", "model": null, "metrics": null, '
+     '"dataset": "isic"}', "a done run's record lacks model, metrics;"),
+    ('{"run_id": "bad", "status": "diverged", "phase": "search", "model": "resnet18", '
+     '"dataset": "isic", "metrics": []}', "its metrics are a JSON list"),
 ])
 def test_a_malformed_record_is_named_never_dropped(tmp_path, cli_error, content, problem):
     _fake(tmp_path, "good")

@@ -370,6 +370,8 @@ def _add_study(sub):
                    help="local: runs trained at once in worker processes (default 1)")
     p.add_argument("--retries", type=int, default=3,
                    help="Ray: times a run is retried when its worker dies (default 3)")
+    p.add_argument("--connect-timeout", type=float, default=20.0, metavar="SECONDS",
+                   help="Ray: give up joining the --address cluster after this long (default 20)")
     p.add_argument("--restart", action="store_true",
                    help="discard the resume state of unfinished runs and train them from the "
                    "first epoch (finished runs are kept)")
@@ -395,7 +397,8 @@ def _add_study(sub):
         overrides = None if args.pretrained is None else {"train": {"pretrained": args.pretrained}}
         config = load_config(args.config, data_root=args.data_root, overrides=overrides)
         opts = ({"address": args.address, "num_cpus": args.cpus_per_run,
-                 "num_gpus": args.gpus_per_run, "max_retries": args.retries}
+                 "num_gpus": args.gpus_per_run, "max_retries": args.retries,
+                 "connect_timeout": args.connect_timeout}
                 if args.backend == "ray" else {"device": args.device, "jobs": args.jobs})
         if args.until_decided:
             return _run_sequential(args, config, opts)

@@ -12,7 +12,8 @@ Everything lands under ``RUNS_DIR/analysis/explain/``:
   border and the corners, per data set / method / model / class, with the area shares (chance level).
 
 Each (data set, model) unit is written atomically and skipped when it is already there for the same
-run and images, so an interrupted call resumes where it stopped (``units.py``).
+run (the same model file and record, by SHA-256) and images, so an interrupted call resumes where
+it stopped (``units.py``).
 
 Steps: :func:`select_runs` (which run per data set and model) and :func:`plan_datasets` (a
 :class:`DatasetPlan` per data set: its table, examples and pool; ``plan.py``); ``_explain_run``
@@ -222,12 +223,32 @@ def _explain_run(plan: DatasetPlan, rec: pd.Series, runs_dir: Path, batch_size: 
     return units
 
 
-def _unit_meta(plan: DatasetPlan, rec: pd.Series) -> dict:
-    """What a run's saved units must match to be re-used (the run, the images, the settings)."""
+def _inputs(runs_dir: Path, run_id: str) -> dict[str, str | None]:
+    """Fingerprints (SHA-256) of the run's files the maps are computed from, None where absent:
+    saved maps of a model file that was replaced or truncated since are not re-used."""
+    import hashlib
+
+    out: dict[str, str | None] = {}
+    for name in ("model.safetensors", "record.json"):
+        path = runs_dir / "runs" / run_id / name
+        try:
+            with open(path, "rb") as fh:
+                out[name] = hashlib.file_digest(fh, "sha256").hexdigest()
+        except FileNotFoundError:
+            out[name] = None
+        except OSError as err:
+            from medattn.atomic import write_error
+            raise write_error(err, path, "read") from None
+    return out
+
+
+def _unit_meta(plan: DatasetPlan, rec: pd.Series, runs_dir: Path) -> dict:
+    """What a run's saved units must match to be re-used (the run and its files, the images,
+    the settings)."""
     return {"run_id": rec["run_id"], "model": rec["model"], "classes": plan.classes,
             "example_ids": plan.examples, "pool": plan.pool, "image_size": int(rec["image_size"]),
             "border": plan.border, "selected_by": rec["selected_by"],
-            "pool_source": plan.pool_source}
+            "pool_source": plan.pool_source, "inputs": _inputs(runs_dir, rec["run_id"])}
 
 
 def write_outputs(out: Path, plans: list[DatasetPlan], units: list[Unit]) -> dict[str, Path]:
@@ -300,7 +321,7 @@ def explain_runs(
         model_dir = out / slug(plan.dataset)
         for _, rec in plan.runs.iterrows():
             plan.images(int(rec["image_size"]))  # the areas and the grid's images need it
-            meta = _unit_meta(plan, rec)
+            meta = _unit_meta(plan, rec, runs_dir)
             done = load_units(model_dir, meta, plan.dataset)
             if done is None:
                 done = _explain_run(plan, rec, runs_dir, batch_size, bar.update)

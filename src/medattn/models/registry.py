@@ -33,10 +33,10 @@ from typing import Any
 
 from medattn.errors import ConfigError
 
-__all__ = ["Attention", "Backbone", "Site", "attentions", "backbone_label", "backbone_rank",
-           "backbones", "get_attention", "get_backbone", "is_attention_variant", "load_plugins",
-           "model_label", "register_attention", "register_backbone", "split_variant",
-           "variant_label", "variant_rank", "variants"]
+__all__ = ["Attention", "Backbone", "PluginError", "Site", "attentions", "backbone_label",
+           "backbone_rank", "backbones", "get_attention", "get_backbone", "is_attention_variant",
+           "load_plugins", "model_label", "register_attention", "register_backbone",
+           "split_variant", "variant_label", "variant_rank", "variants"]
 
 PLACEMENTS = ("after", "replace", "embed")
 KINDS = ("cnn", "vit")
@@ -279,33 +279,39 @@ def _load_builtins() -> None:
         importlib.import_module("medattn.models.builtin")
 
 
+class PluginError(ConfigError):
+    """A plugin module failed to import: the model names it would register are unknown, so a
+    caller reports this error, not a guess at a similar name."""
+
+
 def load_plugins() -> None:
     """Import the plugin modules not imported yet: ``$MEDATTN_PLUGINS`` (comma-separated module
     names) and the ``medattn.plugins`` entry points of installed packages. Called by every lookup,
-    so a plugin registers in whichever process builds or names a model."""
+    so a plugin registers in whichever process builds or names a model. A plugin that fails to
+    import raises :class:`PluginError`, at this and every later lookup (never silently skipped)."""
     _load_builtins()
     if not _state["entry_points"]:
-        _state["entry_points"] = True
         from importlib.metadata import entry_points
 
         for ep in entry_points(group="medattn.plugins"):
             try:
                 ep.load()
             except Exception as err:
-                raise ConfigError(f"medattn plugin {ep.name!r} ({ep.value}) failed to load: "
+                raise PluginError(f"medattn plugin {ep.name!r} ({ep.value}) failed to load: "
                                   f"{type(err).__name__}: {err}") from err
+        _state["entry_points"] = True
     wanted = os.environ.get(PLUGINS_ENV, "")
     if wanted == _state["plugins"]:
         return
-    _state["plugins"] = wanted
     for module in (m.strip() for m in wanted.split(",")):
         if module:
             try:
                 importlib.import_module(module)
             except Exception as err:
-                raise ConfigError(f"${PLUGINS_ENV}: module {module!r} failed to import "
+                raise PluginError(f"${PLUGINS_ENV}: module {module!r} failed to import "
                                   f"({type(err).__name__}: {err}); it must be importable "
                                   f"(on PYTHONPATH) in every process that builds models") from err
+    _state["plugins"] = wanted  # only once all imported: a failed one fails every lookup
 
 
 # --------------------------------------------------------------------------------- lookups

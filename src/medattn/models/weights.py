@@ -160,8 +160,6 @@ def save_checkpoint(model: nn.Module, path: str | Path, metadata: dict[str, Any]
 
     ``metadata`` values are stored JSON-encoded; ``model``, ``num_classes`` and ``options`` are filled in
     from the model when absent (``classes`` should be given by the caller)."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     if path.suffix != ".safetensors":
         raise WeightsError(f"checkpoints are written as .safetensors; got {str(path)!r}")
@@ -174,10 +172,11 @@ def save_checkpoint(model: nn.Module, path: str | Path, metadata: dict[str, Any]
     meta.update(metadata or {})
     # clone: safetensors refuses shared storage, and the copy is detached from training
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    from medattn.atomic import atomic_write  # the one atomic, 0644-under-umask writer
+    # bytes through the one atomic writer (no library temp file can outlive a kill), metadata in
+    # a canonical order so that identical runs give identical files
+    from medattn.tensorfile import write_tensors
 
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={k: json.dumps(v)
-                                                                     for k, v in meta.items()}))
+    write_tensors(path, tensors, {k: json.dumps(v, sort_keys=True) for k, v in meta.items()})
     return path
 
 

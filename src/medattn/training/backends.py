@@ -13,7 +13,6 @@ import dataclasses
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +24,7 @@ from medattn.progress import setup_console
 from medattn.training import store
 from medattn.training.config import RunSpec
 from medattn.training.engine import Hooks, data_change, train_run
+from medattn.training.ray_connect import connect, first_line, plain_logs
 from medattn.training.records import RunRecord
 
 log = logging.getLogger("medattn.train")
@@ -224,7 +224,7 @@ def _remote_train(spec: dict, runs_dir: str) -> dict:
 
 
 def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [""])[0][:300]
+    return first_line(err, 160)
 
 
 class RayBackend:
@@ -242,9 +242,12 @@ class RayBackend:
 
     def __init__(self, address: str | None = None, num_cpus: float = 1.0,
                  num_gpus: float | None = None, max_retries: int = 3,
-                 connect_timeout: float = 10.0):
+                 connect_timeout: float = 20.0):
         if max_retries < 0:
             raise ConfigError(f"--retries must be >= 0, got {max_retries}")
+        if not connect_timeout > 0 or connect_timeout == float("inf"):
+            raise ConfigError(f"--connect-timeout must be a number of seconds > 0, got "
+                              f"{connect_timeout}")
         self.address, self.num_cpus, self.num_gpus = address, num_cpus, num_gpus
         self.max_retries, self.connect_timeout = int(max_retries), float(connect_timeout)
 
@@ -253,18 +256,10 @@ class RayBackend:
             import ray
         except ImportError:
             raise ConfigError("--backend ray needs Ray: pip install 'medattn[ray]'.") from None
+        plain_logs()
         if not ray.is_initialized():
             if self.address:  # a cluster's nodes must have medattn installed
-                _probe(self.address, self.connect_timeout)
-                try:
-                    ray.init(address=self.address, log_to_driver=True)
-                except Exception as err:
-                    root = err
-                    while root.__cause__ is not None:
-                        root = root.__cause__
-                    raise ConfigError(f"--address {self.address}: cannot connect to the Ray "
-                                      f"cluster ({type(root).__name__}: {_first_line(root)})."
-                                      ) from None
+                connect(ray, self.address, self.connect_timeout)
                 return ray
             # A local instance inherits this environment: its workers import this medattn even
             # when it is not installed (PYTHONPATH=src). Faster than a runtime_env set-up.
@@ -328,31 +323,6 @@ class RayBackend:
                      "to resume it")
             log.error("run %s %s", spec.run_id, cause)
             return record_lost(runs_dir, spec, cause)
-
-
-def _probe(address: str, timeout: float) -> None:
-    """Fail fast, in one line, where Ray itself would retry for minutes: is anything listening?"""
-    target = address.split("://", 1)[-1]
-    if target == "auto":
-        try:
-            from ray._private.services import canonicalize_bootstrap_address_or_die
-            target = canonicalize_bootstrap_address_or_die("auto")
-        except (ImportError, AttributeError):
-            return  # Ray's internals moved: let ray.init find it
-        except Exception as err:  # noqa: BLE001 - Ray raises ConnectionError and others
-            raise ConfigError(f"--address auto: no running Ray cluster found "
-                              f"({_first_line(err)}); start one with `ray start --head` or give "
-                              "--address host:port.") from None
-    host, _, port = target.rpartition(":")
-    if not host or not port.isdigit():
-        return  # not host:port: leave it to Ray
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
-    except OSError as err:
-        reason = "timed out" if isinstance(err, TimeoutError) else (err.strerror or str(err))
-        raise ConfigError(f"--address {address}: cannot reach a Ray cluster at {host}:{port} "
-                          f"({reason}, waited up to {timeout:g} s); check the address and that "
-                          "the cluster is up (`ray status` on its head node).") from None
 
 
 def get_backend(name: str, **kw) -> LocalBackend | RayBackend:

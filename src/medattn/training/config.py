@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -180,8 +181,12 @@ def _check_model(name: Any, key: str, src: str) -> str:
         from medattn.models import list_models, parse_model_name
     except ImportError:  # models part absent: create_model reports bad names later
         return name
+    from medattn.models.registry import PluginError
+
     try:  # any registered backbone x attention (registered in this process or by a plugin)
         canonical = parse_model_name(name).name
+    except PluginError as err:  # its models are unknown: no guess at a similar name
+        raise ConfigError(f"{src}: `{key}` {name!r}: {err}") from None
     except ConfigError as err:
         close = difflib.get_close_matches(name, list_models(), n=2)
         hint = f" Did you mean {' or '.join(close)}?" if close else ""
@@ -190,6 +195,16 @@ def _check_model(name: Any, key: str, src: str) -> str:
         raise ConfigError(f"{src}: `{key}`: write the model {name!r} as {canonical!r} (runs and "
                           "tables use that name).")
     return name
+
+
+def _check_label(label: Any, key: str, src: str) -> str:
+    """A study's or data set's name: letters, digits, '-' and '_' only (it names folders, so
+    '..', '/' or an absolute path would write outside the runs folder)."""
+    label = str(label)
+    if not label.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(f"{src}: `{key}` {label!r} may only hold letters, digits, '-' and '_' "
+                          "(it names folders); e.g. `name: my_study`.")
+    return label
 
 
 def _check_spec(spec: Any, key: str, src: str) -> str:
@@ -217,7 +232,10 @@ def parse_config(raw: Any, src: str = "<config>", *, data_root: str | None = Non
         if required not in raw:
             raise ConfigError(f"{src}: missing required key `{required}`.")
 
-    name = str(raw.get("name") or Path(src).stem)
+    if raw.get("name") is not None:  # it names the default runs folder and the study's files
+        name = _check_label(raw["name"], "name", src)
+    else:  # a file name cannot hold a path, but may hold characters a name may not
+        name = re.sub(r"[^A-Za-z0-9_-]", "_", Path(src).stem) or "study"
     root = data_root if data_root is not None else raw.get("data_root", ".")
     if not isinstance(root, str):
         raise ConfigError(f"{src}: `data_root` must be a path, got {root!r}.")
@@ -241,10 +259,7 @@ def parse_config(raw: Any, src: str = "<config>", *, data_root: str | None = Non
         if not isinstance(ood, list):
             raise ConfigError(f"{src}: `datasets[{i}].ood` must be a list of source:PATH specs.")
         ood = tuple(_check_spec(s, f"datasets[{i}].ood[{j}]", src) for j, s in enumerate(ood))
-        label = str(d.get("name") or _spec_source(spec))
-        if not label.replace("-", "").replace("_", "").isalnum():
-            raise ConfigError(f"{src}: `datasets[{i}].name` {label!r} may only hold letters, "
-                              "digits, '-' and '_' (it names run directories).")
+        label = _check_label(d.get("name") or _spec_source(spec), f"datasets[{i}].name", src)
         datasets.append(DatasetConfig(name=label, data=spec, ood=ood))
     labels = [d.name for d in datasets]
     if len(set(labels)) != len(labels):

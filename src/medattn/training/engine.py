@@ -30,12 +30,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from medattn.errors import DataError, MedattnError, StoreError
 from medattn.progress import progress_bar
+from medattn.tensorfile import write_tensors
 from medattn.training import store
 from medattn.training.config import AUGMENT, RunSpec
 from medattn.training.metrics import summarize
@@ -392,8 +393,8 @@ class _Run:
             "numpy_rng": _np_state_json(), "python_rng": _py_state_json(),
         }
         text = json.dumps(store._clean(state))
-        store.atomic_write(self.dir / store.RESUME,
-                           lambda tmp: save_file(tensors, tmp, metadata={"state": text}))
+        # bytes through the one atomic writer: save_file's own temp file would outlive a kill
+        write_tensors(self.dir / store.RESUME, tensors, {"state": text})
         # Human-readable mirror; the .safetensors file alone is authoritative (one atomic file).
         store.write_json(self.dir / store.RESUME_JSON,
                          {k: state[k] for k in ("run_id", "epoch", "best_epoch", "best_bacc",

@@ -55,16 +55,18 @@ def _describe(info: dict) -> str:
 def _open(path: Path) -> int:
     try:
         return os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
-    except PermissionError:  # a colleague's lock file (0644): flock works on a read-only handle
+    except PermissionError as denied:  # a colleague's lock file (0644): flock works read-only
         try:
             return os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:  # no lock file, and the folder is not writable: say that
+            raise write_error(denied, path, "create the lock file") from None
         except OSError as err:
             raise write_error(err, path) from None
     except OSError as err:
         if path.exists():  # a read-only file system: lock it read-only; writes fail later, clearly
             with contextlib.suppress(OSError):
                 return os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        raise write_error(err, path) from None
+        raise write_error(err, path, "create the lock file") from None  # the first error
 
 
 @contextlib.contextmanager

@@ -37,6 +37,7 @@ SELECTION_FILE = "selection.csv"
 FINISHED = ("done", "diverged")  # a run in one of these states is never trained again
 STATUSES = ("running", "done", "diverged", "failed")
 PHASES = ("search", "final")
+FINISHED_NEEDS = ("model", "metrics")  # and a dataset (or data): a finished run's record lacks none
 
 
 def runs_root(runs_dir: str | os.PathLike) -> Path:
@@ -72,15 +73,30 @@ def _unlink_temporaries(paths: Iterator[Path]) -> int:
     return n
 
 
+# Temporary files a killed writer can leave: medattn's own (``.<name>.<pid>-<hex>.tmp``, see
+# medattn.atomic) and those of libraries that write files themselves (safetensors' and Python's
+# tempfile ``.tmpXXXXXX``, from runs folders written by older versions of medattn).
+# In a runs folder itself only hidden ones: a user's own ``notes.tmp`` there is left alone.
+TEMPORARIES = ("*.tmp", ".tmp??????")
+TOP_TEMPORARIES = (".*.tmp", ".tmp??????")
+
+
+def _temporaries(folder: Path, recursive: bool) -> Iterator[Path]:
+    for pattern in TEMPORARIES if recursive else TOP_TEMPORARIES:
+        for p in (folder.rglob(pattern) if recursive else folder.glob(pattern)):
+            if p.is_file() and not p.is_symlink():
+                yield p
+
+
 def sweep_run(runs_dir: str | os.PathLike, run_id: str) -> int:
     """Remove temporary files a killed writer left in a run folder (hold its :func:`lock_run`)."""
-    return _unlink_temporaries(run_dir(runs_dir, run_id).rglob("*.tmp"))
+    return _unlink_temporaries(_temporaries(run_dir(runs_dir, run_id), recursive=True))
 
 
 def sweep(runs_dir: str | os.PathLike) -> int:
     """Remove temporary files killed writers left in ``runs_dir`` and in every run folder that no
     process is using; returns how many. Call it holding :func:`lock_runs_dir`."""
-    n = _unlink_temporaries(Path(runs_dir).glob(".*.tmp"))
+    n = _unlink_temporaries(_temporaries(Path(runs_dir), recursive=False))
     root = runs_root(runs_dir)
     for d in sorted(root.iterdir()) if root.is_dir() else ():
         if d.is_dir():
@@ -121,6 +137,16 @@ def _problem(rec: Any, folder: str) -> str | None:
         return f"unknown status {rec['status']!r}"
     if rec["phase"] not in PHASES:
         return f"unknown phase {rec['phase']!r}"
+    if rec["status"] in FINISHED:  # what every table reads of a finished run
+        missing = [k for k in FINISHED_NEEDS if rec.get(k) is None]  # written as null, too
+        if not any(rec.get(k) for k in ("dataset", "data", "dataset_label")):
+            missing.append("dataset")
+        if missing:
+            return f"a {rec['status']} run's record lacks {', '.join(missing)}"
+        if not isinstance(rec["model"], str) or not rec["model"]:
+            return f"its model {rec['model']!r} is not a model name"
+        if not isinstance(rec["metrics"], dict):
+            return f"its metrics are a JSON {type(rec['metrics']).__name__}, not an object"
     return None
 
 
@@ -148,8 +174,9 @@ def _fix(paths: list[Path]) -> str:
 def read_record(path: str | os.PathLike) -> RunRecord | None:
     """The record in a run directory (or a record.json path), or None if there is none yet.
 
-    A malformed record (not JSON, not an object, missing ``run_id``/``status``/``phase``, or a
-    ``run_id`` other than its folder's name) raises :class:`StoreError` naming it.
+    A malformed record (not JSON, not an object, missing ``run_id``/``status``/``phase``, a
+    ``run_id`` other than its folder's name, or a finished run's record without ``model``,
+    ``metrics`` and ``dataset``/``data``) raises :class:`StoreError` naming it.
     """
     p = Path(path)
     p = p / RECORD if p.is_dir() else p

@@ -174,7 +174,8 @@ def unfinished(specs: list[RunSpec], runs_dir: str | os.PathLike) -> list[tuple[
         if status not in store.FINISHED:
             msg = rec.get("message") or ("lost: its process died or was stopped"
                                          if status == "running" else "")
-            out.append((spec.run_id, status, (msg.splitlines() or [""])[0][:200]))
+            line = (msg.splitlines() or [""])[0]  # whole: a cut one read "...run the s)."
+            out.append((spec.run_id, status, line if len(line) <= 500 else line[:497] + "..."))
     return out
 
 
