@@ -551,6 +551,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that import torchvision (models, data transforms, training): checked at their start
+TORCH_COMMANDS = ("models", "params", "report", "explain", "train", "study", "demo", "synth")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import os
 
@@ -571,6 +575,10 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.print_help()
         return 1
     try:
+        if args.command in TORCH_COMMANDS:  # a broken torch/torchvision pair: one message, the fix
+            from medattn.install_check import check_torch_install
+
+            check_torch_install()
         result = args.func(args)
     except MedattnError as err:
         print(f"medattn {args.command}: error: {err}", file=sys.stderr)
