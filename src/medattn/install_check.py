@@ -28,10 +28,11 @@ def build_tag(version: str) -> str:
 
 
 def fix_command(torch_version: str) -> str:
-    """The pip line that reinstalls a matching pair: CPU-only where torch is a CPU build."""
+    """The pip line (in backquotes) that reinstalls a matching pair: CPU-only where torch is a
+    CPU build."""
     if build_tag(torch_version) == "cpu":
-        return f"pip install --force-reinstall torch torchvision --index-url {CPU_INDEX}"
-    return "pip install --force-reinstall torch torchvision"
+        return f"`pip install --force-reinstall torch torchvision --index-url {CPU_INDEX}`"
+    return "`pip install --force-reinstall torch torchvision`"
 
 
 def _message(torch_version: str, vision: str, why: str) -> str:
