@@ -17,7 +17,7 @@ from medattn.report import EXPLAIN_HINT, FEATURES_HINT, build_report
 
 from tests.fake_study import DIVERGED_RUN, FAILED_RUN, write_fake_study
 
-SECTIONS = ["overview", "table1", "table2", "accuracy", "curves", "confusion", "search", "table3",
+SECTIONS = ["verdict", "overview", "table1", "table2", "accuracy", "curves", "confusion", "search", "table3",
             "table4", "runs", "reproduce"]
 
 
@@ -152,6 +152,7 @@ def test_cli_report(tmp_path, capsys, monkeypatch):
 
 _CHECK = """<script>
 window.addEventListener('load', () => {
+  document.querySelectorAll('details').forEach(d => { d.open = true; });  // folded tables too
   const imgs = [...document.images];
   const res = {
     images: imgs.length,

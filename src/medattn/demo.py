@@ -210,8 +210,14 @@ def next_commands(ctx: DemoContext) -> list[tuple[str, str]]:
 
 def handover(ctx: DemoContext, seconds: float) -> str:
     """The demo's last words: Table 2 in brief, the files to open, the commands to run next."""
-    lines = [f"medattn demo finished in {seconds:.0f} s; step timings in "
-             f"{shown(ctx.out / 'timings.json')}"]
+    lines = []
+    if ctx.table2 is not None:  # the answer first
+        from medattn.report.verdict import verdict_text
+
+        verdict = verdict_text(ctx.table2)
+        lines += [verdict, ""] if verdict else []
+    lines.append(f"medattn demo finished in {seconds:.0f} s; step timings in "
+                 f"{shown(ctx.out / 'timings.json')}")
     if ctx.table2 is not None:
         from medattn.report.table2 import terminal_table
 

@@ -23,8 +23,8 @@ import pandas as pd
 
 from medattn.atomic import write_text
 from medattn.errors import DataError, MedattnError
-from medattn.report.html import (MAX_ROWS, Figure, Pre, Section, Table, Text, read_table, render_html,
-                                 render_markdown)
+from medattn.report.html import (MAX_ROWS, Details, Figure, Pre, Section, Table, Text, read_table,
+                                 render_html, render_markdown)
 
 __all__ = ["build_report"]
 
@@ -98,6 +98,7 @@ def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = No
                                   "Table 4: explanations", ["explain_summary.csv"], EXPLAIN_HINT,
                                   first_png="table4.png"),
                 _run_status(study), _reproduce(study)]
+    sections.insert(0, _verdict(study, sections))  # the answer first
     return _write(study, sections, Path(out) if out is not None else study.runs_dir / "report")
 
 
@@ -125,6 +126,18 @@ def _compare(study: _Study, settings: dict) -> None:
                                             include_diverged=study.include_diverged, **settings)
     except MedattnError as err:
         study.table2_error = str(err)
+
+
+def _verdict(study: _Study, sections: list[Section]) -> Section:
+    """What the study found, one plain-words line per comparison (report.verdict)."""
+    from medattn.report.verdict import verdict_markdown
+
+    design = "see Design" if any(s.id == "design" for s in sections) else None
+    text = verdict_markdown(study.result, design) if study.result is not None else ""
+    if not text:
+        why = study.table2_error or "no variant has a base to be compared with"
+        text = f"Nothing compared yet: {why}"
+    return Section("verdict", "What the study found", [Text(text)])
 
 
 def _overview(study: _Study) -> Section:
@@ -163,19 +176,27 @@ def _table1(study: _Study, parameters: bool) -> Section:
 
 def _table2(study: _Study) -> Section:
     from medattn.report import table2 as T2
+    from medattn.report.table2_view import table2_blocks
 
     result = study.result
     if result is None:
         return Section("table2", "Table 2: balanced accuracy", [Text(study.table2_error or "")])
-    blocks = [Table(T2.wide_table(result.table), T2.legend(result.settings, result.table),
-                    index=True)]
+    blocks = table2_blocks(result)
+    blocks.append(Table(T2.wide_table(result.table), T2.legend(result.settings, result.table),
+                        index=True))
+    folded = ("Statistics per comparison", "Per-split differences (pp)",
+              "Converged runs and all runs")
     for title, caption, body in T2.table2_sections(result):
         if title == "Final runs not included":  # as a table, with the reason per run
             body = result.excluded[["run_id", "dataset", "backbone", "model", "reason"]]
             caption = "n counts only the included runs."
-        blocks.append(Text(f"**{title}.** {caption}".strip()))
-        blocks.append(Text("\n".join(f"- {x}" for x in body)) if isinstance(body, list)
-                      else Table(body))
+        shown = ([Text(caption)] if caption else []) + [
+            Text("\n".join(f"- {x}" for x in body)) if isinstance(body, list) else Table(body)]
+        if title in folded and not isinstance(body, list):  # long: behind a one-line summary
+            blocks.append(Details(f"{title}: {len(body)} rows × {len(body.columns)} columns "
+                                  "(click to open)", shown))
+        else:
+            blocks += [Text(f"**{title}.**")] + shown
     return Section("table2", "Table 2: balanced accuracy and comparisons", blocks)
 
 

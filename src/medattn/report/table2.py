@@ -220,8 +220,13 @@ def table2_sections(result: CompareResult) -> list[tuple[str, str, pd.DataFrame 
 def table2_markdown(result: CompareResult) -> str:
     """Table 2 (paper layout), the statistics per comparison, the paired extras, notes and the
     excluded runs, as Markdown."""
-    parts = ["## Table 2: balanced accuracy per model", "", markdown_table(wide_table(result.table), index=True), "",
-             legend(result.settings, result.table)]
+    from medattn.report.verdict import verdict_text
+
+    verdict = verdict_text(result)  # the answer first
+    parts = (["## What the study found", "", verdict, ""] if verdict else []) + [
+        "## Table 2: balanced accuracy per model", "",
+        markdown_table(wide_table(result.table), index=True), "",
+        legend(result.settings, result.table)]
     for title, caption, body in table2_sections(result):
         parts += ["", f"### {title}", ""]
         if caption:
