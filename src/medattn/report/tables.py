@@ -12,7 +12,22 @@ from medattn.atomic import write_text
 from medattn.render import latex_table
 from medattn.report.figures import model_label
 
-__all__ = ["expected_runs", "run_problems", "table1", "versions_table", "write_table"]
+__all__ = ["expected_runs", "model_name_label", "run_problems", "table1", "versions_table",
+           "write_table"]
+
+
+def model_name_label(name: str) -> str:
+    """The registry's label of a model name (``resnet18+ga`` -> ``ResNet18 +GA``); the name
+    itself where no registered model has it (a plugin's this process does not load)."""
+    from medattn.errors import ConfigError
+    from medattn.models import parse_model_name
+    from medattn.models import registry as R
+
+    try:
+        spec = parse_model_name(str(name))
+    except ConfigError:
+        return str(name)
+    return R.model_label(spec.backbone, spec.variant)
 
 
 def table1(num_classes: int = 3, models: list[str] | None = None) -> pd.DataFrame:

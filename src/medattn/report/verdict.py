@@ -48,6 +48,11 @@ def _ok(v) -> bool:
     return v is not None and v is not pd.NA and not (isinstance(v, float) and math.isnan(v))
 
 
+def _true(v) -> bool:
+    """True for True / numpy True; False for False, None and pandas' NA (nullable booleans)."""
+    return v is not None and v is not pd.NA and bool(v == True)  # noqa: E712
+
+
 def _pp(v: float) -> str:
     """A difference in words: ``8.8 pp worse`` / ``29.3 pp better`` / ``0.0 pp``."""
     if abs(v) < 0.05:
@@ -66,7 +71,7 @@ def _range(lo: float, hi: float) -> str:
 def _decision(r, alpha: float) -> str:
     if isinstance(getattr(r, "decision", None), str) and r.decision:
         return r.decision
-    if r.significant == True:  # noqa: E712  (pandas' nullable boolean)
+    if _true(r.significant):
         return "better" if r.diff > 0 else "worse"
     return "no difference shown"
 
@@ -97,7 +102,7 @@ def _line(r, decision: str, test: str, level: str, margin: float, power: float,
                 f"{_range(r.diff_ci_low, r.diff_ci_high)} ({ci})")
     else:
         text = f"{who}: {decision}: the data allow {_range(r.diff_ci_low, r.diff_ci_high)} ({ci})"
-        if decision == "undecided" and r.significant == True:  # noqa: E712  (the tests disagree)
+        if decision == "undecided" and _true(r.significant):  # the two tests disagree
             text += (f"; the {test} marks it (p {r.p:.3f}), the Bayesian test cannot yet "
                      f"exclude a difference within ±{margin:g} pp")
         if _ok(r.detectable_diff):
