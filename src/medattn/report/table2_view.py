@@ -8,7 +8,9 @@ are computed in :mod:`medattn.analysis`.
 from __future__ import annotations
 
 from medattn.analysis.compare import TEST_LABELS
-from medattn.report.html import Table, Text
+from medattn.report.figures import to_png
+from medattn.report.forest import forest_plot, posterior_grid
+from medattn.report.html import Figure, Table, Text
 from medattn.report.verdict import deciding_table
 
 __all__ = ["table2_blocks"]
@@ -28,7 +30,28 @@ def table2_blocks(result) -> list:
     frame = deciding_table(result)
     if frame.empty:
         return []
-    return [Table(frame, f"What decides each comparison: the variant minus its base in "
-                         f"percentage points, the {test}'s {level} CI, the decision by "
-                         f"{decided_by}, and n = final runs of the variant vs its base. Every "
-                         f"other statistic is under \"Statistics per comparison\" below.")]
+    margin = st.get("margin", 1.0)
+    blocks = []
+    fig = forest_plot(result)
+    if fig is not None:
+        boot = (f", the bootstrap {level} CI over runs (thin bar below)"
+                if t["boot_ci_low"].notna().any() else "")
+        blocks.append(Figure(to_png(fig), "table2-forest",
+                             f"Every comparison at a glance: the difference variant − base "
+                             f"(dot; colour: the decision), the {test}'s {level} CI (thick "
+                             f"bar){boot} and the ±{margin:g} pp region of practical "
+                             f"equivalence (shaded)."))
+    blocks.append(Table(frame, f"What decides each comparison: the variant minus its base in "
+                               f"percentage points, the {test}'s {level} CI, the decision by "
+                               f"{decided_by}, and n = final runs of the variant vs its base. "
+                               f"Every other statistic is under \"Statistics per comparison\" "
+                               f"below."))
+    fig = posterior_grid(result)
+    if fig is not None:
+        blocks.append(Figure(to_png(fig), "table2-posteriors",
+                             f"The Bayesian correlated t-test's posterior of each difference "
+                             f"(pp): shaded blue the ±{margin:g} pp region of practical "
+                             f"equivalence, green / red the mass of a gain / loss beyond it; "
+                             f"the title gives P(worse / equivalent / better) and the "
+                             f"decision (a probability above 0.95 decides)."))
+    return blocks
