@@ -1,6 +1,8 @@
 """Table 2 as pictures (issue 26, item 3): the forest plot has a row per comparison with both CIs
 and the ROPE; each posterior panel is the distribution whose masses are the table's P columns."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -45,3 +47,22 @@ def test_posterior_panels_match_the_table(result):
         assert np.isclose(post.sf(1.0), r.p_better, atol=1e-6)
         assert np.isclose(post.cdf(-1.0), r.p_worse, atol=1e-6)
     assert "P = " in fig.axes[0].get_title() and "undecided" in fig.axes[0].get_title()
+
+
+def test_reading_note_explains_the_case_at_hand(result):
+    from medattn.report.table2_view import reading_note
+
+    t = result.table.copy()
+    comps = t[t.reference.notna()]
+    note = reading_note(result)
+    first = comps.iloc[0]  # no bootstrap CI excludes 0 here: the first comparison is the case
+    assert note.startswith("**How to read these intervals together.** For isic ID: +GA vs "
+                           "ResNet18 base, Welch's p is ")
+    assert f"{first.welch_p:.3f} and the corrected t-test's p is {first.p:.3f}" in note
+    assert f"[{first.boot_ci_low:+.1f}, {first.boot_ci_high:+.1f}] pp is narrower" in note
+    assert '"Undecided" (10 of 10 comparisons)' in note and "docs/statistics.md" in note
+    # A bootstrap CI that excludes 0 where the marking CI does not: that comparison is the case.
+    i = comps.index[2]
+    t.loc[i, ["boot_ci_low", "boot_ci_high"]] = [0.5, 3.0]
+    changed = dataclasses.replace(result, table=t)
+    assert "For isic ID: ViT-21k vs ResNet18 base" in reading_note(changed)
