@@ -94,9 +94,7 @@ def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = No
     sections = [_overview(study), _table1(study, parameters), _table2(study),
                 _accuracy(study), _curves(study, final), _confusion(study, final),
                 _search(study), _table3(study),
-                _artifact_section(study.runs_dir / "analysis" / "explain", "table4",
-                                  "Table 4: explanations", ["explain_summary.csv"], EXPLAIN_HINT,
-                                  first_png="table4.png"),
+                _table4(study),
                 _run_status(study), _reproduce(study)]
     sections.insert(0, _verdict(study, sections))  # the answer first
     return _write(study, sections, Path(out) if out is not None else study.runs_dir / "report")
@@ -285,6 +283,13 @@ def _table3(study: _Study) -> Section:
     folder = study.runs_dir / "analysis" / "features"
     return table3_section(folder, FEATURES_HINT) or _artifact_section(
         folder, "table3", "Table 3: feature usage", ["table3.csv"], FEATURES_HINT)
+
+
+def _table4(study: _Study) -> Section:
+    """Table 4 from ``medattn explain``'s outputs (report.explain_view)."""
+    from medattn.report.explain_view import table4_section
+
+    return table4_section(study.runs_dir / "analysis" / "explain", study.records, EXPLAIN_HINT)
 
 
 def _run_status(study: _Study) -> Section:
