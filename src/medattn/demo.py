@@ -114,6 +114,7 @@ def write_summary(ctx: DemoContext) -> None:
 
     from medattn.render import markdown_table
     from medattn.training import store
+    from medattn.training.study import selection_note
 
     res = ctx.result
     order = {m: i for i, m in enumerate(res.selection["model"])}  # the config's model order
@@ -129,7 +130,8 @@ def write_summary(ctx: DemoContext) -> None:
     chosen = pd.DataFrame({
         "data set": sel["dataset"], "model": sel["model"], "lr": [f"{v:g}" for v in sel["lr"]],
         "weight decay": [f"{v:g}" for v in sel["weight_decay"]],
-        "mean val bacc (%)": [f"{100 * v:.1f}" for v in sel["mean_val_bacc"]]})
+        "chosen by": [selection_note(*r) for r in zip(sel["source"], sel["mean_val_bacc"],
+                                                      sel["n_runs"])]})
     text = "\n".join([markdown_table(accuracy), "", "Selected hyper-parameters (search on the "
                       "validation balanced accuracy):", "", markdown_table(chosen)]) + "\n"
     store.write_text(ctx.out / "summary.md", text)

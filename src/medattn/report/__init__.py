@@ -32,6 +32,10 @@ log = logging.getLogger("medattn.report")
 
 FEATURES_HINT = "not run yet (run `medattn features RUNS_DIR`)"
 EXPLAIN_HINT = "not run yet (run `medattn explain RUNS_DIR`)"
+NOTHING_TO_COMPARE = ("no variant has its base among these runs, so there is nothing to compare "
+                      "(Table 2 compares each attention variant with the base of its backbone, "
+                      "split by split). Train the base and a variant on the same splits, e.g. "
+                      "with `medattn study`.")
 
 def _slug(*parts: str) -> str:
     return "-".join(str(p).replace("+", "").replace(":", "").replace("/", "").replace(" ", "_")
@@ -133,8 +137,7 @@ def _verdict(study: _Study, sections: list[Section]) -> Section:
     design = "see Design" if any(s.id == "design" for s in sections) else None
     text = verdict_markdown(study.result, design) if study.result is not None else ""
     if not text:
-        why = study.table2_error or "no variant has a base to be compared with"
-        text = f"Nothing compared yet: {why}"
+        text = f"Nothing compared yet: {study.table2_error or NOTHING_TO_COMPARE}"
     return Section("verdict", "What the study found", [Text(text)])
 
 
@@ -166,10 +169,16 @@ def _table1(study: _Study, parameters: bool) -> Section:
         return Section("table1", "Table 1: parameters",
                        [Text(f"Table 1 is not available: {err}.")])
     study.tables["table1"] = t1
+    cap = (f"Parameters in millions with {n_classes} output classes. \"Paper's counting\" "
+           "counts only module weights and biases, as the paper did (Table 1); \"all "
+           "tensors\" adds position embeddings and the like.")
+    trained = T.trained_rows(t1, [r["model"] for r in study.records if r.get("model")])
+    if trained.empty or len(trained) == len(t1):
+        return Section("table1", "Table 1: parameters", [Table(t1, cap)])
     return Section("table1", "Table 1: parameters", [
-        Table(t1, f"Parameters in millions with {n_classes} output classes. \"Paper's counting\" "
-                  "counts only module weights and biases, as the paper did (Table 1); \"all "
-                  "tensors\" adds position embeddings and the like.")])
+        Table(trained, f"The {len(trained)} models this study trained. {cap}"),
+        Details(f"Every model of the paper's Table 1 and this study: {len(t1)} rows (click to "
+                f"open)", [Table(t1, cap)])])
 
 
 def _table2(study: _Study) -> Section:
@@ -179,6 +188,11 @@ def _table2(study: _Study) -> Section:
     result = study.result
     if result is None:
         return Section("table2", "Table 2: balanced accuracy", [Text(study.table2_error or "")])
+    if not result.table["reference"].notna().any():  # e.g. a `medattn train` folder
+        return Section("table2", "Table 2: balanced accuracy", [
+            Table(T2.wide_table(result.table), "Balanced accuracy in %, mean ± sd over the final "
+                  "runs (in-distribution test set, OOD in parentheses).", index=True),
+            Text(NOTHING_TO_COMPARE)])
     blocks = table2_blocks(result)
     blocks.append(Table(T2.wide_table(result.table), T2.legend(result.settings, result.table),
                         index=True))
@@ -270,10 +284,25 @@ def _search(study: _Study) -> Section:
             blocks.append(Figure(F.to_png(fig), _slug("search", ds),
                                  f"{ds}: hyper-parameter search (learning rate × weight decay)."))
     if selection is not None:
-        blocks.append(Table(selection, "Selected hyper-parameters (`selection.csv`)."))
+        blocks.append(_selection_table(selection))
     return Section("search", "Hyper-parameter search",
                    blocks or [Text("No search runs (hyper-parameters were fixed or the search "
                                    "has not run).")])
+
+
+def _selection_table(selection: pd.DataFrame) -> Table:
+    """The chosen settings, with how each was chosen in words (a one-point grid: no search)."""
+    from medattn.report.tables import model_name_label
+    from medattn.training.study import selection_note
+
+    sel = selection.copy()
+    if {"source", "mean_val_bacc", "n_runs"} <= set(sel.columns):
+        sel["chosen by"] = [selection_note(*r) for r in zip(sel["source"], sel["mean_val_bacc"],
+                                                             sel["n_runs"])]
+        sel = sel.drop(columns=["mean_val_bacc", "n_runs", "source"])
+    sel["model"] = [model_name_label(m) for m in sel["model"]] if "model" in sel else None
+    return Table(sel, "The learning rate and weight decay each model's final runs used, and how "
+                      "they were chosen.")
 
 
 def _table3(study: _Study) -> Section:

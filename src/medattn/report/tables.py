@@ -12,8 +12,8 @@ from medattn.atomic import write_text
 from medattn.render import latex_table
 from medattn.report.figures import model_label
 
-__all__ = ["expected_runs", "model_name_label", "run_problems", "table1", "versions_table",
-           "write_table"]
+__all__ = ["expected_runs", "model_name_label", "run_problems", "table1", "trained_rows",
+           "versions_table", "write_table"]
 
 
 def model_name_label(name: str) -> str:
@@ -50,6 +50,21 @@ def table1(num_classes: int = 3, models: list[str] | None = None) -> pd.DataFram
         "change vs base (%)": ["" if pd.isna(x) else f"{x:+.2f}" for x in t.rel_change_pct],
         "parameters (M), all tensors": [f"{x:.2f}" for x in t.params_full_m],
     })
+
+
+def trained_rows(t1: pd.DataFrame, model_names: list[str]) -> pd.DataFrame:
+    """The rows of :func:`table1` (``model`` = figures.model_label) of the models named."""
+    from medattn.errors import ConfigError
+    from medattn.models import parse_model_name
+
+    labels = set()
+    for name in model_names:
+        try:
+            spec = parse_model_name(str(name))
+        except ConfigError:
+            continue
+        labels.add(model_label(spec.backbone, spec.variant))
+    return t1[t1["model"].isin(labels)].reset_index(drop=True)
 
 
 def expected_runs(config: dict) -> pd.DataFrame:
