@@ -284,25 +284,13 @@ def _search(study: _Study) -> Section:
             blocks.append(Figure(F.to_png(fig), _slug("search", ds),
                                  f"{ds}: hyper-parameter search (learning rate × weight decay)."))
     if selection is not None:
-        blocks.append(_selection_table(selection))
+        from medattn.report.tables import selection_table
+
+        blocks.append(Table(selection_table(selection), "The learning rate and weight decay each "
+                            "model's final runs used, and how they were chosen."))
     return Section("search", "Hyper-parameter search",
                    blocks or [Text("No search runs (hyper-parameters were fixed or the search "
                                    "has not run).")])
-
-
-def _selection_table(selection: pd.DataFrame) -> Table:
-    """The chosen settings, with how each was chosen in words (a one-point grid: no search)."""
-    from medattn.report.tables import model_name_label
-    from medattn.training.study import selection_note
-
-    sel = selection.copy()
-    if {"source", "mean_val_bacc", "n_runs"} <= set(sel.columns):
-        sel["chosen by"] = [selection_note(*r) for r in zip(sel["source"], sel["mean_val_bacc"],
-                                                             sel["n_runs"])]
-        sel = sel.drop(columns=["mean_val_bacc", "n_runs", "source"])
-    sel["model"] = [model_name_label(m) for m in sel["model"]] if "model" in sel else None
-    return Table(sel, "The learning rate and weight decay each model's final runs used, and how "
-                      "they were chosen.")
 
 
 def _table3(study: _Study) -> Section:

@@ -12,7 +12,8 @@ from medattn.atomic import write_text
 from medattn.render import latex_table
 from medattn.report.figures import model_label
 
-__all__ = ["expected_runs", "model_name_label", "run_problems", "table1", "trained_rows",
+__all__ = ["expected_runs", "model_name_label", "run_problems", "selection_table", "table1",
+           "trained_rows",
            "versions_table", "write_table"]
 
 
@@ -65,6 +66,21 @@ def trained_rows(t1: pd.DataFrame, model_names: list[str]) -> pd.DataFrame:
             continue
         labels.add(model_label(spec.backbone, spec.variant))
     return t1[t1["model"].isin(labels)].reset_index(drop=True)
+
+
+def selection_table(selection: pd.DataFrame) -> pd.DataFrame:
+    """``selection.csv`` for display: models by label, how each setting was chosen in words
+    (``no search: one setting`` for a one-point grid) instead of a NaN score over 0 runs."""
+    from medattn.training.study import selection_note
+
+    sel = selection.copy()
+    if {"source", "mean_val_bacc", "n_runs"} <= set(sel.columns):
+        sel["chosen by"] = [selection_note(*r) for r in zip(sel["source"], sel["mean_val_bacc"],
+                                                             sel["n_runs"])]
+        sel = sel.drop(columns=["mean_val_bacc", "n_runs", "source"])
+    if "model" in sel:
+        sel["model"] = [model_name_label(m) for m in sel["model"]]
+    return sel
 
 
 def expected_runs(config: dict) -> pd.DataFrame:
