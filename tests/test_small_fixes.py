@@ -11,7 +11,7 @@ import pytest
 from medattn import cli
 from medattn.errors import DataError
 from medattn.report import build_report
-from medattn.report.figures import model_label
+from medattn.models import registry as R
 from medattn.training import store
 from medattn.training.study import StudyResult, final_summary, format_study, selection_note
 
@@ -30,7 +30,7 @@ def study(tmp_path_factory):
 
 
 def test_table1_shows_the_trained_models_and_folds_the_rest(study, tmp_path, monkeypatch):
-    labels = [model_label(b, v) for b, v in [("resnet18", "base"), ("resnet18", "ga"),
+    labels = [R.model_label(b, v) for b, v in [("resnet18", "base"), ("resnet18", "ga"),
                                              ("resnet18", "la"), ("resnet18", "ela"),
                                              ("efficientnet_b0", "base"), ("vit", "1k")]]
     monkeypatch.setattr("medattn.report.tables.table1", lambda num_classes=3, models=None:

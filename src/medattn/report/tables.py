@@ -10,7 +10,7 @@ import pandas as pd
 
 from medattn.atomic import write_text
 from medattn.render import latex_table
-from medattn.report.figures import model_label
+from medattn.models import registry as R
 
 __all__ = ["expected_runs", "model_name_label", "run_problems", "selection_table", "table1",
            "trained_rows",
@@ -46,7 +46,7 @@ def table1(num_classes: int = 3, models: list[str] | None = None) -> pd.DataFram
             pass
     t = parameter_table(num_classes=num_classes, models=[m for m in list_models() if m in wanted])
     return pd.DataFrame({
-        "model": [model_label(b, v) for b, v in zip(t.backbone, t.variant)],
+        "model": [R.model_label(b, v) for b, v in zip(t.backbone, t.variant)],
         "parameters (M), paper's counting": [f"{x:.2f}" for x in t.params_paper_m],
         "change vs base (%)": ["" if pd.isna(x) else f"{x:+.2f}" for x in t.rel_change_pct],
         "parameters (M), all tensors": [f"{x:.2f}" for x in t.params_full_m],
@@ -54,7 +54,7 @@ def table1(num_classes: int = 3, models: list[str] | None = None) -> pd.DataFram
 
 
 def trained_rows(t1: pd.DataFrame, model_names: list[str]) -> pd.DataFrame:
-    """The rows of :func:`table1` (``model`` = figures.model_label) of the models named."""
+    """The rows of :func:`table1` (``model``: the registry's label) of the models named."""
     from medattn.errors import ConfigError
     from medattn.models import parse_model_name
 
@@ -64,7 +64,7 @@ def trained_rows(t1: pd.DataFrame, model_names: list[str]) -> pd.DataFrame:
             spec = parse_model_name(str(name))
         except ConfigError:
             continue
-        labels.add(model_label(spec.backbone, spec.variant))
+        labels.add(R.model_label(spec.backbone, spec.variant))
     return t1[t1["model"].isin(labels)].reset_index(drop=True)
 
 
