@@ -118,3 +118,18 @@ def test_features_on_only_diverged_runs_says_so(tmp_path):
         rec_path.write_text(json.dumps(rec))
     with pytest.raises(DataError, match=r"every final run diverged \(30: final-isic-"):
         feature_usage(tmp_path)
+
+
+def test_confusion_title_of_one_model_fits_its_figure():
+    from medattn.report.figures import confusion_grid
+
+    rec = {"backbone": "resnet18", "variant": "base",
+           "metrics": {"test": {"confusion_matrix": [[5, 1, 0], [1, 5, 0], [0, 1, 5]]}}}
+    fig = confusion_grid([rec], "test", ["melanoma", "nevus", "other"],
+                         "isic, in-distribution test")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    box = fig._suptitle.get_window_extent(canvas.get_renderer())
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width  # not clipped at either side
