@@ -84,3 +84,12 @@ def test_demo_handover_starts_with_the_verdict(fake, tmp_path):
     assert text.splitlines()[1].startswith("- +GA vs ResNet18 base on isic, in-distribution "
                                            "test: undecided")
     assert text.index("What the study found") < text.index("medattn demo finished in 12 s")
+
+
+def test_intervals_wider_than_the_scale_are_said_so():
+    # two runs each, as `medattn demo --quick`: the CI spans more than ±100 pp
+    s = _summary("d,resnet18,base,id,42,30,2\nd,resnet18,ga,id,38,30,2\n")
+    result = CompareResult(compare_summary(s, **SETTINGS), settings=_settings(SETTINGS))
+    line = verdict_lines(result)[0]
+    assert "the data allow anything: the CI [" in line and "wider than the whole scale" in line
+    assert "no possible difference (at most 100 pp) would be found with 80% power" in line

@@ -61,6 +61,9 @@ def _pp(v: float) -> str:
 
 
 def _range(lo: float, hi: float) -> str:
+    if lo < -100 and hi > 100:  # wider than the scale of a balanced accuracy in %
+        return (f"anything: the CI [{lo:+.1f}, {hi:+.1f}] pp is wider than the whole scale "
+                f"(±100 pp)")
     if lo >= 0 or hi <= 0:  # both ends on one side
         side = "better" if lo >= 0 else "worse"
         a, b = sorted((abs(lo), abs(hi)))
@@ -105,7 +108,10 @@ def _line(r, decision: str, test: str, level: str, margin: float, power: float,
         if decision == "undecided" and _true(r.significant):  # the two tests disagree
             text += (f"; the {test} marks it (p {r.p:.3f}), the Bayesian test cannot yet "
                      f"exclude a difference within ±{margin:g} pp")
-        if _ok(r.detectable_diff):
+        if _ok(r.detectable_diff) and r.detectable_diff > 100:
+            text += (f"; at this n no possible difference (at most 100 pp) would be found with "
+                     f"{power:.0%} power")
+        elif _ok(r.detectable_diff):
             text += (f"; at this n only a true difference of {r.detectable_diff:.1f} pp or more "
                      f"would be found ({power:.0%} power)")
         if design:
