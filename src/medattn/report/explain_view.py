@@ -83,7 +83,7 @@ def table4_section(folder: Path, records: list[dict], hint: str) -> Section:
                                f"size the map has fewer than {MIN_CELLS}×{MIN_CELLS} cells, so "
                                f"its border and corner shares equal their area shares by "
                                f"construction; they are left out below. Train at "
-                               f"{MIN_CELLS * 32} px or more (the paper: 224 px) to read them.",
+                               f"{MIN_CELLS * 32} px or more (the paper's size) to read them.",
                                cls="reading"))
         blocks.append(Table(short, "Where each map puts its mass, over the mean-map images: "
                                    "percent of the map's mass in a region / percent of the "

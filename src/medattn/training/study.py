@@ -70,7 +70,8 @@ def selection_note(source: str, mean_val_bacc: float, n_runs: int) -> str:
         return "fixed in the config"
     if not n_runs or mean_val_bacc != mean_val_bacc:  # NaN: nothing was scored
         return "no search runs scored"
-    return f"mean val bacc {100 * mean_val_bacc:.1f}% over {int(n_runs)} runs"
+    return (f"mean val bacc {100 * mean_val_bacc:.1f}% over {int(n_runs)} "
+            f"run{'s' if int(n_runs) != 1 else ''}")
 
 
 def select_hparams(config: StudyConfig, records: list[RunRecord | dict]) -> pd.DataFrame:
