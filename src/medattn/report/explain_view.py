@@ -20,7 +20,8 @@ from medattn.report.tables import model_name_label
 __all__ = ["explain_summary", "table4_section"]
 
 TITLE = "Table 4: explanations"
-REGION_NAMES = {"lesion": "in lesion", "patch": "on patch", "border": "border", "corners": "corners"}
+REGION_NAMES = {"lesion": "in lesion", "patch": "on patch", "border": "border",
+                "corners": "corners"}
 METHODS = {"gradcam": "Grad-CAM", "ga": "GA map", "rollout": "attention rollout"}
 
 

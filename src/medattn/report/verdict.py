@@ -71,7 +71,7 @@ def _range(lo: float, hi: float) -> str:
     return f"anything from {_pp(lo)} to {_pp(hi)}"
 
 
-def _decision(r, alpha: float) -> str:
+def _decision(r) -> str:
     if isinstance(getattr(r, "decision", None), str) and r.decision:
         return r.decision
     if _true(r.significant):
@@ -132,7 +132,7 @@ def verdicts(result, design: str | None = None) -> list[Verdict]:
     out = []
     for r in t[t["reference"].notna()].itertuples(index=False):
         test = TEST_LABELS.get(r.test, str(r.test)) if isinstance(r.test, str) else "test"
-        decision = _decision(r, alpha)
+        decision = _decision(r)
         out.append(Verdict(r.dataset, r.set, _model(r), f"{R.backbone_label(r.reference)} base",
                            decision, float(r.diff), float(r.diff_ci_low) if _ok(r.diff_ci_low)
                            else math.nan, float(r.diff_ci_high) if _ok(r.diff_ci_high)
