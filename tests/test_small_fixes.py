@@ -97,14 +97,17 @@ def test_compare_summary_flags_implausible_sds_first(capsys):
 
 
 @pytest.mark.parametrize("command", ["compare", "features", "explain", "report"])
-def test_wrong_folder_names_the_runs_dir(study, command, capsys, monkeypatch, tmp_path):
+def test_wrong_folder_names_the_runs_dir(command, capsys, monkeypatch, tmp_path):
+    study = tmp_path / "work" / "mystudy"
+    write_fake_study(study)
     monkeypatch.chdir(study.parent)
     name = study.name
     for wrong in (f"{name}/typo", ".", f"{name}/runs", f"{name}/runs/final-isic-resnet18-s0"):
         assert cli.main([command, wrong]) == 2, wrong
         err = capsys.readouterr().err
         assert f"did you mean `medattn {command} {name}`" in err, (wrong, err)
-    assert cli.main([command, str(tmp_path / "nowhere")]) == 2
+    (tmp_path / "empty").mkdir()  # nothing near it
+    assert cli.main([command, str(tmp_path / "empty" / "nowhere")]) == 2
     assert "no RUNS_DIR was found near it" in capsys.readouterr().err
 
 

@@ -32,8 +32,8 @@ def nearby_runs_dirs(path: str | os.PathLike, depth: int = 2) -> list[Path]:
     found, level = [], [base]
     for _ in range(depth):
         level = [c for d in level for c in sorted(_subdirs(d))]
-        found += [c for c in level if _is_runs_dir(c)]
-    return sorted(found)[:5]
+        found += [c.resolve() for c in level if _is_runs_dir(c)]
+    return sorted(set(found))[:5]
 
 
 def _subdirs(d: Path) -> list[Path]:
