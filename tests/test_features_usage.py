@@ -418,7 +418,7 @@ def test_report_shows_table3_with_k_of_n_effects_truth_and_pvalues(study, tmp_pa
     assert "given the fine diagnosis" in text
     assert t3.count("data:image/png;base64,") == 1  # the effect-size figure
     assert "median_p_cmiknn" in text and "used (k/N)" in text
-    assert "resnet18+ga" in text and "more" in text  # the significant difference
+    assert "ResNet18 +GA" in text and "more" in text  # the significant difference, by label
     md = (tmp_path / "report" / "report.md").read_text()
     assert "figures/table3-effects.png" in md
 
@@ -434,4 +434,5 @@ def test_report_table3_keeps_cells_where_no_test_could_run(tmp_path):
     pd.DataFrame(rows).to_csv(folder / "table3.csv", index=False)
     section = table3_section(folder, "hint")
     frame = section.blocks[0].frame
-    assert frame.loc["resnet18", "D"] == "n/a (0/3)" and frame.loc["resnet18", "A"] == "0/3 (0/3)"
+    assert frame.loc["ResNet18 Base", "D"] == "n/a (0/3)"  # rows by the registry's label
+    assert frame.loc["ResNet18 Base", "A"] == "0/3 (0/3)"

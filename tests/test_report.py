@@ -18,8 +18,8 @@ from medattn.report import EXPLAIN_HINT, FEATURES_HINT, build_report
 
 from tests.fake_study import DIVERGED_RUN, FAILED_RUN, write_fake_study
 
-SECTIONS = ["overview", "table1", "table2", "across", "accuracy", "curves", "confusion", "search",
-            "design", "table3", "table4", "runs", "reproduce"]
+SECTIONS = ["verdict", "overview", "table1", "table2", "across", "accuracy", "curves", "confusion",
+            "search", "design", "table3", "table4", "runs", "reproduce"]
 
 
 def _text(html: str) -> str:
@@ -99,8 +99,8 @@ def test_report_is_self_contained(study):
     assert not re.search(r"""(src|href)\s*=\s*["'](?!data:|#)""", html)
     assert not re.search(r"url\((?!data:)", html)
     imgs = re.findall(r'<img src="data:image/png;base64,([^"]+)"', html)
-    # 2 accuracy plots, 1 curves, 2 confusion grids, 1 search, 1 table-3 figure
-    assert len(imgs) == 7
+    # forest + posteriors, 2 accuracy plots, 1 curves, 2 confusion grids, 1 search, 1 table-3
+    assert len(imgs) == 9
     for data in imgs:
         im = Image.open(io.BytesIO(base64.b64decode(data)))
         assert im.width >= 40 and im.height >= 30
@@ -110,7 +110,7 @@ def test_markdown_links_existing_figures(study):
     _, html_path = study
     md = (html_path.parent / "report.md").read_text(encoding="utf-8")
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    assert len(links) == 7
+    assert len(links) == 9
     for rel in links:
         assert (html_path.parent / rel).is_file()
     assert "## Table 2: balanced accuracy and comparisons" in md
@@ -156,6 +156,7 @@ def test_cli_report(tmp_path, capsys, monkeypatch):
 
 _CHECK = """<script>
 window.addEventListener('load', () => {
+  document.querySelectorAll('details').forEach(d => { d.open = true; });  // folded tables too
   const imgs = [...document.images];
   const res = {
     images: imgs.length,
@@ -194,7 +195,7 @@ def test_report_opens_offline_in_headless_chromium(study, tmp_path):
     m = re.search(r'<pre id="medattn-check">(.*?)</pre>', proc.stdout, re.S)
     assert m, f"no check output from chromium (rc {proc.returncode}): {proc.stderr[-2000:]}"
     res = json.loads(m.group(1).replace("&quot;", '"').replace("&amp;", "&"))
-    assert res["images"] == 7
+    assert res["images"] == 9  # 7 + the forest plot and the posteriors of Table 2
     assert res["broken"] == 0
     assert res["sections"] == SECTIONS
     assert res["external"] == []

@@ -131,7 +131,11 @@ def _add_compare(sub):
 
     def run(args):
         from medattn.report.table2 import run_compare
+        from medattn.runs_hint import check_runs_dir
 
+        if args.summary is None:  # a wrong folder: name the right one
+            for d in args.runs_dir:
+                check_runs_dir(d, "compare")
         print(run_compare(args.runs_dir or None, summary=args.summary, fmt=args.fmt,
                           out=args.out, include_diverged=args.include_diverged, alpha=args.alpha,
                           margin=args.margin, power=args.power, correction=args.correction,
@@ -243,6 +247,9 @@ def _add_report(sub):
     def run(args):
         from medattn.report import build_report
 
+        from medattn.runs_hint import check_runs_dir
+
+        check_runs_dir(args.runs_dir, "report")  # a wrong folder: name the right one
         print(build_report(args.runs_dir, out=args.out, include_diverged=args.include_diverged,
                            margin=args.margin, correction=args.correction,
                            test=args.test or "corrected", bootstrap=args.bootstrap,
@@ -276,6 +283,9 @@ def _add_explain(sub):
     def run(args):
         from medattn.explain import explain_runs
 
+        from medattn.runs_hint import check_runs_dir
+
+        check_runs_dir(args.runs_dir, "explain")  # a wrong folder: name the right one
         out = explain_runs(args.runs_dir, n_mean=args.n_mean, image_ids=args.image_ids,
                            models=args.models, datasets=args.datasets, batch_size=args.batch_size,
                            border=args.border, seed=args.seed, select=args.select)
@@ -430,10 +440,9 @@ def _add_study(sub):
               f"{res.runs_dir}/sequential.json (next: medattn compare {res.runs_dir})")
 
     def _print_study(res):
-        counts = res.records["status"].value_counts().to_dict() if len(res.records) else {}
-        print(f"runs: {counts}")
-        if len(res.summary):
-            print(res.summary.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+        from medattn.training.study import format_study
+
+        print(format_study(res))
 
     p.set_defaults(func=run)
 
@@ -600,6 +609,9 @@ def _add_features(sub):
                 raise ConfigError(f"features: --cmiknn-k {k:g} must be a whole number >= 1 (a "
                                   "count) or a fraction in (0, 1) of each class")
             options = {"cmiknn": {"k": int(k) if k >= 1 else k}}
+        from medattn.runs_hint import check_runs_dir
+
+        check_runs_dir(args.runs_dir, "features")  # a wrong folder: name the right one
         result = feature_usage(args.runs_dir, runs=args.runs, select=args.select,
                                condition=args.condition, min_per_diagnosis=args.min_per_diagnosis,
                                prediction=args.prediction, alpha=args.alpha,
@@ -660,6 +672,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that import torchvision (models, data transforms, training): checked at their start
+TORCH_COMMANDS = ("models", "params", "report", "explain", "train", "study", "demo", "synth")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import os
 
@@ -680,6 +696,10 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.print_help()
         return 1
     try:
+        if args.command in TORCH_COMMANDS:  # a broken torch/torchvision pair: one message, the fix
+            from medattn.install_check import check_torch_install
+
+            check_torch_install()
         result = args.func(args)
     except MedattnError as err:
         print(f"medattn {args.command}: error: {err}", file=sys.stderr)

@@ -114,6 +114,7 @@ def write_summary(ctx: DemoContext) -> None:
 
     from medattn.render import markdown_table
     from medattn.training import store
+    from medattn.training.study import selection_note
 
     res = ctx.result
     order = {m: i for i, m in enumerate(res.selection["model"])}  # the config's model order
@@ -129,7 +130,8 @@ def write_summary(ctx: DemoContext) -> None:
     chosen = pd.DataFrame({
         "data set": sel["dataset"], "model": sel["model"], "lr": [f"{v:g}" for v in sel["lr"]],
         "weight decay": [f"{v:g}" for v in sel["weight_decay"]],
-        "mean val bacc (%)": [f"{100 * v:.1f}" for v in sel["mean_val_bacc"]]})
+        "chosen by": [selection_note(*r) for r in zip(sel["source"], sel["mean_val_bacc"],
+                                                      sel["n_runs"])]})
     text = "\n".join([markdown_table(accuracy), "", "Selected hyper-parameters (search on the "
                       "validation balanced accuracy):", "", markdown_table(chosen)]) + "\n"
     store.write_text(ctx.out / "summary.md", text)
@@ -210,8 +212,14 @@ def next_commands(ctx: DemoContext) -> list[tuple[str, str]]:
 
 def handover(ctx: DemoContext, seconds: float) -> str:
     """The demo's last words: Table 2 in brief, the files to open, the commands to run next."""
-    lines = [f"medattn demo finished in {seconds:.0f} s; step timings in "
-             f"{shown(ctx.out / 'timings.json')}"]
+    lines = []
+    if ctx.table2 is not None:  # the answer first
+        from medattn.report.verdict import verdict_text
+
+        verdict = verdict_text(ctx.table2)
+        lines += [verdict, ""] if verdict else []
+    lines.append(f"medattn demo finished in {seconds:.0f} s; step timings in "
+                 f"{shown(ctx.out / 'timings.json')}")
     if ctx.table2 is not None:
         from medattn.report.table2 import terminal_table
 

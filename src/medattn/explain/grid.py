@@ -27,25 +27,39 @@ def _short(image_id: str, width: int = 20) -> str:
 
 
 def model_label(name: str) -> str:
-    """``resnet18+ga+ela`` -> ``ResNet18 +GE`` (the registry's abbreviations, the paper's for its
-    modules; ``resnet50+cbam+la`` -> ``ResNet50 +CBAM+L``; base = ``-``)."""
-    backbone, *variants = name.split("+")
-    known = {b.name: b for b in R.backbones()}
-    abbrevs = {a.name: a.abbrev for a in R.attentions()}
-    parts = [abbrevs.get(v, v) for v in variants]
-    suffix = ("+" + ("" if all(len(p) == 1 for p in parts) else "+").join(parts)) if parts else "-"
-    entry = known.get(backbone)
-    label = backbone if entry is None else \
-        entry.label if entry.variant == "base" else f"{entry.label} {entry.variant}"
-    return f"{label} {suffix}"
+    """The registry's full label, as every other table shows it: ``resnet18+ga+ela`` ->
+    ``ResNet18 +GA+ELA``, ``vit_tiny_in21k`` -> ``ViT-21k``; the name itself if unregistered."""
+    from medattn.errors import ConfigError
+    from medattn.models import parse_model_name
+
+    try:
+        spec = parse_model_name(name)
+    except ConfigError:
+        return name
+    return R.model_label(spec.backbone, spec.variant)
 
 
-def row_label(method: str, model: str, block: int | None) -> str:
+# Grad-CAM weighs the last convolutional stage, 1/32 of the input side in every registered CNN
+# (ResNet, EfficientNet, DenseNet, ...); below 7 x 7 cells (the paper's 224 px) a map cannot
+# outline a lesion, and its region shares are those of a flat map by construction.
+CNN_STRIDE = 32
+MIN_CELLS = 7
+
+
+def gradcam_cells(image_size: int) -> int:
+    """Cells per side of a Grad-CAM map before upsampling: ceil(image_size / 32)."""
+    return max(1, -(-int(image_size) // CNN_STRIDE))
+
+
+def row_label(method: str, model: str, block: int | None, image_size: int | None = None) -> str:
+    """A row's label; a Grad-CAM row of fewer than 7 x 7 cells says it cannot localise."""
     if method == "gradcam":
-        return f"Grad-CAM\n{model_label(model)}"
+        k = gradcam_cells(image_size) if image_size else MIN_CELLS
+        coarse = f"\n({k}×{k} cells: cannot localise)" if k < MIN_CELLS else ""
+        return f"Grad-CAM\n{model_label(model)}{coarse}"
     if method == "ga":
         return f"GA map (block {block})\n{model_label(model)}"
-    return f"Attention rollout\n{model_label(model).replace(' -', '')}"
+    return f"Attention rollout\n{model_label(model)}"
 
 
 def _hwc(image: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -170,7 +184,9 @@ def draw_table4(units, display: dict, mean_images: dict, png: str | Path, pdf: s
             if i == 0:
                 ax.set_title(title, fontsize=7, pad=3)
             if j == 0:
-                ax.set_ylabel(row_label(method, model, block), fontsize=7, rotation=0,
+                size = next((u.mean.shape[-1] for u in units if (u.method, u.model, u.block)
+                             == (method, model, block)), None)
+                ax.set_ylabel(row_label(method, model, block, size), fontsize=7, rotation=0,
                               ha="right", va="center", labelpad=6)
     cax = fig.add_axes(((label_w + grid_w + 0.2) / width, 0.25, 0.12 / width, 0.5))
     fig.colorbar(ScalarMappable(Normalize(0, 255), CMAP), cax=cax, ticks=[0, 64, 128, 192, 255])

@@ -23,8 +23,8 @@ import pandas as pd
 
 from medattn.atomic import write_text
 from medattn.errors import DataError, MedattnError
-from medattn.report.html import (MAX_ROWS, Figure, Pre, Section, Table, Text, read_table, render_html,
-                                 render_markdown)
+from medattn.report.html import (MAX_ROWS, Details, Figure, Pre, Section, Table, Text, read_table,
+                                 render_html, render_markdown)
 
 __all__ = ["build_report"]
 
@@ -32,6 +32,10 @@ log = logging.getLogger("medattn.report")
 
 FEATURES_HINT = "not run yet (run `medattn features RUNS_DIR`)"
 EXPLAIN_HINT = "not run yet (run `medattn explain RUNS_DIR`)"
+NOTHING_TO_COMPARE = ("no variant has its base among these runs, so there is nothing to compare "
+                      "(Table 2 compares each attention variant with the base of its backbone, "
+                      "split by split). Train the base and a variant on the same splits, e.g. "
+                      "with `medattn study`.")
 
 def _slug(*parts: str) -> str:
     return "-".join(str(p).replace("+", "").replace(":", "").replace("/", "").replace(" ", "_")
@@ -94,10 +98,9 @@ def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = No
     sections = [_overview(study), _table1(study, parameters), _table2(study),
                 _across(study, settings), _accuracy(study), _curves(study, final),
                 _confusion(study, final), _search(study), _design(study), _table3(study),
-                _artifact_section(study.runs_dir / "analysis" / "explain", "table4",
-                                  "Table 4: explanations", ["explain_summary.csv"], EXPLAIN_HINT,
-                                  first_png="table4.png"),
+                _table4(study),
                 _run_status(study), _reproduce(study)]
+    sections.insert(0, _verdict(study, sections))  # the answer first
     return _write(study, sections, Path(out) if out is not None else study.runs_dir / "report")
 
 
@@ -125,6 +128,17 @@ def _compare(study: _Study, settings: dict) -> None:
                                             include_diverged=study.include_diverged, **settings)
     except MedattnError as err:
         study.table2_error = str(err)
+
+
+def _verdict(study: _Study, sections: list[Section]) -> Section:
+    """What the study found, one plain-words line per comparison (report.verdict)."""
+    from medattn.report.verdict import verdict_markdown
+
+    design = "see Design" if any(s.id == "design" for s in sections) else None
+    text = verdict_markdown(study.result, design) if study.result is not None else ""
+    if not text:
+        text = f"Nothing compared yet: {study.table2_error or NOTHING_TO_COMPARE}"
+    return Section("verdict", "What the study found", [Text(text)])
 
 
 def _overview(study: _Study) -> Section:
@@ -155,27 +169,46 @@ def _table1(study: _Study, parameters: bool) -> Section:
         return Section("table1", "Table 1: parameters",
                        [Text(f"Table 1 is not available: {err}.")])
     study.tables["table1"] = t1
+    cap = (f"Parameters in millions with {n_classes} output classes. \"Paper's counting\" "
+           "counts only module weights and biases, as the paper did (Table 1); \"all "
+           "tensors\" adds position embeddings and the like.")
+    trained = T.trained_rows(t1, [r["model"] for r in study.records if r.get("model")])
+    if trained.empty or len(trained) == len(t1):
+        return Section("table1", "Table 1: parameters", [Table(t1, cap)])
     return Section("table1", "Table 1: parameters", [
-        Table(t1, f"Parameters in millions with {n_classes} output classes. \"Paper's counting\" "
-                  "counts only module weights and biases, as the paper did (Table 1); \"all "
-                  "tensors\" adds position embeddings and the like.")])
+        Table(trained, f"The {len(trained)} models this study trained. {cap}"),
+        Details(f"Every model of the paper's Table 1 and this study: {len(t1)} rows (click to "
+                f"open)", [Table(t1, cap)])])
 
 
 def _table2(study: _Study) -> Section:
     from medattn.report import table2 as T2
+    from medattn.report.table2_view import table2_blocks
 
     result = study.result
     if result is None:
         return Section("table2", "Table 2: balanced accuracy", [Text(study.table2_error or "")])
-    blocks = [Table(T2.wide_table(result.table), T2.legend(result.settings, result.table),
-                    index=True)]
+    if not result.table["reference"].notna().any():  # e.g. a `medattn train` folder
+        return Section("table2", "Table 2: balanced accuracy", [
+            Table(T2.wide_table(result.table), "Balanced accuracy in %, mean ± sd over the final "
+                  "runs (in-distribution test set, OOD in parentheses).", index=True),
+            Text(NOTHING_TO_COMPARE)])
+    blocks = table2_blocks(result)
+    blocks.append(Table(T2.wide_table(result.table), T2.legend(result.settings, result.table),
+                        index=True))
+    folded = ("Statistics per comparison", "Per-split differences (pp)",
+              "Converged runs and all runs")
     for title, caption, body in T2.table2_sections(result):
         if title == "Final runs not included":  # as a table, with the reason per run
             body = result.excluded[["run_id", "dataset", "backbone", "model", "reason"]]
             caption = "n counts only the included runs."
-        blocks.append(Text(f"**{title}.** {caption}".strip()))
-        blocks.append(Text("\n".join(f"- {x}" for x in body)) if isinstance(body, list)
-                      else Table(body))
+        shown = ([Text(caption)] if caption else []) + [
+            Text("\n".join(f"- {x}" for x in body)) if isinstance(body, list) else Table(body)]
+        if title in folded and not isinstance(body, list):  # long: behind a one-line summary
+            blocks.append(Details(f"{title}: {len(body)} rows × {len(body.columns)} columns "
+                                  "(click to open)", shown))
+        else:
+            blocks += [Text(f"**{title}.**")] + shown
     return Section("table2", "Table 2: balanced accuracy and comparisons", blocks)
 
 
@@ -258,7 +291,10 @@ def _search(study: _Study) -> Section:
             blocks.append(Figure(F.to_png(fig), _slug("search", ds),
                                  f"{ds}: hyper-parameter search (learning rate × weight decay)."))
     if selection is not None:
-        blocks.append(Table(selection, "Selected hyper-parameters (`selection.csv`)."))
+        from medattn.report.tables import selection_table
+
+        blocks.append(Table(selection_table(selection), "The learning rate and weight decay each "
+                            "model's final runs used, and how they were chosen."))
     return Section("search", "Hyper-parameter search",
                    blocks or [Text("No search runs (hyper-parameters were fixed or the search "
                                    "has not run).")])
@@ -278,6 +314,13 @@ def _table3(study: _Study) -> Section:
     folder = study.runs_dir / "analysis" / "features"
     return table3_section(folder, FEATURES_HINT) or _artifact_section(
         folder, "table3", "Table 3: feature usage", ["table3.csv"], FEATURES_HINT)
+
+
+def _table4(study: _Study) -> Section:
+    """Table 4 from ``medattn explain``'s outputs (report.explain_view)."""
+    from medattn.report.explain_view import table4_section
+
+    return table4_section(study.runs_dir / "analysis" / "explain", study.records, EXPLAIN_HINT)
 
 
 def _run_status(study: _Study) -> Section:

@@ -22,6 +22,13 @@ from medattn.analysis.features.table3 import (
 )
 from medattn.report.figures import styled, subplots, to_png
 from medattn.report.html import MAX_ROWS, read_table
+from medattn.report.tables import model_name_label
+
+def _p(v) -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return ""
+    return f"{v:.2g}" if v < 0.001 else f"{v:.3f}"
+
 
 def _legend(md_path: Path) -> str:
     """The legend paragraphs under the first table of table3.md."""
@@ -53,7 +60,7 @@ def table3_frame(table: pd.DataFrame, truths: dict | None = None) -> pd.DataFram
     for model, g in table.groupby("model", sort=False):
         g = g.set_index("condition")
         present = [c for c in conditions if c in g.index]
-        rows[model] = [g.loc[present[0], f] + (f" ({g.loc[present[1], f]})"
+        rows[model_name_label(model)] = [g.loc[present[0], f] + (f" ({g.loc[present[1], f]})"
                                                if len(present) > 1 else "") for f in features]
     frame = pd.DataFrame.from_dict(rows, orient="index", columns=features)
     frame.index.name = "model"
@@ -88,7 +95,7 @@ def effect_figure(summary: pd.DataFrame, tests=("cmiknn",)):
                 err = np.where(np.isfinite(err), err, 0.0)
                 ax.errorbar(pos, mean, yerr=err, fmt="o", ms=4, capsize=2, color=colours(m_i),
                             mfc=colours(m_i) if cond == "diagnosis" else "white",
-                            label=f"{model}, given {CONDITION_NAMES[cond]}")
+                            label=f"{model_name_label(model)}, given {CONDITION_NAMES[cond]}")
         ax.axhline(0, color="#888", lw=0.8)
         ax.set_xticks(np.arange(len(features)), features)
         ax.set_ylabel(EFFECTS.get(test, test))
@@ -100,7 +107,7 @@ def effect_figure(summary: pd.DataFrame, tests=("cmiknn",)):
 
 def table3_section(folder: Path, hint: str):
     """The Table 3 section; a hint when ``medattn features`` has not run."""
-    from medattn.report.html import Figure, Section, Table, Text
+    from medattn.report.html import Details, Figure, Section, Table, Text
 
     title = "Table 3: feature usage"
     # cells are text ("2/3", "✓", "n/a"): pandas would read "n/a" as a missing number
@@ -131,7 +138,14 @@ def table3_section(folder: Path, hint: str):
         cols = [c for c in ["condition", "feature", "test", "model", "reference", "pairs",
                             "difference", "low", "high", "p", "p_holm", "verdict"] if c in sig]
         if len(sig):
-            blocks.append(Table(sig[cols].head(MAX_ROWS),
+            sig = sig[cols].assign(
+                model=[model_name_label(m) for m in sig["model"]],
+                reference=[model_name_label(m) for m in sig["reference"]],
+                **{c: [f"{v:+.3g}" for v in sig[c]] for c in ("difference", "low", "high")},
+                p=[f"{v:.2g}" if v < 0.001 else f"{v:.3f}" for v in sig["p"]]).rename(
+                columns={"difference": "difference (effect size)", "low": "95% CI low",
+                         "high": "95% CI high"})
+            blocks.append(Table(sig.head(MAX_ROWS),
                                 "Significant differences between a variant and its base: "
                                 "per-split differences of the CMI (nats), corrected paired "
                                 "t-test, Holm-adjusted over the features of each variant/base "
@@ -146,6 +160,10 @@ def table3_section(folder: Path, hint: str):
                 *[c for c in ("chance_p",) if c in summary],
                 *[c for c in summary.columns if c.startswith("median_p_")]]
         shown = summary[cols].rename(columns={"cell": "used (k/N)"})
+        shown["model"] = [model_name_label(m) for m in shown["model"]]
+        for c in shown.columns:
+            if c.startswith("median_p_") or c == "chance_p":  # one precision for every p-value
+                shown[c] = [_p(v) for v in shown[c]]
         cap = ("chance_p: P(k or more of N runs called used by chance), binomial at the per-run "
                "false rate alpha, assuming independent runs (a lower bound). "
                "p-values of each test: the median raw p over runs per model, feature and "
@@ -154,5 +172,6 @@ def table3_section(folder: Path, hint: str):
                "`pvalues.csv`)")
         if len(shown) > MAX_ROWS:
             cap += f"; first {MAX_ROWS} of {len(shown)} rows"
-        blocks.append(Table(shown.head(MAX_ROWS), cap + "."))
+        blocks.append(Details(f"Median p-values per model, feature and test: {len(shown)} rows "
+                              "(click to open)", [Table(shown.head(MAX_ROWS), cap + ".")]))
     return Section("table3", title, blocks or [Text(f"Table 3: {hint}.")])

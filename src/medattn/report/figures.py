@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import io
+import textwrap
 
 import matplotlib
 import matplotlib.ticker
@@ -193,7 +194,9 @@ def confusion_grid(records: list[dict], set_name: str, classes: list[str], title
         ax.set_ylabel("true", fontsize=8)
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
-    fig.suptitle(f"{title} (% of each true class, summed over final runs)")
+    # wrapped to the figure's width: one model's grid is narrow and clipped a one-line title
+    fig.suptitle(textwrap.fill(f"{title} (% of each true class, summed over final runs)",
+                               max(24, int(fig.get_figwidth() * 9))))
     if im is not None:
         fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="% of true class")
     return fig

@@ -229,9 +229,21 @@ def table2_sections(result: CompareResult) -> list[tuple[str, str, pd.DataFrame 
 def table2_markdown(result: CompareResult) -> str:
     """Table 2 (paper layout), the statistics per comparison, the paired extras, notes and the
     excluded runs, as Markdown."""
-    parts = ["## Table 2: balanced accuracy per model", "", markdown_table(wide_table(result.table), index=True), "",
-             legend(result.settings, result.table)]
-    for title, caption, body in table2_sections(result):
+    from medattn.report.verdict import verdict_text
+
+    verdict = verdict_text(result)  # the answer first
+    sections = table2_sections(result)
+    first = ("Warnings", "Marks of Welch's test re-checked") if result.runs is None else ()
+    parts = []  # a summary: what to check in it and the re-check, before the verdict
+    for title, caption, body in [x for x in sections if x[0] in first]:
+        parts += [f"## {title}", ""] + ([caption, ""] if caption else []) + (
+            [f"- {line}" for line in body] if isinstance(body, list) else [markdown_table(body)])
+        parts.append("")
+    parts += (["## What the study found", "", verdict, ""] if verdict else []) + [
+        "## Table 2: balanced accuracy per model", "",
+        markdown_table(wide_table(result.table), index=True), "",
+        legend(result.settings, result.table)]
+    for title, caption, body in [x for x in sections if x[0] not in first]:
         parts += ["", f"### {title}", ""]
         if caption:
             parts += [caption, ""]
@@ -303,9 +315,12 @@ def run_compare(runs_dir: str | list[str] | None = None, *, summary: str | None 
     if summary is not None:
         if summary == "paper":
             summary = str(PAPER_TABLE2)
+        from medattn.report.summary_checks import implausible_sds
+
         opts["test"] = test or "welch"
-        result = CompareResult(compare_summary(read_summary(summary), **opts),
-                               settings=_settings(opts), notes=_summary_notes(opts))
+        table = compare_summary(read_summary(summary), **opts)
+        result = CompareResult(table, settings=_settings(opts), notes=_summary_notes(opts),
+                               warnings=implausible_sds(table))
     else:
         dirs = runs_dir if isinstance(runs_dir, list) else [runs_dir]
         results = [compare_runs(d, include_diverged=include_diverged, bootstrap=bootstrap,

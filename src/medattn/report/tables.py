@@ -10,9 +10,25 @@ import pandas as pd
 
 from medattn.atomic import write_text
 from medattn.render import latex_table
-from medattn.report.figures import model_label
+from medattn.models import registry as R
 
-__all__ = ["expected_runs", "run_problems", "table1", "versions_table", "write_table"]
+__all__ = ["expected_runs", "model_name_label", "run_problems", "selection_table", "table1",
+           "trained_rows",
+           "versions_table", "write_table"]
+
+
+def model_name_label(name: str) -> str:
+    """The registry's label of a model name (``resnet18+ga`` -> ``ResNet18 +GA``); the name
+    itself where no registered model has it (a plugin's this process does not load)."""
+    from medattn.errors import ConfigError
+    from medattn.models import parse_model_name
+    from medattn.models import registry as R
+
+    try:
+        spec = parse_model_name(str(name))
+    except ConfigError:
+        return str(name)
+    return R.model_label(spec.backbone, spec.variant)
 
 
 def table1(num_classes: int = 3, models: list[str] | None = None) -> pd.DataFrame:
@@ -30,11 +46,41 @@ def table1(num_classes: int = 3, models: list[str] | None = None) -> pd.DataFram
             pass
     t = parameter_table(num_classes=num_classes, models=[m for m in list_models() if m in wanted])
     return pd.DataFrame({
-        "model": [model_label(b, v) for b, v in zip(t.backbone, t.variant)],
+        "model": [R.model_label(b, v) for b, v in zip(t.backbone, t.variant)],
         "parameters (M), paper's counting": [f"{x:.2f}" for x in t.params_paper_m],
         "change vs base (%)": ["" if pd.isna(x) else f"{x:+.2f}" for x in t.rel_change_pct],
         "parameters (M), all tensors": [f"{x:.2f}" for x in t.params_full_m],
     })
+
+
+def trained_rows(t1: pd.DataFrame, model_names: list[str]) -> pd.DataFrame:
+    """The rows of :func:`table1` (``model``: the registry's label) of the models named."""
+    from medattn.errors import ConfigError
+    from medattn.models import parse_model_name
+
+    labels = set()
+    for name in model_names:
+        try:
+            spec = parse_model_name(str(name))
+        except ConfigError:
+            continue
+        labels.add(R.model_label(spec.backbone, spec.variant))
+    return t1[t1["model"].isin(labels)].reset_index(drop=True)
+
+
+def selection_table(selection: pd.DataFrame) -> pd.DataFrame:
+    """``selection.csv`` for display: models by label, how each setting was chosen in words
+    (``no search: one setting`` for a one-point grid) instead of a NaN score over 0 runs."""
+    from medattn.training.study import selection_note
+
+    sel = selection.copy()
+    if {"source", "mean_val_bacc", "n_runs"} <= set(sel.columns):
+        sel["chosen by"] = [selection_note(*r) for r in zip(sel["source"], sel["mean_val_bacc"],
+                                                             sel["n_runs"])]
+        sel = sel.drop(columns=["mean_val_bacc", "n_runs", "source"])
+    if "model" in sel:
+        sel["model"] = [model_name_label(m) for m in sel["model"]]
+    return sel
 
 
 def expected_runs(config: dict) -> pd.DataFrame:

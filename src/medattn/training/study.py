@@ -64,6 +64,19 @@ def _score(rec: RunRecord) -> float | None:
     return 1.0 / len(rec.classes) if rec.classes else None
 
 
+def selection_note(source: str, mean_val_bacc: float, n_runs: int) -> str:
+    """How a setting was chosen, in words: ``no search: one setting`` (a one-point grid),
+    ``fixed in the config`` (hparams), or ``mean val bacc 73.1% over 2 runs`` (the search)."""
+    if source == "grid":
+        return "no search: one setting"
+    if source == "fixed":
+        return "fixed in the config"
+    if not n_runs or mean_val_bacc != mean_val_bacc:  # NaN: nothing was scored
+        return "no search runs scored"
+    return (f"mean val bacc {100 * mean_val_bacc:.1f}% over {int(n_runs)} "
+            f"run{'s' if int(n_runs) != 1 else ''}")
+
+
 def select_hparams(config: StudyConfig, records: list[RunRecord | dict]) -> pd.DataFrame:
     """Best (lr, weight_decay) per (dataset, model); columns dataset, model, lr, weight_decay,
     mean_val_bacc, n_runs, n_diverged, source (`search`, `fixed` or `grid`), search_runs (run
@@ -306,9 +319,9 @@ def _run_phases(config: StudyConfig, runs_dir: Path, backend, search: list[RunSp
                        lambda tmp: selection.drop(columns="search_runs").to_csv(tmp,
                                                                                 index=False))
     for row in selection.itertuples():
-        log.info("selected %s on %s: lr %g, weight decay %g (mean val bacc %.4f over %d "
-                 "runs)", row.model, row.dataset, row.lr, row.weight_decay,
-                 row.mean_val_bacc, row.n_runs)
+        log.info("selected %s on %s: lr %g, weight decay %g (%s)", row.model, row.dataset,
+                 row.lr, row.weight_decay, selection_note(row.source, row.mean_val_bacc,
+                                                          row.n_runs))
 
     final = final_specs(config, selection)
     if final_filter is not None:
@@ -323,3 +336,37 @@ def _run_phases(config: StudyConfig, runs_dir: Path, backend, search: list[RunSp
     if bad:
         raise _incomplete(bad, len(final), "final", result)
     return result
+
+
+def format_study(res: StudyResult) -> str:
+    """The study's end summary for a terminal: run counts in words, then balanced accuracy per
+    data set, model (the registry's label and order) and test set as an aligned table."""
+    from medattn.models import parse_model_name
+    from medattn.models import registry as R
+
+    counts = res.records["status"].value_counts() if len(res.records) else pd.Series(dtype=int)
+    order = ["done", "diverged", "failed"]
+    words = [f"{int(counts[k])} {k}" for k in order + sorted(set(counts.index) - set(order))
+             if k in counts.index]
+    lines = [f"runs: {', '.join(words) or 'none'}"]
+    s = res.summary
+    if s is None or not len(s):
+        return lines[0]
+    specs = {m: parse_model_name(m) for m in s["model"].unique()}
+    key = {m: (R.backbone_rank(p.backbone), p.backbone, R.variant_rank(p.variant))
+           for m, p in specs.items()}
+    datasets = list(dict.fromkeys(s["dataset"]))
+    rows = sorted(s.itertuples(index=False), key=lambda r: (
+        datasets.index(r.dataset), key[r.model], r.set != "test", r.set))
+    table = [["data set", "model", "test set", "balanced accuracy (%)", "runs", "diverged",
+              "failed"]]
+    for r in rows:
+        sd = "n/a" if r.sd_pct != r.sd_pct else f"{r.sd_pct:.1f}"
+        acc = "–" if r.mean_pct != r.mean_pct else f"{r.mean_pct:.1f} ± {sd}"
+        table.append([str(r.dataset), R.model_label(specs[r.model].backbone,
+                                                    specs[r.model].variant),
+                      "in-distribution" if r.set == "test" else str(r.set), acc, str(r.n),
+                      str(r.n_diverged), str(r.n_failed)])
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
+    return "\n".join(lines)

@@ -235,6 +235,15 @@ def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "all", select: str
     chosen = select_runs(finals.current, runs, select, [dataset] if dataset else None)
     _one_dataset(chosen)
     if chosen.empty:
+        cur = finals.current
+        div = cur[(cur["status"] == "diverged") & (cur["phase"] == "final")] if len(cur) else cur
+        if len(div) and not (cur["status"] == "done").any():  # say why rather than "none"
+            raise DataError(
+                f"{runs_dir}: every final run diverged ({len(div)}: "
+                f"{', '.join(div['run_id'].astype(str).head(3))}"
+                f"{', ...' if len(div) > 3 else ''}); feature usage needs runs that finished. "
+                f"Their records say why (`medattn report {runs_dir}` lists them); train again "
+                f"with a smaller learning rate.")
         raise DataError(f"{runs_dir}: no finished final runs on skin-lesion data "
                         f"({', '.join(SKIN_SOURCES)}); feature usage needs them")
     out_dir = runs_dir / "analysis" / "features"
