@@ -193,9 +193,10 @@ def test_features_warn_about_numba_once_and_before_their_bar(monkeypatch, tmp_pa
                         lambda message, *a, **k: events.append(f"warning {message}"))
     with warnings.catch_warnings():
         warnings.simplefilter("always")
-        feature_usage(tmp_path / "runs", progress=True,
-                      test_options={"chsic": {"permutations": 19}, "rcot": {},
-                                    "cmiknn": {"permutations": 19}})
+        # 199 permutations: the fewest that can reach alpha 0.05 after Holm over 8 features
+        feature_usage(tmp_path / "runs", progress=True, alpha=0.05,
+                      test_options={"chsic": {"permutations": 199}, "rcot": {},
+                                    "cmiknn": {"permutations": 199}})
     notices = [i for i, e in enumerate(events) if "numba is not installed" in e]
     assert len(notices) == 1
     assert notices[0] < events.index("bar feature tests")
