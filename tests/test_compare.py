@@ -204,3 +204,14 @@ def test_cli(tmp_path, capsys):
     t = pd.read_csv(__import__("io").StringIO(capsys.readouterr().out))
     assert t[(t.model == "ga") & (t.set == "id")].n.iloc[0] == N_FINAL
     assert not math.isnan(t.p.dropna().iloc[0])
+
+
+def test_a_cells_marks_follow_its_sd_so_they_do_not_read_as_part_of_the_mean():
+    from medattn.report.table2 import _cell
+
+    row = {"mean": 98.4, "sd": 0.07, "n": 10, "significant": True, "significant_adjusted": True,
+           "equivalent": False}
+    assert _cell(row, 10, "md") == "**98.4** ± 0.07 †"
+    assert _cell({**row, "significant": False, "significant_adjusted": False,
+                  "equivalent": True}, 10, "md") == "98.4 ± 0.07 ≈"
+    assert _cell({**row, "significant_adjusted": False}, 10, "md") == "**98.4** ± 0.07"

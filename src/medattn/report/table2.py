@@ -55,7 +55,8 @@ def _cell(row, n_mode: int | None, markup: str) -> str:
     if row.get("equivalent") is True:
         marks += "≈" if markup == "md" else r"$^\approx$"
     pm = "±" if markup == "md" else r"$\pm$"
-    out = f"{text}{marks} {pm} {sd}"
+    # marks after the sd: "98.4≈ ± 0.07" read like a typo in the mean
+    out = f"{text} {pm} {sd}" + (f" {marks}" if marks else "")
     if n_mode is not None and row["n"] != n_mode:
         out += f" [n={row['n']}]"
     return out
@@ -64,7 +65,8 @@ def _cell(row, n_mode: int | None, markup: str) -> str:
 def wide_table(table: pd.DataFrame, markup: str = "md") -> pd.DataFrame:
     """The paper's layout: rows = models, columns = (dataset, reference backbone).
 
-    A cell is ``ID (OOD)`` as ``mean ± sd``; ViT rows appear in every column, marked against that
+    A cell is ``ID (OOD)`` as ``mean ± sd`` (the paper's precision: mean to 0.1 pp, sd to
+    0.01 pp), marks after the sd; ViT rows appear in every column, marked against that
     column's base. Marks: bold = p < alpha (the paper's), † = significant after correction,
     ≈ = equivalent within the TOST margin. ``[n=k]`` flags a cell whose n differs from the rest.
     """

@@ -153,18 +153,19 @@ def table3_markdown(table: pd.DataFrame, *, summary: pd.DataFrame, differences: 
             f"runs, so a lower bound: runs trained on one pool are correlated). "
             + _chance_examples(decisions, alpha))
     dx = decisions[decisions["condition"] == "diagnosis"]
+    if len(dx):
+        lo, hi = int(dx["n_strata"].min()), int(dx["n_strata"].max())
+        per_run = f"{lo} strata per run" if lo == hi else f"{lo} to {hi} strata per run"
     if len(dx) and min_per_diagnosis > 1:
         legend.append(
             f"Fine diagnoses with fewer than {min_per_diagnosis} tested images are merged into "
             f"their class (--min-per-diagnosis; this can bring the coarse-label confound back, "
-            f"docs/features.md): per run {int(dx['n_strata'].min())}-"
-            f"{int(dx['n_strata'].max())} strata, {int(dx['merged_images'].max())} images at most "
+            f"docs/features.md): {per_run}, {int(dx['merged_images'].max())} images at most "
             f"in merged strata ({int(dx['merged_diagnoses'].max())} diagnoses at most).")
     elif len(dx):
         unknown = int(dx["no_diagnosis"].max()) if "no_diagnosis" in dx else 0
         legend.append(
-            f"Every fine diagnosis is its own stratum (per run {int(dx['n_strata'].min())}-"
-            f"{int(dx['n_strata'].max())}), never merged; a stratum too small for a test (one "
+            f"Every fine diagnosis is its own stratum ({per_run}), never merged; a stratum too small for a test (one "
             f"image; CMIknn's k neighbours) is left out of that test and counted (`n_unused` in "
             f"pvalues.csv)" + (f"; images without a diagnosis are left out ({unknown} at most "
                                f"per run)" if unknown else "") + ".")
