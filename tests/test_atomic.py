@@ -114,7 +114,8 @@ def _demo_summary(path: Path) -> Path:
     summ = pd.DataFrame({"dataset": ["d"], "model": ["resnet18"], "set": ["test"],
                          "mean_pct": [50.0 + k], "sd_pct": [1.0], "n": [2], "n_diverged": [0]})
     sel = pd.DataFrame({"dataset": ["d"], "model": ["resnet18"], "lr": [1e-3],
-                        "weight_decay": [0.0], "mean_val_bacc": [0.5]})
+                        "weight_decay": [0.0], "mean_val_bacc": [0.5], "n_runs": [2],
+                        "source": ["search"]})
     ctx = types.SimpleNamespace(result=types.SimpleNamespace(summary=summ, selection=sel),
                                 out=path, files={})
     with contextlib.redirect_stdout(io.StringIO()):

@@ -118,7 +118,7 @@ def test_study_compare_features_explain_and_report_on_registered_models(register
     # report: Table 1 carries the registered models with the zoo's counts
     t1 = pd.read_csv(runs / "report" / "table1.csv")
     counts = parameter_table(3, ["resnet18d_user", "resnet18d_user+gate"])
-    for label, millions in zip(["ResNet18-D base", "ResNet18-D +Gate"], counts.params_paper_m):
+    for label, millions in zip(["ResNet18-D Base", "ResNet18-D +Gate"], counts.params_paper_m):
         row = t1[t1["model"] == label]
         assert len(row) == 1 and float(row.iloc[0, 1]) == pytest.approx(millions), label
     html = (runs / "report" / "report.html").read_text(encoding="utf-8")

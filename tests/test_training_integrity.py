@@ -290,7 +290,7 @@ def test_a_study_with_a_failed_final_run_exits_non_zero(derm, tmp_path, cli_erro
     # the summary first, with the one finished run as the store has it
     (finished,) = [r for r in store.iter_records(tmp_path / "runs")
                    if r["status"] in store.FINISHED]
-    assert f"'{finished['status']}': 1" in cli_error.out and "'failed': 1" in cli_error.out
+    assert f"runs: 1 {finished['status']}" in cli_error.out and "1 failed" in cli_error.out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -84,7 +84,7 @@ STAT_COLUMNS = ["test", "diff", "diff_ci_low", "diff_ci_high", "se", "t", "df", 
                 "p_worse", "p_equivalent", "p_better", "decision",
                 "n_pairs", "test_train_ratio", "paired_diff", "paired_sd", "paired_p",
                 "paired_ci_low", "paired_ci_high", "corrected_p", "corrected_ci_low",
-                "corrected_ci_high", "boot_ci_low", "boot_ci_high", "boot_n_pairs",
+                "corrected_ci_high", "corrected_se", "corrected_df", "boot_ci_low", "boot_ci_high", "boot_n_pairs",
                 "welch_p", "welch_ci_low", "welch_ci_high", "welch_significant", "hedges_g",
                 "hedges_g_ci_low", "hedges_g_ci_high", "welch_tost_p", "welch_detectable_diff",
                 "variance", "image_var", "n_images"]

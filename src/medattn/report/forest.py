@@ -86,12 +86,14 @@ def forest_plot(result):
 
 
 def _posterior(r):
-    """Student-t(J − 1, mean of the per-split differences, corrected se) or None."""
+    """The Bayesian correlated t-test's posterior: Student-t(df, mean of the per-split
+    differences, se) with the marking test's se and df as Table 2 holds them (the design's
+    variance factor, and test-image sampling on shared test sets), or None."""
     n = r.n_pairs if r.n_pairs is not pd.NA else None
-    diff, sd, ratio = _num(r.paired_diff), _num(r.paired_sd), _num(r.test_train_ratio)
-    if n is None or n < 2 or not (np.isfinite(diff) and sd > 0 and np.isfinite(ratio)):
+    diff, se, df = _num(r.paired_diff), _num(r.corrected_se), _num(r.corrected_df)
+    if n is None or n < 2 or not (np.isfinite(diff) and se > 0 and df > 0):
         return None
-    return stats.t(df=int(n) - 1, loc=diff, scale=sd * math.sqrt(1 / int(n) + ratio))
+    return stats.t(df=df, loc=diff, scale=se)
 
 
 @styled
