@@ -31,7 +31,7 @@ TINY = demo.DemoSize(120, 16, {"models": ["resnet18", "resnet18+ga"],
 def test_demo_config_is_a_real_study():
     cfg = load_config("demo")
     assert {"resnet18", "resnet18+ga", "resnet18+ela"} <= set(cfg.models)
-    assert cfg.final_splits >= 3 and len(cfg.search_lr) * len(cfg.search_weight_decay) > 1
+    assert len(cfg.final_units()) >= 3 and len(cfg.search_lr) * len(cfg.search_weight_decay) > 1
     assert cfg.datasets[0].ood  # an OOD test set
     quick = load_config("demo", overrides=demo.SIZES["quick"].overrides)  # a valid config too
     assert {"resnet18", "resnet18+ga"} <= set(quick.models) and quick.final_splits >= 2

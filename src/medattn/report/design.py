@@ -108,8 +108,12 @@ def format_plan(plan: Plan, saved: str | None = None) -> str:
 
 
 def _standing_notes() -> list[str]:
-    return ["k-fold designs are listed with the Bouckaert-Frank correction but not recommended "
-            "until a calibration benchmark shows their test holds its level",
+    from medattn.analysis.variance import KFOLD_DESIGNS
+
+    offered = ", ".join(f"{k}x{r}" for k, r in sorted(KFOLD_DESIGNS))
+    return [f"k-fold designs ({offered}) use the variance factor their calibration benchmark "
+            "showed to hold the test's level (benchmarks/calibrate_designs.py); a design marked "
+            "'not calibrated' is listed but never recommended",
             "'x 3 seeds': 3 training seeds per split, differences averaged per split; without "
             "seed replicates in the pilot its P(right) is a range: no gain (all noise from the "
             "splits) up to the value in brackets (all training noise from seeds; Bouthillier "
