@@ -86,7 +86,7 @@ def write_run(runs_dir, run_id, model, spec, table, patch_weight, bacc, seed, ph
     record = {"run_id": run_id, "status": "done", "phase": phase, "model": model,
               "backbone": model.split("+")[0], "variant": variant, "dataset": "isic", "data": spec,
               "classes": CLASSES, "split_seed": seed, "lr": 0.05, "weight_decay": 1e-4,
-              "split_sizes": {"train": 280, "val": 40, "test": 80},
+              "split": {"kind": "random", "n_train": 280, "n_val": 40, "n_test": 80},
               "metrics": {"test": {"balanced_accuracy": bacc},
                           "val": {"balanced_accuracy": bacc if bacc_val is None else bacc_val}}}
     (d / "record.json").write_text(json.dumps(record))

@@ -140,7 +140,8 @@ def test_final_runs_of_an_earlier_selection_are_superseded(derm, tmp_path, capsy
 
 
 def test_compare_and_report_warn_when_one_table_mixes_data_versions(tmp_path, caplog):
-    from medattn.analysis.compare import compare_runs, format_result
+    from medattn.analysis.compare import compare_runs
+    from medattn.report.table2 import format_result
     from medattn.report import build_report
 
     for i, (variant, seed) in enumerate([(v, s) for v in ("base", "ga") for s in (0, 1)]):
