@@ -112,6 +112,7 @@ def test_leftover_temporaries_are_removed_on_start(tiny_derm, tmp_path):
     assert all(p.read_text() == "mine" for p in keep)
 
 
+@pytest.mark.slow
 def test_identical_runs_write_byte_identical_model_files(tiny_derm, tmp_path):
     """Two runs of the same spec in two processes give the same model.safetensors bytes (the
     library's metadata order differs from process to process; medattn writes it sorted)."""

@@ -137,6 +137,7 @@ def _run_watching(spec, runs_dir, **kw):
         handle.remove()
 
 
+@pytest.mark.slow
 def test_bf16_channels_last_run_on_cpu(derm, tmp_path):
     # the GPU path's code on CPU: GA and LA under autocast with channels-last activations
     ref, seen_ref = _run_watching(_spec(derm, "resnet18+ga+la", amp="off", channels_last="off"), tmp_path)

@@ -67,6 +67,7 @@ def test_best_run_is_chosen_on_validation_unless_asked():
     assert list(best_runs(frame, by=("model",))["run_id"]) == ["r3"]
 
 
+@pytest.mark.slow
 def test_two_datasets_of_one_source_are_two_table2_columns(tiny_derm, tmp_path):
     """The two data sets of one study read from the same source (``isic``) with different names:
     each is its own Table 2 column with its own runs (they were pooled into one column when
