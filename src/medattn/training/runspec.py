@@ -141,7 +141,8 @@ class RunSpec:
             "ood": [spec_source(s) for s in self.ood],
             "model_options": [list(kv) for kv in self.model_options],
             **{k: jsonable(getattr(self.train, k)) for k in _RESULT_FIELDS},
-            "split": self.train.split, "kfold": [int(self.folds), self.fold],
+            "split": self.train.split,
+            "kfold": [int(self.folds), None if self.fold is None else int(self.fold)],
         }
         if isinstance(self.train.pretrained, str):  # the file's content, not where it lies
             key["pretrained"] = f"file:{_file_digest(self.train.pretrained)}"
