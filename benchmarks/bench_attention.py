@@ -87,7 +87,8 @@ def fwd_bwd(module, x):
 
 
 def part_a(reps: int, batch: int) -> list[str]:
-    rows = ["| map | SDPA time (ms) | explicit time (ms) | time ratio | SDPA peak (MB) | explicit peak (MB) | memory ratio |",
+    rows = ["| map | SDPA time (ms) | explicit time (ms) | time ratio | SDPA peak (MB) "
+            "| explicit peak (MB) | memory ratio |",
             "|---|---:|---:|---:|---:|---:|---:|"]
     for c, s in [(64, 56), (128, 28)]:
         torch.manual_seed(0)
@@ -107,7 +108,8 @@ def part_a(reps: int, batch: int) -> list[str]:
 def part_b(reps: int, batch: int) -> list[str]:
     import timm
 
-    rows = ["| map (C_in -> C_out, stride) | ours (ms) | unfold (ms) | speed-up | ours peak (MB) | unfold peak (MB) | replaced layer (ms) |",
+    rows = ["| map (C_in -> C_out, stride) | ours (ms) | unfold (ms) | speed-up | ours peak (MB) "
+            "| unfold peak (MB) | replaced layer (ms) |",
             "|---|---:|---:|---:|---:|---:|---:|"]
     cases = [(512, 512, 7, 1), (256, 512, 14, 2), (256, 256, 14, 1), (128, 128, 28, 1), (192, 320, 7, 1)]
     for cin, cout, s, stride in cases:

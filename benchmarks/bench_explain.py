@@ -116,9 +116,9 @@ def main() -> None:
         for name, m in (("resnet18", cnn), ("efficientnet_b0", eff)):
             layers = gradcam_target_layers(m)
             groups.append((f"Grad-CAM {name}", {
-                "ours (package, short backward)": lambda m=m: gradcam(m, x),
-                "grad-cam package, plain": lambda m=m, l=layers: package_gradcam(m, x, l),
-                "hand-written Grad-CAM": lambda m=m, l=layers: manual_gradcam(m, x, l[0]),
+                "ours (written out, short backward)": lambda m=m: gradcam(m, x),
+                "grad-cam package, plain": lambda m=m, ls=layers: package_gradcam(m, x, ls),
+                "hand-written Grad-CAM": lambda m=m, ls=layers: manual_gradcam(m, x, ls[0]),
                 "plain forward": lambda m=m: forward(m)}))
         groups.append(("GA maps resnet18+ga (2 blocks)", {
             "ours (chunked, record_map)": lambda: ga_maps(ga, x),

@@ -19,7 +19,8 @@ Three parts (``--part``), each on simulated test sets with fine diagnoses inside
 
 ``null``: the global null of the "uses more" rule. A pool of 1000 images with fine diagnoses
   (two per class, 6 strata) and 8 features that depend on the diagnosis only; per study, J split
-  seeds each draw a test set of 200 images (overlapping across splits, as random splits of one pool do); a base and a variant
+  seeds each draw a test set of 200 images (overlapping across splits, as random splits of one
+  pool do); a base and a variant
   model, neither using any feature (their outputs depend on the diagnosis and noise only), are
   tested on each: CMIknn's CMI for each feature, then model_differences (corrected paired t-test
   over the J splits, Holm over the 8 features). Counted: studies with at least one "uses more"

@@ -67,6 +67,7 @@ def _fake(root, name, seed):
     return root
 
 
+@pytest.mark.slow
 def test_several_runs_dirs_merge_and_one_data_set_says_why(tmp_path):
     a, b = _fake(tmp_path / "a", "derm_a", 0), _fake(tmp_path / "b", "derm_b", 1)
     rc, out = _main(["compare", str(a), str(b), "--bootstrap", "0"])

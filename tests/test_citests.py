@@ -42,6 +42,7 @@ def draw(n, beta, rng, classes=3, binary=False):
 FAST = {"chsic": {"permutations": 99}, "rcot": {}, "cmiknn": {"permutations": 99}}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(TESTS))
 def test_level_under_strong_confounding(name):
     # Unconditionally X and Y are strongly dependent through Z; a test that ignored the label would
@@ -124,6 +125,7 @@ def test_cmiknn_statistic_equals_brute_force_frenzel_pompe(du, dv, rows_limit, m
     np.testing.assert_allclose(stratum.cmi_sums(perms), expected, rtol=1e-10, atol=1e-8)
 
 
+@pytest.mark.slow
 @needs_numba
 @pytest.mark.parametrize("du,dv,width,ties", [(1, 1, 512, False), (1, 2, 512, False),
                                               (1, 3, 512, False), (1, 2, 12, False),

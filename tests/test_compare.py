@@ -12,6 +12,7 @@ from statsmodels.stats.multitest import multipletests
 from medattn import cli
 from medattn.analysis import compare
 from medattn.errors import ConfigError, DataError
+from medattn.report import table2
 
 from tests.fake_study import DIVERGED_RUN, FAILED_RUN, N_FINAL, write_fake_study
 
@@ -85,7 +86,7 @@ def test_variant_without_its_base_is_not_compared_with_another_backbone():
     eff = t[t.backbone == "efficientnet_b0"]
     assert len(eff) == 20 and eff.reference.isna().all() and eff.p.isna().all()
     assert set(t[t.backbone == "vit"].reference) == {"resnet18"}
-    wide = compare.wide_table(t)  # still shown, unmarked, in its own column
+    wide = table2.wide_table(t)  # still shown, unmarked, in its own column
     col = wide["isic · EfficientNet-B0"]
     assert col["+GA"].startswith("76.6 ± 1.83") and "**" not in "".join(col)
     assert list(wide.columns).count("isic · ResNet18") == 1 and "isic · ViT-tiny" not in wide
@@ -132,7 +133,7 @@ def test_from_runs_matches_scipy_and_excludes_diverged(tmp_path):
 
 
 def test_formats(tmp_path, paper):
-    out = compare.run_compare(summary=str(compare.PAPER_TABLE2), fmt="json")
+    out = table2.run_compare(summary=str(compare.PAPER_TABLE2), fmt="json")
     rows = json.loads(out)
     assert len(rows) == len(paper)
     need = {"dataset", "backbone", "model", "set", "mean", "sd", "n", "diff", "diff_ci_low",
@@ -147,25 +148,25 @@ def test_formats(tmp_path, paper):
     assert next(r for r in rows if r["model"] == "base")["p"] is None
 
     path = tmp_path / "t2.csv"
-    compare.run_compare(summary="paper", fmt="csv", out=str(path))
+    table2.run_compare(summary="paper", fmt="csv", out=str(path))
     back = pd.read_csv(path)
     assert len(back) == len(paper)
     np.testing.assert_allclose(back.p.dropna(), paper.p.dropna(), rtol=1e-5)
 
     result = compare.CompareResult(paper, settings={"alpha": 0.05, "margin": 1.0, "test": "welch"})
-    md = compare.format_result(result, "md")
+    md = table2.format_result(result, "md")
     assert "| +GA | **72.1** ± 1.31 (56.3 ± 12.92)" in md
     assert "| +GA+ELA | 73.5 ± 1.35 (58.8 ± 10.41)" in md
-    tex = compare.format_result(result, "latex")
+    tex = table2.format_result(result, "latex")
     assert r"\begin{tabular}" in tex and r"\textbf{72.1} $\pm$ 1.31" in tex
     assert "efficientnet\\_b0" not in tex.split("Statistics")[0]  # labels, not raw names
     with pytest.raises(ConfigError, match="format"):
-        compare.format_result(result, "xlsx")
+        table2.format_result(result, "xlsx")
 
 
 def test_wide_table_flags_unequal_n(tmp_path):
     write_fake_study(tmp_path)
-    md = compare.format_result(compare.compare_runs(tmp_path, bootstrap=0), "md")
+    md = table2.format_result(compare.compare_runs(tmp_path, bootstrap=0), "md")
     assert f"[n={N_FINAL - 1}]" in md  # the +GA cell lost its diverged run
     assert DIVERGED_RUN in md and "Final runs not included" in md
 

@@ -16,6 +16,7 @@ from medattn import cli
 from medattn.analysis import compare, paired
 from medattn.analysis.bootstrap import SplitPredictions, paired_bootstrap
 from medattn.errors import ConfigError
+from medattn.report import table2
 
 from tests.fake_study import DIVERGED_RUN, N_FINAL, SPLIT, write_fake_study
 
@@ -130,31 +131,23 @@ def _rewrite(root, edit):
         path.write_text(json.dumps(rec))
 
 
-def test_split_ratio_fallbacks_for_older_records(tmp_path):
+def test_split_ratio_comes_from_the_recorded_split(tmp_path):
     write_fake_study(tmp_path)
-
-    def sizes_only(rec):
-        del rec["split"]
-        rec["split_sizes"] = {"train": 400, "val": 60, "test": 100}
-    _rewrite(tmp_path, sizes_only)
+    _rewrite(tmp_path, lambda rec: rec.update(split={"kind": "random", "n_train": 400,
+                                                     "n_val": 60, "n_test": 100}))
     res = compare.compare_runs(tmp_path, bootstrap=0)
     assert _row(res.table, "resnet18", "ga").test_train_ratio == pytest.approx(0.25)
+    assert any("from the runs' recorded split sizes" in n for n in res.notes)
 
-    def config_only(rec):
-        rec.pop("split_sizes")
-        rec["config"] = {"train": {"fractions": [0.6, 0.2, 0.2]}}
-    _rewrite(tmp_path, config_only)
-    res = compare.compare_runs(tmp_path, bootstrap=0)
-    assert _row(res.table, "resnet18", "ga").test_train_ratio == pytest.approx(1 / 3)
-    assert any("fractions of the runs' config" in n for n in res.notes)
-
-    _rewrite(tmp_path, lambda rec: rec.update(config={}))
+    # split sizes are read from `split` only: records without it get the stated 70/10/20 guess
+    _rewrite(tmp_path, lambda rec: (rec.pop("split"), rec.update(
+        split_sizes={"train": 400, "val": 60, "test": 100})))
     rec_path = tmp_path / "runs" / "final-isic-resnet18+ela-s1" / "record.json"
     rec = json.loads(rec_path.read_text())
     rec_path.write_text(json.dumps({**rec, "split_seed": None}))
     res = compare.compare_runs(tmp_path, bootstrap=0)
     assert _row(res.table, "resnet18", "ga").test_train_ratio == pytest.approx(0.2 / 0.7)
-    assert any("default 70/10/20" in n for n in res.notes)
+    assert any("split sizes unknown" in n for n in res.notes)
     assert _row(res.table, "resnet18", "ela").n_pairs == N_FINAL - 1
     assert any("final-isic-resnet18+ela-s1 records no split seed" in n for n in res.notes)
     # An explicit ratio wins, and says so.
@@ -172,7 +165,7 @@ def test_fixed_official_split_uses_no_correction(tmp_path):
     ga = _row(res.table, "resnet18", "ga")
     assert ga.test_train_ratio == 0 and ga.corrected_p == pytest.approx(ga.paired_p)
     assert any("fixed split: runs differ only by seed" in n for n in res.notes)
-    assert "fixed split: runs differ only by seed" in compare.format_result(res, "md")
+    assert "fixed split: runs differ only by seed" in table2.format_result(res, "md")
 
 
 def test_divergence_rates_with_clopper_pearson(result):
@@ -196,7 +189,7 @@ def test_converged_and_all_runs_side_by_side(study, result):
     all_b = np.append(b, dict(zip(values[("resnet18", "base", "seeds")],
                                   values[("resnet18", "base")]))[4])
     assert ga.all_n_pairs == 5 and ga.all_diff == pytest.approx(np.mean(all_a - all_b))
-    md = compare.format_result(result, "md")
+    md = table2.format_result(result, "md")
     assert "### Converged runs and all runs" in md and "all runs: p" in md
 
 
@@ -243,14 +236,14 @@ def test_bootstrap_column_is_the_paired_bootstrap_of_the_stored_predictions(stud
 
 
 def test_markdown_shows_every_part(result):
-    md = compare.format_result(result, "md")
+    md = table2.format_result(result, "md")
     for part in ["### Statistics per comparison", "P(worse / equiv. / better)", "bootstrap 95% CI",
                  "p (corrected t-test)", "### Per-split differences (pp)", "| s0 | s1 |",
                  "### Divergence rate per model", "1 / 5", "### Notes",
                  "r = n_test / n_train = 0.2857 from the runs' recorded split sizes",
                  "Welch p (paper)", "corrected resampled t-test (Nadeau-Bengio)"]:
         assert part in md, part
-    tex = compare.format_result(result, "latex")
+    tex = table2.format_result(result, "latex")
     assert "corrected t-test" in tex and r"\begin{tabular}" in tex
 
 
@@ -305,7 +298,7 @@ def test_tables_without_any_comparison_do_not_break(tmp_path):
             shutil.rmtree(d)
     res = compare.compare_runs(tmp_path)
     assert res.table.reference.isna().all() and res.pairs.empty
-    assert "## Table 2" in compare.format_result(res, "md")
+    assert "## Table 2" in table2.format_result(res, "md")
 
 
 def test_bootstrap_leaves_out_pairs_whose_predictions_differ_in_images(tmp_path):
@@ -373,7 +366,7 @@ def test_ood_marks_count_the_sampling_of_the_shared_test_images(study, result):
     # In-distribution random splits test different images: the corrected variance alone.
     assert _row(result.table, "resnet18", "ela").variance == "splits"
     assert math.isnan(_row(result.table, "resnet18", "ela").image_var)
-    md = compare.format_result(result, "md")
+    md = table2.format_result(result, "md")
     assert "splits + test images" in md and "also count the sampling of those images" in md
 
 

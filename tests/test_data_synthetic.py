@@ -92,6 +92,7 @@ def test_bias_strengths():
     assert patch_probability(1, cfg1) >= 0.8 and patch_probability(0, cfg1) == patch_probability(2, cfg1) == 0
 
 
+@pytest.mark.slow
 def test_bias_features_in_metadata(tmp_path):
     # metadata only is needed: large n, tiny images
     isic, _ = synthetic.write_derm(tmp_path, n=800, n_ood=1, image_size=16, seed=0, patch_bias=0.8,
@@ -111,6 +112,7 @@ def test_bias_features_in_metadata(tmp_path):
     assert by["true_n_colors"].mean()[0] > by["true_n_colors"].mean()[1]
 
 
+@pytest.mark.slow
 def test_fine_diagnoses_differ_in_age_and_skin_colour_within_their_class(tmp_path):
     # metadata only is needed: large n, tiny images
     isic, pad = synthetic.write_derm(tmp_path, n=1500, n_ood=300, image_size=16, seed=2, workers=2)
@@ -209,6 +211,7 @@ def _tensors(table, tf):
     return torch.stack([ds[i][0] for i in range(len(ds))]), torch.tensor(table["label"].to_numpy())
 
 
+@pytest.mark.slow
 def test_synthetic_derm_is_learnable_and_ood_is_harder(tmp_path):
     torch.manual_seed(0)
     torch.set_num_threads(1)

@@ -201,9 +201,25 @@ def test_mass_share_and_regions():
         border_mask(10, 10, 0.6)
 
 
-def test_gradcam_short_backward_equals_the_package_used_plainly():
-    # our single-layer path stops autograd at the target activation; the result must not change
-    from pytorch_grad_cam import GradCAM
+def test_gradcam_of_several_layers_works_on_a_frozen_model():
+    model = timm.create_model("resnet18", num_classes=3, zero_init_last=False).eval()
+    x = torch.randn(2, 3, 64, 64)
+    layers = [model.layer3[-1], model.layer4[-1]]
+    free = gradcam(model, x, target_layers=layers)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    frozen = gradcam(model, x, target_layers=layers)
+    assert torch.equal(frozen, free) and frozen.flatten(1).amax(1).gt(0.99).all()
+    assert all(p.grad is None and not p.requires_grad for p in model.parameters())
+    # the mean of two layers' maps is not either layer's map alone
+    assert not torch.allclose(frozen, gradcam(model, x, target_layers=layers[1:]), atol=1e-3)
+
+
+@pytest.mark.slow  # importing the package (OpenCV, scikit-learn) takes most of its ~10 s
+def test_gradcam_equals_the_grad_cam_package():
+    # the hand-written Grad-CAM (short backward for one layer) against the `grad-cam` package used
+    # plainly, the independent reference ([test] extra; CI installs it)
+    GradCAM = pytest.importorskip("pytorch_grad_cam", reason="pip install 'medattn[test]'").GradCAM
 
     model = timm.create_model("resnet18", num_classes=3, zero_init_last=False).eval()
     x = torch.randn(3, 3, 64, 64)

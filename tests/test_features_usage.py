@@ -86,7 +86,7 @@ def write_run(runs_dir, run_id, model, spec, table, patch_weight, bacc, seed, ph
     record = {"run_id": run_id, "status": "done", "phase": phase, "model": model,
               "backbone": model.split("+")[0], "variant": variant, "dataset": "isic", "data": spec,
               "classes": CLASSES, "split_seed": seed, "lr": 0.05, "weight_decay": 1e-4,
-              "split_sizes": {"train": 280, "val": 40, "test": 80},
+              "split": {"kind": "random", "n_train": 280, "n_val": 40, "n_test": 80},
               "metrics": {"test": {"balanced_accuracy": bacc},
                           "val": {"balanced_accuracy": bacc if bacc_val is None else bacc_val}}}
     (d / "record.json").write_text(json.dumps(record))
@@ -110,6 +110,7 @@ def usage(study):
     return feature_usage(study, test_options=FAST, alpha=ALPHA, progress=False)
 
 
+@pytest.mark.slow
 def test_planted_patch_is_found_in_most_runs_and_sex_in_none(usage):
     res = usage
     t = res.table
@@ -133,6 +134,7 @@ def test_planted_patch_is_found_in_most_runs_and_sex_in_none(usage):
     assert res.decisions["n"].max() < 300
 
 
+@pytest.mark.slow
 def test_effect_sizes_and_paired_differences(usage):
     res = usage
     s = res.summary.set_index(["condition", "model", "feature"])
@@ -154,6 +156,7 @@ def test_effect_sizes_and_paired_differences(usage):
     assert "Sex more" not in md and "Effect sizes: CMI (nats)" in md
 
 
+@pytest.mark.slow
 def test_outputs_legend_and_planted_truth(usage):
     res = usage
     for path in res.paths.values():
@@ -176,6 +179,7 @@ def test_outputs_legend_and_planted_truth(usage):
     assert (dx["n_strata"] > 3).all()  # the fine diagnoses split the 3 classes
 
 
+@pytest.mark.slow
 def test_results_are_resumed_and_other_rows_kept(study, usage):
     ids = ["run_id", "condition", "feature", "test"]
 
@@ -211,6 +215,7 @@ def test_best_run_per_model_by_validation_or_test(study):
         select_runs(rec, "best", "train")
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_same_pvalues(study, tmp_path):
     import shutil
 
@@ -244,6 +249,7 @@ def test_data_without_diagnoses_falls_back_to_the_label_with_a_note(study, tmp_p
     assert "no diagnosis column" in res.markdown and "given the 3-class label" in res.markdown
 
 
+@pytest.mark.slow
 def test_condition_diagnosis_alone_on_diagnoses_that_split_no_class(study, tmp_path, monkeypatch,
                                                                    capsys):
     # issue 21: `features --condition diagnosis` crashed (IndexError in table3.py) when the
@@ -321,6 +327,7 @@ def test_bad_inputs(tmp_path):
         select_runs(pd.DataFrame({"status": []}), "median")
 
 
+@pytest.mark.slow
 def test_image_only_model_is_not_flagged_for_age_given_the_diagnosis():
     # The trap: inside "other", keratoses (patients ~68) and dermatofibromas (~36) look different,
     # so a model that sees only the image predicts differently for them; given the coarse label,

@@ -1,6 +1,5 @@
 """The attention layers against slow, obviously-correct references."""
 
-import math
 
 import pytest
 import torch

@@ -65,6 +65,7 @@ def test_registered_models_build_and_list(registered):
     assert main(["models", "--names", "--backbone", "resnet18d_user"]) == 0
 
 
+@pytest.mark.slow
 def test_study_compare_features_explain_and_report_on_registered_models(registered, tmp_path,
                                                                         monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
@@ -135,6 +136,7 @@ register_attention("plug_gc", lambda site: create_attn("gc", site.out_channels),
 '''
 
 
+@pytest.mark.slow
 def test_a_plugin_module_registers_in_every_process(tmp_path):
     (tmp_path / "my_plugin.py").write_text(PLUGIN, encoding="utf-8")
     src = Path(__import__("medattn").__file__).parents[1]

@@ -21,7 +21,8 @@ def test_names_parse_and_round_trip():
     assert parse_model_name("efficientnet_b0").variant == "base"
 
 
-@pytest.mark.parametrize("bad", ["resnet51", "resnet50+la+mhsa", "densenet121+ga+se", "resnet18+la+ela", "resnet18+ga+ga", "vit_tiny_in1k+ga", "resnet18+"])
+@pytest.mark.parametrize("bad", ["resnet51", "resnet50+la+mhsa", "densenet121+ga+se", "resnet18+la+ela",
+                                 "resnet18+ga+ga", "vit_tiny_in1k+ga", "resnet18+"])
 def test_unknown_names_and_options_are_config_errors(bad):
     with pytest.raises(ConfigError, match="medattn models"):
         parse_model_name(bad)
@@ -91,7 +92,8 @@ def test_every_model_trains_and_loss_goes_down(name):
     torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 2])).backward()
     for n, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), n
-    attn = [m for m in model.modules() if isinstance(m, (LocalAttention2d, EmbeddedLocalAttention2d, GlobalAttention2d))]
+    kinds = (LocalAttention2d, EmbeddedLocalAttention2d, GlobalAttention2d)
+    attn = [m for m in model.modules() if isinstance(m, kinds)]
     inner = {id(m.attention) for m in attn if isinstance(m, EmbeddedLocalAttention2d)}
     spec = parse_model_name(name)
     n_local = (4 if spec.backbone == "resnet18" else 1) if spec.local else 0

@@ -116,6 +116,7 @@ def test_markdown_links_existing_figures(study):
     assert "## Table 2: balanced accuracy and comparisons" in md
 
 
+@pytest.mark.slow
 def test_report_table4_section_uses_explain_outputs(tmp_path):
     write_fake_study(tmp_path)
     ex = tmp_path / "analysis" / "explain"
@@ -140,6 +141,7 @@ def test_report_without_final_runs_and_bad_dir(tmp_path):
         build_report(tmp_path / "nope")
 
 
+@pytest.mark.slow
 def test_cli_report(tmp_path, capsys, monkeypatch):
     write_fake_study(tmp_path)
     monkeypatch.setattr("medattn.report.tables.table1",

@@ -174,6 +174,7 @@ def _same_ending(cut, whole_state, whole):
     assert whole.comparisons["n"].tolist() == [3]
 
 
+@pytest.mark.slow
 def test_real_training_interrupted_mid_batch_resumes_to_the_uninterrupted_decisions(
         real_whole, tmp_path):
     cfg, whole, state = real_whole

@@ -10,6 +10,7 @@ from statsmodels.stats.power import TTestIndPower
 from statsmodels.stats.weightstats import ttost_ind
 
 from medattn.analysis import stats
+from medattn.errors import ConfigError
 
 
 def _samples(seed, n1=10, n2=8, mu1=72.0, mu2=73.5, sd1=1.3, sd2=2.4):
@@ -131,6 +132,24 @@ def test_holm_equals_statsmodels_with_ties_and_ones(seed):
     p[0] = 1.0
     np.testing.assert_allclose(stats.adjust_pvalues(p, "holm"),
                                multipletests(p, method="holm")[1], rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("method", ["bonferroni", "holm-sidak", "fdr_bh", "fdr_by"])
+@pytest.mark.parametrize("seed", range(4))
+def test_every_other_correction_equals_statsmodels(method, seed):
+    rng = np.random.default_rng(seed)
+    p = np.round(rng.uniform(0, 0.3, 4 + 3 * seed), 2)  # ties
+    p[0], p[-1] = 1.0, 1e-12  # a one, and a tiny p where 1 - (1 - p)^k loses digits naively
+    np.testing.assert_allclose(stats.adjust_pvalues(p, method),
+                               multipletests(p, method=method)[1], rtol=1e-12, atol=1e-15)
+    with_nan = np.insert(p, 2, np.nan)
+    got = stats.adjust_pvalues(with_nan, method)
+    assert np.isnan(got[2]) and np.allclose(np.delete(got, 2), multipletests(p, method=method)[1])
+
+
+def test_unknown_correction_is_a_config_error():
+    with pytest.raises(ConfigError, match="unknown p-value adjustment 'sidak'"):
+        stats.adjust_pvalues([0.1, 0.2], "sidak")
 
 
 def test_adjust_pvalues_holm_matches_statsmodels_and_keeps_nan():

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 import yaml
-from sklearn.metrics import balanced_accuracy_score
+from sklearn.metrics import balanced_accuracy_score, confusion_matrix
 
 from medattn.errors import ConfigError
 from medattn.training import store
@@ -173,7 +173,11 @@ def test_metrics_match_sklearn_and_mark_absent_classes():
     y, p = rng.integers(0, 3, 200), rng.integers(0, 3, 200)
     m = summarize(y, p, ["a", "b", "c"])
     assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, p))
-    assert np.array(m["confusion_matrix"]).sum() == 200 and m["n"] == 200
+    assert m["confusion_matrix"] == confusion_matrix(y, p, labels=[0, 1, 2]).tolist() and m["n"] == 200
+    empty = summarize(np.array([], dtype=int), np.array([], dtype=int), ["a", "b"])
+    assert empty["confusion_matrix"] == [[0, 0], [0, 0]] and np.isnan(empty["balanced_accuracy"])
+    with pytest.raises(ValueError, match="class indices 0..2"):
+        summarize(np.array([0, 3]), np.array([0, 1]), ["a", "b", "c"])
     m = summarize(np.array([0, 0, 1]), np.array([0, 1, 1]), ["a", "b", "c"])
     assert m["per_class_recall"] == {"a": 0.5, "b": 1.0, "c": None}
     assert m["balanced_accuracy"] == pytest.approx(0.75)

@@ -49,6 +49,7 @@ def _section(text: str, title: str) -> list[str]:
     return out
 
 
+@pytest.mark.slow
 def test_demo_hands_over_paths_that_its_commands_accept(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # paths print relative to the working directory, as typed
     monkeypatch.setitem(demo.SIZES, "quick", TINY)

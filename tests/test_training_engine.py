@@ -37,6 +37,7 @@ def _spec(derm, **train):
                    lr=0.01, weight_decay=1e-4, split_seed=0, train=TrainSettings(**settings))
 
 
+@pytest.mark.slow
 def test_run_end_to_end_writes_the_contracted_store(learnable_derm, tmp_path):
     from medattn.data import load_task
     from medattn.models import create_model

@@ -95,6 +95,7 @@ def test_an_unreadable_search_resume_state_stops_the_study(derm, tmp_path, cli_e
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_final_runs_of_an_earlier_selection_are_superseded(derm, tmp_path, capsys):
     from medattn.analysis.compare import compare_runs
 
@@ -140,7 +141,8 @@ def test_final_runs_of_an_earlier_selection_are_superseded(derm, tmp_path, capsy
 
 
 def test_compare_and_report_warn_when_one_table_mixes_data_versions(tmp_path, caplog):
-    from medattn.analysis.compare import compare_runs, format_result
+    from medattn.analysis.compare import compare_runs
+    from medattn.report.table2 import format_result
     from medattn.report import build_report
 
     for i, (variant, seed) in enumerate([(v, s) for v in ("base", "ga") for s in (0, 1)]):
@@ -191,6 +193,7 @@ def test_changed_data_after_finished_runs_stops_with_what_changed(derm, tmp_path
         f"data fingerprint {old['data_fingerprint']} when trained, ")
 
 
+@pytest.mark.slow
 def test_a_run_is_not_resumed_on_changed_data_and_nothing_written_is_lost(derm, tmp_path,
                                                                           cli_error):
     from medattn.training.config import RunSpec, TrainSettings

@@ -138,6 +138,7 @@ def test_compare_pairs_on_repetition_and_fold_with_the_designs_factor(tmp_path):
 
 # -- end to end --------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_tiny_kfold_study_runs_end_to_end_and_compare_pairs_every_fold(learnable_derm, tmp_path):
     isic, _ = learnable_derm
     cfg = parse_config({

@@ -1,4 +1,4 @@
-"""The run record: one type, data-set identity (config name vs source), old stores, best runs."""
+"""The run record: one type, data-set identity (config name vs source), best runs."""
 
 import json
 
@@ -12,36 +12,18 @@ from medattn.training.records import RunRecord, best_runs
 from medattn.training.study import run_study
 
 
-def _legacy(run_id, label, bacc, seed=0, model="resnet18", variant="base"):
-    """A record as stores before ``source`` wrote it: the source in ``dataset``, the config's
-    name in ``dataset_label``."""
+def _record(run_id, label, bacc, seed=0, model="resnet18", variant="base"):
+    """A finished final run's record of data set ``label`` read from the ``isic`` source."""
     return {"run_id": run_id, "status": "done", "phase": "final", "model": model,
-            "backbone": "resnet18", "variant": variant, "dataset": "isic",
-            "dataset_label": label, "data": "isic:/data/isic", "split_seed": seed,
+            "backbone": "resnet18", "variant": variant, "dataset": label, "source": "isic",
+            "data": "isic:/data/isic", "split_seed": seed,
             "classes": ["melanoma", "nevus", "other"],
             "metrics": {"val": {"balanced_accuracy": bacc},
                         "test": {"balanced_accuracy": bacc}}}
 
 
-def test_old_records_are_mapped_on_load(tmp_path):
-    for rid, label, bacc in (("a", "derm-a", 0.5), ("b", "derm-b", 0.7)):
-        d = store.run_dir(tmp_path, rid)
-        d.mkdir(parents=True)
-        (d / store.RECORD).write_text(json.dumps(_legacy(rid, label, bacc)))  # as written then
-    rec = store.read_record(store.run_dir(tmp_path, "a"))
-    assert isinstance(rec, RunRecord)
-    assert (rec.dataset, rec.source) == ("derm-a", "isic") and "dataset_label" not in rec
-    df = store.load_records(tmp_path)
-    assert list(df["dataset"]) == ["derm-a", "derm-b"] and set(df["source"]) == {"isic"}
-    assert "dataset_label" not in df
-    # a record written back keeps the new names only
-    store.write_record(tmp_path, rec, replace_finished=True)
-    raw = json.loads((store.run_dir(tmp_path, "a") / store.RECORD).read_text())
-    assert (raw["dataset"], raw["source"]) == ("derm-a", "isic") and "dataset_label" not in raw
-
-
-def test_an_old_store_compares_per_config_data_set(tmp_path):
-    """Old records of two data sets of one source: Table 2 has a column per data set."""
+def test_a_store_compares_per_config_data_set(tmp_path):
+    """Records of two data sets of one source: Table 2 has a column per data set."""
     from medattn.analysis.compare import compare_runs
 
     for label, shift in (("derm-a", 0.0), ("derm-b", 0.2)):
@@ -50,7 +32,7 @@ def test_an_old_store_compares_per_config_data_set(tmp_path):
                 rid = f"final-{label}-{variant}-s{seed}"
                 d = store.run_dir(tmp_path, rid)
                 d.mkdir(parents=True)
-                rec = _legacy(rid, label, 0.4 + shift + gain + 0.01 * seed, seed,
+                rec = _record(rid, label, 0.4 + shift + gain + 0.01 * seed, seed,
                               "resnet18" if variant == "base" else "resnet18+ga", variant)
                 (d / store.RECORD).write_text(json.dumps(rec))
     table = compare_runs(tmp_path, bootstrap=0).table
@@ -61,8 +43,8 @@ def test_an_old_store_compares_per_config_data_set(tmp_path):
 
 
 def test_record_reads_as_its_json_object_and_keeps_unknown_keys(tmp_path):
-    raw = {**_legacy("a", "derm", 0.6), "from_the_future": {"x": 1}}
-    del raw["dataset_label"]
+    raw = {**_record("a", "derm", 0.6), "from_the_future": {"x": 1}}
+    del raw["dataset"], raw["source"]
     rec = RunRecord.from_dict(raw)
     assert rec["status"] == rec.status == "done" and rec.get("selection") is None
     assert rec.source == "isic" and rec.dataset == "isic"  # no config name: the source
@@ -85,11 +67,13 @@ def test_best_run_is_chosen_on_validation_unless_asked():
     assert list(best_runs(frame, by=("model",))["run_id"]) == ["r3"]
 
 
+@pytest.mark.slow
 def test_two_datasets_of_one_source_are_two_table2_columns(tiny_derm, tmp_path):
     """The two data sets of one study read from the same source (``isic``) with different names:
     each is its own Table 2 column with its own runs (they were pooled into one column when
     records named only the source)."""
-    from medattn.analysis.compare import compare_runs, wide_table
+    from medattn.analysis.compare import compare_runs
+    from medattn.report.table2 import wide_table
     from medattn.training.backends import LocalBackend
 
     isic, _ = tiny_derm
@@ -121,8 +105,7 @@ def test_features_choose_per_data_set_and_never_pool_two(tmp_path):
     for label in ("derm-a", "derm-b"):
         for seed, bacc in ((0, 0.6), (1, 0.7)):
             rid = f"final-{label}-s{seed}"
-            store.write_record(tmp_path, {**_legacy(rid, label, bacc, seed), "dataset_label": None,
-                                          "dataset": label, "source": "isic"})
+            store.write_record(tmp_path, _record(rid, label, bacc, seed))
     finals = store.final_runs(tmp_path).current
     best = select_runs(finals, "best")
     assert sorted(zip(best["dataset"], best["run_id"])) == [

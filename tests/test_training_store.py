@@ -209,6 +209,7 @@ def _study_yaml(derm, path):
     return str(path)
 
 
+@pytest.mark.slow
 def test_a_read_only_runs_folder_is_a_one_line_error(derm, finished, tmp_path, cli_error):
     with read_only_copy(finished, tmp_path / "ro") as ro:
         before = {p: p.read_bytes() for p in ro.rglob("*") if p.is_file()}

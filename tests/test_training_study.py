@@ -33,6 +33,7 @@ def _config(derm, **over):
     return parse_config(raw)
 
 
+@pytest.mark.slow
 def test_interrupted_study_runs_only_what_is_missing(learnable_derm, tmp_path):
     # data and settings on which every run learns: each must end `done`
     cfg = _config(learnable_derm, search={"lr": [0.05, 0.02], "weight_decay": [0.0], "splits": 1},

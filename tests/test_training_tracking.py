@@ -47,6 +47,7 @@ def _sha(path) -> str:
 
 
 @needs_mlflow
+@pytest.mark.slow
 def test_a_study_in_mlflow_equals_its_run_records(derm, mlflow_uri, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 

@@ -55,19 +55,6 @@ __all__ = [
     "summarize_runs",
 ]
 
-# Rendering lives in medattn.report.table2 (which imports this module); its public names stay
-# importable from here for code written against the older layout.
-_RENDERING = ("format_result", "legend", "run_compare", "stats_display", "table2_latex",
-              "table2_markdown", "table2_sections", "wide_table")
-
-
-def __getattr__(name: str):
-    if name in _RENDERING:
-        from medattn.report import table2
-
-        return getattr(table2, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 log = logging.getLogger("medattn.compare")
 
 PAPER_TABLE2 = Path(__file__).resolve().parents[1] / "configs" / "paper_table2.csv"

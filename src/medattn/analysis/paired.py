@@ -18,7 +18,7 @@ import pandas as pd
 from medattn.analysis import stats
 from medattn.analysis.bootstrap import paired_bootstrap
 from medattn.analysis.shared_test import PairPredictions, read_pair_predictions
-from medattn.errors import ConfigError, DataError
+from medattn.errors import ConfigError
 
 __all__ = ["DEFAULT_FRACTIONS", "add_bootstrap", "bootstrap_pairs", "comparison_factor",
            "comparison_ratio",
@@ -33,29 +33,21 @@ def split_info(record: dict) -> dict:
     """The split a run was trained on: ``kind``, ``test_train_ratio`` (n_test / n_train; 0 for a
     fixed official split) and ``ratio_source`` (where the sizes came from).
 
-    Sources, in order: the record's ``split`` (written since the corrected test exists), its
-    ``split_sizes``, the fractions of its config, the default 70/10/20.
+    The sizes are the record's ``split`` (``n_train``, ``n_test``); a record without them gets
+    ratio NaN (and :func:`comparison_ratio` says so).
     """
     split = record.get("split") if isinstance(record.get("split"), dict) else None
     if split and split.get("kind") == "official":
         return {"kind": "official", "test_train_ratio": 0.0, "ratio_source": "split"}
-    for source, sizes in (("split", split), ("split_sizes", record.get("split_sizes"))):
-        if isinstance(sizes, dict):
-            n_train = sizes.get("n_train", sizes.get("train"))
-            n_test = sizes.get("n_test", sizes.get("test"))
-            numbers = isinstance(n_train, (int, float)) and isinstance(n_test, (int, float))
-            if numbers and n_train > 0:
-                kind = (split or {}).get("kind", "random")
-                folds = (split or {}).get("folds") if kind == "kfold" else None
-                return {"kind": kind, "test_train_ratio": float(n_test) / float(n_train),
-                        "ratio_source": source, **({"folds": int(folds)} if folds else {})}
-    fr = ((record.get("config") or {}).get("train") or {}).get("fractions")
-    if isinstance(fr, (list, tuple)) and len(fr) == 3 and all(
-            isinstance(f, (int, float)) for f in fr) and fr[0] > 0:
-        return {"kind": "random", "test_train_ratio": float(fr[2]) / float(fr[0]),
-                "ratio_source": "config fractions"}
-    f = DEFAULT_FRACTIONS
-    return {"kind": "random", "test_train_ratio": f[2] / f[0], "ratio_source": "default 70/10/20"}
+    split = split or {}
+    n_train, n_test = split.get("n_train"), split.get("n_test")
+    if isinstance(n_train, (int, float)) and isinstance(n_test, (int, float)) and n_train > 0:
+        kind, folds = split.get("kind", "random"), split.get("folds")
+        return {"kind": kind, "test_train_ratio": float(n_test) / float(n_train),
+                "ratio_source": "split", **({"folds": int(folds)} if kind == "kfold" and folds
+                                            else {})}
+    return {"kind": split.get("kind", "random"), "test_train_ratio": math.nan,
+            "ratio_source": "unknown"}
 
 
 def run_info(records: Iterable[dict]) -> pd.DataFrame:
@@ -226,14 +218,10 @@ def comparison_ratio(runs: pd.DataFrame, override: float | None) -> tuple[float,
         notes.append("runs on a fixed split are paired with runs on random splits; the "
                      "correction uses the random splits' r")
         runs = runs[runs["kind"] != "official"]
-    ratio = float(runs["test_train_ratio"].mean())
-    sources = sorted(set(runs["ratio_source"]))
-    where = {"split": "the runs' recorded split sizes", "split_sizes": "the runs' recorded "
-             "split sizes", "config fractions": "the split fractions of the runs' config (the "
-             "records predate recorded split sizes)", "default 70/10/20": "the default 70/10/20 "
-             "fractions (the records name no split sizes)"}
-    notes.append(f"r = n_test / n_train = {ratio:.4g} from "
-                 + "; ".join(dict.fromkeys(where.get(s, s) for s in sources)))
+    ratio = float(runs["test_train_ratio"].mean())  # NaN-skipping: over the runs that record it
+    unknown = int(runs["test_train_ratio"].isna().sum())
+    notes.append(f"r = n_test / n_train = {ratio:.4g} from the runs' recorded split sizes"
+                 + (f" ({unknown} run(s) record none)" if unknown else ""))
     return ratio, notes
 
 

@@ -4,14 +4,14 @@ Everything works from summary statistics (mean, standard deviation with ddof=1, 
 code serves run records and published tables. Units are those of the inputs (percentage points
 throughout medattn). Differences are ``variant - reference``: positive means the variant is better.
 
-Distributions and tests come from scipy and statsmodels; this module is the glue:
+Distributions and tests come from scipy; this module is the glue:
 
 - Welch's t-test: :func:`scipy.stats.ttest_ind_from_stats` (``equal_var=False``).
 - Difference CI: Welch-Satterthwaite degrees of freedom, quantile from :data:`scipy.stats.t`.
 - Hedges' g with the exact noncentral-t confidence interval (:data:`scipy.stats.nct`).
 - TOST equivalence: two one-sided Welch tests (agrees with ``statsmodels.stats.weightstats.ttost_ind``).
 - Detectable difference: noncentral-t power of the two-sided Welch test solved for the difference.
-- Multiple comparisons: :func:`statsmodels.stats.multitest.multipletests`.
+- Multiple comparisons: :func:`adjust_pvalues` (statsmodels' ``multipletests`` methods, tested against it).
 
 Paired statistics of J per-split differences ``d_1..d_J`` (same split seeds for both models):
 
@@ -32,6 +32,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import optimize, special, stats
+
+from medattn.errors import ConfigError
 
 __all__ = [
     "Comparison",
@@ -445,10 +447,11 @@ def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
 
 
 def adjust_pvalues(p, method: str = "holm", alpha: float = 0.05) -> np.ndarray:
-    """Adjust a family of p-values with statsmodels' ``multipletests``; NaNs are left out.
+    """Adjust a family of p-values (one array; NaNs are left out and stay NaN).
 
-    ``method="none"`` returns the raw p-values. Other names are those of ``multipletests``
-    (``holm``, ``bonferroni``, ``fdr_bh``, ...).
+    ``method``: ``holm`` (default), ``bonferroni``, ``holm-sidak``, ``fdr_bh``, ``fdr_by`` (the
+    names and results of statsmodels' ``multipletests``, tested against it) or ``none`` (raw
+    p-values). ``alpha`` does not change adjusted p-values; it is kept for the callers' signature.
     """
     p = np.asarray(p, dtype=float)
     if method == "none":
@@ -457,19 +460,28 @@ def adjust_pvalues(p, method: str = "holm", alpha: float = 0.05) -> np.ndarray:
     ok = ~np.isnan(p)
     if not ok.any():
         return out
-    if method == "holm":
-        # Written out: statsmodels' Holm runs gc.collect() on every call (about 0.1 s each,
-        # half the time of `compare --summary paper`); equal to it (tested).
-        x = p[ok]
-        order = np.argsort(x, kind="stable")
-        steps = np.maximum.accumulate(np.minimum(1.0, x[order] * np.arange(len(x), 0, -1)))
-        adjusted = np.empty_like(x)
-        adjusted[order] = steps
-        out[ok] = adjusted
+    # Written out (scipy for the FDR methods): statsmodels, 70 MB installed, was needed for these
+    # lines only, and its Holm ran gc.collect() on every call (docs/dependencies.md).
+    x = p[ok]
+    if method == "bonferroni":
+        out[ok] = np.minimum(1.0, x * len(x))
         return out
-    from statsmodels.stats.multitest import multipletests
-
-    out[ok] = multipletests(p[ok], alpha=alpha, method=method)[1]
+    if method in ("fdr_bh", "fdr_by"):
+        out[ok] = stats.false_discovery_control(x, method=method[4:])
+        return out
+    order = np.argsort(x, kind="stable")
+    remaining = np.arange(len(x), 0, -1)  # step-down: m, m - 1, ..., 1 tests left
+    if method == "holm":
+        raw = x[order] * remaining
+    elif method == "holm-sidak":
+        with np.errstate(divide="ignore"):  # p = 1: log1p(-1) = -inf gives 1, as it should
+            raw = -np.expm1(remaining * np.log1p(-x[order]))  # 1 - (1 - p)^k, exact for small p
+    else:
+        raise ConfigError(f"unknown p-value adjustment {method!r}; use holm, bonferroni, "
+                          "holm-sidak, fdr_bh, fdr_by or none.")
+    adjusted = np.empty_like(x)
+    adjusted[order] = np.minimum(1.0, np.maximum.accumulate(raw))
+    out[ok] = adjusted
     return out
 
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:  # numpy is imported where a map is converted
+    import numpy as np
 
 
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -24,7 +29,7 @@ def scale_by_max(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return (maps / peak[:, None, None]).clamp_(0.0, 1.0)
 
 
-def to_uint8(map_: torch.Tensor | "np.ndarray") -> "np.ndarray":  # noqa: F821
+def to_uint8(map_: torch.Tensor | np.ndarray) -> np.ndarray:
     """Min-max scale one map (H, W) to 0..255 for display, as the paper does for Table 4."""
     import numpy as np
 

@@ -145,7 +145,7 @@ def draw_table4(units, display: dict, mean_images: dict, png: str | Path, pdf: s
 
     # thin spacer columns between data sets and spacer rows between methods keep groups apart
     col_pos, ratios_w = [], []
-    for j, (d, c) in enumerate(cols):
+    for j, (d, _c) in enumerate(cols):
         if j and d != cols[j - 1][0]:
             ratios_w.append(GAP)
         col_pos.append(len(ratios_w))

@@ -69,7 +69,8 @@ def table3_frame(table: pd.DataFrame, truths: dict | None = None) -> pd.DataFram
 
 @styled
 def effect_figure(summary: pd.DataFrame, tests=("cmiknn",)):
-    """One panel per effect size (CMI in nats, the one magnitude; z-values get no CIs): features along x, a point per model with its 95% CI over runs;
+    """One panel per effect size (CMI in nats, the one magnitude; z-values get no CIs): features
+    along x, a point per model with its 95% CI over runs;
     filled markers given the fine diagnosis, open ones given the label. None without effects."""
     tests = [t for t in tests if f"effect_{t}" in summary]
     if summary.empty or not tests:

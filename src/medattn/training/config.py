@@ -28,11 +28,11 @@ from medattn.training.runspec import (  # noqa: F401  (RunSpec and its settings,
     SPLITS,
     RunSpec,
     TrainSettings,
-    _jsonable,
-    _spec_source,
     amp_mode,
     channels_last_mode,
+    jsonable,
     parse_pretrained,
+    spec_source,
 )
 
 
@@ -104,7 +104,7 @@ class StudyConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config in the YAML schema (written to ``RUNS_DIR/study.yaml``)."""
-        train = {k: _jsonable(v) for k, v in dataclasses.asdict(self.train).items()}
+        train = {k: jsonable(v) for k, v in dataclasses.asdict(self.train).items()}
         out: dict[str, Any] = {
             "name": self.name,
             "data_root": os.path.abspath(self.data_root),
@@ -259,7 +259,7 @@ def parse_config(raw: Any, src: str = "<config>", *, data_root: str | None = Non
         if not isinstance(ood, list):
             raise ConfigError(f"{src}: `datasets[{i}].ood` must be a list of source:PATH specs.")
         ood = tuple(_check_spec(s, f"datasets[{i}].ood[{j}]", src) for j, s in enumerate(ood))
-        label = _check_label(d.get("name") or _spec_source(spec), f"datasets[{i}].name", src)
+        label = _check_label(d.get("name") or spec_source(spec), f"datasets[{i}].name", src)
         datasets.append(DatasetConfig(name=label, data=spec, ood=ood))
     labels = [d.name for d in datasets]
     if len(set(labels)) != len(labels):

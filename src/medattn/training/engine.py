@@ -34,6 +34,7 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from medattn.atomic import json_safe
 from medattn.errors import DataError, MedattnError, StoreError
 from medattn.progress import progress_bar
 from medattn.tensorfile import write_tensors
@@ -214,7 +215,7 @@ def data_change(record: dict, task) -> str | None:
             what = f"{a['images']} -> {b['images']} images" + (f" ({', '.join(diff)})" if diff
                                                               else ", other ids/labels/groups")
             changes.append(f"{part}: {what}")
-    if not changes:  # an older record without a summary, or the same counts with other ids
+    if not changes:  # the same counts with other ids, labels or groups
         return (f"data fingerprint {record['data_fingerprint']} when trained, "
                 f"{data_fingerprint(task.table, task.ood)} now")
     return "; ".join(changes)
@@ -392,7 +393,7 @@ class _Run:
             "scaler": self.scaler.state_dict(), "timings": self.timings,
             "numpy_rng": _np_state_json(), "python_rng": _py_state_json(),
         }
-        text = json.dumps(store._clean(state))
+        text = json.dumps(json_safe(state))
         # bytes through the one atomic writer: save_file's own temp file would outlive a kill
         write_tensors(self.dir / store.RESUME, tensors, {"state": text})
         # Human-readable mirror; the .safetensors file alone is authoritative (one atomic file).

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import confusion_matrix
 
 
 def summarize(labels: np.ndarray, preds: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
@@ -17,7 +16,13 @@ def summarize(labels: np.ndarray, preds: np.ndarray, classes: Sequence[str]) -> 
     from the set has recall ``None``. ``confusion_matrix[i][j]`` counts true class i predicted j.
     """
     k = len(classes)
-    cm = confusion_matrix(labels, preds, labels=list(range(k))) if len(labels) else np.zeros((k, k))
+    labels, preds = np.asarray(labels, dtype=np.int64), np.asarray(preds, dtype=np.int64)
+    if labels.shape != preds.shape or labels.ndim != 1:
+        raise ValueError(f"labels {labels.shape} and preds {preds.shape} must be equal 1-d shapes")
+    if len(labels) and (min(labels.min(), preds.min()) < 0 or max(labels.max(), preds.max()) >= k):
+        raise ValueError(f"labels and preds must be class indices 0..{k - 1}")
+    # cm[i, j]: true class i predicted j (one bincount over the k * k cells)
+    cm = np.bincount(labels * k + preds, minlength=k * k).reshape(k, k)
     support = cm.sum(axis=1)
     recall = [float(cm[i, i] / support[i]) if support[i] else None for i in range(k)]
     present = [r for r in recall if r is not None]

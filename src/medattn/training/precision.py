@@ -2,14 +2,14 @@
 
 ``train.amp`` (see ``docs/training.md``):
 
-* ``auto`` (default; ``true`` in older configs): on CUDA, autocast in bfloat16 where the GPU
+* ``auto`` (default; also ``true``): on CUDA, autocast in bfloat16 where the GPU
   supports it, else float16 with a gradient scaler; on CPU, full float32.
 * ``bf16`` / ``fp16``: autocast in that type on any device (CPU included; float16 always with a
   gradient scaler, since its range is too small for raw gradients).
 * ``off`` (``false``): float32 everywhere.
 
-``train.channels_last``: ``auto`` (default; ``true`` in older configs) on CUDA only, ``on`` on any
-device, ``off`` never. Weights and every input batch then use the NHWC layout, which tensor cores
+``train.channels_last``: ``auto`` (default) on CUDA only, ``on`` (``true``) on any
+device, ``off`` (``false``) never. Weights and every input batch then use the NHWC layout, which tensor cores
 and oneDNN prefer; the attention layers keep whatever layout they receive.
 """
 

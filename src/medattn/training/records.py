@@ -9,10 +9,6 @@ when a config gives none; for ``medattn train`` the source unless ``train(datase
 it); ``source`` is the data source it was read with (``isic``, ``camelyon17``, ...). Two data
 sets of one study may share a source (e.g. ISIC with two label sets); ``dataset`` keeps them apart.
 Balanced accuracies are fractions in [0, 1]; a percentage always carries a ``_pct`` suffix.
-
-Stores written before ``source`` existed named the source ``dataset`` and the config's name
-``dataset_label``; :meth:`RunRecord.from_dict` maps them on load (``dataset_label`` becomes
-``dataset``, the old ``dataset`` becomes ``source``), so old runs folders read as new ones.
 """
 
 from __future__ import annotations
@@ -80,13 +76,11 @@ class RunRecord(Mapping):
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> RunRecord:
-        """A record from its JSON object; old field names are mapped (module docstring)."""
+        """A record from its JSON object; ``source`` defaults to the source of ``data``,
+        ``dataset`` to ``source``."""
         if isinstance(raw, RunRecord):
             return dataclasses.replace(raw, extra=dict(raw.extra))
         raw = dict(raw)
-        legacy = raw.pop("dataset_label", None)
-        if legacy is not None and raw.get("source") is None:
-            raw["source"], raw["dataset"] = raw.get("dataset"), legacy
         if raw.get("source") is None:
             raw["source"] = _source_of(raw.get("data")) or raw.get("dataset")
         if raw.get("dataset") is None:

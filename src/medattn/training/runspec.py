@@ -44,16 +44,18 @@ class TrainSettings:
     tensorboard: bool = False
     threads: int = 0  # torch intra-op threads for a run; 0 = leave as is
 
-    def __post_init__(self):  # older configs and records spell amp/channels_last as booleans
+    def __post_init__(self):  # canonical modes: YAML reads `on`/`off`/`true` as booleans
         object.__setattr__(self, "amp", amp_mode(self.amp))
         object.__setattr__(self, "channels_last", channels_last_mode(self.channels_last))
 
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 CHANNELS_LAST_MODES = ("auto", "on", "off")
+# YAML 1.1 (PyYAML) reads `on`/`off`/`true`/`false` as booleans: `channels_last: on` arrives as
+# True and means "on"; `amp: off` arrives as False, and `amp: true` is the documented "auto".
 _AMP_ALIASES = {True: "auto", False: "off", "true": "auto", "false": "off", "bfloat16": "bf16",
                 "float16": "fp16"}
-_CL_ALIASES = {True: "auto", False: "off", "true": "auto", "false": "off"}
+_CL_ALIASES = {True: "on", False: "off", "true": "on", "false": "off"}
 
 
 def _mode(value: Any, key: str, modes: tuple[str, ...], aliases: dict) -> str:
@@ -136,18 +138,15 @@ class RunSpec:
             "phase": self.phase, "dataset": self.dataset, "model": self.model,
             "lr": float(self.lr), "weight_decay": float(self.weight_decay),
             "split_seed": int(self.split_seed),
-            "ood": [_spec_source(s) for s in self.ood],
+            "ood": [spec_source(s) for s in self.ood],
             "model_options": [list(kv) for kv in self.model_options],
-            **{k: _id_value(k, getattr(self.train, k)) for k in _RESULT_FIELDS},
+            **{k: jsonable(getattr(self.train, k)) for k in _RESULT_FIELDS},
+            "split": self.train.split,
+            "kfold": [int(self.folds), None if self.fold is None else int(self.fold)],
         }
         if isinstance(self.train.pretrained, str):  # the file's content, not where it lies
             key["pretrained"] = f"file:{_file_digest(self.train.pretrained)}"
-        if self.train.split != "random":  # only then, so ids of random-split runs stay as they were
-            key["split"] = self.train.split
-        fold = ""
-        if self.folds:  # likewise: only k-fold runs carry the key
-            key["kfold"] = [int(self.folds), int(self.fold)]
-            fold = f"-fold{self.fold}of{self.folds}"
+        fold = f"-fold{self.fold}of{self.folds}" if self.folds else ""
         digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
         return (f"{self.phase}-{self.dataset}-{self.model}-lr{self.lr:g}-wd{self.weight_decay:g}"
                 f"-split{self.split_seed}{fold}-{digest}")
@@ -171,15 +170,9 @@ class RunSpec:
                    train=TrainSettings(**train), **d)
 
 
-def _jsonable(v: Any) -> Any:
+def jsonable(v: Any) -> Any:
+    """``v`` as JSON holds it: a tuple becomes a list, anything else is returned as is."""
     return list(v) if isinstance(v, tuple) else v
-
-
-def _id_value(key: str, v: Any) -> Any:
-    # amp was a boolean before bf16/fp16 could be chosen: keep those runs' ids
-    if key == "amp":
-        return {"auto": True, "off": False}.get(v, v)
-    return _jsonable(v)
 
 
 def _file_digest(path: str) -> str:
@@ -220,5 +213,6 @@ def parse_pretrained(value: Any, where: str) -> bool | str:
     return path
 
 
-def _spec_source(spec: str) -> str:
+def spec_source(spec: str) -> str:
+    """The source of a data spec: ``isic`` of ``isic:/data/isic``."""
     return spec.split(":", 1)[0]

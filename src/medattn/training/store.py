@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 
 from medattn.atomic import atomic_write, write_error, write_json, write_text  # noqa: F401
-from medattn.atomic import json_safe as _clean  # noqa: F401  (engine's resume state)
 from medattn.errors import DataError, StoreError
 from medattn.training import lock
 from medattn.training.records import FRAME_COLUMNS, RunRecord
@@ -73,12 +72,11 @@ def _unlink_temporaries(paths: Iterator[Path]) -> int:
     return n
 
 
-# Temporary files a killed writer can leave: medattn's own (``.<name>.<pid>-<hex>.tmp``, see
-# medattn.atomic) and those of libraries that write files themselves (safetensors' and Python's
-# tempfile ``.tmpXXXXXX``, from runs folders written by older versions of medattn).
-# In a runs folder itself only hidden ones: a user's own ``notes.tmp`` there is left alone.
-TEMPORARIES = ("*.tmp", ".tmp??????")
-TOP_TEMPORARIES = (".*.tmp", ".tmp??????")
+# Temporary files a killed writer can leave: ``.<name>.<pid>-<hex>.tmp`` (every file goes through
+# medattn.atomic). In a runs folder itself only hidden ones: a user's own ``notes.tmp`` there is
+# left alone.
+TEMPORARIES = ("*.tmp",)
+TOP_TEMPORARIES = (".*.tmp",)
 
 
 def _temporaries(folder: Path, recursive: bool) -> Iterator[Path]:
@@ -139,7 +137,7 @@ def _problem(rec: Any, folder: str) -> str | None:
         return f"unknown phase {rec['phase']!r}"
     if rec["status"] in FINISHED:  # what every table reads of a finished run
         missing = [k for k in FINISHED_NEEDS if rec.get(k) is None]  # written as null, too
-        if not any(rec.get(k) for k in ("dataset", "data", "dataset_label")):
+        if not any(rec.get(k) for k in ("dataset", "data")):
             missing.append("dataset")
         if missing:
             return f"a {rec['status']} run's record lacks {', '.join(missing)}"

@@ -162,7 +162,7 @@ class MlflowTracker:
         return [i for i in (self.log(r) for r in records) if i is not None]
 
     def _log(self, record: dict[str, Any]) -> str:
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import Metric, Param
 
         rdir = store.run_dir(self.runs_dir, record["run_id"])
         rec_file = rdir / store.RECORD

@@ -414,6 +414,4 @@ def _merge_previous(path: Path, rows: list[dict], key: str) -> pd.DataFrame:
             replaced = (old["key"] == key) & pd.MultiIndex.from_frame(
                 old[ids].astype(str)).isin(mine)
             return pd.concat([old[~replaced], ours], ignore_index=True)
-        if "key" in old:  # written by an older version: other settings by construction
-            return pd.concat([old[old["key"] != key], ours], ignore_index=True)
     return ours

@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -27,6 +28,9 @@ from medattn.atomic import atomic_write, write_text
 from medattn.data.synthetic.derm_render import STRUCTURES, ita_to_rgb, render
 from medattn.data.synthetic.diagnoses import DIAGNOSES, MALIGNANT, NOT_VISIBLE, VISIBLE, Diagnosis
 from medattn.errors import ConfigError
+
+if TYPE_CHECKING:  # pandas is imported where a table is built: the renderer does not need it
+    import pandas as pd
 
 CLASSES = ("melanoma", "nevus", "other")
 
@@ -224,7 +228,7 @@ def _isic_cohort(n: int, seed: int, cfg: DermConfig):
         yield i, p, patient, les, dx, lesion, bool(rng.random() < patch_probability(dx.label, cfg))
 
 
-def sample_metadata(n: int, seed: int = 0, cfg: DermConfig | None = None) -> "pd.DataFrame":
+def sample_metadata(n: int, seed: int = 0, cfg: DermConfig | None = None) -> pd.DataFrame:
     """The ground truth of the ISIC folder ``write_isic(out, n, seed, cfg)`` writes, without
     rendering a pixel: one row per image with ``image_id``, ``patient_id``, ``lesion_id``,
     ``label``, ``age_approx`` and the ``true_*`` columns (for quick simulations; the same values
