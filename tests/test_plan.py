@@ -8,7 +8,6 @@ import math
 import stat
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from medattn.analysis import design as D
@@ -73,8 +72,7 @@ def test_test_sampling_a_predicts_the_variance_over_test_sets():
         return label, ok_a, ok_b
 
     label, ok_a, ok_b = draw(20000)
-    a = P.test_sampling_a(pd.DataFrame({"label_a": label, "pred_a": np.where(ok_a, label, 9),
-                                        "pred_b": np.where(ok_b, label, 9)}))
+    a = P.test_sampling_a(label, ok_a, ok_b)
     label, ok_a, ok_b = draw((2000, 400))  # 2000 test sets of 400 images
     per_class = [((ok_a.astype(float) - ok_b) * (label == k)).sum(1) / (label == k).sum(1)
                  for k in range(3)]

@@ -107,33 +107,29 @@ class Plan:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_sampling_a(merged: pd.DataFrame) -> float:
+def test_sampling_a(labels, correct_a, correct_b) -> float:
     """``a`` (pp^2 x images) of one split from the two models' predictions on its test images
-    (``label_a``, ``pred_a``, ``pred_b``): n_test x Var(difference of balanced accuracies) over
-    test sets drawn with the same class shares (module docstring)."""
-    diff = ((merged["pred_a"] == merged["label_a"]).astype(float)
-            - (merged["pred_b"] == merged["label_a"]).astype(float))
-    groups = diff.groupby(merged["label_a"].to_numpy())
-    k, n = groups.ngroups, len(merged)
+    (``labels``: true classes; ``correct_a`` / ``correct_b``: whether each model got an image
+    right; 1-D, equal length): n_test x Var(difference of balanced accuracies) over test sets
+    drawn with the same class shares (module docstring)."""
+    diff = pd.Series(np.asarray(correct_a, float) - np.asarray(correct_b, float))
+    groups = diff.groupby(np.asarray(labels))
+    k, n = groups.ngroups, len(diff)
     total = sum(g.var(ddof=1) / (len(g) / n) for _, g in groups if len(g) > 1)
     return 1e4 * float(total) / k**2
 
 
 def _pilot_a(runs_dir, pairs: pd.DataFrame, set_file: str, cache: dict) -> tuple[float, float]:
-    """Mean ``a`` and mean test-set size over the pairs with predictions (NaNs when none)."""
-    from medattn.analysis.shared_test import read_predictions
+    """Mean ``a`` and mean test-set size over the pairs with usable predictions (both models
+    on the same images; NaNs when none), read as ``compare`` reads them."""
+    from medattn.analysis.shared_test import read_pair_predictions
 
-    values, sizes = [], []
-    for p in pairs.itertuples():
-        x = read_predictions(runs_dir, p.run_id, set_file, cache)
-        y = read_predictions(runs_dir, p.ref_run_id, set_file, cache)
-        if x is None or y is None:
-            continue
-        m = x.merge(y, on="image_id", suffixes=("_a", "_b"))
-        if len(m) == len(x) == len(y) and len(m) > 1:
-            values.append(test_sampling_a(m))
-            sizes.append(len(m))
-    return (float(np.mean(values)), float(np.mean(sizes))) if values else (math.nan, math.nan)
+    splits = [s for s in read_pair_predictions(runs_dir, pairs, set_file, cache).splits
+              if len(s.labels) > 1]
+    if not splits:
+        return math.nan, math.nan
+    return (float(np.mean([test_sampling_a(s.labels, s.correct_a, s.correct_b) for s in splits])),
+            float(np.mean([len(s.labels) for s in splits])))
 
 
 def _split_sizes(records) -> tuple[float, float, float]:

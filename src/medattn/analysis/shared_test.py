@@ -24,7 +24,7 @@ from medattn.analysis.bootstrap import SplitPredictions, image_sampling_variance
 from medattn.errors import DataError, MedattnError
 
 __all__ = ["PairPredictions", "VARIANCE_SHARED", "VARIANCE_SPLITS", "image_variance", "is_shared",
-           "read_pair_predictions", "read_predictions", "shared_variance"]
+           "read_pair_predictions", "shared_variance"]
 
 # What the marking test's variance holds (Table 2's ``variance`` column).
 VARIANCE_SPLITS = "splits"
@@ -77,14 +77,6 @@ def _read(runs_dir, run_id: str, set_name: str, cache: dict) -> tuple[pd.DataFra
             return cache[key]
         cache[key] = (None, f"{path} {why}; rerun `medattn study` to rewrite it")
     return cache[key]
-
-
-def read_predictions(runs_dir, run_id: str, set_name: str,
-                     cache: dict | None = None) -> pd.DataFrame | None:
-    """One run's usable predictions on ``set_name`` (``image_id, label, pred``; ``attrs``
-    ``n_classes``), or None when missing, truncated or unreadable (:func:`read_pair_predictions`
-    says why in its notes)."""
-    return _read(runs_dir, run_id, set_name, {} if cache is None else cache)[0]
 
 
 def _recorded_n(runs_dir, run_id: str, set_name: str) -> int | None:
