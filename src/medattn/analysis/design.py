@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special, stats
 
-from medattn.analysis.variance import KFOLD_DESIGNS
+from medattn.analysis.variance import KFOLD_DESIGNS, kfold_multiplier
 
 __all__ = ["DESIGNS", "Design", "bouckaert_frank_factor", "decided_right",
            "decision_probability", "nadeau_bengio_factor", "power"]
@@ -59,9 +59,10 @@ def nadeau_bengio_factor(n_pairs, test_train_ratio):
 
 def bouckaert_frank_factor(n_pairs, test_train_ratio):
     """``f = 1/(r k) + n_test/n_train`` of r repetitions of k-fold CV, J = r k pairs (Bouckaert &
-    Frank 2004). The same formula as :func:`nadeau_bengio_factor`, kept as its own name because
-    the k-fold calibration (issue 23) may replace it: NOT shown to hold its level for deep nets on
-    grouped folds (one simulation rejected a near-null in 0.09 of studies at alpha 0.05)."""
+    Frank 2004). The same formula as :func:`nadeau_bengio_factor`. Shown to hold its level only
+    for the designs of :data:`medattn.analysis.variance.KFOLD_DESIGNS` (with their calibrated
+    multiplier, today 1); other k-fold designs use it uncalibrated and are never recommended
+    (one simulation rejected a near-null in 0.09 of studies at 5 x 10-fold, alpha 0.05)."""
     return nadeau_bengio_factor(n_pairs, test_train_ratio)
 
 
@@ -116,7 +117,7 @@ def _kfold(k: int, rep: int) -> Design:
 
 
 def _kfold_factor(k: int, rep: int, n_pairs, test_train_ratio):
-    c = KFOLD_DESIGNS[k, rep]  # 1/J + c r, vectorised like the other factors
+    c = kfold_multiplier(k, rep)  # 1/J + c r, vectorised like the other factors
     return 1.0 / np.asarray(n_pairs, float) + c * np.asarray(test_train_ratio, float)
 
 
