@@ -57,7 +57,7 @@ from medattn.analysis import stats
 __all__ = ["DECISIONS", "MIN_PAIRS", "STATE_FILE", "SequentialDecision", "calibrate_threshold",
            "decide", "first_decisions", "planned_looks", "read_state", "sequential_note"]
 
-MIN_PAIRS = 3
+MIN_PAIRS = stats.MIN_DECISION_PAIRS  # the one rule: Table 2 reports no decision below it
 DECISIONS = ("worse", "equivalent", "better")
 STATE_FILE = "sequential.json"  # a sequential study's state in its runs folder
 _ZERO_SD = 1e-9  # relative: equal differences give an sd of rounding noise, not 0
