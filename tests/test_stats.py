@@ -381,3 +381,14 @@ def test_scaled_g_ci_follows_the_marking_tests_ci():
     assert lo < 0 < hi
     assert stats.scaled_g_ci(0.1, 2.2, 1.5, 10, 1.3, 10)[0] > 0
     assert all(math.isnan(v) for v in stats.scaled_g_ci(0.1, 2.2, 0.0, 10, 0.0, 10))
+
+
+def test_equal_differences_with_rounding_noise_are_zero_variance_and_decide_nothing():
+    # seven 2.3s: numpy's sd is 4.8e-16, not 0; before, the corrected se was 3e-16 and Table 2
+    # reported "better" from differences that are all equal (issue 24 item 5)
+    d = np.full(7, 2.3)
+    assert d.std(ddof=1) > 0
+    c = stats.corrected_ttest(d, 0.2857)
+    assert c.sd == 0.0 and c.se == 0.0
+    assert stats.decision_withheld(c.n, c.se) == "no variance"
+    assert stats.bayes_correlated(d, 0.2857, 1.0) == (0, 0, 1)  # baycomp's point mass

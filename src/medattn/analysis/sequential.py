@@ -60,7 +60,7 @@ __all__ = ["DECISIONS", "MIN_PAIRS", "STATE_FILE", "SequentialDecision", "calibr
 MIN_PAIRS = stats.MIN_DECISION_PAIRS  # the one rule: Table 2 reports no decision below it
 DECISIONS = ("worse", "equivalent", "better")
 STATE_FILE = "sequential.json"  # a sequential study's state in its runs folder
-_ZERO_SD = 1e-9  # relative: equal differences give an sd of rounding noise, not 0
+_ZERO_SD = stats.ZERO_SD  # the same zero as the fixed design's tests
 
 
 def planned_looks(batch: int, max_pairs: int) -> tuple[int, ...]:

@@ -277,6 +277,10 @@ class PairedTest:
     image_var: float = 0.0
 
 
+# Relative: equal differences (seven 2.3s) give numpy an sd of rounding noise (4.8e-16), not 0.
+ZERO_SD = 1e-9
+
+
 def _diffs(diffs) -> np.ndarray:
     d = np.asarray(diffs, dtype=float).ravel()
     return d[~np.isnan(d)]
@@ -335,6 +339,8 @@ def corrected_ttest(diffs, test_train_ratio: float, alpha: float = 0.05, *,
     j = int(d.size)
     mean = float(d.mean()) if j else math.nan
     sd = float(d.std(ddof=1)) if j > 1 else math.nan
+    if sd <= ZERO_SD * max(1.0, abs(mean)):  # equal differences: rounding noise, not spread
+        sd = 0.0
     se, df = shared_se_df(sd, j, test_train_ratio, image_var, n_images) if j > 1 else (
         math.nan, math.nan)
     if not se > 0:
