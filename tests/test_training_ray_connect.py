@@ -133,3 +133,23 @@ def test_worker_log_lines_carry_no_colour_codes_when_not_on_a_terminal(monkeypat
                               "actor_name": ""}, out)
     assert "epoch 1 done" in out.getvalue() and "pid=4242" in out.getvalue()
     assert "\x1b" not in out.getvalue()
+
+
+def test_ray_log_deduplication_is_off_when_plain_logs_runs_before_ray_is_imported():
+    """Ray marks deduplicated lines `[repeated 2x across cluster]` in colour whatever
+    RAY_COLOR_PREFIX says (seen in a CI log file); with output not on a terminal, plain_logs turns
+    deduplication off, which Ray reads when it is imported."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from medattn.training.ray_connect import plain_logs; plain_logs(); "
+            "from ray._private import ray_constants as c; print(c.RAY_DEDUP_LOGS)")
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "src")  # this checkout's code
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

@@ -252,11 +252,11 @@ class RayBackend:
         self.max_retries, self.connect_timeout = int(max_retries), float(connect_timeout)
 
     def _init(self):
+        plain_logs()  # before the import: Ray reads its log-deduplication setting then
         try:
             import ray
         except ImportError:
             raise ConfigError("--backend ray needs Ray: pip install 'medattn[ray]'.") from None
-        plain_logs()
         if not ray.is_initialized():
             if self.address:  # a cluster's nodes must have medattn installed
                 connect(ray, self.address, self.connect_timeout)

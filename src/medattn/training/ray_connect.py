@@ -147,6 +147,10 @@ def connect(ray: Any, address: str, timeout: float) -> None:
 
 def plain_logs() -> None:
     """Ray's prefixes of worker lines, ``(_remote_train pid=...)``, carry colour codes; where
-    they go to a file or a pipe, not a terminal, ask Ray for none (read when Ray prints)."""
+    they go to a file or a pipe, not a terminal, ask Ray for none (read when Ray prints). Its
+    log deduplication marks repeats (``[repeated 2x across cluster]``) in colour whatever the
+    setting, so it is turned off there too; that one is read when Ray is imported, so call this
+    before ``import ray``."""
     if not all(getattr(f, "isatty", lambda: False)() for f in (sys.stdout, sys.stderr)):
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+        os.environ.setdefault("RAY_DEDUP_LOGS", "0")
