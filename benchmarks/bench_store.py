@@ -1,5 +1,5 @@
 """What durable store writes cost: the per-epoch resume state of a ResNet-18 run written as the
-engine writes it (``medattn.tensorfile.write_tensors``: the tensors' memory written into
+engine writes it (``medattn.runs.tensorfile.write_tensors``: the tensors' memory written into
 ``store.atomic_write``'s temporary file, flushed to disk, renamed), against the library's
 ``save()`` to bytes written the same way, ``save_file`` into the atomic writer's temporary (what
 the engine did before issue 21: safetensors' own ``.tmpXXXXXX`` outlived a kill), the same
@@ -27,8 +27,8 @@ from safetensors.torch import save, save_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from medattn.models import create_model  # noqa: E402
-from medattn.tensorfile import write_tensors  # noqa: E402
-from medattn.training import store  # noqa: E402
+from medattn.runs.tensorfile import write_tensors  # noqa: E402
+from medattn.runs import store  # noqa: E402
 
 
 def resume_tensors() -> dict[str, torch.Tensor]:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medattn import atomic
+from medattn.runs import atomic
 from medattn.errors import StoreError
 
 
@@ -46,13 +46,13 @@ def _leftovers(folder: Path) -> list[Path]:
 # One entry per writer: (name, write(path) -> the file written). Each writes twice; the second
 # write crashes and must leave the first one's bytes.
 def _store_json(path: Path) -> Path:
-    from medattn.training import store
+    from medattn.runs import store
 
     return store.write_json(path / "record.json", {"x": float(len(list(path.iterdir())))})
 
 
 def _store_predictions(path: Path) -> Path:
-    from medattn.training import store
+    from medattn.runs import store
 
     out = path / "predictions" / "test.csv"
     store.write_predictions(out, pd.DataFrame({"row": [0, 1], "pred": [1, len(list(path.rglob("*")))]}))

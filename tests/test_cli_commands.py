@@ -13,7 +13,7 @@ import yaml
 
 from medattn import cli
 from medattn.report import EXPLAIN_HINT, FEATURES_HINT
-from medattn.training import store
+from medattn.runs import store
 
 pytestmark = pytest.mark.slow
 

@@ -316,7 +316,7 @@ def test_bootstrap_leaves_out_pairs_whose_predictions_differ_in_images(tmp_path)
 def test_side_by_side_when_every_run_of_a_variant_diverged(tmp_path):
     """Included, the diverged variant is compared; on converged runs alone nothing is, and the
     side-by-side table says so instead of failing to join the two."""
-    from medattn.training import store
+    from medattn.runs import store
 
     for i, (variant, status) in enumerate([("base", "done"), ("base", "done"),
                                            ("ga", "diverged"), ("ga", "diverged")]):
@@ -393,7 +393,7 @@ def test_a_fixed_split_with_the_same_test_images_is_a_shared_test_set(tmp_path, 
 
 
 def test_no_bayes_decision_from_two_pairs_or_equal_differences(tmp_path):
-    from medattn.training import store
+    from medattn.runs import store
 
     def study(accs):
         for i, (variant, seed, acc) in enumerate(accs):

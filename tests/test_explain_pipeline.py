@@ -24,7 +24,7 @@ def study(tmp_path_factory):
     from medattn.data.synthetic.derm import write_derm
     from medattn.models import create_model, save_checkpoint
     from medattn.models.zoo import parse_model_name
-    from medattn.training.store import write_predictions, write_record
+    from medattn.runs.store import write_predictions, write_record
 
     root = tmp_path_factory.mktemp("explain_study")
     isic, _ = write_derm(root / "data", n=36, n_ood=1, image_size=64, patch_bias=1.0)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from medattn.training import store
+from medattn.runs import store
 from medattn.training.config import RunSpec, TrainSettings
 from medattn.training.engine import train_run
 

@@ -19,7 +19,7 @@ from medattn.analysis.compare import compare_runs
 from medattn.cli import main
 from medattn.models import create_model, parameter_table, register_attention, register_backbone
 from medattn.models import registry as R
-from medattn.training import store
+from medattn.runs import store
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # steady on the shared 2-core machine
 

@@ -17,7 +17,7 @@ from medattn.analysis.compare import compare_runs
 from medattn.errors import ConfigError
 from medattn.models import parse_model_name
 from medattn.sequential_study import run_until_decided
-from medattn.training import store
+from medattn.runs import store
 from medattn.training.backends import LocalBackend
 from medattn.training.config import parse_config
 from medattn.training.engine import Hooks

@@ -12,7 +12,7 @@ from medattn import cli
 from medattn.errors import DataError
 from medattn.report import build_report
 from medattn.models import registry as R
-from medattn.training import store
+from medattn.runs import store
 from medattn.training.study import StudyResult, final_summary, format_study, selection_note
 
 from tests.fake_study import write_fake_study

@@ -1,4 +1,4 @@
-"""medattn.tensorfile: safetensors files written by medattn itself through the atomic writer are
+"""medattn.runs.tensorfile: safetensors files written by medattn itself through the atomic writer are
 the library's files byte for byte (up to the metadata order, which is canonical here)."""
 
 import json
@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load, save
 
-from medattn.tensorfile import tensor_bytes, write_tensors
+from medattn.runs.tensorfile import tensor_bytes, write_tensors
 
 
 def _tensors():

@@ -9,7 +9,7 @@ import time
 import pytest
 from safetensors.torch import load_file
 
-from medattn.training import lock, store
+from medattn.runs import lock, store
 from medattn.training.backends import LocalBackend
 from medattn.training.config import RunSpec, TrainSettings
 

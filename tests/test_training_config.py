@@ -9,7 +9,7 @@ import yaml
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix
 
 from medattn.errors import ConfigError
-from medattn.training import store
+from medattn.runs import store
 from medattn.training.config import (RunSpec, TrainSettings, list_packaged_configs, load_config,
                                      parse_config)
 from medattn.training.metrics import summarize

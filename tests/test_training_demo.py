@@ -12,7 +12,7 @@ import pytest
 from medattn import demo
 from medattn.analysis.compare import compare_runs
 from medattn.cli import main
-from medattn.training import store
+from medattn.runs import store
 from medattn.training.config import load_config
 
 # 4 two-epoch runs (no search: a one-point grid) of a base and a variant, so Table 2 has a

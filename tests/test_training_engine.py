@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from medattn.training import store
+from medattn.runs import store
 from medattn.training.config import RunSpec, TrainSettings
 from medattn.training.engine import Hooks, train_run
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from medattn import cli
 from medattn.errors import DataError, IncompleteStudyError, StoreError
-from medattn.training import store
+from medattn.runs import store
 from medattn.training.backends import LocalBackend
 from medattn.training.config import parse_config
 from medattn.training.engine import Hooks, train

@@ -14,7 +14,7 @@ from medattn.analysis import compare
 from medattn.analysis.variance import KFOLD_DESIGNS, variance_factor
 from medattn.errors import ConfigError
 from medattn.report.tables import expected_runs
-from medattn.training import store
+from medattn.runs import store
 from medattn.training.config import parse_config
 from medattn.training.study import final_specs, run_study, select_hparams
 

@@ -12,7 +12,8 @@ import pytest
 
 from medattn.data import load_dataset, official_split
 from medattn.errors import ConfigError, DataError
-from medattn.training import run_study, store
+from medattn.runs import store
+from medattn.training import run_study
 from medattn.training.config import RunSpec, TrainSettings, load_config, parse_config
 from medattn.training.engine import train_run
 

@@ -10,7 +10,7 @@ import yaml
 from torch import nn
 
 from medattn.errors import ConfigError
-from medattn.training import store
+from medattn.runs import store
 from medattn.training.config import RunSpec, TrainSettings, parse_config
 from medattn.training.engine import Hooks, train_run
 from medattn.training.precision import Precision

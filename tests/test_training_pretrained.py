@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from medattn.cli import main
 from medattn.errors import ConfigError
-from medattn.training import store
+from medattn.runs import store
 from medattn.training.config import RunSpec, TrainSettings, load_config, parse_pretrained
 
 TINY = ["--epochs", "1", "--image-size", "32", "--batch-size", "16", "--threads", "1",

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from medattn.errors import StoreError
-from medattn.training import lock, store
+from medattn.runs import lock, store
 from medattn.training.config import RunSpec, TrainSettings
 from medattn.training.engine import train_run
 
@@ -102,7 +102,7 @@ def test_a_run_locked_by_another_process_is_refused_naming_its_pid(derm, tmp_pat
                    model="resnet18", lr=0.01, weight_decay=0.0, split_seed=0,
                    train=TrainSettings(epochs=1, **TRAIN))
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from medattn.training import store\n"
+        [sys.executable, "-c", "import sys, time; from medattn.runs import store\n"
          "with store.lock_run(sys.argv[1], sys.argv[2]):\n print('locked', flush=True)\n"
          " time.sleep(60)", str(tmp_path), spec.run_id],
         env=ENV, stdout=subprocess.PIPE, text=True)

@@ -19,7 +19,7 @@ import pytest
 
 from medattn import cli
 from medattn.errors import ConfigError
-from medattn.training import lock, store
+from medattn.runs import lock, store
 from medattn.training.backends import RayBackend
 
 ray = pytest.importorskip("ray", reason="Ray not installed (pip install 'medattn[ray]')")

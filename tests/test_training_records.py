@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 
 from medattn.errors import ConfigError, StoreError
-from medattn.training import store
+from medattn.runs import store
 from medattn.training.config import parse_config
-from medattn.training.records import RunRecord, best_runs
+from medattn.runs.records import RunRecord, best_runs
 from medattn.training.study import run_study
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from medattn import cli
 from medattn.errors import StoreError
-from medattn.training import store
+from medattn.runs import store
 from medattn.training.engine import Hooks, train
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from medattn.training import store
+from medattn.runs import store
 from medattn.training.backends import LocalBackend, RayBackend
 from medattn.training.config import parse_config
 from medattn.training.engine import Hooks

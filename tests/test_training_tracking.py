@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from medattn.errors import ConfigError
-from medattn.training import store
+from medattn.runs import store
 from medattn.training.backends import LocalBackend
 from medattn.training.config import parse_config
 from medattn.training.study import run_study

@@ -131,7 +131,7 @@ def _add_compare(sub):
 
     def run(args):
         from medattn.report.table2 import run_compare
-        from medattn.runs_hint import check_runs_dir
+        from medattn.runs.hint import check_runs_dir
 
         if args.summary is None:  # a wrong folder: name the right one
             for d in args.runs_dir:
@@ -247,7 +247,7 @@ def _add_report(sub):
     def run(args):
         from medattn.report import build_report
 
-        from medattn.runs_hint import check_runs_dir
+        from medattn.runs.hint import check_runs_dir
 
         check_runs_dir(args.runs_dir, "report")  # a wrong folder: name the right one
         print(build_report(args.runs_dir, out=args.out, include_diverged=args.include_diverged,
@@ -283,7 +283,7 @@ def _add_explain(sub):
     def run(args):
         from medattn.explain import explain_runs
 
-        from medattn.runs_hint import check_runs_dir
+        from medattn.runs.hint import check_runs_dir
 
         check_runs_dir(args.runs_dir, "explain")  # a wrong folder: name the right one
         out = explain_runs(args.runs_dir, n_mean=args.n_mean, image_ids=args.image_ids,
@@ -609,7 +609,7 @@ def _add_features(sub):
                 raise ConfigError(f"features: --cmiknn-k {k:g} must be a whole number >= 1 (a "
                                   "count) or a fraction in (0, 1) of each class")
             options = {"cmiknn": {"k": int(k) if k >= 1 else k}}
-        from medattn.runs_hint import check_runs_dir
+        from medattn.runs.hint import check_runs_dir
 
         check_runs_dir(args.runs_dir, "features")  # a wrong folder: name the right one
         result = feature_usage(args.runs_dir, runs=args.runs, select=args.select,
@@ -705,7 +705,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         print(f"medattn {args.command}: error: {err}", file=sys.stderr)
         return err.exit_code
     except OSError as err:  # a folder not writable, a full disk: the file and the fix, no traceback
-        from medattn.training.store import write_error
+        from medattn.runs.store import write_error
 
         where = err.filename if err.filename is not None else "a file"
         print(f"medattn {args.command}: error: {write_error(err, where, 'access')}",

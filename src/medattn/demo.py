@@ -113,7 +113,7 @@ def write_summary(ctx: DemoContext) -> None:
     import pandas as pd
 
     from medattn.render import markdown_table
-    from medattn.training import store
+    from medattn.runs import store
     from medattn.training.study import selection_note
 
     res = ctx.result
@@ -271,7 +271,7 @@ def run_demo(out_dir: str | os.PathLike = "medattn-demo", *, size: str = "full",
         timings[name] = round(time.perf_counter() - t0, 1)
         log.info("demo step %s done in %.0f s", name, timings[name])
     timings["total"] = round(time.perf_counter() - t_all, 1)
-    from medattn.training import store
+    from medattn.runs import store
     store.write_text(out / "timings.json", json.dumps(timings, indent=2) + "\n")
     print("\n" + handover(ctx, timings["total"]))
     return out

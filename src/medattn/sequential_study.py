@@ -97,7 +97,7 @@ def look(runs_dir: Path, first_seed: int, n_splits: int, looks: tuple[int, ...],
 
 def _model_names(runs_dir: Path) -> dict[tuple[str, str, str], str]:
     """(dataset, backbone, variant) -> the config's model name, from the final records."""
-    from medattn.training import store
+    from medattn.runs import store
 
     cur = store.final_runs(runs_dir).current
     if cur.empty:
@@ -164,7 +164,7 @@ def run_until_decided(config, runs_dir: str | os.PathLike | None = None,
     the config's ``final.splits``); ``margin``: the ROPE (pp); ``alpha``: the bound on false
     decisions. Other arguments as :func:`medattn.training.study.run_study`.
     """
-    from medattn.training import store
+    from medattn.runs import store
     from medattn.training.backends import get_backend
     from medattn.training.config import StudyConfig, load_config
     from medattn.training.study import run_study

@@ -356,7 +356,7 @@ def compare_runs(runs_dir: str | os.PathLike, *, include_diverged: bool = False,
     ``include_diverged``; the result also holds the comparison with the other choice
     (``sensitivity``), divergence rates, the per-split pairs and notes.
     """
-    from medattn.training import store
+    from medattn.runs import store
 
     _check_options(alpha, margin, power, correction, test)
     _check_ratio(test_train_ratio)

@@ -186,7 +186,7 @@ def comparison_factor(runs: pd.DataFrame, n_pairs: int,
 def divergence_table(frame: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     """Divergence rate of the final runs per (dataset, backbone, model) with an exact CI.
 
-    ``frame``: :func:`medattn.training.store.load_records`. Finished runs (``done`` or
+    ``frame``: :func:`medattn.runs.store.load_records`. Finished runs (``done`` or
     ``diverged``) are the denominator; failed or unfinished runs are not trials of the model.
     Columns ``dataset, backbone, model, finished, diverged, rate, ci_low, ci_high`` (fractions;
     Clopper-Pearson interval).

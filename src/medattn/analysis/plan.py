@@ -27,7 +27,7 @@ import pandas as pd
 from scipy import stats
 
 from medattn.analysis import design as D
-from medattn.atomic import write_json
+from medattn.runs.atomic import write_json
 from medattn.errors import ConfigError, DataError
 
 __all__ = ["PLAN_FILE", "Pilot", "Plan", "load_plan", "margin_notes", "plan_runs", "plan_summary",
@@ -160,7 +160,7 @@ def pilots_from_runs(runs_dir, margin: float) -> tuple[list[Pilot], dict, list[s
     """The pilots of every comparison of a runs folder (paired as ``medattn compare`` pairs),
     plus ``{seconds, unit, models}`` and notes."""
     from medattn.analysis import compare
-    from medattn.training import store
+    from medattn.runs import store
 
     res = compare.compare_runs(runs_dir, bootstrap=0, margin=margin)
     finals = store.final_runs(runs_dir)

@@ -45,7 +45,7 @@ class PairPredictions:
 
 def _read(runs_dir, run_id: str, set_name: str, cache: dict) -> tuple[pd.DataFrame | None, str]:
     """``(predictions, "")`` or ``(None, why)``; ``why`` names the file. Cached per run and set."""
-    from medattn.training import store
+    from medattn.runs import store
 
     key = (run_id, set_name)
     if key not in cache:
@@ -81,7 +81,7 @@ def _read(runs_dir, run_id: str, set_name: str, cache: dict) -> tuple[pd.DataFra
 
 def _recorded_n(runs_dir, run_id: str, set_name: str) -> int | None:
     """The number of images the run's record says it tested on ``set_name``, if it says."""
-    from medattn.training import store
+    from medattn.runs import store
 
     try:
         rec = store.read_record(store.run_dir(runs_dir, run_id))

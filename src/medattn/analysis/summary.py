@@ -92,7 +92,7 @@ def summarize_runs(frame: pd.DataFrame, include_diverged: bool = False,
                    ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Summarise final runs per (dataset, backbone, model, set).
 
-    ``frame``: one row per run as :func:`medattn.training.store.load_records` gives; ``info``:
+    ``frame``: one row per run as :func:`medattn.runs.store.load_records` gives; ``info``:
     :func:`medattn.analysis.paired.run_info` of the same runs (optional). Returns ``(summary,
     runs, excluded)``: the summary in percent of the included runs, the per-run values in long
     form (``run_id, dataset, backbone, model, status, set, bacc_pct, included, split_seed,

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from medattn.atomic import atomic_write
+from medattn.runs.atomic import atomic_write
 from medattn.data.dataset import read_image, to_rgb
 from medattn.errors import DataError
 

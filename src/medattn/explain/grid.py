@@ -84,7 +84,7 @@ def _draw_cell(ax, image, map_: np.ndarray | None) -> None:
 def _save(fig, path: Path, fmt: str, dpi: int) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    from medattn.atomic import atomic_write
+    from medattn.runs.atomic import atomic_write
 
     FigureCanvasAgg(fig)
     atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight"))
@@ -111,7 +111,7 @@ def save_overlay(path: str | Path, image: torch.Tensor | None, map_: np.ndarray)
     map's resolution (PIL, no matplotlib figure: hundreds of these stay cheap)."""
     from PIL import Image
 
-    from medattn.atomic import atomic_write
+    from medattn.runs.atomic import atomic_write
 
     rgb = overlay_rgb(image, map_)
     atomic_write(path, lambda tmp: Image.fromarray(rgb).save(tmp, format="PNG"))

@@ -60,9 +60,9 @@ def _restrict(done: pd.DataFrame, column: str, wanted, runs_dir) -> pd.DataFrame
 def select_runs(runs_dir: str | os.PathLike, models: list[str] | None = None,
                 datasets: list[str] | None = None, select: str = "split") -> pd.DataFrame:
     """The run explained per (data set, model), among the finished final runs of the current
-    selection (:func:`medattn.training.store.final_runs`), chosen on validation balanced accuracy.
+    selection (:func:`medattn.runs.store.final_runs`), chosen on validation balanced accuracy.
 
-    ``select="best"``: each model's best run (:func:`medattn.training.records.best_runs`).
+    ``select="best"``: each model's best run (:func:`medattn.runs.records.best_runs`).
     ``select="split"`` (default): the runs of one split per data set, the split that holds
     runs of the most selected models, ties broken by their mean validation score; a model without a
     run on that split falls back to its best run. With 10 random splits the test sets of each
@@ -76,8 +76,8 @@ def select_runs(runs_dir: str | os.PathLike, models: list[str] | None = None,
         the Table 4 models, or every model of a study that has none of them (``resnet50+cbam``,
         registered models).
     """
-    from medattn.training.records import best_runs
-    from medattn.training.store import final_runs
+    from medattn.runs.records import best_runs
+    from medattn.runs.store import final_runs
 
     if select not in ("split", "best"):
         raise ConfigError(f"--select must be 'split' or 'best', got {select!r}.")
@@ -112,7 +112,7 @@ def select_runs(runs_dir: str | os.PathLike, models: list[str] | None = None,
 def _on_one_split(done: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
     """``best`` (one data set's best run per model) moved onto the split seed that holds runs of
     the most models (ties: the higher mean validation score, then the lower seed)."""
-    from medattn.training.records import best_runs
+    from medattn.runs.records import best_runs
 
     seeded = done[done["split_seed"].notna()]
     if seeded.empty:
@@ -237,7 +237,7 @@ def _inputs(runs_dir: Path, run_id: str) -> dict[str, str | None]:
         except FileNotFoundError:
             out[name] = None
         except OSError as err:
-            from medattn.atomic import write_error
+            from medattn.runs.atomic import write_error
             raise write_error(err, path, "read") from None
     return out
 
@@ -254,7 +254,7 @@ def _unit_meta(plan: DatasetPlan, rec: pd.Series, runs_dir: Path) -> dict:
 def write_outputs(out: Path, plans: list[DatasetPlan], units: list[Unit]) -> dict[str, Path]:
     """The write step: ``explain_summary.csv`` and the Table 4 grid (PNG and PDF) under ``out``."""
     from medattn.explain.grid import draw_table4
-    from medattn.training.store import atomic_write
+    from medattn.runs.store import atomic_write
 
     summary = summarise(units, {p.dataset: p.areas() for p in plans})
     atomic_write(out / "explain_summary.csv",

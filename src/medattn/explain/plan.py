@@ -109,7 +109,7 @@ def _common_test_ids(runs_dir: Path, runs: pd.DataFrame, table: pd.DataFrame) ->
     sets do not overlap."""
     import warnings
 
-    from medattn.training.store import read_predictions
+    from medattn.runs.store import read_predictions
 
     everything = table["image_id"].astype(str).tolist()
     common: set[str] | None = None

@@ -50,7 +50,7 @@ def _marker(model_dir: Path, model: str) -> Path:
 
 def save_units(model_dir: Path, units: list[Unit], images: ExplainImages, meta: dict) -> None:
     """Write a model's units, then its completion marker (``meta`` plus the unit keys)."""
-    from medattn.training.store import write_json
+    from medattn.runs.store import write_json
 
     for unit in units:
         _save_unit(unit, model_dir / unit.key, images,
@@ -60,7 +60,7 @@ def save_units(model_dir: Path, units: list[Unit], images: ExplainImages, meta: 
 
 def _save_unit(unit: Unit, folder: Path, images: ExplainImages, meta: dict) -> None:
     from medattn.explain.grid import save_overlay
-    from medattn.training.store import atomic_write, write_json
+    from medattn.runs.store import atomic_write, write_json
 
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / "examples.npy", lambda t: _save_npy(t, unit.examples))

@@ -174,7 +174,7 @@ def save_checkpoint(model: nn.Module, path: str | Path, metadata: dict[str, Any]
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     # bytes through the one atomic writer (no library temp file can outlive a kill), metadata in
     # a canonical order so that identical runs give identical files
-    from medattn.tensorfile import write_tensors
+    from medattn.runs.tensorfile import write_tensors
 
     write_tensors(path, tensors, {k: json.dumps(v, sort_keys=True) for k, v in meta.items()})
     return path

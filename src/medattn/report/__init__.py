@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from medattn.atomic import write_text
+from medattn.runs.atomic import write_text
 from medattn.errors import DataError, MedattnError
 from medattn.report.html import (MAX_ROWS, Details, Figure, Pre, Section, Table, Text, read_table,
                                  render_html, render_markdown)
@@ -74,7 +74,7 @@ class _Study:
     def final_records(self) -> list[dict]:
         """Records of the current selection's final runs that enter the figures (done, and
         diverged ones with ``include_diverged``); superseded runs are left out."""
-        from medattn.training import store
+        from medattn.runs import store
 
         ok = ("done", "diverged") if self.include_diverged else ("done",)
         return [r for r in store.final_runs(self.runs_dir).records.values() if r.status in ok]
@@ -105,7 +105,7 @@ def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = No
 
 
 def _read_study(runs_dir: Path, include_diverged: bool) -> _Study:
-    from medattn.training import store
+    from medattn.runs import store
 
     if not (runs_dir / "runs").is_dir():
         raise DataError(f"{runs_dir}: no 'runs/' folder; give the RUNS_DIR that "

@@ -24,7 +24,7 @@ from medattn.analysis.compare import (
     compare_summary,
     read_summary,
 )
-from medattn.atomic import write_text
+from medattn.runs.atomic import write_text
 from medattn.errors import ConfigError
 from medattn.models import registry as R
 from medattn.render import latex_table, markdown_table

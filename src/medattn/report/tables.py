@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from medattn.atomic import write_text
+from medattn.runs.atomic import write_text
 from medattn.render import latex_table
 from medattn.models import registry as R
 

@@ -1,7 +1,7 @@
 """Training: one run (engine), the study grid (study), where runs execute (backends), the run
 store (store), study configs (config) and metrics. See ``docs/training.md``.
 
-Names are imported lazily so that ``medattn.training.store`` (read by the analysis parts) does not
+Names are imported lazily so that ``medattn.runs.store`` (read by the analysis parts) does not
 pull in torch.
 """
 
@@ -10,7 +10,6 @@ from importlib import import_module
 _EXPORTS = {
     "RunSpec": "config", "StudyConfig": "config", "TrainSettings": "config",
     "load_config": "config", "Hooks": "engine", "train": "engine", "train_run": "engine",
-    "load_records": "store", "final_runs": "store", "RunRecord": "records",
     "StudyResult": "study", "run_study": "study",
 }
 

@@ -21,11 +21,11 @@ from typing import Any
 
 from medattn.errors import ConfigError, DataError, MedattnError
 from medattn.progress import setup_console
-from medattn.training import store
+from medattn.runs import store
 from medattn.training.config import RunSpec
 from medattn.training.engine import Hooks, data_change, train_run
 from medattn.training.ray_connect import connect, first_line, plain_logs
-from medattn.training.records import RunRecord
+from medattn.runs.records import RunRecord
 
 log = logging.getLogger("medattn.train")
 

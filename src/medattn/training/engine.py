@@ -34,11 +34,11 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from medattn.atomic import json_safe
+from medattn.runs.atomic import json_safe
 from medattn.errors import DataError, MedattnError, StoreError
 from medattn.progress import progress_bar
-from medattn.tensorfile import write_tensors
-from medattn.training import store
+from medattn.runs.tensorfile import write_tensors
+from medattn.runs import store
 from medattn.training.config import AUGMENT, RunSpec
 from medattn.training.metrics import summarize
 from medattn.training.precision import Precision

@@ -25,10 +25,10 @@ import pandas as pd
 import yaml
 
 from medattn.errors import IncompleteStudyError, MedattnError
-from medattn.training import store
+from medattn.runs import store
 from medattn.training.backends import LocalBackend, get_backend
 from medattn.training.config import RunSpec, StudyConfig, load_config
-from medattn.training.records import RunRecord
+from medattn.runs.records import RunRecord
 
 log = logging.getLogger("medattn.train")
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from medattn.errors import ConfigError
-from medattn.training import store
+from medattn.runs import store
 
 log = logging.getLogger("medattn.train")
 

@@ -38,7 +38,7 @@ from PIL import Image
 
 from medattn.analysis.features.colour import colour_count, colourful_patch, skin_ita
 from medattn.analysis.features.shape import asymmetry, border_irregularity, clean_mask
-from medattn.atomic import atomic_write
+from medattn.runs.atomic import atomic_write
 from medattn.errors import ConfigError, DataError
 
 STRUCTURES = ("pigment_network", "negative_network", "streaks", "milia_like_cyst", "globules")

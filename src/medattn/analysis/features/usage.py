@@ -48,7 +48,7 @@ from medattn.analysis.features.decisions import (  # noqa: F401 (feature_tests, 
 )
 from medattn.analysis.features.summary import model_differences, usage_summary
 from medattn.analysis.features.table3 import TABLE3_FEATURES, table3, table3_markdown
-from medattn.atomic import atomic_write, write_text
+from medattn.runs.atomic import atomic_write, write_text
 from medattn.errors import ConfigError, DataError
 
 RUN_CHOICES = ("all", "best")
@@ -74,10 +74,10 @@ def select_runs(records: pd.DataFrame, runs: str = "all", select_by: str = "val"
                 datasets: list[str] | None = None) -> pd.DataFrame:
     """Finished final runs on skin data (by their ``source``) of ``datasets`` (default all); for
     ``runs="best"`` the one per data set and model with the highest balanced accuracy on
-    ``select_by`` (``val`` or ``test``; :func:`medattn.training.records.best_runs`).
+    ``select_by`` (``val`` or ``test``; :func:`medattn.runs.records.best_runs`).
 
-    ``records``: :func:`medattn.training.store.final_runs` rows."""
-    from medattn.training.records import best_runs
+    ``records``: :func:`medattn.runs.store.final_runs` rows."""
+    from medattn.runs.records import best_runs
 
     if runs not in RUN_CHOICES:
         raise ConfigError(f"features: --runs {runs!r} is not one of {', '.join(RUN_CHOICES)}")
@@ -159,7 +159,7 @@ def _split_ratio(runs_dir: Path, run_ids) -> float:
     """n_test / n_train of the runs' splits for the corrected CIs (0 on a fixed official split),
     as Table 2's paired tests take it (:func:`medattn.analysis.paired.comparison_ratio`)."""
     from medattn.analysis.paired import comparison_ratio, run_info
-    from medattn.training.store import iter_records
+    from medattn.runs.store import iter_records
 
     wanted = set(run_ids)
     info = run_info([r for r in iter_records(runs_dir) if r.get("run_id") in wanted])
@@ -210,7 +210,7 @@ def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "all", select: str
     from medattn.progress import progress_bar
 
     from medattn.analysis.citests import TESTS
-    from medattn.training.store import final_runs, read_predictions
+    from medattn.runs.store import final_runs, read_predictions
 
     if not 0 < alpha < 1:
         raise ConfigError(f"features: --alpha {alpha} must lie in (0, 1)")

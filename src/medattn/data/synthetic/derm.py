@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from medattn.atomic import atomic_write, write_text
+from medattn.runs.atomic import atomic_write, write_text
 from medattn.data.synthetic.derm_render import STRUCTURES, ita_to_rgb, render
 from medattn.data.synthetic.diagnoses import DIAGNOSES, MALIGNANT, NOT_VISIBLE, VISIBLE, Diagnosis
 from medattn.errors import ConfigError

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from medattn.atomic import write_text
+from medattn.runs.atomic import write_text
 from medattn.errors import ConfigError
 
 __all__ = ["DIFFICULTY_NAMES", "suite_images", "write_suite"]

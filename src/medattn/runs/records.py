@@ -1,7 +1,7 @@
 """The run record: one type for what ``runs/<run_id>/record.json`` holds.
 
 A :class:`RunRecord` is what the store reads and writes; study, compare, features, explain and the
-report all read runs through it (or through :func:`medattn.training.store.final_runs`, whose frame
+report all read runs through it (or through :func:`medattn.runs.store.final_runs`, whose frame
 rows are :meth:`RunRecord.row`). Fields are listed in ``docs/architecture.md``.
 
 Naming: ``dataset`` is the study config's name of the data set (``datasets[i].name``; the source

@@ -3,7 +3,7 @@
 ``safetensors.torch.save_file`` writes its own temporary file (``.tmpXXXXXX``, mode 0600) next to
 the target and renames it; a process killed meanwhile leaves that file behind, outside the names
 medattn's clean-up knows. So medattn writes the file itself into
-:func:`medattn.atomic.atomic_write`'s temporary: the only temporary file is medattn's own.
+:func:`medattn.runs.atomic.atomic_write`'s temporary: the only temporary file is medattn's own.
 
 The format is an 8-byte little-endian header length, a JSON header (``__metadata__``, then per
 tensor its dtype, shape and byte range) padded with spaces to 8 bytes, then the tensors' bytes.
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from medattn.atomic import atomic_write
+from medattn.runs.atomic import atomic_write
 
 __all__ = ["tensor_bytes", "write_tensors"]
 

@@ -1,7 +1,7 @@
 """The run store: one directory per run with its record, model, resume state and predictions.
 
 Layout and record fields are fixed in ``docs/architecture.md``. Every file is written with
-:func:`medattn.atomic.atomic_write` (re-exported here with ``write_json``, ``write_text`` and
+:func:`medattn.runs.atomic.atomic_write` (re-exported here with ``write_json``, ``write_text`` and
 ``write_error``), so a kill or a crash at any moment leaves either the old or the new version,
 never a torn one; files get the mode ``open()`` would give them (0644 under the usual umask).
 A process works on a runs folder under :func:`lock_runs_dir` and on a run under :func:`lock_run`;
@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medattn.atomic import atomic_write, write_error, write_json, write_text  # noqa: F401
+from medattn.runs.atomic import atomic_write, write_error, write_json, write_text  # noqa: F401
 from medattn.errors import DataError, StoreError
-from medattn.training import lock
-from medattn.training.records import FRAME_COLUMNS, RunRecord
+from medattn.runs import lock
+from medattn.runs.records import FRAME_COLUMNS, RunRecord
 
 RECORD = "record.json"
 MODEL = "model.safetensors"
@@ -73,7 +73,7 @@ def _unlink_temporaries(paths: Iterator[Path]) -> int:
 
 
 # Temporary files a killed writer can leave: ``.<name>.<pid>-<hex>.tmp`` (every file goes through
-# medattn.atomic). In a runs folder itself only hidden ones: a user's own ``notes.tmp`` there is
+# medattn.runs.atomic). In a runs folder itself only hidden ones: a user's own ``notes.tmp`` there is
 # left alone.
 TEMPORARIES = ("*.tmp",)
 TOP_TEMPORARIES = (".*.tmp",)

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from medattn.atomic import write_error
+from medattn.runs.atomic import write_error
 from medattn.errors import StoreError
 
 try:

@@ -6,7 +6,7 @@ either the old or the new file, never a torn one. The file gets the mode ``open(
 (0644 under the usual umask 022), also when the writer (safetensors, a library) creates its
 file 0600 itself. Failing file-system calls raise :class:`~medattn.errors.StoreError` naming the
 file and the fix. Temporary files are ``.<name>.<pid>-<random>.tmp``; a killed writer's are
-removed by :func:`medattn.training.store.sweep`.
+removed by :func:`medattn.runs.store.sweep`.
 """
 
 from __future__ import annotations
