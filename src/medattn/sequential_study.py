@@ -18,6 +18,7 @@ uninterrupted study reaches; settings that differ from the stored ones are refus
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -186,6 +187,9 @@ def run_until_decided(config, runs_dir: str | os.PathLike | None = None,
                           f"{seq.MIN_PAIRS} pairs), got {n_max}.")
     if not margin > 0:
         raise ConfigError(f"--margin must be > 0 pp (the ROPE), got {margin}.")
+    if n_max != config.final_splits:
+        # The study trains the splits its config names; max_splits is how many it may reach.
+        config = dataclasses.replace(config, final_splits=n_max)
     runs_dir = Path(runs_dir if runs_dir is not None else Path("runs") / config.name).resolve()
     looks = seq.planned_looks(batch, n_max)
     first = config.final_first_seed
