@@ -54,6 +54,19 @@ def test_ci_lints_before_the_tests_and_ruff_is_a_dev_dependency():
     assert "ruff" in meta["tool"] and meta["tool"]["ruff"]["lint"]["select"]
 
 
+
+def test_ci_builds_the_docs_site_strictly_and_its_nav_names_every_page():
+    ci = (ROOT / ".ci" / "run").read_text()
+    build = ci.find("python3 -m mkdocs build --strict")
+    assert 0 <= build < ci.find("python3 -m pytest")
+    assert {"mkdocs", "mkdocstrings-python"} <= _extras()["docs"] <= _extras()["dev"]
+    # A page missing from the nav is built but unreachable; mkdocs only warns about it when
+    # validation says so, so check the nav here too.
+    conf = (ROOT / "mkdocs.yml").read_text()
+    pages = {p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md")}
+    assert pages == set(re.findall(r":\s*([\w/.-]+\.md)\s*$", conf, re.M))
+
+
 def test_python_floor_is_the_one_the_tests_need_and_the_readme_names():
     floor = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
     assert floor.startswith(">=3.11")  # tests import tomllib (3.11+)

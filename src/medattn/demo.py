@@ -240,13 +240,20 @@ def run_demo(out_dir: str | os.PathLike = "medattn-demo", *, size: str = "full",
              progress: bool = True, jobs: int | None = None, n_images: int | None = None,
              n_ood: int | None = None, overrides: dict | None = None,
              tracking: str | None = None) -> Path:
-    """Run every step of :data:`STEPS` into ``out_dir``, print the hand-over; returns ``out_dir``
-    (absolute).
+    """Run every step of :data:`STEPS` into ``out_dir`` and print the hand-over.
 
-    ``size``: a key of :data:`SIZES` (``full``, ``quick``); ``n_images``/``n_ood``/``overrides``
-    replace its synthetic set sizes and demo study config keys. ``jobs``: runs trained at once
-    (default: the CPU cores available, at most 2). ``tracking``: an MLflow tracking URI for the
-    study's runs. Timings of the steps are written to ``out_dir/timings.json``.
+    Args:
+        out_dir: where the data, the runs and the report go.
+        size: a key of :data:`SIZES` (``full``, ``quick``).
+        progress: show progress bars.
+        jobs: runs trained at once (default: the CPU cores available, at most 2).
+        n_images: synthetic ISIC-layout images, instead of the size's.
+        n_ood: synthetic PAD-UFES-20-layout images, instead of the size's.
+        overrides: demo study config keys replaced, instead of the size's.
+        tracking: an MLflow tracking URI for the study's runs.
+
+    Returns:
+        ``out_dir``, absolute. Timings of the steps are written to ``out_dir/timings.json``.
     """
     from medattn.errors import ConfigError
 

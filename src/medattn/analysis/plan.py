@@ -313,7 +313,22 @@ def _plan(pilots, settings, notes) -> Plan:
 def plan_runs(runs_dir: str | os.PathLike, *, delta: float = 2.0, margin: float = 1.0,
               power: float = 0.8, budget: float | None = None, threshold: float = 0.95,
               alpha: float = 0.05, save: bool = True) -> Plan:
-    """Plan from a pilot's (or a finished study's) final runs; saved as ``RUNS_DIR/plan.json``."""
+    """Plan from a pilot's (or a finished study's) final runs; saved as ``RUNS_DIR/plan.json``.
+
+    Args:
+        runs_dir: the pilot's study folder.
+        delta: the true difference (pp) a design should detect; must exceed ``margin``.
+        margin: the Bayesian test's ROPE (pp).
+        power: the target probability of deciding right.
+        budget: recommend only designs within this many hours (None: any).
+        threshold: the posterior probability a decision needs.
+        alpha: the corrected t-test's level, for its power.
+        save: write ``RUNS_DIR/plan.json``.
+
+    Returns:
+        Per comparison the pilot's numbers, the table of candidate designs and the
+        recommendation.
+    """
     _check(delta, margin, power, threshold)
     if not Path(runs_dir, "runs").is_dir():
         raise DataError(f"{runs_dir}: no 'runs/' folder; give the RUNS_DIR of a pilot that "

@@ -52,6 +52,13 @@ def parse_spec(spec: str) -> tuple[str, str]:
 def load_dataset(spec: str, verify: bool = False) -> pd.DataFrame:
     """Read ``source:PATH`` into a sample table (see ``docs/data.md`` for the columns).
 
+    Args:
+        spec: ``source:PATH``, e.g. ``isic:~/data/isic`` or ``medmnist:dermamnist_64.npz``.
+        verify: decode every image once and skip corrupt ones (see below).
+
+    Returns:
+        One row per usable image; what was skipped is counted in ``attrs["skipped"]``.
+
     Missing images and unusable diagnoses are skipped and counted in ``attrs["skipped"]``. With
     ``verify=True`` every image is also decoded once and corrupt ones are skipped and counted as
     ``"corrupt image"`` (slow on full-size data; ``medattn data inspect`` does this). Without it a
@@ -99,6 +106,14 @@ class Task:
 
 def load_task(data: str, ood: Sequence[str] = (), verify: bool = False) -> Task:
     """Load the in-distribution data set ``data`` and the OOD test sets ``ood`` (specs).
+
+    Args:
+        data: the in-distribution data set, ``source:PATH``.
+        ood: the OOD test sets, each ``source:PATH``.
+        verify: decode every image once (as :func:`load_dataset`).
+
+    Returns:
+        The task: ``table`` (the pool), ``ood`` (name -> table) and ``classes``.
 
     Camelyon17 contributes its official OOD hospitals itself: the pool is centers 0, 3, 4 and
     ``task.ood`` gets ``center1`` (WILDS ``val``) and ``center2`` (WILDS ``test``).

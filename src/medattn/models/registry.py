@@ -160,12 +160,17 @@ def register_backbone(name: str, checkpoint: str, *, after: tuple[str, ...] | st
         gradcam: the Grad-CAM target layer path(s): the last convolutional stage, whose output is
             pooled. Required for a CNN.
         kind: ``"cnn"`` or ``"vit"`` (ViTs get attention rollout and no attention variants).
-        label / short_label: display names (tables; narrow figure labels). Default: ``name``.
+        label: display name in tables. Default: ``name``.
+        short_label: display name in narrow figure labels. Default: ``label``.
         order: position in tables and listings (default: after every backbone registered so far).
-        group / variant / variant_label: how runs of the bare backbone are recorded and shown.
-            Default: group = ``name``, variant ``"base"`` (label ``"Base"``). The paper's two
-            ViT-tiny models share the group ``"vit"`` with variants ``"1k"`` / ``"21k"``.
-        description, after_text, local_text: words for ``medattn models`` (default: from the paths).
+        group: how runs of the bare backbone are grouped (default ``name``). The paper's two
+            ViT-tiny models share the group ``"vit"``.
+        variant: how runs of the bare backbone are recorded (default ``"base"``; the ViT-tiny
+            models: ``"1k"`` / ``"21k"``).
+        variant_label: how that variant is shown (default ``"Base"`` for ``"base"``).
+        description: words for ``medattn models`` (default: from the paths).
+        after_text: words for the ``after`` paths in ``medattn models`` (default: the paths).
+        local_text: words for the ``local`` paths in ``medattn models`` (default: the paths).
         timm_kwargs: fixed keyword arguments of ``timm.create_model``.
         timm_options: model options passed on to ``timm.create_model`` (e.g. ``zero_init_last``).
         overwrite: replace an entry of the same name.
@@ -232,7 +237,8 @@ def register_attention(name: str, factory: Callable[[Site], Any], placement: str
         placement: ``"after"`` (appended after each of the backbone's ``after`` modules),
             ``"replace"`` (takes the place of each ``local`` module) or ``"embed"`` (runs beside
             each ``local`` module, followed by a zero-initialised 1x1 conv, summed with it).
-        label / abbrev: display name (``+CBAM``) and the short form of the Table 4 grid.
+        label: display name (``+CBAM``).
+        abbrev: the short form of the Table 4 grid.
         identity_at_init: whether the network is unchanged at initialisation (tested for every
             registered variant). Default: ``embed`` yes, ``replace`` no (the replaced layer and
             its weights are gone), ``after`` as ``rezero``.
@@ -240,7 +246,8 @@ def register_attention(name: str, factory: Callable[[Site], Any], placement: str
             per-channel ``gamma`` initialised to zero, so that any gate starts as the identity
             and becomes ``f`` as gamma grows. Pass False for a module that is the identity at
             initialisation by itself (GA: its last BatchNorm's scale starts at zero).
-        description / short: words for ``medattn models`` (long form; the form used in combinations).
+        description: words for ``medattn models`` (long form).
+        short: the form used in combinations.
         note: why the module cannot be the identity at initialisation, where it cannot.
         order: position in tables (default: after every module registered so far).
         overwrite: replace an entry of the same name.

@@ -260,15 +260,25 @@ def run_study(config: StudyConfig | str | os.PathLike, runs_dir: str | os.PathLi
               **backend_options) -> StudyResult:
     """Run (or complete) a study; returns its records, hyper-parameter selection and summary.
 
-    ``config`` is a :class:`StudyConfig`, a YAML file or a packaged config name (``demo``,
-    ``paper_isic``, ``paper_camelyon17``); ``runs_dir`` defaults to ``runs/<config name>``;
-    ``backend`` is ``local``, ``ray`` or a backend object; ``backend_options`` go to its
-    constructor (``device``, ``progress``, ``jobs``; ``address``, ``num_cpus``, ``num_gpus``,
-    ``max_retries``). ``restart`` discards the resume state of unfinished runs. ``tracking``: an
-    MLflow tracking URI (default ``$MEDATTN_TRACKING_URI``; none: no MLflow); the study is one
-    experiment named after the config (``medattn.training.tracking``). ``final_filter``: only
-    the final runs it keeps are trained (and checked); a sequential study
-    (:mod:`medattn.sequential_study`) trains its batches and active models this way.
+    Args:
+        config: a :class:`StudyConfig`, a YAML file or a packaged config name (``demo``,
+            ``paper_isic``, ``paper_camelyon17``).
+        runs_dir: the run store (default ``runs/<config name>``).
+        backend: ``local``, ``ray`` or a backend object.
+        data_root: the folder relative data paths start from, instead of the config's.
+        restart: discard the resume state of unfinished runs (finished runs are kept).
+        tracking: an MLflow tracking URI (default ``$MEDATTN_TRACKING_URI``; none: no MLflow);
+            the study is one experiment named after the config (``medattn.training.tracking``).
+        final_filter: only the final runs it keeps are trained (and checked); a sequential
+            study (:mod:`medattn.sequential_study`) trains its batches and active models this way.
+        **backend_options: passed to the backend's constructor (``device``, ``progress``,
+            ``jobs``; ``address``, ``num_cpus``, ``num_gpus``, ``max_retries``).
+
+    Returns:
+        The study's records, hyper-parameter selection and summary.
+
+    Raises:
+        IncompleteStudyError: search runs or final runs did not finish (see below).
 
     The runs folder is locked meanwhile (a second study on it is refused). Hyper-parameters are
     selected only once every search run is done or diverged; otherwise, and when final runs
