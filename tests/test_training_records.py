@@ -107,11 +107,11 @@ def test_features_choose_per_data_set_and_never_pool_two(tmp_path):
             rid = f"final-{label}-s{seed}"
             store.write_record(tmp_path, _record(rid, label, bacc, seed))
     finals = store.final_runs(tmp_path).current
-    best = select_runs(finals, "best")
+    best = select_runs(finals, best_only=True)
     assert sorted(zip(best["dataset"], best["run_id"])) == [
         ("derm-a", "final-derm-a-s1"), ("derm-b", "final-derm-b-s1")]
-    assert set(select_runs(finals, "all", datasets=["derm-b"])["dataset"]) == {"derm-b"}
-    with pytest.raises(ConfigError, match="2 data sets .*--dataset NAME"):
+    assert set(select_runs(finals, datasets=["derm-b"])["dataset"]) == {"derm-b"}
+    with pytest.raises(ConfigError, match="2 data sets .*dataset=NAME"):
         feature_usage(tmp_path, progress=False)
-    with pytest.raises(ConfigError, match="--dataset derm-c"):
+    with pytest.raises(ConfigError, match="dataset=derm-c: no finished final runs"):
         feature_usage(tmp_path, dataset="derm-c", progress=False)
