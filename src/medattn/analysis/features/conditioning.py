@@ -50,16 +50,6 @@ def normalise_diagnosis(values) -> np.ndarray:
     return out
 
 
-def check_conditions(conditions) -> tuple[str, ...]:
-    """Validate ``conditions`` (one or more of CONDITIONS, no repeats)."""
-    conditions = (conditions,) if isinstance(conditions, str) else tuple(conditions)
-    bad = [c for c in conditions if c not in CONDITIONS]
-    if bad or not conditions or len(set(conditions)) != len(conditions):
-        raise ConfigError(f"features: conditions={' '.join(map(str, conditions))!r}: give one "
-                          f"or both of {', '.join(CONDITIONS)}, each once")
-    return conditions
-
-
 def finer_than_label(label: np.ndarray, diagnosis: np.ndarray) -> bool:
     """Whether the diagnoses split at least one class (else conditioning on them is the label)."""
     pairs = {(lab, d) for lab, d in zip(label, diagnosis) if d is not None}
