@@ -633,7 +633,7 @@ FEATURES_FLAGS = {"best_only": "--runs", "select_by": "--select", "dataset": "--
 
 def _features_flag(error) -> str:
     """The message of a features ArgumentError with its flag in place of the argument:
-    ``argument=value`` becomes ``--flag value``, other mentions ``--flag``."""
+    ``alpha=1.5`` becomes ``--alpha 1.5``, other mentions of ``alpha`` become ``--alpha``."""
     import re
 
     text, flag = str(error), FEATURES_FLAGS.get(error.argument)
