@@ -98,8 +98,8 @@ class UsageSettings:
         _check_resolution(self.tests, self.test_options, self.alpha)
 
     @property
-    def runs(self) -> str:
-        """``"best"`` or ``"all"``: the word Table 3's legend uses."""
+    def which_runs(self) -> str:
+        """``"best"`` or ``"all"``: how :func:`~.table3.table3` names the runs shown."""
         return "best" if self.best_only else "all"
 
     def resume_key(self) -> str:

@@ -120,11 +120,11 @@ def aggregate(pvalues: pd.DataFrame, plan: UsagePlan, settings: UsageSettings,
     summary = usage_summary(decisions, tests, ratio, rate=settings.alpha)
     differences = model_differences(decisions, plan.chosen[["model", "backbone", "variant"]],
                                     tests, ratio)
-    table = table3(decisions, settings.runs, settings.conditions, rate=settings.alpha)
+    table = table3(decisions, settings.which_runs, settings.conditions, rate=settings.alpha)
     truths = _truths(plan, tested)
     notes = [*plan.notes, *tested.notes]
     markdown = table3_markdown(
-        table, summary=summary, differences=differences, runs=settings.runs,
+        table, summary=summary, differences=differences, runs=settings.which_runs,
         select=settings.select_by, prediction=settings.prediction, alpha=settings.alpha,
         tests=tests, decisions=decisions, set_name=settings.set_name,
         one_per_group=settings.one_per_group, conditions=settings.conditions,
