@@ -132,10 +132,10 @@ def _feature_cache(path: Path) -> Path:
 
 
 def _feature_tables(path: Path) -> Path:
-    from medattn.analysis.features.usage import _write_csv
+    from medattn.analysis.features.usage_run import write_csv
 
     out = path / "decisions.csv"
-    _write_csv(out, pd.DataFrame({"used": [out.exists()]}))
+    write_csv(out, pd.DataFrame({"used": [out.exists()]}))
     return out
 
 

@@ -17,6 +17,7 @@ from medattn.analysis.features.conditioning import diagnosis_strata, normalise_d
 from medattn.analysis.features.summary import corrected_t, model_differences
 from medattn.analysis.features.table3 import TABLE3_FEATURES
 from medattn.analysis.features.usage import (
+    ArgumentError,
     feature_tests,
     feature_usage,
     one_image_per_group,
@@ -188,7 +189,7 @@ def test_results_are_resumed_and_other_rows_kept(study, usage):
 
     before = saved()
     # one run per model, label only: resumed from pvalues.csv, and the other rows stay there
-    best = feature_usage(study, runs="best", condition="label", test_options=FAST, alpha=ALPHA,
+    best = feature_usage(study, best_only=True, conditions="label", test_options=FAST, alpha=ALPHA,
                          progress=False)
     pd.testing.assert_frame_equal(saved(), before)
     assert best.pvalues["p_value"].isin(before["p_value"]).all()
@@ -198,7 +199,7 @@ def test_results_are_resumed_and_other_rows_kept(study, usage):
 
 
 def test_best_run_per_model_by_validation_or_test(study):
-    res = feature_usage(study, runs="best", condition="label", test_options=FAST, alpha=ALPHA,
+    res = feature_usage(study, best_only=True, conditions="label", test_options=FAST, alpha=ALPHA,
                         progress=False)
     assert list(res.table.index) == [("resnet18", "label"), ("resnet18+ga", "label")]
     assert set(res.table.loc[("resnet18+ga", "label")]) <= {"✓", "✗", "n/a"}
@@ -208,11 +209,12 @@ def test_best_run_per_model_by_validation_or_test(study):
                         "phase": "final", "model": "m", "dataset": "derm", "source": "isic",
                         "data": "isic:/x", "bacc_test": [0.5, 0.6, 0.7, 0.9],
                         "bacc_val": [0.8, 0.6, 0.7, 0.9]})
-    assert select_runs(rec, "best", "val")["run_id"].tolist() == ["a"]
-    assert select_runs(rec, "best", "test")["run_id"].tolist() == ["c"]
+    assert select_runs(rec, best_only=True, select_by="val")["run_id"].tolist() == ["a"]
+    assert select_runs(rec, best_only=True, select_by="test")["run_id"].tolist() == ["c"]
     assert select_runs(rec)["run_id"].tolist() == ["a", "b", "c"]
-    with pytest.raises(ConfigError, match="--select"):
-        select_runs(rec, "best", "train")
+    with pytest.raises(ArgumentError, match="select_by='train'") as caught:
+        select_runs(rec, best_only=True, select_by="train")
+    assert caught.value.argument == "select_by"
 
 
 @pytest.mark.slow
@@ -223,13 +225,13 @@ def test_worker_processes_give_the_same_pvalues(study, tmp_path):
     shutil.copytree(study, serial)
     shutil.copytree(study, parallel)
     # seed 7: settings no other test used, so nothing is resumed from an earlier pvalues.csv
-    kw = dict(runs="best", condition=("diagnosis",), seed=7, test_options=FAST, alpha=ALPHA,
+    kw = dict(best_only=True, conditions=("diagnosis",), seed=7, test_options=FAST, alpha=ALPHA,
               progress=False)
     one = feature_usage(serial, **kw)
     two = feature_usage(parallel, jobs=2, **kw)
     pd.testing.assert_frame_equal(one.pvalues, two.pvalues)
     pd.testing.assert_frame_equal(pd.read_csv(one.paths["pvalues"]), pd.read_csv(two.paths["pvalues"]))
-    with pytest.raises(ConfigError, match="--jobs 0"):
+    with pytest.raises(ArgumentError, match="jobs=0 must be a whole number"):
         feature_usage(serial, jobs=0, progress=False)
 
 
@@ -243,7 +245,7 @@ def test_data_without_diagnoses_falls_back_to_the_label_with_a_note(study, tmp_p
     real = medattn.data.load_dataset
     monkeypatch.setattr(medattn.data, "load_dataset",
                         lambda spec, **kw: real(spec, **kw).drop(columns="diagnosis"))
-    res = feature_usage(copy, runs="best", seed=11, test_options=FAST, alpha=ALPHA, progress=False)
+    res = feature_usage(copy, best_only=True, seed=11, test_options=FAST, alpha=ALPHA, progress=False)
     assert set(res.table.index.get_level_values("condition")) == {"label"}
     assert any("no diagnosis column" in n for n in res.notes)
     assert "no diagnosis column" in res.markdown and "given the 3-class label" in res.markdown
@@ -267,7 +269,7 @@ def test_condition_diagnosis_alone_on_diagnoses_that_split_no_class(study, tmp_p
         return table.assign(diagnosis=table["label"].map(dict(enumerate(CLASSES))))
 
     monkeypatch.setattr(medattn.data, "load_dataset", coarse)
-    res = feature_usage(copy, condition=("diagnosis",), seed=13, test_options=FAST, alpha=ALPHA,
+    res = feature_usage(copy, conditions=("diagnosis",), seed=13, test_options=FAST, alpha=ALPHA,
                         progress=False)
     assert set(res.table.index.get_level_values("condition")) == {"label"}
     assert "do not split any class" in res.markdown
@@ -285,7 +287,7 @@ def test_runs_of_an_earlier_selection_are_left_out_with_a_note(study, tmp_path):
     # the current selection asks only for resnet18: the +GA runs are superseded
     pd.DataFrame({"dataset": ["isic"], "model": ["resnet18"], "lr": [0.05],
                   "weight_decay": [1e-4]}).to_csv(copy / "selection.csv", index=False)
-    res = feature_usage(copy, runs="best", condition="label", test_options=FAST, alpha=ALPHA,
+    res = feature_usage(copy, best_only=True, conditions="label", test_options=FAST, alpha=ALPHA,
                         progress=False)
     assert list(res.table.index) == [("resnet18", "label")]
     assert any(f"{RUNS} final run(s) trained under an earlier" in n for n in res.notes)
@@ -310,7 +312,7 @@ def test_cli_prints_where_each_file_is(study, capsys):
 def test_permutations_too_few_for_alpha_after_holm_are_refused(study):
     # 8 features: the smallest Holm-adjusted p is 8 / (B + 1); with B = 199 it is 0.04, so at
     # alpha = 0.01 no feature could ever be called used (an option that makes the test meaningless)
-    with pytest.raises(ConfigError, match=r"chsic with permutations=199 cannot give p < 0.01 "
+    with pytest.raises(ConfigError, match=r"chsic with permutations=199 cannot give p below alpha=0.01 "
                                           r".*at least 800 permutations"):
         feature_usage(study, test_options=FAST, alpha=0.01, progress=False)
 
@@ -321,10 +323,8 @@ def test_bad_inputs(tmp_path):
     (tmp_path / "runs").mkdir()
     with pytest.raises(DataError, match="no finished final runs"):
         feature_usage(tmp_path, progress=False)
-    with pytest.raises(ConfigError, match="--condition"):
-        feature_usage(tmp_path, condition=("age",), progress=False)
-    with pytest.raises(ConfigError, match="--runs"):
-        select_runs(pd.DataFrame({"status": []}), "median")
+    with pytest.raises(ArgumentError, match="conditions='age'"):
+        feature_usage(tmp_path, conditions=("age",), progress=False)
 
 
 @pytest.mark.slow
@@ -404,7 +404,7 @@ def test_prediction_representations():
     assert prediction_matrix(preds, CLASSES, "softmax").shape == (3, 2)
     assert prediction_matrix(preds, CLASSES, "logits").shape == (3, 3)
     np.testing.assert_array_equal(prediction_matrix(preds, CLASSES, "class"), [[1, 0], [0, 0], [0, 1]])
-    with pytest.raises(ConfigError, match="prediction"):
+    with pytest.raises(ConfigError, match="kind='argmax'"):
         prediction_matrix(preds, CLASSES, "argmax")
 
 

@@ -98,7 +98,7 @@ def test_two_datasets_of_one_source_are_two_table2_columns(tiny_derm, tmp_path):
     assert len(cols) == 2 and cols[0].startswith("derm-a") and cols[1].startswith("derm-b")
 
 
-def test_features_choose_per_data_set_and_never_pool_two(tmp_path):
+def test_features_choose_per_data_set_and_never_pool_two(tmp_path, capsys):
     """Two data sets of one source: the best run per data set and model; Table 3 asks which."""
     from medattn.analysis.features.usage import feature_usage, select_runs
 
@@ -107,11 +107,17 @@ def test_features_choose_per_data_set_and_never_pool_two(tmp_path):
             rid = f"final-{label}-s{seed}"
             store.write_record(tmp_path, _record(rid, label, bacc, seed))
     finals = store.final_runs(tmp_path).current
-    best = select_runs(finals, "best")
+    best = select_runs(finals, best_only=True)
     assert sorted(zip(best["dataset"], best["run_id"])) == [
         ("derm-a", "final-derm-a-s1"), ("derm-b", "final-derm-b-s1")]
-    assert set(select_runs(finals, "all", datasets=["derm-b"])["dataset"]) == {"derm-b"}
-    with pytest.raises(ConfigError, match="2 data sets .*--dataset NAME"):
+    assert set(select_runs(finals, datasets=["derm-b"])["dataset"]) == {"derm-b"}
+    with pytest.raises(ConfigError, match="2 data sets .*dataset=NAME"):
         feature_usage(tmp_path, progress=False)
-    with pytest.raises(ConfigError, match="--dataset derm-c"):
+    with pytest.raises(ConfigError, match="dataset=derm-c: no finished final runs"):
         feature_usage(tmp_path, dataset="derm-c", progress=False)
+    # the library names its argument, the command its flag
+    from medattn.cli import main
+
+    assert main(["features", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "give --dataset NAME (one of derm-a, derm-b)" in err and "dataset=" not in err

@@ -600,30 +600,48 @@ def _add_features(sub):
                    help="worker processes for the tests (default 1; same p-values for any number)")
 
     def run(args):
-        from medattn.analysis.features.usage import feature_usage
-
-        options = None
-        if args.cmiknn_k is not None:
-            k = args.cmiknn_k
-            if not (0 < k < 1 or (k >= 1 and k == int(k))):
-                raise ConfigError(f"features: --cmiknn-k {k:g} must be a whole number >= 1 (a "
-                                  "count) or a fraction in (0, 1) of each class")
-            options = {"cmiknn": {"k": int(k) if k >= 1 else k}}
+        from medattn.analysis.features.usage import ArgumentError, UsageSettings, feature_usage
         from medattn.runs.hint import check_runs_dir
 
         check_runs_dir(args.runs_dir, "features")  # a wrong folder: name the right one
-        result = feature_usage(args.runs_dir, runs=args.runs, select=args.select,
-                               condition=args.condition, min_per_diagnosis=args.min_per_diagnosis,
-                               prediction=args.prediction, alpha=args.alpha,
-                               set_name=args.set_name, seed=args.seed, test_options=options,
-                               patches=args.patches, one_per_group=not args.all_images,
-                               jobs=args.jobs, dataset=args.dataset)
+        try:
+            settings = UsageSettings(
+                best_only=args.runs == "best", select_by=args.select, dataset=args.dataset,
+                conditions=tuple(args.condition), min_per_diagnosis=args.min_per_diagnosis,
+                prediction=args.prediction, alpha=args.alpha, set_name=args.set_name,
+                seed=args.seed, patches=args.patches, one_per_group=not args.all_images,
+                test_options={"cmiknn": {"k": args.cmiknn_k}} if args.cmiknn_k is not None
+                else {})
+            result = feature_usage(args.runs_dir, settings=settings, jobs=args.jobs)
+        except ArgumentError as e:
+            raise ConfigError(_features_flag(e)) from None
         print(result.markdown, end="")
         print("\nwritten:")
         for name, path in result.paths.items():
             print(f"  {name + ':':<13} {path}")
 
     p.set_defaults(func=run)
+
+
+# The library argument of each `features` flag: its errors name the argument, the CLI the flag.
+FEATURES_FLAGS = {"best_only": "--runs", "select_by": "--select", "dataset": "--dataset",
+                  "conditions": "--condition", "min_per_diagnosis": "--min-per-diagnosis",
+                  "test_options['cmiknn']['k']": "--cmiknn-k", "prediction": "--prediction",
+                  "alpha": "--alpha", "set_name": "--set", "seed": "--seed",
+                  "patches": "--patches", "jobs": "--jobs"}
+
+
+def _features_flag(error) -> str:
+    """The message of a features ArgumentError with its flag in place of the argument:
+    ``alpha=1.5`` becomes ``--alpha 1.5``, other mentions of ``alpha`` become ``--alpha``."""
+    import re
+
+    text, flag = str(error), FEATURES_FLAGS.get(error.argument)
+    if flag is None:
+        return text
+    name = re.escape(error.argument)
+    text = re.sub(rf"(?<![\w'\[]){name}=(?=\S)", f"{flag} ", text)
+    return re.sub(rf"(?<![\w'\[-]){name}(?![\w'\]])", flag, text)
 
 
 # --- commands end -----------------------------------------------------------------------------

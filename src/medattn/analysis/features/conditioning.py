@@ -50,16 +50,6 @@ def normalise_diagnosis(values) -> np.ndarray:
     return out
 
 
-def check_conditions(conditions) -> tuple[str, ...]:
-    """Validate ``--condition`` values (one or more of CONDITIONS, no repeats)."""
-    conditions = (conditions,) if isinstance(conditions, str) else tuple(conditions)
-    bad = [c for c in conditions if c not in CONDITIONS]
-    if bad or not conditions or len(set(conditions)) != len(conditions):
-        raise ConfigError(f"features: --condition {' '.join(map(str, conditions))!r}: give one "
-                          f"or both of {', '.join(CONDITIONS)}, each once")
-    return conditions
-
-
 def finer_than_label(label: np.ndarray, diagnosis: np.ndarray) -> bool:
     """Whether the diagnoses split at least one class (else conditioning on them is the label)."""
     pairs = {(lab, d) for lab, d in zip(label, diagnosis) if d is not None}
@@ -87,7 +77,7 @@ def diagnosis_strata(label: np.ndarray, diagnosis: np.ndarray,
     stratum is too small unless its whole class is. Nothing is dropped.
     """
     if int(min_size) != min_size or min_size < 1:
-        raise ConfigError(f"features: --min-per-diagnosis {min_size!r} must be a whole number >= 1")
+        raise ConfigError(f"features: min_size={min_size!r} must be a whole number >= 1")
     label = np.asarray(label)
     z = np.empty(len(label), dtype=object)
     if min_size == 1:

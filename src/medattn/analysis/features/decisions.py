@@ -79,27 +79,6 @@ def holm(p) -> np.ndarray:
     return np.asarray(adjust_pvalues(np.asarray(p, dtype=float), "holm"), dtype=float)
 
 
-def check_resolution(tests, test_options: dict | None, alpha: float, family: int) -> None:
-    """Refuse permutation counts with which no feature could ever be called used: after Holm
-    over the ``family`` features the smallest adjusted p is family / (B + 1), which must be below
-    ``alpha`` (an option value that makes the tests meaningless)."""
-    import inspect
-    import math
-
-    from medattn.analysis.citests import TESTS
-
-    for name in tests:
-        opts = (test_options or {}).get(name, {})
-        default = inspect.signature(TESTS[name]).parameters["permutations"].default
-        b = opts.get("permutations", default)
-        if family / (b + 1) >= alpha:
-            raise ConfigError(
-                f"features: {name} with permutations={b} cannot give p < {alpha:g} (--alpha) "
-                f"after Holm's adjustment over the {family} features (the smallest adjusted p "
-                f"is {family}/(B + 1) = {family / (b + 1):.3g}); give at least "
-                f"{math.ceil(family / alpha)} permutations or a larger --alpha")
-
-
 def decide(pvalues: pd.DataFrame, tests) -> pd.DataFrame:
     """Majority decision per (run, condition, feature): used when more than half of the tests
     reject after each test's p-values are Holm-adjusted over the features of that run and
@@ -142,7 +121,7 @@ def prediction_matrix(preds: pd.DataFrame, classes: list[str], kind: str = "soft
     ``logits``: all C logits; ``class``: the predicted class one-hot, without the last column.
     """
     if kind not in PREDICTIONS:
-        raise ConfigError(f"features: --prediction {kind!r} is not one of {', '.join(PREDICTIONS)}")
+        raise ConfigError(f"features: kind={kind!r} is not one of {', '.join(PREDICTIONS)}")
     if kind == "class":
         onehot = np.eye(len(classes))[preds["pred"].to_numpy(dtype=int)]
         return onehot[:, :-1]

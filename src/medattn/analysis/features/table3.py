@@ -106,6 +106,46 @@ def table3_markdown(table: pd.DataFrame, *, summary: pd.DataFrame, differences: 
     present = [c for c in conditions if c in in_table] or in_table
     primary = present[0] if present else "label"
     features = list(TABLE3_FEATURES)
+    lines = ["## Table 3: feature usage", "", *_grid(["Model", *features],
+                                                    _rows(table, present, truths))]
+    which = (f"one run per model, the best by {select} balanced accuracy: {USED} = used"
+             if runs == "best" else "every final run: k/N = feature used in k of N runs")
+    given = f"given the {CONDITION_NAMES[primary]}"
+    cond_text = given
+    if len(present) > 1:
+        cond_text += f" (in brackets: given the {CONDITION_NAMES[present[1]]}"
+        cond_text += ", the paper's conditioning)" if present[1] == "label" else ")"
+    lines += [
+        "",
+        f"Feature usage ({which}), {cond_text}. A feature is used when the majority of "
+        f"{', '.join(tests)} rejects independence of the feature and the model's {prediction} "
+        f"output at p < {alpha:g} after Holm's adjustment of each test's p-values over the "
+        f"{len(features)} features of the run (one family per run, conditioning and test; "
+        f"then the majority vote), on the {set_name} predictions"
+        f"{' (one image per patient/lesion)' if one_per_group else ''}. A = asymmetry, "
+        f"B = border irregularity, C = colours, D = dermoscopic structures (count and area "
+        f"share). Samples per test: {_sizes(decisions)}.",
+    ]
+    if runs == "all":
+        lines.append(
+            f"{CHANCE_MARK}: k of N is more than chance: k or more of N runs would be called "
+            f"used with probability < 0.05 when no model uses the feature (binomial, at a "
+            f"per-run false rate of {alpha:g}, the level the vote holds; assuming independent "
+            f"runs, so a lower bound: runs trained on one pool are correlated). "
+            + _chance_examples(decisions, alpha))
+    lines += _strata_legend(decisions, min_per_diagnosis)
+    lines += [f"Note: {note}." for note in notes]
+    eff = summary[summary["condition"] == primary] if len(summary) else summary
+    if runs == "all" and len(eff):
+        lines += _effect_lines(eff, features, tests, given)
+        lines += _difference_lines(differences, primary, tests)
+    return "\n".join(lines) + "\n"
+
+
+def _rows(table: pd.DataFrame, present: list[str], truths: dict | None) -> list[list[str]]:
+    """One row per model: each feature's cell under the primary conditioning, the second one in
+    brackets; on synthetic data the planted truth first."""
+    features = list(TABLE3_FEATURES)
     rows = []
     for model in dict.fromkeys(table.index.get_level_values("model")):
         cells = []
@@ -117,87 +157,66 @@ def table3_markdown(table: pd.DataFrame, *, summary: pd.DataFrame, differences: 
         cells = truth_cells(truth)
         rows.insert(0, [f"*planted truth* ({spec.split(':', 1)[0]})",
                         *[f"*{cells[f]}*" for f in features]])
-    lines = ["## Table 3: feature usage", "", *_grid(["Model", *features], rows)]
+    return rows
 
-    which = (f"one run per model, the best by {select} balanced accuracy: {USED} = used"
-             if runs == "best" else "every final run: k/N = feature used in k of N runs")
-    given = f"given the {CONDITION_NAMES[primary]}"
-    cond_text = given
-    if len(present) > 1:
-        cond_text += f" (in brackets: given the {CONDITION_NAMES[present[1]]}"
-        cond_text += ", the paper's conditioning)" if present[1] == "label" else ")"
+
+def _sizes(decisions: pd.DataFrame) -> str:
+    """Samples per test of each feature (a range over runs) and how many were left out."""
     n = decisions.groupby("feature")["n"].agg(["min", "max"])
     left = decisions.groupby("feature")["n_left_out"].max()
+
     def size(f: str) -> str:
         lo, hi = int(n.loc[f, "min"]), int(n.loc[f, "max"])
         return (f"{f}: {lo}" + (f"-{hi}" if lo != hi else "")
                 + (f" ({int(left[f])} left out)" if left[f] else ""))
 
-    sizes = ", ".join(size(f) for f in features if f in n.index)
-    legend = [
-        "",
-        f"Feature usage ({which}), {cond_text}. A feature is used when the majority of "
-        f"{', '.join(tests)} rejects independence of the feature and the model's {prediction} "
-        f"output at p < {alpha:g} after Holm's adjustment of each test's p-values over the "
-        f"{len(features)} features of the run (one family per run, conditioning and test; "
-        f"then the majority vote), on the {set_name} predictions"
-        f"{' (one image per patient/lesion)' if one_per_group else ''}. A = asymmetry, "
-        f"B = border irregularity, C = colours, D = dermoscopic structures (count and area "
-        f"share). Samples per test: {sizes}.",
-    ]
-    if runs == "all":
-        legend.append(
-            f"{CHANCE_MARK}: k of N is more than chance: k or more of N runs would be called "
-            f"used with probability < 0.05 when no model uses the feature (binomial, at a "
-            f"per-run false rate of {alpha:g}, the level the vote holds; assuming independent "
-            f"runs, so a lower bound: runs trained on one pool are correlated). "
-            + _chance_examples(decisions, alpha))
+    return ", ".join(size(f) for f in TABLE3_FEATURES if f in n.index)
+
+
+def _strata_legend(decisions: pd.DataFrame, min_per_diagnosis: int) -> list[str]:
+    """The legend line on the fine-diagnosis strata: merged ones, or each its own."""
     dx = decisions[decisions["condition"] == "diagnosis"]
-    if len(dx):
-        lo, hi = int(dx["n_strata"].min()), int(dx["n_strata"].max())
-        per_run = f"{lo} strata per run" if lo == hi else f"{lo} to {hi} strata per run"
-    if len(dx) and min_per_diagnosis > 1:
-        legend.append(
+    if not len(dx):
+        return []
+    lo, hi = int(dx["n_strata"].min()), int(dx["n_strata"].max())
+    per_run = f"{lo} strata per run" if lo == hi else f"{lo} to {hi} strata per run"
+    if min_per_diagnosis > 1:
+        return [
             f"Fine diagnoses with fewer than {min_per_diagnosis} tested images are merged into "
             f"their class (--min-per-diagnosis; this can bring the coarse-label confound back, "
             f"docs/features.md): {per_run}, {int(dx['merged_images'].max())} images at most "
-            f"in merged strata ({int(dx['merged_diagnoses'].max())} diagnoses at most).")
-    elif len(dx):
-        unknown = int(dx["no_diagnosis"].max()) if "no_diagnosis" in dx else 0
-        legend.append(
-            f"Every fine diagnosis is its own stratum ({per_run}), never merged; a stratum too small for a test (one "
-            f"image; CMIknn's k neighbours) is left out of that test and counted (`n_unused` in "
-            f"pvalues.csv)" + (f"; images without a diagnosis are left out ({unknown} at most "
-                               f"per run)" if unknown else "") + ".")
-    legend += [f"Note: {note}." for note in notes]
-    lines += legend
+            f"in merged strata ({int(dx['merged_diagnoses'].max())} diagnoses at most)."]
+    unknown = int(dx["no_diagnosis"].max()) if "no_diagnosis" in dx else 0
+    return [
+        f"Every fine diagnosis is its own stratum ({per_run}), never merged; a stratum too small "
+        f"for a test (one image; CMIknn's k neighbours) is left out of that test and counted "
+        f"(`n_unused` in pvalues.csv)" + (f"; images without a diagnosis are left out ({unknown} "
+                                           f"at most per run)" if unknown else "") + "."]
 
-    eff = summary[summary["condition"] == primary] if len(summary) else summary
-    if runs == "all" and len(eff):
-        lines += _effect_lines(eff, features, tests, given)
-        sig = differences[(differences["condition"] == primary)
-                          & (differences["verdict"].isin(["more", "less"]))]
-        lines += ["", "### Differences between models", ""]
-        rule = ("CMI difference per split, corrected paired t-test over splits, Holm-adjusted "
-                f"over the {len(features)} features of each variant/base pair, p < 0.05")
-        if MAGNITUDE not in tests:
-            lines.append("Not computed: the models are compared on CMIknn's CMI (nats), a "
-                         "magnitude; the z-values of cHSIC and RCoT grow with n and are never "
-                         "compared.")
-        elif differences.empty:
-            lines.append("No variant shares split seeds with its base in these runs.")
-        elif sig.empty:
-            lines.append(f"No variant uses a feature significantly more or less than its base "
-                         f"({rule}).")
-        else:
-            lines.append(f"Variant vs base ({rule}; the CI is per comparison):")
-            lines.append("")
-            for r in sig.itertuples():
-                lines.append(f"- {r.model} uses {r.feature} {r.verdict} than {r.reference} "
-                             f"({EFFECTS[r.test]}: {r.difference:+.3g} [{_fmt(r.low)}, "
-                             f"{_fmt(r.high)}], p = {r.p:.2g}, Holm p = {r.p_holm:.2g}, "
-                             f"{r.pairs} splits)")
-    return "\n".join(lines) + "\n"
+
+def _difference_lines(differences: pd.DataFrame, primary: str, tests) -> list[str]:
+    """The section on variants that use a feature more or less than their base."""
+    lines = ["", "### Differences between models", ""]
+    rule = ("CMI difference per split, corrected paired t-test over splits, Holm-adjusted "
+            f"over the {len(TABLE3_FEATURES)} features of each variant/base pair, p < 0.05")
+    if MAGNITUDE not in tests:
+        return lines + ["Not computed: the models are compared on CMIknn's CMI (nats), a "
+                        "magnitude; the z-values of cHSIC and RCoT grow with n and are never "
+                        "compared."]
+    if differences.empty:
+        return lines + ["No variant shares split seeds with its base in these runs."]
+    sig = differences[(differences["condition"] == primary)
+                      & (differences["verdict"].isin(["more", "less"]))]
+    if sig.empty:
+        return lines + [f"No variant uses a feature significantly more or less than its base "
+                        f"({rule})."]
+    lines += [f"Variant vs base ({rule}; the CI is per comparison):", ""]
+    for r in sig.itertuples():
+        lines.append(f"- {r.model} uses {r.feature} {r.verdict} than {r.reference} "
+                     f"({EFFECTS[r.test]}: {r.difference:+.3g} [{_fmt(r.low)}, "
+                     f"{_fmt(r.high)}], p = {r.p:.2g}, Holm p = {r.p_holm:.2g}, "
+                     f"{r.pairs} splits)")
+    return lines
 
 
 def _chance_examples(decisions: pd.DataFrame, rate: float) -> str:
