@@ -81,8 +81,8 @@ def feature_usage(runs_dir: str | os.PathLike, *, settings: UsageSettings | None
         :class:`UsageResult`, with the written files in ``paths``.
 
     Raises:
-        ArgumentError (a ConfigError) naming the argument out of range; DataError when the
-        folder holds nothing to test.
+        ArgumentError: a setting out of range (a ConfigError naming the argument).
+        DataError: the folder holds nothing to test.
     """
     settings = _with_changes(settings or UsageSettings(), changes)
     if isinstance(jobs, bool) or not isinstance(jobs, int | float) or jobs != int(jobs) \
