@@ -112,13 +112,14 @@ def write_summary(ctx: DemoContext) -> None:
     """Mean +- std balanced accuracy of the final runs per model and test set (summary.md/.csv)."""
     import pandas as pd
 
+    from medattn.analysis.study_summary import final_summary
     from medattn.render import markdown_table
     from medattn.runs import store
     from medattn.training.study import selection_note
 
     res = ctx.result
     order = {m: i for i, m in enumerate(res.selection["model"])}  # the config's model order
-    summary = res.summary.sort_values("model", key=lambda c: c.map(order),
+    summary = final_summary(store.final_runs(res.runs_dir)).sort_values("model", key=lambda c: c.map(order),
                                       kind="stable").reset_index(drop=True)
     store.atomic_write(ctx.out / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False))
     accuracy = pd.DataFrame({

@@ -24,7 +24,8 @@ from torch import nn
 
 from medattn.errors import ConfigError
 from medattn.models import registry as R
-from medattn.models.surgery import attach_attention, find_modules
+from medattn.models.probe import find_modules
+from medattn.models.surgery import attach_attention
 
 __all__ = ["ModelSpec", "create_model", "list_models", "parse_model_name", "gradcam_target_layers",
            "describe_model", "model_catalog", "DEFAULT_OPTIONS"]
