@@ -204,7 +204,7 @@ def create_model(name: str, num_classes: int, pretrained: bool | str | Path = Fa
         ``pretrained_cfg`` (``mean``/``std`` for the transforms). Input: (B, 3, H, W) with
         H, W >= 32; output: (B, num_classes) logits.
     """
-    from medattn.models import weights as W
+    from medattn.models import weights as W  # start-up time: weights imports timm; names do not
 
     spec = parse_model_name(name)
     if not isinstance(num_classes, int) or num_classes < 1:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import logging
 import os
 from collections.abc import Callable
@@ -25,10 +26,12 @@ import pandas as pd
 import yaml
 
 from medattn.errors import IncompleteStudyError, MedattnError
+from medattn.progress import progress_bar
 from medattn.runs import store
+from medattn.runs.records import RunRecord
 from medattn.training.backends import LocalBackend, get_backend
 from medattn.training.config import RunSpec, StudyConfig, load_config
-from medattn.runs.records import RunRecord
+from medattn.training.tracking import tracker
 
 log = logging.getLogger("medattn.train")
 
@@ -186,8 +189,6 @@ class StudyProgress:
     and, with tracking, the run logged to MLflow."""
 
     def __init__(self, name: str, total: int, track=None, show: bool = True):
-        from medattn.progress import progress_bar
-
         self.bar = progress_bar(total=total, desc=f"study {name}", unit="run", mininterval=0,
                                 smoothing=0, disable=not show)
         self.track, self.seen = track, set()
@@ -213,8 +214,6 @@ class StudyProgress:
 
     def run(self, backend, specs: list[RunSpec], runs_dir: Path, **opts) -> list[dict]:
         """``backend.run`` reporting to this; backends without ``on_record`` report at the end."""
-        import inspect
-
         if "on_record" in inspect.signature(backend.run).parameters:
             return backend.run(specs, runs_dir, on_record=self, **opts)
         records = backend.run(specs, runs_dir, **opts)
@@ -263,7 +262,6 @@ def run_study(config: StudyConfig | str | os.PathLike, runs_dir: str | os.PathLi
         if swept:
             log.info("removed %d temporary file(s) left by an interrupted run", swept)
         store.write_text(runs_dir / STUDY_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
-        from medattn.training.tracking import tracker
         track = tracker(tracking, config.name, runs_dir)  # a bad URI fails here, not hours later
 
         search = search_specs(config)
