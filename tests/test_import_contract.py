@@ -84,3 +84,22 @@ def test_a_cycle_inside_a_package_breaks_the_contract(tmp_path):
     assert "Layers: imports point downwards only KEPT" in out.stdout
     assert "No cycles are allowed in medattn.models." in out.stdout
     assert re.search(r"\.(registry -> \.zoo|zoo -> \.registry)", out.stdout), out.stdout[-4000:]
+
+
+def test_the_drawing_marks_an_upward_edge_and_a_cycle(tmp_path):
+    """tools/draw_layers.py on a copy with an upward import: that edge is red and listed with its
+    import; on the real tree nothing is."""
+    src = _copy_with(tmp_path, "runs/store.py", "import medattn.report")
+    (src / "medattn" / "models" / "registry.py").open("a").write("\nfrom medattn.models import zoo\n")
+    tool = [sys.executable, str(ROOT / "tools" / "draw_layers.py")]
+    out = subprocess.run([*tool, "--src", str(src)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert re.search(r"^  runs -->\|1 upward\| report$", out.stdout, re.M), out.stdout
+    assert "1 edge(s) break the layer order" in out.stdout
+    assert re.search(r"- runs -> report: 1 import\(s\), e\.g\. medattn\.runs\.store -> "
+                     r"medattn\.report \(l\.\d+\)", out.stdout)
+    assert re.search(r"^- medattn\.models\.registry <-> (\S+ <-> )*medattn\.models\.zoo$",
+                     out.stdout, re.M), out.stdout[-3000:]
+    real = subprocess.run(tool, capture_output=True, text=True, timeout=120)
+    assert real.returncode == 0 and "No edge breaks the layer order." in real.stdout
+    assert "linkStyle" not in real.stdout
