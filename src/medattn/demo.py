@@ -94,6 +94,7 @@ class DemoContext:
     runs_dir: Path = field(init=False)
     specs: dict[str, str] = field(default_factory=dict)  # data set name -> source:PATH
     result: object | None = None  # medattn.training.StudyResult after the study step
+    summary: object | None = None  # its analysis.study_summary.final_summary (a DataFrame)
     table2: object | None = None  # medattn.analysis.compare.CompareResult after its step
     files: dict[str, Path] = field(default_factory=dict)  # what the steps wrote, to open
 
@@ -118,15 +119,15 @@ def run_demo_study(ctx: DemoContext) -> None:
     config = load_config("demo", data_root=str(ctx.data_dir), overrides=ctx.overrides)
     ctx.result = run_study(config, ctx.runs_dir, LocalBackend(progress=ctx.progress, jobs=ctx.jobs),
                            tracking=ctx.tracking)
+    ctx.summary = final_summary(store.final_runs(ctx.runs_dir))
 
 
 def write_summary(ctx: DemoContext) -> None:
     """Mean +- std balanced accuracy of the final runs per model and test set (summary.md/.csv)."""
     res = ctx.result
     order = {m: i for i, m in enumerate(res.selection["model"])}  # the config's model order
-    summary = final_summary(store.final_runs(res.runs_dir))
-    summary = summary.sort_values("model", key=lambda c: c.map(order),
-                                  kind="stable").reset_index(drop=True)
+    summary = ctx.summary.sort_values("model", key=lambda c: c.map(order),
+                                      kind="stable").reset_index(drop=True)
     store.atomic_write(ctx.out / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False))
     accuracy = pd.DataFrame({
         "data set": summary["dataset"], "model": summary["model"], "set": summary["set"],
