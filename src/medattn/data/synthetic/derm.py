@@ -32,7 +32,7 @@ from medattn.data.synthetic.diagnoses import DIAGNOSES, MALIGNANT, NOT_VISIBLE, 
 from medattn.errors import ConfigError
 
 if TYPE_CHECKING:  # pandas is imported where a table is built: the renderer does not need it
-    import pandas as pd  # start-up time of the render workers (see the TYPE_CHECKING note)
+    import pandas as pd
 
 CLASSES = ("melanoma", "nevus", "other")
 
