@@ -116,7 +116,7 @@ def _demo_summary(path: Path) -> Path:
     sel = pd.DataFrame({"dataset": ["d"], "model": ["resnet18"], "lr": [1e-3],
                         "weight_decay": [0.0], "mean_val_bacc": [0.5], "n_runs": [2],
                         "source": ["search"]})
-    ctx = types.SimpleNamespace(result=types.SimpleNamespace(summary=summ, selection=sel),
+    ctx = types.SimpleNamespace(result=types.SimpleNamespace(selection=sel), summary=summ,
                                 out=path, files={})
     with contextlib.redirect_stdout(io.StringIO()):
         demo.write_summary(ctx)

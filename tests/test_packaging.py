@@ -48,8 +48,9 @@ def test_ci_installs_the_dev_extra_and_runs_pytest():
 def test_ci_lints_before_the_tests_and_ruff_is_a_dev_dependency():
     ci = (ROOT / ".ci" / "run").read_text()
     lint = ci.find("python3 -m ruff check src tests benchmarks")
-    assert 0 <= lint < ci.find("python3 -m pytest")
-    assert "ruff" in _extras()["dev"]
+    layers = ci.find("\nlint-imports\n")  # the import contract (tests/test_import_contract.py)
+    assert 0 <= lint < layers < ci.find("python3 -m pytest")
+    assert "ruff" in _extras()["dev"] and "import-linter" in _extras()["test"]
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert "ruff" in meta["tool"] and meta["tool"]["ruff"]["lint"]["select"]
 

@@ -236,11 +236,11 @@ def test_cli_runs_until_decided_and_prints_where_each_model_stopped(tmp_path, mo
                                                                      cli_error):
     import yaml
 
+    from medattn import sequential_study
     from medattn.cli import main
-    from medattn.training import backends
 
     means = {"resnet18": 80.0, "resnet18+ga": 60.0}
-    monkeypatch.setattr(backends, "get_backend", lambda name, **kw: Planted(means, sd=0.5))
+    monkeypatch.setattr(sequential_study, "get_backend", lambda name, **kw: Planted(means, sd=0.5))
     cfg = tmp_path / "seq.yaml"
     cfg.write_text(yaml.safe_dump(_config(means).to_dict()))
     rc = main(["study", str(cfg), "--out", str(tmp_path / "runs"), "--until-decided",

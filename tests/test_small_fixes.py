@@ -13,7 +13,8 @@ from medattn.errors import DataError
 from medattn.report import build_report
 from medattn.models import registry as R
 from medattn.runs import store
-from medattn.training.study import StudyResult, final_summary, format_study, selection_note
+from medattn.analysis.study_summary import format_study
+from medattn.training.study import StudyResult, selection_note
 
 from tests.fake_study import write_fake_study
 
@@ -59,8 +60,7 @@ def test_one_point_grid_says_no_search(study, tmp_path):
 
 
 def test_study_summary_is_a_formatted_table(study):
-    res = StudyResult(study, store.load_records(study), None,
-                      final_summary(store.final_runs(study)))
+    res = StudyResult(study, store.load_records(study), None)
     text = format_study(res)
     lines = text.splitlines()
     assert lines[0] == "runs: 76 done, 1 diverged, 1 failed"  # not a dict

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from medattn import cli
+from medattn.analysis.study_summary import final_summary
 from medattn.errors import DataError, IncompleteStudyError, StoreError
 from medattn.runs import store
 from medattn.training.backends import LocalBackend
@@ -125,7 +126,7 @@ def test_final_runs_of_an_earlier_selection_are_superseded(derm, tmp_path, capsy
     # never 2: superseded runs are not averaged in; each model's one current run is counted as
     # what the store says it is (a 1-epoch run may end at chance: diverged, counted apart)
     current = records.query("phase == 'final' and not superseded")
-    for row in second.summary.itertuples():
+    for row in final_summary(store.final_runs(tmp_path)).itertuples():
         status = list(current.loc[current["model"] == row.model, "status"])
         assert len(status) == 1
         assert (row.n, row.n_diverged) == (status.count("done"), status.count("diverged"))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from medattn.analysis import compare
+from medattn.analysis.study_summary import final_summary
 from medattn.analysis.variance import KFOLD_DESIGNS, variance_factor
 from medattn.errors import ConfigError
 from medattn.report.tables import expected_runs
@@ -170,7 +171,7 @@ def test_tiny_kfold_study_runs_end_to_end_and_compare_pairs_every_fold(learnable
     out = compare.compare_runs(tmp_path, bootstrap=200)
     row = out.table[out.table["model"] == "ga"].iloc[0]
     assert row["n_pairs"] == 5 and row["boot_n_pairs"] == 5
-    assert len(res.summary) >= 2
+    assert len(final_summary(store.final_runs(res.runs_dir))) >= 2
 
 
 def test_report_shows_one_column_per_repetition_and_fold():

@@ -5,6 +5,7 @@ import json
 import pandas as pd
 import pytest
 
+from medattn.analysis.study_summary import final_summary
 from medattn.errors import ConfigError, StoreError
 from medattn.runs import store
 from medattn.training.config import parse_config
@@ -86,8 +87,9 @@ def test_two_datasets_of_one_source_are_two_table2_columns(tiny_derm, tmp_path):
     res = run_study(cfg, tmp_path, LocalBackend(progress=False))
     recs = list(store.iter_records(tmp_path))
     assert {(r.dataset, r.source) for r in recs} == {("derm-a", "isic"), ("derm-b", "isic")}
-    assert sorted(res.summary["dataset"].unique()) == ["derm-a", "derm-b"]
-    assert set(res.summary["n"] + res.summary["n_diverged"]) == {2}  # per data set, not pooled
+    summary = final_summary(store.final_runs(res.runs_dir))
+    assert sorted(summary["dataset"].unique()) == ["derm-a", "derm-b"]
+    assert set(summary["n"] + summary["n_diverged"]) == {2}  # per data set, not pooled
 
     # one epoch may leave a run at chance (diverged): counted here, since grouping is the point
     result = compare_runs(tmp_path, bootstrap=0, include_diverged=True)

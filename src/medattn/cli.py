@@ -440,7 +440,7 @@ def _add_study(sub):
               f"{res.runs_dir}/sequential.json (next: medattn compare {res.runs_dir})")
 
     def _print_study(res):
-        from medattn.training.study import format_study
+        from medattn.analysis.study_summary import format_study
 
         print(format_study(res))
 

@@ -25,6 +25,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
+
+from medattn.analysis.compare import compare_runs
+from medattn.analysis.features.usage import feature_usage
+from medattn.analysis.study_summary import final_summary
+from medattn.data.synthetic import write_derm
+from medattn.errors import ConfigError
+from medattn.explain import explain_runs
+from medattn.render import markdown_table
+from medattn.report import build_report
+from medattn.report.table2 import terminal_table
+from medattn.report.verdict import verdict_text
+from medattn.runs import store
+from medattn.training import run_study
+from medattn.training.backends import LocalBackend
+from medattn.training.config import load_config
+from medattn.training.study import selection_note
+
 log = logging.getLogger("medattn.demo")
 
 # Synthetic data: small enough for minutes on 2 CPU cores, large enough to learn above chance.
@@ -76,6 +94,7 @@ class DemoContext:
     runs_dir: Path = field(init=False)
     specs: dict[str, str] = field(default_factory=dict)  # data set name -> source:PATH
     result: object | None = None  # medattn.training.StudyResult after the study step
+    summary: object | None = None  # its analysis.study_summary.final_summary (a DataFrame)
     table2: object | None = None  # medattn.analysis.compare.CompareResult after its step
     files: dict[str, Path] = field(default_factory=dict)  # what the steps wrote, to open
 
@@ -86,8 +105,6 @@ class DemoContext:
 
 def make_data(ctx: DemoContext) -> None:
     """Write the synthetic skin-lesion sets (ISIC layout + PAD-UFES-20 layout as OOD)."""
-    from medattn.data.synthetic import write_derm
-
     isic, pad = ctx.data_dir / "isic", ctx.data_dir / "pad-ufes-20"
     if (isic / "metadata.csv").is_file() and (pad / "metadata.csv").is_file():
         log.info("synthetic data already in %s", ctx.data_dir)
@@ -99,26 +116,17 @@ def make_data(ctx: DemoContext) -> None:
 
 def run_demo_study(ctx: DemoContext) -> None:
     """The demo study (``configs/demo.yaml``) on the synthetic data."""
-    from medattn.training import run_study
-    from medattn.training.backends import LocalBackend
-    from medattn.training.config import load_config
-
     config = load_config("demo", data_root=str(ctx.data_dir), overrides=ctx.overrides)
     ctx.result = run_study(config, ctx.runs_dir, LocalBackend(progress=ctx.progress, jobs=ctx.jobs),
                            tracking=ctx.tracking)
+    ctx.summary = final_summary(store.final_runs(ctx.runs_dir))
 
 
 def write_summary(ctx: DemoContext) -> None:
     """Mean +- std balanced accuracy of the final runs per model and test set (summary.md/.csv)."""
-    import pandas as pd
-
-    from medattn.render import markdown_table
-    from medattn.runs import store
-    from medattn.training.study import selection_note
-
     res = ctx.result
     order = {m: i for i, m in enumerate(res.selection["model"])}  # the config's model order
-    summary = res.summary.sort_values("model", key=lambda c: c.map(order),
+    summary = ctx.summary.sort_values("model", key=lambda c: c.map(order),
                                       kind="stable").reset_index(drop=True)
     store.atomic_write(ctx.out / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False))
     accuracy = pd.DataFrame({
@@ -141,16 +149,12 @@ def write_summary(ctx: DemoContext) -> None:
 
 def table2_step(ctx: DemoContext) -> None:
     """Table 2's statistics (``medattn compare``'s defaults), kept for the hand-over."""
-    from medattn.analysis.compare import compare_runs
-
     ctx.table2 = compare_runs(ctx.runs_dir)
 
 
 def features_step(ctx: DemoContext) -> None:
     """Table 3: which ABCD and bias features the final runs of each model use (k of N runs,
     effect sizes, given the fine diagnosis and given the label)."""
-    from medattn.analysis.features.usage import feature_usage
-
     result = feature_usage(ctx.runs_dir, progress=ctx.progress, jobs=ctx.jobs)
     print(result.markdown, end="")
     ctx.files["Table 3"] = result.paths["table3_md"]
@@ -158,16 +162,12 @@ def features_step(ctx: DemoContext) -> None:
 
 def explain_step(ctx: DemoContext) -> None:
     """Table 4: Grad-CAM / GA maps of the best final run per model (``medattn explain``)."""
-    from medattn.explain import explain_runs
-
     out = explain_runs(ctx.runs_dir, n_mean=ctx.n_mean, progress=ctx.progress)
     ctx.files["Table 4"] = Path(out["png"])
 
 
 def build_report_step(ctx: DemoContext) -> None:
     """The self-contained HTML report of the runs (Tables 1-4)."""
-    from medattn.report import build_report
-
     ctx.files["report"] = Path(build_report(ctx.runs_dir))
 
 
@@ -214,15 +214,11 @@ def handover(ctx: DemoContext, seconds: float) -> str:
     """The demo's last words: Table 2 in brief, the files to open, the commands to run next."""
     lines = []
     if ctx.table2 is not None:  # the answer first
-        from medattn.report.verdict import verdict_text
-
         verdict = verdict_text(ctx.table2)
         lines += [verdict, ""] if verdict else []
     lines.append(f"medattn demo finished in {seconds:.0f} s; step timings in "
                  f"{shown(ctx.out / 'timings.json')}")
     if ctx.table2 is not None:
-        from medattn.report.table2 import terminal_table
-
         lines += ["", terminal_table(ctx.table2)]
     if ctx.files:
         lines += ["", "Results:"]
@@ -255,8 +251,6 @@ def run_demo(out_dir: str | os.PathLike = "medattn-demo", *, size: str = "full",
     Returns:
         ``out_dir``, absolute. Timings of the steps are written to ``out_dir/timings.json``.
     """
-    from medattn.errors import ConfigError
-
     if size not in SIZES:
         raise ConfigError(f"demo size {size!r} is unknown; use one of {', '.join(SIZES)}.")
     preset = SIZES[size]
@@ -278,7 +272,6 @@ def run_demo(out_dir: str | os.PathLike = "medattn-demo", *, size: str = "full",
         timings[name] = round(time.perf_counter() - t0, 1)
         log.info("demo step %s done in %.0f s", name, timings[name])
     timings["total"] = round(time.perf_counter() - t_all, 1)
-    from medattn.runs import store
     store.write_text(out / "timings.json", json.dumps(timings, indent=2) + "\n")
     print("\n" + handover(ctx, timings["total"]))
     return out

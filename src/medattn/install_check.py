@@ -50,6 +50,8 @@ def _tags_clash(torch_tag: str, vision_tag: str) -> bool:
 def check_torch_install() -> None:
     """Raise :class:`InstallError` (one message with the fix) when torch and torchvision are
     builds that cannot run together; return silently otherwise. Imports torch and torchvision."""
+    # imported here, inside the check: the imports are what is checked, and the CLI imports this
+    # module before it knows whether the command needs torch
     import torch
 
     tv = torch.__version__

@@ -120,7 +120,7 @@ def progress_bar(iterable: Any = None, *, disable: bool = False, file: Any = Non
     stream = file if file is not None else sys.stderr
     disable = bool(disable) or quiet()
     if _in_notebook():
-        from tqdm.auto import tqdm as auto
+        from tqdm.auto import tqdm as auto  # notebooks only: it imports ipywidgets
 
         return auto(iterable, disable=disable, file=file, **kwargs)
     if _is_terminal(stream):

@@ -28,7 +28,12 @@ from pathlib import Path
 import pandas as pd
 
 from medattn.analysis import sequential as seq
+from medattn.analysis.compare import compare_runs
 from medattn.errors import ConfigError
+from medattn.runs import store
+from medattn.training.backends import get_backend
+from medattn.training.config import StudyConfig, load_config
+from medattn.training.study import run_study
 
 log = logging.getLogger("medattn.train")
 
@@ -77,8 +82,6 @@ def look(runs_dir: Path, first_seed: int, n_splits: int, looks: tuple[int, ...],
     """Every comparison of Table 2 on the replicates ``first_seed .. first_seed + n_splits - 1``:
     dicts with the keys of Table 2 (dataset, backbone, model, set, reference), ``key`` and the
     fields of :class:`~medattn.analysis.sequential.SequentialDecision`."""
-    from medattn.analysis.compare import compare_runs
-
     res = compare_runs(runs_dir, bootstrap=0, margin=margin, alpha=alpha)
     pairs = pairs_upto(res.pairs, first_seed, n_splits)
     keys = ["dataset", "backbone", "model", "set", "reference"]
@@ -98,8 +101,6 @@ def look(runs_dir: Path, first_seed: int, n_splits: int, looks: tuple[int, ...],
 
 def _model_names(runs_dir: Path) -> dict[tuple[str, str, str], str]:
     """(dataset, backbone, variant) -> the config's model name, from the final records."""
-    from medattn.runs import store
-
     cur = store.final_runs(runs_dir).current
     if cur.empty:
         return {}
@@ -165,11 +166,6 @@ def run_until_decided(config, runs_dir: str | os.PathLike | None = None,
     the config's ``final.splits``); ``margin``: the ROPE (pp); ``alpha``: the bound on false
     decisions. Other arguments as :func:`medattn.training.study.run_study`.
     """
-    from medattn.runs import store
-    from medattn.training.backends import get_backend
-    from medattn.training.config import StudyConfig, load_config
-    from medattn.training.study import run_study
-
     if not isinstance(config, StudyConfig):
         config = load_config(config, data_root=data_root)
     if config.final_scheme != "random":

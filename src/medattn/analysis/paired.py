@@ -18,6 +18,7 @@ import pandas as pd
 from medattn.analysis import stats
 from medattn.analysis.bootstrap import paired_bootstrap
 from medattn.analysis.shared_test import PairPredictions, read_pair_predictions
+from medattn.analysis.variance import KFOLD_DESIGNS, kfold_multiplier, variance_factor
 from medattn.errors import ConfigError
 
 __all__ = ["DEFAULT_FRACTIONS", "add_bootstrap", "bootstrap_pairs", "comparison_factor",
@@ -156,8 +157,6 @@ def comparison_factor(runs: pd.DataFrame, n_pairs: int,
     """The variance factor of one comparison's corrected test from its runs' design (``kind``
     and ``folds`` of :func:`run_info`; ``ratio``: r = n_test / n_train as used), and a note when
     it is not Bouckaert & Frank's 1/J + r."""
-    from medattn.analysis.variance import KFOLD_DESIGNS, kfold_multiplier, variance_factor
-
     j = max(int(n_pairs), 1)
     kinds = set(runs["kind"].dropna()) if "kind" in runs else set()
     if kinds != {"kfold"}:

@@ -22,6 +22,7 @@ import pandas as pd
 
 from medattn.analysis.bootstrap import SplitPredictions, image_sampling_variance, same_images
 from medattn.errors import DataError, MedattnError
+from medattn.runs import store
 
 __all__ = ["PairPredictions", "VARIANCE_SHARED", "VARIANCE_SPLITS", "image_variance", "is_shared",
            "read_pair_predictions", "shared_variance"]
@@ -45,8 +46,6 @@ class PairPredictions:
 
 def _read(runs_dir, run_id: str, set_name: str, cache: dict) -> tuple[pd.DataFrame | None, str]:
     """``(predictions, "")`` or ``(None, why)``; ``why`` names the file. Cached per run and set."""
-    from medattn.runs import store
-
     key = (run_id, set_name)
     if key not in cache:
         path = store.run_dir(runs_dir, run_id) / "predictions" / f"{set_name}.csv"
@@ -81,8 +80,6 @@ def _read(runs_dir, run_id: str, set_name: str, cache: dict) -> tuple[pd.DataFra
 
 def _recorded_n(runs_dir, run_id: str, set_name: str) -> int | None:
     """The number of images the run's record says it tested on ``set_name``, if it says."""
-    from medattn.runs import store
-
     try:
         rec = store.read_record(store.run_dir(runs_dir, run_id))
     except (MedattnError, OSError, ValueError):  # a broken record is reported elsewhere

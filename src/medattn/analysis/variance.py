@@ -7,44 +7,19 @@ folds, J = r k) has another correlation structure between its J differences (wit
 the test folds are disjoint, across repetitions they are not), and the same factor is not
 guaranteed to hold the test's level. Each k-fold design the tool offers therefore carries a
 multiplier ``c`` calibrated by simulation (``benchmarks/calibrate_designs.py``; table and method in
-``docs/statistics.md``): ``factor = 1/J + c * n_test/n_train``, with ``c >= 1`` (never less
+``docs/statistics.md``; the table is :mod:`medattn.kfold_designs`, which the study config
+reads too): ``factor = 1/J + c * n_test/n_train``, with ``c >= 1`` (never less
 conservative than Bouckaert & Frank). A design without a calibrated ``c`` is refused.
 """
 
 from __future__ import annotations
 
-from medattn.errors import ConfigError
+from medattn.kfold_designs import KFOLD_DESIGNS, check_kfold_design
 
 __all__ = ["KFOLD_DESIGNS", "SCHEMES", "check_kfold_design", "kfold_multiplier",
            "variance_factor"]
 
 SCHEMES = ("random", "kfold")
-
-# (folds, repeats) -> c, the calibrated multiplier of n_test/n_train in the variance factor, from
-# `benchmarks/calibrate_designs.py --calibrate 1500 --replicates 1000` (docs/statistics.md,
-# "Designs: random splits or repeated k-fold"): the smallest c >= 1 (grid 0.05) whose null
-# rejection rate at alpha 0.05 stayed <= 0.045 for both learners over 1 500 replicates. Every
-# design below got c = 1 (Bouckaert & Frank's factor); on 1 000 fresh replicates their type-I
-# error was 0.000-0.019 (upper 95 % bound <= 0.030). Designs not listed are not offered.
-KFOLD_DESIGNS: dict[tuple[int, int], float] = {
-    (5, 1): 1.0,
-    (5, 2): 1.0,
-    (5, 4): 1.0,
-    (10, 1): 1.0,
-}
-
-
-def _offered() -> str:
-    return ", ".join(f"{k}x{r}" for k, r in sorted(KFOLD_DESIGNS))
-
-
-def check_kfold_design(folds: int, repeats: int, where: str = "final") -> None:
-    """Raise :class:`ConfigError` unless ``folds`` x ``repeats`` is a calibrated k-fold design."""
-    if (int(folds), int(repeats)) not in KFOLD_DESIGNS:
-        raise ConfigError(
-            f"`{where}.folds: {folds}` with `{where}.repeats: {repeats}` is not a k-fold design "
-            f"whose corrected test has been calibrated; offered (folds x repeats): {_offered()}. "
-            "Pick one of those, or use `scheme: random` with `splits: J`.")
 
 
 def kfold_multiplier(folds: int, repeats: int) -> float:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from medattn.progress import progress_bar
 from medattn.runs.atomic import atomic_write
 from medattn.data.dataset import read_image, to_rgb
 from medattn.errors import DataError
@@ -119,8 +120,6 @@ class ImageCache:
 
     def prepare(self, paths: Iterable[str], workers: int = 2, progress: bool = True) -> int:
         """Build the entries of ``paths`` that are missing; returns how many were built."""
-        from medattn.progress import progress_bar
-
         todo = [p for p in dict.fromkeys(paths) if not self.entry(p).is_file()]
         if not todo:
             return 0

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pandas as pd
+from PIL import Image
 
 from medattn.data.load import load_dataset
 
@@ -161,9 +163,6 @@ _MODE_NOTES = {"I;16": "16-bit greyscale, scaled to 8 bits (value / 257)",
 def unusual_modes(table: pd.DataFrame) -> dict[str, list[str]]:
     """Images whose pixel mode is not plain 8-bit (PIL mode -> paths), from file headers only;
     MedMNIST members are judged by their array's type."""
-    import numpy as np
-    from PIL import Image
-
     out: dict[str, list[str]] = {}
     npz_modes: dict[str, str] = {}  # one look per FILE.npz#split
     for path in table["path"].astype(str):

@@ -19,6 +19,7 @@ from medattn.data.medmnist import read_medmnist
 from medattn.data.pad_ufes import read_pad_ufes
 from medattn.data.table import MetadataProblem, is_archive
 from medattn.errors import DataError
+from medattn.progress import progress_bar
 
 # The sources, in one place: ``source:PATH`` -> reader (docs/data.md describes each layout).
 READERS: dict[str, Callable[..., pd.DataFrame]] = {
@@ -76,8 +77,6 @@ def load_dataset(spec: str, verify: bool = False) -> pd.DataFrame:
     except MetadataProblem as err:
         raise DataError("; ".join([f"data set {spec!r}: {err}", *hints(source, path)])) from None
     if verify:
-        from medattn.progress import progress_bar
-
         bad = [verify_image(p) is not None
                for p in progress_bar(table["path"], desc="verify images", leave=False,
                                      disable=len(table) < 500)]

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from medattn.errors import DataError
 
@@ -161,9 +163,6 @@ def link_groups(image_ids: Sequence[str], keys: dict[str, Sequence],
     split. A group is named by the first kind present in it (``patient:<smallest id>``), else by its
     smallest image id (``image:<id>``).
     """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     ids = _strings(image_ids)
     n = len(ids)
     values = {kind: _strings(v) for kind, v in keys.items()}

@@ -7,6 +7,7 @@ measures where the maps put their mass.
 
 from medattn.explain.attention_maps import ga_blocks, ga_maps
 from medattn.explain.gradcam import gradcam
+from medattn.explain.pipeline import explain_runs
 from medattn.explain.quantify import border_mask, corner_mask, mass_share
 from medattn.explain.rollout import attention_weights, vit_rollout
 
@@ -14,12 +15,3 @@ from medattn.explain.rollout import attention_weights, vit_rollout
 # name keeps meaning the submodule)
 __all__ = ["gradcam", "ga_maps", "ga_blocks", "vit_rollout", "attention_weights",
            "mass_share", "border_mask", "corner_mask", "explain_runs"]
-
-
-def __getattr__(name):
-    # The pipeline pulls in data, training and plotting; import it only when asked for.
-    if name == "explain_runs":
-        from medattn.explain.pipeline import explain_runs
-
-        return explain_runs
-    raise AttributeError(name)

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+import numpy as np
 import torch
 import torch.nn.functional as F
-
-if TYPE_CHECKING:  # numpy is imported where a map is converted
-    import numpy as np
 
 
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -31,8 +27,6 @@ def scale_by_max(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
 
 def to_uint8(map_: torch.Tensor | np.ndarray) -> np.ndarray:
     """Min-max scale one map (H, W) to 0..255 for display, as the paper does for Table 4."""
-    import numpy as np
-
     arr = np.asarray(map_, dtype=np.float64)
     lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
     if not np.isfinite(hi) or hi - lo <= 0:

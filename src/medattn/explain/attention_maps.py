@@ -13,12 +13,11 @@ import torch
 import torch.nn as nn
 
 from medattn.explain._maps import scale_by_max, upsample
+from medattn.models.attention import GlobalAttention2d
 
 
 def ga_blocks(model: nn.Module) -> list[nn.Module]:
     """The model's GA blocks in forward (registration) order; empty for models without GA."""
-    from medattn.models.attention import GlobalAttention2d
-
     return [m for m in model.modules() if isinstance(m, GlobalAttention2d)]
 
 

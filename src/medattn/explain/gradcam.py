@@ -16,10 +16,10 @@ import torch
 import torch.nn as nn
 
 from medattn.explain._maps import upsample
+from medattn.models.zoo import gradcam_target_layers
 
 
 def _default_target_layers(model: nn.Module) -> list[nn.Module]:
-    from medattn.models import gradcam_target_layers
 
     layers = list(gradcam_target_layers(model))
     if not layers:

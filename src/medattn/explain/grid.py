@@ -11,9 +11,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from PIL import Image
 
+from medattn.errors import ConfigError
 from medattn.explain._maps import to_uint8
 from medattn.models import registry as R
+from medattn.runs.atomic import atomic_write
 
 CMAP = "jet"
 ALPHA = 0.5
@@ -29,7 +37,8 @@ def _short(image_id: str, width: int = 20) -> str:
 def model_label(name: str) -> str:
     """The registry's full label, as every other table shows it: ``resnet18+ga+ela`` ->
     ``ResNet18 +GA+ELA``, ``vit_tiny_in21k`` -> ``ViT-21k``; the name itself if unregistered."""
-    from medattn.errors import ConfigError
+    # start-up time: the zoo imports timm, which the report's Table 4 view (report.explain_view,
+    # which imports this module for its labels) does not otherwise need
     from medattn.models import parse_model_name
 
     try:
@@ -82,25 +91,17 @@ def _draw_cell(ax, image, map_: np.ndarray | None) -> None:
 
 
 def _save(fig, path: Path, fmt: str, dpi: int) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    from medattn.runs.atomic import atomic_write
-
     FigureCanvasAgg(fig)
     atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight"))
 
 
 def overlay_rgb(image: torch.Tensor | None, map_: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8: the map (0..255 per map) in jet, blended over the image (or alone)."""
-    from matplotlib import colormaps
-
     heat = colormaps[CMAP](to_uint8(map_))[..., :3]  # (H, W, 3) in [0, 1]
     if image is None:
         return np.round(heat * 255).astype(np.uint8)
     img = _hwc(image).astype(np.float64) / 255.0
     if img.shape[:2] != heat.shape[:2]:
-        from PIL import Image
-
         img = np.asarray(Image.fromarray(np.round(img * 255).astype(np.uint8)).resize(
             heat.shape[1::-1], Image.BILINEAR), dtype=np.float64) / 255.0
     return np.round(((1 - ALPHA) * img + ALPHA * heat) * 255).astype(np.uint8)
@@ -109,10 +110,6 @@ def overlay_rgb(image: torch.Tensor | None, map_: np.ndarray) -> np.ndarray:
 def save_overlay(path: str | Path, image: torch.Tensor | None, map_: np.ndarray) -> None:
     """One map (H, W) over its image (3, S, S uint8; ``None`` = the map alone) as a PNG at the
     map's resolution (PIL, no matplotlib figure: hundreds of these stay cheap)."""
-    from PIL import Image
-
-    from medattn.runs.atomic import atomic_write
-
     rgb = overlay_rgb(image, map_)
     atomic_write(path, lambda tmp: Image.fromarray(rgb).save(tmp, format="PNG"))
 
@@ -128,10 +125,6 @@ def draw_table4(units, display: dict, mean_images: dict, png: str | Path, pdf: s
         png, pdf: output paths.
         cell: side of one cell in inches.
     """
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
-    from matplotlib.figure import Figure
-
     datasets = list(dict.fromkeys(u.dataset for u in units))
     model_order = list(dict.fromkeys(u.model for u in units))
     rows = sorted({(u.method, u.model, u.block) for u in units},

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from medattn.data import build_transform, read_image
 from medattn.errors import DataError
 from medattn.explain.quantify import border_mask, corner_mask, mass_share
 
@@ -22,8 +23,6 @@ class ExplainImages:
     output before normalisation is k / 255), plus their region masks at the same geometry."""
 
     def __init__(self, table: pd.DataFrame, image_size: int, border: float):
-        from medattn.data import build_transform
-
         self.table = table.set_index("image_id", drop=False)
         self.size = image_size
         # mean 0 / std 1: the study's eval transform (resize + centre crop) without normalisation;
@@ -37,8 +36,6 @@ class ExplainImages:
     def image(self, image_id: str) -> torch.Tensor:
         """(3, S, S) uint8."""
         if image_id not in self._img:
-            from medattn.data import read_image
-
             row = self.table.loc[image_id]
             x = self.plain(read_image(str(row["path"])))
             self._img[image_id] = (x * 255).round().clamp(0, 255).to(torch.uint8)
@@ -52,8 +49,6 @@ class ExplainImages:
             if column in self.table.columns:
                 path = self.table.at[image_id, column]
                 if isinstance(path, str) and path:
-                    from medattn.data import read_image
-
                     try:
                         m = self.plain(read_image(path))[0] > 0.5
                     except (OSError, ValueError) as err:

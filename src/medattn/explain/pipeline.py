@@ -30,8 +30,11 @@ import pandas as pd
 import torch
 
 from medattn.errors import ConfigError, DataError
+from medattn.explain.attention_maps import ga_blocks, ga_maps
+from medattn.explain.gradcam import gradcam
 from medattn.explain.images import REGIONS, ExplainImages, region_shares
 from medattn.explain.plan import DatasetPlan, choose_images, plan_datasets
+from medattn.explain.rollout import vit_rollout
 from medattn.explain.units import Unit, load_units, save_units, slug, summarise
 
 # The paper's Table 4 rows, in its order (absent models are skipped).
@@ -144,8 +147,6 @@ def _load_model(runs_dir: Path, rec: pd.Series, classes: list[str]) -> torch.nn.
 
 
 def _methods(model: torch.nn.Module) -> list[tuple[str, int | None]]:
-    from medattn.explain.attention_maps import ga_blocks
-
     if model.medattn_spec.kind == "vit":  # the backbone registry says so
         return [("rollout", None)]
     out: list[tuple[str, int | None]] = [("gradcam", None)]
@@ -155,8 +156,6 @@ def _methods(model: torch.nn.Module) -> list[tuple[str, int | None]]:
 
 def _explain_batch(model, method: str, x: torch.Tensor) -> list[torch.Tensor]:
     """Maps for one batch: one (B, H, W) per row this method contributes (GA: one per block)."""
-    from medattn.explain import ga_maps, gradcam, vit_rollout
-
     if method == "gradcam":
         return [gradcam(model, x)]
     if method == "ga":

@@ -4,6 +4,7 @@ every selected run, one example per class and the images averaged for the mean m
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,8 +12,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from medattn.data import load_dataset
 from medattn.errors import ConfigError, DataError
 from medattn.explain.images import ExplainImages, area_shares
+from medattn.runs.store import read_predictions
 
 
 @dataclass
@@ -64,8 +67,6 @@ def plan_datasets(runs_dir: str | os.PathLike, selected: pd.DataFrame, n_mean: i
     """One :class:`DatasetPlan` per data set of ``selected`` (:func:`select_runs`): its table, the
     images in the test set of every selected run, and the examples and pool chosen from them
     (:func:`choose_images`). ``image_ids`` not found in any of the data sets raise ConfigError."""
-    from medattn.data import load_dataset
-
     plans, found = [], set()
     for dataset, runs in selected.groupby("dataset", sort=False):
         table = load_dataset(str(runs.iloc[0]["data"]))
@@ -107,10 +108,6 @@ def _common_test_ids(runs_dir: Path, runs: pd.DataFrame, table: pd.DataFrame) ->
     """Images in the test set of every selected run (so no map is drawn on a training image), and
     where they came from; the whole table (with a warning) when predictions are missing or the test
     sets do not overlap."""
-    import warnings
-
-    from medattn.runs.store import read_predictions
-
     everything = table["image_id"].astype(str).tolist()
     common: set[str] | None = None
     for run_id in runs["run_id"]:

@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medattn.explain.grid import save_overlay
 from medattn.explain.images import REGIONS, ExplainImages
+from medattn.runs.store import atomic_write, write_json
 
 
 @dataclass
@@ -50,8 +52,6 @@ def _marker(model_dir: Path, model: str) -> Path:
 
 def save_units(model_dir: Path, units: list[Unit], images: ExplainImages, meta: dict) -> None:
     """Write a model's units, then its completion marker (``meta`` plus the unit keys)."""
-    from medattn.runs.store import write_json
-
     for unit in units:
         _save_unit(unit, model_dir / unit.key, images,
                    {**meta, "method": unit.method, "block": unit.block})
@@ -59,9 +59,6 @@ def save_units(model_dir: Path, units: list[Unit], images: ExplainImages, meta: 
 
 
 def _save_unit(unit: Unit, folder: Path, images: ExplainImages, meta: dict) -> None:
-    from medattn.explain.grid import save_overlay
-    from medattn.runs.store import atomic_write, write_json
-
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / "examples.npy", lambda t: _save_npy(t, unit.examples))
     atomic_write(folder / "mean.npy", lambda t: _save_npy(t, unit.mean))

@@ -35,6 +35,8 @@ __all__ = ["create_model", "list_models", "parse_model_name", "describe_model", 
            "register_backbone", "register_attention", "Backbone", "Attention", "Site"]
 
 
+# Start-up time: `from medattn.models import registry` (labels and order for compare and the
+# report) must not import torch and timm (about 3 s), which create_model and the rest need.
 def __getattr__(name: str):
     if name in _WHERE:
         value = getattr(importlib.import_module(f"medattn.models.{_WHERE[name]}"), name)

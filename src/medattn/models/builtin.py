@@ -24,6 +24,8 @@ register_backbone = partial(registry.register_backbone, check=False)
 
 
 # --------------------------------------------------------------------------------- attention
+# The factories import the modules they build when called: the registry imports this module on
+# its first lookup, and a label lookup (report, compare) must not import torch or timm.
 
 def _ga(site: Site):
     from medattn.models.attention import GlobalAttention2d

@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from medattn.models.zoo import create_model, describe_model, list_models, parse_model_name
 from medattn.render import markdown_table
 
 __all__ = ["count_parameters", "parameter_table"]
@@ -34,8 +35,6 @@ def parameter_table(num_classes: int = 3, models: list[str] | None = None) -> pd
     negative, the paper prints the magnitude; NaN for the ViTs, which have no base),
     ``description``. One row per model name (both ViT-tiny rows share the paper's single ViT row).
     """
-    from medattn.models.zoo import create_model, describe_model, list_models, parse_model_name
-
     rows = []
     for name in models or list_models():
         spec = parse_model_name(name)

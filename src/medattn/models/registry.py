@@ -214,7 +214,7 @@ def register_backbone(name: str, checkpoint: str, *, after: tuple[str, ...] | st
         local_text=local_text or ", ".join(local),
         timm_kwargs=dict(timm_kwargs or {}), timm_options=tuple(timm_options), paper=bool(paper))
     if check:
-        from medattn.models.surgery import check_backbone
+        from medattn.models.probe import check_backbone
 
         check_backbone(entry)
     _BACKBONES[name] = entry

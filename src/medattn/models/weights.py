@@ -14,13 +14,20 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
+import huggingface_hub.constants as hf
+import timm
 import torch
+from huggingface_hub import try_to_load_from_cache
+from safetensors import safe_open
+from timm.models.vision_transformer import checkpoint_filter_fn
 from torch import nn
 
 from medattn.errors import WeightsError
+from medattn.runs.tensorfile import write_tensors
 
 __all__ = ["create_timm", "load_timm_file", "save_checkpoint", "load_checkpoint", "read_state_dict"]
 
@@ -37,10 +44,6 @@ def _hub_hint(timm_name: str) -> str:
 def _hub_reachable(timeout: float = 3.0) -> bool:
     """False when offline mode is set or huggingface.co cannot be connected to (behind a proxy we
     cannot tell, so we let the hub client try)."""
-    import socket
-
-    import huggingface_hub.constants as hf
-
     if hf.HF_HUB_OFFLINE:
         return False
     if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HF_ENDPOINT")):
@@ -54,8 +57,6 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 def _cached_file(timm_name: str) -> str | None:
     """Path of timm's weight file for ``timm_name`` in the local Hugging Face cache, or None."""
-    from huggingface_hub import try_to_load_from_cache
-
     for filename in ("model.safetensors", "pytorch_model.bin"):
         path = try_to_load_from_cache(f"timm/{timm_name}", filename)
         if isinstance(path, str):
@@ -65,8 +66,6 @@ def _cached_file(timm_name: str) -> str | None:
 
 def create_timm(timm_name: str, pretrained: bool = False, **kwargs) -> nn.Module:
     """``timm.create_model`` with hub failures turned into a WeightsError that says what to do."""
-    import timm
-
     if not pretrained:
         return timm.create_model(timm_name, pretrained=False, **kwargs)
     if not _hub_reachable():
@@ -98,7 +97,6 @@ def read_state_dict(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise WeightsError(f"weight file {str(path)!r} does not exist")
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
         try:
             with safe_open(str(path), framework="pt", device=str(map_location)) as f:
                 meta = dict(f.metadata() or {})
@@ -133,7 +131,6 @@ def load_timm_file(model: nn.Module, path: str | Path, timm_name: str = "") -> N
     state, _ = read_state_dict(path)
     state = {k.removeprefix("module."): v for k, v in state.items()}
     if hasattr(model, "pos_embed"):  # ViT: timm's own conversion (pos-embed resizing, npz layouts)
-        from timm.models.vision_transformer import checkpoint_filter_fn
         try:
             state = checkpoint_filter_fn(state, model)
         except Exception as err:
@@ -174,8 +171,6 @@ def save_checkpoint(model: nn.Module, path: str | Path, metadata: dict[str, Any]
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     # bytes through the one atomic writer (no library temp file can outlive a kill), metadata in
     # a canonical order so that identical runs give identical files
-    from medattn.runs.tensorfile import write_tensors
-
     write_tensors(path, tensors, {k: json.dumps(v, sort_keys=True) for k, v in meta.items()})
     return path
 

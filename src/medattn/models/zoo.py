@@ -24,7 +24,8 @@ from torch import nn
 
 from medattn.errors import ConfigError
 from medattn.models import registry as R
-from medattn.models.surgery import attach_attention, find_modules
+from medattn.models.probe import find_modules
+from medattn.models.surgery import attach_attention
 
 __all__ = ["ModelSpec", "create_model", "list_models", "parse_model_name", "gradcam_target_layers",
            "describe_model", "model_catalog", "DEFAULT_OPTIONS"]
@@ -203,7 +204,7 @@ def create_model(name: str, num_classes: int, pretrained: bool | str | Path = Fa
         ``pretrained_cfg`` (``mean``/``std`` for the transforms). Input: (B, 3, H, W) with
         H, W >= 32; output: (B, num_classes) logits.
     """
-    from medattn.models import weights as W
+    from medattn.models import weights as W  # start-up time: weights imports timm; names do not
 
     spec = parse_model_name(name)
     if not isinstance(num_classes, int) or num_classes < 1:

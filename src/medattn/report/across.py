@@ -92,6 +92,8 @@ def _fit(result, settings: dict) -> AcrossStudy:
 def across_section(result, settings: dict, slug) -> Section:
     """The report's section: verdicts, table, forest plots and the CD diagram; with fewer than 2
     data sets (or no pairs) it says why it is absent."""
+    # start-up time: matplotlib (about 1.5 s) only where the figures are drawn, not for the
+    # Markdown that `medattn compare` prints (across_markdown)
     from medattn.report.across_figures import cd_diagram, forest_plot
     from medattn.report.figures import to_png
 

@@ -11,9 +11,14 @@ import pandas as pd
 
 from medattn.analysis import design as D
 from medattn.analysis.plan import PLAN_FILE, Pilot, Plan, design_table, load_plan
+from medattn.analysis.variance import KFOLD_DESIGNS
 from medattn.render import markdown_table
+from medattn.report.html import Figure, Section, Table, Text
 
 __all__ = ["design_section", "format_plan", "power_curves"]
+
+# report.figures (matplotlib, about 1.5 s) is imported inside the functions that draw: `medattn
+# plan` imports this module for format_plan's text only.
 
 PLAN_HINT = "not planned yet (run `medattn plan RUNS_DIR` on a pilot's runs)"
 MAX_FIGURES = 6  # power-vs-runs plots in the report; the rest are in plan.json
@@ -108,8 +113,6 @@ def format_plan(plan: Plan, saved: str | None = None) -> str:
 
 
 def _standing_notes() -> list[str]:
-    from medattn.analysis.variance import KFOLD_DESIGNS
-
     offered = ", ".join(f"{k}x{r}" for k, r in sorted(KFOLD_DESIGNS))
     return [f"k-fold designs ({offered}) use the variance factor their calibration benchmark "
             "showed to hold the test's level (benchmarks/calibrate_designs.py); a design marked "
@@ -138,7 +141,7 @@ FAMILIES = {"random splits": [D.Design(f"J={j}", "random", j) for j in range(3, 
 def power_curves(p: Pilot, settings: dict):
     """P(decided right) against runs per model for each design family, on the sd estimate
     (solid) and its upper bound (dashed); a matplotlib Figure."""
-    from medattn.report.figures import subplots
+    from medattn.report.figures import subplots  # start-up time: see the top of the module
 
     fig, ax = subplots(1, 1, figsize=(6.0, 3.6))
     for i, (name, designs) in enumerate(FAMILIES.items()):
@@ -157,9 +160,7 @@ def power_curves(p: Pilot, settings: dict):
 
 def design_section(runs_dir):
     """The report's "Design" section from the plan saved in ``runs_dir`` (a hint if none)."""
-    from medattn.report.figures import to_png
-    from medattn.report.html import Figure, Section, Table, Text
-
+    from medattn.report.figures import to_png  # start-up time: see the top of the module
     plan = load_plan(runs_dir)
     if plan is None:
         return Section("design", "Design", [Text(f"Design: {PLAN_HINT}.")])

@@ -21,7 +21,7 @@ from medattn.analysis.features.table3 import (
     truth_cells,
 )
 from medattn.report.figures import styled, subplots, to_png
-from medattn.report.html import MAX_ROWS, read_table
+from medattn.report.html import MAX_ROWS, Details, Figure, Section, Table, Text, read_table
 from medattn.report.tables import model_name_label
 
 def _p(v) -> str:
@@ -108,8 +108,6 @@ def effect_figure(summary: pd.DataFrame, tests=("cmiknn",)):
 
 def table3_section(folder: Path, hint: str):
     """The Table 3 section; a hint when ``medattn features`` has not run."""
-    from medattn.report.html import Details, Figure, Section, Table, Text
-
     title = "Table 3: feature usage"
     # cells are text ("2/3", "✓", "n/a"): pandas would read "n/a" as a missing number
     table = read_table(folder / "table3.csv", dtype=str, keep_default_na=False)

@@ -8,9 +8,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from medattn.runs.atomic import write_text
-from medattn.render import latex_table
+from medattn.errors import ConfigError
 from medattn.models import registry as R
+from medattn.render import latex_table
+from medattn.runs.atomic import write_text
+
+# The model zoo (torch, timm) and the study (torch) are imported inside the functions that need
+# them: the report's other tables and `medattn compare` read only the torch-free registry.
 
 __all__ = ["expected_runs", "model_name_label", "run_problems", "selection_table", "table1",
            "trained_rows",
@@ -20,9 +24,7 @@ __all__ = ["expected_runs", "model_name_label", "run_problems", "selection_table
 def model_name_label(name: str) -> str:
     """The registry's label of a model name (``resnet18+ga`` -> ``ResNet18 +GA``); the name
     itself where no registered model has it (a plugin's this process does not load)."""
-    from medattn.errors import ConfigError
-    from medattn.models import parse_model_name
-    from medattn.models import registry as R
+    from medattn.models import parse_model_name  # start-up time: see the top of the module
 
     try:
         spec = parse_model_name(str(name))
@@ -35,8 +37,7 @@ def table1(num_classes: int = 3, models: list[str] | None = None) -> pd.DataFram
     """Table 1 for display: parameters (millions, the paper's counting) and change vs the base.
     Rows: the paper's 14 models and ``models`` (a study's), in the zoo's order; names no
     registered model builds are left out."""
-    from medattn.errors import ConfigError
-    from medattn.models import list_models, parameter_table, parse_model_name
+    from medattn.models import list_models, parameter_table, parse_model_name  # (start-up time)
 
     wanted = set(list_models(paper_only=True))
     for name in models or ():
@@ -55,8 +56,7 @@ def table1(num_classes: int = 3, models: list[str] | None = None) -> pd.DataFram
 
 def trained_rows(t1: pd.DataFrame, model_names: list[str]) -> pd.DataFrame:
     """The rows of :func:`table1` (``model``: the registry's label) of the models named."""
-    from medattn.errors import ConfigError
-    from medattn.models import parse_model_name
+    from medattn.models import parse_model_name  # start-up time: see the top of the module
 
     labels = set()
     for name in model_names:
@@ -71,7 +71,7 @@ def trained_rows(t1: pd.DataFrame, model_names: list[str]) -> pd.DataFrame:
 def selection_table(selection: pd.DataFrame) -> pd.DataFrame:
     """``selection.csv`` for display: models by label, how each setting was chosen in words
     (``no search: one setting`` for a one-point grid) instead of a NaN score over 0 runs."""
-    from medattn.training.study import selection_note
+    from medattn.training.study import selection_note  # start-up time: it imports torch
 
     sel = selection.copy()
     if {"source", "mean_val_bacc", "n_runs"} <= set(sel.columns):

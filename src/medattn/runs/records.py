@@ -19,6 +19,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import pandas as pd
+
 from medattn.errors import StoreError
 
 # Scalar fields that become frame columns (:meth:`RunRecord.row`), in column order.
@@ -151,8 +153,6 @@ def best_runs(frame, by: tuple[str, ...] = ("dataset", "model"), metric: str = "
     balanced accuracy on ``metric`` (``val`` by default: choosing on the test set would select on
     the data the tables report), ties broken by the other of val/test, then by run id. Runs
     without the metric rank last. Returns the chosen rows in the frame's order of groups."""
-    import pandas as pd
-
     if metric not in ("val", "test"):
         raise ValueError(f"metric must be 'val' or 'test', got {metric!r}")
     if frame.empty:

@@ -66,7 +66,7 @@ def _layout(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | N
 
 def _library_bytes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None
                    ) -> bytes:
-    from safetensors.torch import save
+    from safetensors.torch import save  # start-up time: it imports torch; the store must not
 
     raw = save(dict(tensors), metadata=dict(metadata) if metadata else None)
     (n,) = struct.unpack("<Q", raw[:8])

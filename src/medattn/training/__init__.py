@@ -1,22 +1,14 @@
-"""Training: one run (engine), the study grid (study), where runs execute (backends), the run
-store (store), study configs (config) and metrics. See ``docs/training.md``.
+"""Training: one run (engine), the study grid (study), where runs execute (backends), study configs
+(config) and metrics. See ``docs/training.md``.
 
-Names are imported lazily so that ``medattn.runs.store`` (read by the analysis parts) does not
-pull in torch.
+Importing this package imports torch (the engine). Nothing that must start without torch imports
+it: the run store it writes is :mod:`medattn.runs`, and the CLI imports it inside the commands that
+train.
 """
 
-from importlib import import_module
+from medattn.training.config import RunSpec, StudyConfig, TrainSettings, load_config
+from medattn.training.engine import Hooks, train, train_run
+from medattn.training.study import StudyResult, run_study
 
-_EXPORTS = {
-    "RunSpec": "config", "StudyConfig": "config", "TrainSettings": "config",
-    "load_config": "config", "Hooks": "engine", "train": "engine", "train_run": "engine",
-    "StudyResult": "study", "run_study": "study",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(import_module(f"medattn.training.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'medattn.training' has no attribute {name!r}")
+__all__ = ["Hooks", "RunSpec", "StudyConfig", "StudyResult", "TrainSettings", "load_config",
+           "run_study", "train", "train_run"]

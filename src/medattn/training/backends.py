@@ -11,21 +11,25 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import multiprocessing as mp
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
+from medattn.data import load_task
 from medattn.errors import ConfigError, DataError, MedattnError
 from medattn.progress import setup_console
 from medattn.runs import store
+from medattn.runs.records import RunRecord
 from medattn.training.config import RunSpec
 from medattn.training.engine import Hooks, data_change, train_run
 from medattn.training.ray_connect import connect, first_line, plain_logs
-from medattn.runs.records import RunRecord
 
 log = logging.getLogger("medattn.train")
 
@@ -68,8 +72,6 @@ def _pending(specs: Sequence[RunSpec], runs_dir: Path, restart: bool = False
 def check_data(specs: Sequence[RunSpec], records: dict[str, dict]) -> None:
     """Raise :class:`DataError` if finished runs were trained on other data than is on disk now,
     saying which runs and what changed."""
-    from medattn.data import load_task
-
     groups: dict[tuple, list[RunSpec]] = {}
     for spec in specs:
         groups.setdefault((spec.data, spec.ood), []).append(spec)
@@ -154,11 +156,6 @@ class LocalBackend:
 
     def _run_parallel(self, todo: list[RunSpec], runs_dir: Path, records: dict,
                       report: Callable[[RunSpec, dict | None], None]) -> None:
-        import dataclasses
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-        from concurrent.futures.process import BrokenProcessPool
-
         todo = [s if s.train.threads else
                 dataclasses.replace(s, train=dataclasses.replace(s.train, threads=1))
                 for s in todo]
@@ -254,7 +251,7 @@ class RayBackend:
     def _init(self):
         plain_logs()  # before the import: Ray reads its log-deduplication setting then
         try:
-            import ray
+            import ray  # optional dependency: medattn[ray]
         except ImportError:
             raise ConfigError("--backend ray needs Ray: pip install 'medattn[ray]'.") from None
         if not ray.is_initialized():

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from medattn.errors import ConfigError
+from medattn.kfold_designs import check_kfold_design
 from medattn.training.runspec import (  # noqa: F401  (RunSpec and its settings, public here too)
     AMP_MODES,
     AUGMENT,
@@ -341,7 +342,6 @@ def _parse_final(final: dict, src: str) -> tuple[str, int, int]:
                           "runs `final.folds` x `final.repeats` (e.g. folds: 5, repeats: 2).")
     folds = int(_num(final.get("folds", 5), "final.folds", src, integer=True, minimum=3))
     repeats = int(_num(final.get("repeats", 1), "final.repeats", src, integer=True, minimum=1))
-    from medattn.analysis.variance import check_kfold_design
     try:
         check_kfold_design(folds, repeats)
     except ConfigError as err:

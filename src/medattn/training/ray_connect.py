@@ -36,6 +36,7 @@ def _target(address: str) -> str | None:
     target = address.split("://", 1)[-1]
     if target == "auto":
         try:
+            # optional dependency (medattn[ray]), imported by the caller already
             from ray._private.services import canonicalize_bootstrap_address_or_die
             target = canonicalize_bootstrap_address_or_die("auto")
         except (ImportError, AttributeError):
@@ -82,7 +83,7 @@ def probe(address: str, timeout: float) -> None:
                           f"waited up to {timeout:g} s); check the address and that the cluster "
                           "is up (`ray status` on its head node).") from None
     try:
-        import grpc
+        import grpc  # Ray's dependency: present where Ray is (optional, medattn[ray])
     except ImportError:  # Ray depends on grpcio; without it, let ray.init try
         return
     left = max(0.5, deadline - time.monotonic())

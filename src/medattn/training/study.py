@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import logging
 import os
 from collections.abc import Callable
@@ -25,10 +26,12 @@ import pandas as pd
 import yaml
 
 from medattn.errors import IncompleteStudyError, MedattnError
+from medattn.progress import progress_bar
 from medattn.runs import store
+from medattn.runs.records import RunRecord
 from medattn.training.backends import LocalBackend, get_backend
 from medattn.training.config import RunSpec, StudyConfig, load_config
-from medattn.runs.records import RunRecord
+from medattn.training.tracking import tracker
 
 log = logging.getLogger("medattn.train")
 
@@ -41,7 +44,8 @@ class StudyResult:
     runs_dir: Path
     records: pd.DataFrame  # store.load_records of the runs directory
     selection: pd.DataFrame  # per (dataset, model): chosen lr, weight_decay and their score
-    summary: pd.DataFrame  # per (dataset, model, set): final_summary of the final runs
+    # (balanced accuracy per model: medattn.analysis.study_summary.final_summary, computed by
+    # the callers above training: training never imports analysis)
 
 
 def search_specs(config: StudyConfig) -> list[RunSpec]:
@@ -148,34 +152,6 @@ def final_specs(config: StudyConfig, selection: pd.DataFrame) -> list[RunSpec]:
     return specs
 
 
-def final_summary(finals: store.FinalRuns) -> pd.DataFrame:
-    """Balanced accuracy of the current selection's finished final runs per data set, model and
-    set (``test``, ``ood-<name>``): ``mean_pct``, ``sd_pct`` (ddof=1) and ``n`` from the summary
-    Table 2 uses (:func:`medattn.analysis.compare.summarize_runs`), with ``n_diverged`` and
-    ``n_failed``: such runs are counted apart, never averaged in."""
-    from medattn.analysis.compare import summarize_runs
-    from medattn.analysis.paired import run_info
-
-    frame = finals.current
-    if frame.empty:
-        return pd.DataFrame()
-    summary = summarize_runs(frame, info=run_info(finals.records.values()))[0]
-    found = {(r.dataset, r.backbone, r.model, "test" if r.set == "id" else r.set): r
-             for r in summary.itertuples()}
-    sets = [c[5:] for c in frame.columns if c.startswith("bacc_") and c != "bacc_val"]
-    rows = []
-    for (ds, model), g in frame.groupby(["dataset", "model"], sort=False):
-        b, v = g["backbone"].iloc[0], g["variant"].iloc[0]
-        for name in [x for x in sets if g[f"bacc_{x}"].notna().any()] or ["test"]:
-            st = found.get((ds, b, v, name))
-            rows.append(dict(dataset=ds, model=model, set=name,
-                             mean_pct=st.mean if st else float("nan"),
-                             sd_pct=st.sd if st else float("nan"), n=st.n if st else 0,
-                             n_diverged=int((g["status"] == "diverged").sum()),
-                             n_failed=int((g["status"] == "failed").sum())))
-    return pd.DataFrame(rows)
-
-
 def unfinished(specs: list[RunSpec], runs_dir: str | os.PathLike) -> list[tuple[str, str, str]]:
     """``(run_id, status, message)`` of the runs in ``specs`` that are not done or diverged
     (status ``missing`` if a run has no record; ``running`` after the backend returned means its
@@ -213,8 +189,6 @@ class StudyProgress:
     and, with tracking, the run logged to MLflow."""
 
     def __init__(self, name: str, total: int, track=None, show: bool = True):
-        from medattn.progress import progress_bar
-
         self.bar = progress_bar(total=total, desc=f"study {name}", unit="run", mininterval=0,
                                 smoothing=0, disable=not show)
         self.track, self.seen = track, set()
@@ -240,8 +214,6 @@ class StudyProgress:
 
     def run(self, backend, specs: list[RunSpec], runs_dir: Path, **opts) -> list[dict]:
         """``backend.run`` reporting to this; backends without ``on_record`` report at the end."""
-        import inspect
-
         if "on_record" in inspect.signature(backend.run).parameters:
             return backend.run(specs, runs_dir, on_record=self, **opts)
         records = backend.run(specs, runs_dir, **opts)
@@ -258,7 +230,7 @@ def run_study(config: StudyConfig | str | os.PathLike, runs_dir: str | os.PathLi
               restart: bool = False, tracking: str | None = None,
               final_filter: Callable[[RunSpec], bool] | None = None,
               **backend_options) -> StudyResult:
-    """Run (or complete) a study; returns its records, hyper-parameter selection and summary.
+    """Run (or complete) a study; returns its records and hyper-parameter selection.
 
     Args:
         config: a :class:`StudyConfig`, a YAML file or a packaged config name (``demo``,
@@ -300,7 +272,6 @@ def run_study(config: StudyConfig | str | os.PathLike, runs_dir: str | os.PathLi
         if swept:
             log.info("removed %d temporary file(s) left by an interrupted run", swept)
         store.write_text(runs_dir / STUDY_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
-        from medattn.training.tracking import tracker
         track = tracker(tracking, config.name, runs_dir)  # a bad URI fails here, not hours later
 
         search = search_specs(config)
@@ -339,44 +310,9 @@ def _run_phases(config: StudyConfig, runs_dir: Path, backend, search: list[RunSp
         progress.bar.total = len(search) + len(final)  # the bar was sized for every final run
     log.info("study %s: %d final runs", config.name, len(final))
     progress.run(backend, final, runs_dir, **opts)
-    finals = store.final_runs(runs_dir)
     result = StudyResult(runs_dir=runs_dir, records=store.load_records(runs_dir),
-                         selection=selection, summary=final_summary(finals))
+                         selection=selection)
     bad = unfinished(final, runs_dir)
     if bad:
         raise _incomplete(bad, len(final), "final", result)
     return result
-
-
-def format_study(res: StudyResult) -> str:
-    """The study's end summary for a terminal: run counts in words, then balanced accuracy per
-    data set, model (the registry's label and order) and test set as an aligned table."""
-    from medattn.models import parse_model_name
-    from medattn.models import registry as R
-
-    counts = res.records["status"].value_counts() if len(res.records) else pd.Series(dtype=int)
-    order = ["done", "diverged", "failed"]
-    words = [f"{int(counts[k])} {k}" for k in order + sorted(set(counts.index) - set(order))
-             if k in counts.index]
-    lines = [f"runs: {', '.join(words) or 'none'}"]
-    s = res.summary
-    if s is None or not len(s):
-        return lines[0]
-    specs = {m: parse_model_name(m) for m in s["model"].unique()}
-    key = {m: (R.backbone_rank(p.backbone), p.backbone, R.variant_rank(p.variant))
-           for m, p in specs.items()}
-    datasets = list(dict.fromkeys(s["dataset"]))
-    rows = sorted(s.itertuples(index=False), key=lambda r: (
-        datasets.index(r.dataset), key[r.model], r.set != "test", r.set))
-    table = [["data set", "model", "test set", "balanced accuracy (%)", "runs", "diverged",
-              "failed"]]
-    for r in rows:
-        sd = "n/a" if r.sd_pct != r.sd_pct else f"{r.sd_pct:.1f}"
-        acc = "–" if r.mean_pct != r.mean_pct else f"{r.mean_pct:.1f} ± {sd}"
-        table.append([str(r.dataset), R.model_label(specs[r.model].backbone,
-                                                    specs[r.model].variant),
-                      "in-distribution" if r.set == "test" else str(r.set), acc, str(r.n),
-                      str(r.n_diverged), str(r.n_failed)])
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
-    return "\n".join(lines)

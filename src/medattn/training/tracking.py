@@ -26,6 +26,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from medattn.errors import ConfigError
 from medattn.runs import store
 
@@ -102,7 +104,7 @@ class MlflowTracker:
 
     def __init__(self, uri: str, experiment: str, runs_dir: str | os.PathLike):
         try:
-            from mlflow.tracking import MlflowClient
+            from mlflow.tracking import MlflowClient  # optional dependency: medattn[mlflow]
         except ImportError:
             raise ConfigError(f"tracking to {uri!r} (--tracking or ${ENV}) needs MLflow: pip "
                               f"install 'medattn[mlflow]', or unset {ENV}.") from None
@@ -162,7 +164,7 @@ class MlflowTracker:
         return [i for i in (self.log(r) for r in records) if i is not None]
 
     def _log(self, record: dict[str, Any]) -> str:
-        from mlflow.entities import Metric, Param
+        from mlflow.entities import Metric, Param  # optional dependency (present: __init__ ran)
 
         rdir = store.run_dir(self.runs_dir, record["run_id"])
         rec_file = rdir / store.RECORD
@@ -216,8 +218,6 @@ def tracker(uri: str | None, experiment: str, runs_dir: str | os.PathLike
 
 def experiment_name(runs_dir: str | os.PathLike) -> str:
     """A runs folder's experiment: its study's name (``study.yaml``), else the folder's name."""
-    import yaml
-
     p = Path(runs_dir).resolve()
     study = p / "study.yaml"
     if study.is_file():

@@ -18,12 +18,14 @@ import dataclasses
 import json
 import os
 import shutil
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
+from medattn.progress import progress_bar
 from medattn.runs.atomic import atomic_write, write_text
 from medattn.data.synthetic.derm_render import STRUCTURES, ita_to_rgb, render
 from medattn.data.synthetic.diagnoses import DIAGNOSES, MALIGNANT, NOT_VISIBLE, VISIBLE, Diagnosis
@@ -204,16 +206,12 @@ def available_cpus() -> int:
 
 def _run_jobs(fn, jobs: list, workers: int, progress: bool, desc: str) -> None:
     """Render and save; images are independent (own seeds), so the result does not depend on workers."""
-    from medattn.progress import progress_bar
-
     bar = progress_bar(total=len(jobs), desc=desc, disable=not progress)
     if workers <= 1 or len(jobs) < 64:
         for job in jobs:
             fn(job)
             bar.update()
     else:
-        from concurrent.futures import ProcessPoolExecutor
-
         with ProcessPoolExecutor(workers) as pool:
             for _ in pool.map(fn, jobs, chunksize=32):
                 bar.update()
@@ -233,7 +231,7 @@ def sample_metadata(n: int, seed: int = 0, cfg: DermConfig | None = None) -> pd.
     rendering a pixel: one row per image with ``image_id``, ``patient_id``, ``lesion_id``,
     ``label``, ``age_approx`` and the ``true_*`` columns (for quick simulations; the same values
     as the written ``metadata.csv``)."""
-    import pandas as pd
+    import pandas as pd  # start-up time of the render workers (see the TYPE_CHECKING note)
 
     cfg = cfg or DermConfig()
     return pd.DataFrame([{"image_id": f"ISIC_{i:07d}", "patient_id": f"IP_{p:07d}",

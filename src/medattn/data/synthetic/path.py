@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from medattn.data.synthetic.derm import _run_jobs, available_cpus
 from medattn.errors import ConfigError
 
 # Optical-density stain vectors (H, E) and a stain strength per hospital: the domain shift.
@@ -136,8 +137,6 @@ def write_path(out: str | Path, n: int = 3000, seed: int = 0, size: int = 96,
         if key not in seen:
             seen.add(key)
             uniq.append((row, job))
-    from medattn.data.synthetic.derm import _run_jobs, available_cpus
-
     workers = workers if workers is not None else available_cpus()
     _run_jobs(_save, [j for _, j in uniq], workers, progress, "synth camelyon17")
     with open(root / "metadata.csv", "w", newline="", encoding="utf-8") as f:
