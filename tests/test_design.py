@@ -91,7 +91,7 @@ def test_bad_arguments_are_refused():
 
 
 def test_design_table_offers_exactly_the_calibrated_kfold_designs():
-    from medattn.analysis.variance import KFOLD_DESIGNS
+    from medattn.kfold_designs import KFOLD_DESIGNS
 
     names = [d.name for d in D.DESIGNS]
     assert {"random J=10", "random J=20", "random J=30", "5-fold x 1", "5-fold x 2",

@@ -12,7 +12,8 @@ import pytest
 
 from medattn.analysis import compare
 from medattn.analysis.study_summary import final_summary
-from medattn.analysis.variance import KFOLD_DESIGNS, variance_factor
+from medattn.analysis.variance import variance_factor
+from medattn.kfold_designs import KFOLD_DESIGNS
 from medattn.errors import ConfigError
 from medattn.report.tables import expected_runs
 from medattn.runs import store

@@ -39,7 +39,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special, stats
 
-from medattn.analysis.variance import KFOLD_DESIGNS, kfold_multiplier
+from medattn.analysis.variance import kfold_multiplier
+from medattn.kfold_designs import KFOLD_DESIGNS
 
 __all__ = ["DESIGNS", "Design", "bouckaert_frank_factor", "decided_right",
            "decision_probability", "nadeau_bengio_factor", "power"]
@@ -60,7 +61,7 @@ def nadeau_bengio_factor(n_pairs, test_train_ratio):
 def bouckaert_frank_factor(n_pairs, test_train_ratio):
     """``f = 1/(r k) + n_test/n_train`` of r repetitions of k-fold CV, J = r k pairs (Bouckaert &
     Frank 2004). The same formula as :func:`nadeau_bengio_factor`. Shown to hold its level only
-    for the designs of :data:`medattn.analysis.variance.KFOLD_DESIGNS` (with their calibrated
+    for the designs of :data:`medattn.kfold_designs.KFOLD_DESIGNS` (with their calibrated
     multiplier, today 1); other k-fold designs use it uncalibrated and are never recommended
     (one simulation rejected a near-null in 0.09 of studies at 5 x 10-fold, alpha 0.05)."""
     return nadeau_bengio_factor(n_pairs, test_train_ratio)
@@ -107,7 +108,7 @@ class Design:
 
 def _kfold(k: int, rep: int) -> Design:
     """A k-fold candidate: calibrated, with its own factor, where
-    :data:`medattn.analysis.variance.KFOLD_DESIGNS` lists it (the one place k-fold designs are
+    :data:`medattn.kfold_designs.KFOLD_DESIGNS` lists it (the one place k-fold designs are
     offered); otherwise listed with Bouckaert & Frank's factor and never recommended."""
     if (k, rep) in KFOLD_DESIGNS:
         return Design(f"{k}-fold x {rep}", "kfold", k * rep, folds=k, repeats=rep,
@@ -123,7 +124,7 @@ def _kfold_factor(k: int, rep: int, n_pairs, test_train_ratio):
 
 # Random splits are the paper's design (calibrated: benchmarks/calibrate_compare.py); k-fold
 # designs are calibrated by benchmarks/calibrate_designs.py and offered from one table,
-# variance.KFOLD_DESIGNS. Seed designs average S training seeds per split.
+# kfold_designs.KFOLD_DESIGNS. Seed designs average S training seeds per split.
 DESIGNS: tuple[Design, ...] = (
     Design("random J=10", "random", 10),
     Design("random J=20", "random", 20),

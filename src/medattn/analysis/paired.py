@@ -18,7 +18,8 @@ import pandas as pd
 from medattn.analysis import stats
 from medattn.analysis.bootstrap import paired_bootstrap
 from medattn.analysis.shared_test import PairPredictions, read_pair_predictions
-from medattn.analysis.variance import KFOLD_DESIGNS, kfold_multiplier, variance_factor
+from medattn.analysis.variance import kfold_multiplier, variance_factor
+from medattn.kfold_designs import KFOLD_DESIGNS
 from medattn.errors import ConfigError
 
 __all__ = ["DEFAULT_FRACTIONS", "add_bootstrap", "bootstrap_pairs", "comparison_factor",

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 from medattn.kfold_designs import KFOLD_DESIGNS, check_kfold_design
 
-__all__ = ["KFOLD_DESIGNS", "SCHEMES", "check_kfold_design", "kfold_multiplier",
-           "variance_factor"]
+__all__ = ["SCHEMES", "kfold_multiplier", "variance_factor"]
 
 SCHEMES = ("random", "kfold")
 

@@ -11,7 +11,7 @@ import pandas as pd
 
 from medattn.analysis import design as D
 from medattn.analysis.plan import PLAN_FILE, Pilot, Plan, design_table, load_plan
-from medattn.analysis.variance import KFOLD_DESIGNS
+from medattn.kfold_designs import KFOLD_DESIGNS
 from medattn.render import markdown_table
 from medattn.report.html import Figure, Section, Table, Text
 
