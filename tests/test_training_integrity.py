@@ -186,7 +186,7 @@ def test_changed_data_after_finished_runs_stops_with_what_changed(derm, tmp_path
     cli_error(rc, 2, "pool: 70 -> 40 images", rid)
 
     from medattn.data import load_task
-    from medattn.training.engine import data_change
+    from medattn.training.fingerprint import data_change
     old = {k: v for k, v in store.read_record(store.run_dir(tmp_path / "runs", rid)).items()
            if k != "data_summary"}  # a record from before runs kept a summary of their data
     assert data_change(old, load_task(isic, [pad])).startswith(
