@@ -57,6 +57,7 @@ def _copy_data(derm, dst):
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_failed_search_run_stops_the_study_before_selection(derm, tmp_path):
     cfg = _config(derm)
 
@@ -249,6 +250,7 @@ def test_a_run_is_not_resumed_on_changed_data_and_nothing_written_is_lost(derm, 
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_truncated_resume_file_is_a_one_line_error_and_restart_fixes_it(derm, tmp_path,
                                                                            cli_error):
     from medattn.training.config import RunSpec, TrainSettings
