@@ -90,7 +90,8 @@ class StudyConfig:
                        lr=float(lr), weight_decay=float(wd), split_seed=int(seed),
                        ood=tuple(self.resolve(s) for s in ds.ood),
                        model_options=self.model_options, train=self.train,
-                       folds=self.final_folds if kfold else 0, fold=int(fold) if kfold else None)
+                       folds=self.final_folds if kfold else 0,
+                       fold=int(fold) if fold is not None else None)
 
     def search_seeds(self) -> list[int]:
         return [self.search_first_seed + i for i in range(self.search_splits)]

@@ -184,6 +184,17 @@ def versions() -> dict[str, str]:
 
 
 class _Run:
+    # Data, model and optimisation: built by _setup, which every other step follows (loading data
+    # and weights can fail with a user error, which train_run treats differently from a failure
+    # in training).
+    task: Any
+    model: nn.Module
+    precision: Precision
+    train_set: Subset
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    scaler: Any  # torch.amp.GradScaler, disabled unless float16
+
     def __init__(self, spec: RunSpec, runs_dir: Path, *, device: str | None, hooks: Hooks,
                  progress: bool):
         self.spec, self.runs_dir, self.hooks, self.progress = spec, runs_dir, hooks, progress
@@ -192,20 +203,11 @@ class _Run:
         self.cuda = self.device.type == "cuda"
         self.record: dict[str, Any] = {"run_id": spec.run_id, "status": "running",
                                        "phase": spec.phase, "model": spec.model}
-        # Data, model and optimisation: built by _setup (loading data and weights can fail with
-        # a user error, which train_run treats differently from a failure in training).
-        self.task = None
         self.classes: list[str] = []
         self.split: dict[str, np.ndarray] = {}
         self.fingerprint = ""
-        self.model: nn.Module | None = None
-        self.precision: Precision | None = None
-        self.train_set: Subset | None = None
         self.eval_sets: dict[str, Any] = {}
         self.eval_tables: dict[str, Any] = {}
-        self.optimizer: torch.optim.Optimizer | None = None
-        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
-        self.scaler = None
         # Progress of the run: the best epoch so far and its weights (set once the model
         # exists, replaced by _load_state on resume), and the time spent.
         self.best_state: dict[str, torch.Tensor] = {}

@@ -12,7 +12,7 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -134,7 +134,8 @@ def _unreadable(path: Path, run_id: str, err: Exception) -> StoreError:
 
 def _split_optimizer_state(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
     """Optimizer state -> (tensors for safetensors, JSON-able rest)."""
-    tensors, rest = {}, {}
+    tensors: dict[str, torch.Tensor] = {}
+    rest: dict[str, dict] = {}
     for idx, st in sd["state"].items():
         rest[str(idx)] = {}
         for key, v in st.items():
@@ -155,7 +156,8 @@ def _join_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 
 
 def _np_state_json() -> list:
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state(legacy=True))
+    name, keys, pos, has_gauss, cached = state
     return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
 
 
