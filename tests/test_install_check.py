@@ -55,6 +55,7 @@ def test_cli_reports_the_mismatch_before_the_command_runs(monkeypatch, capsys, t
     assert err.count("\n") == 1 and "--index-url" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_import_failure_in_a_fresh_process_is_one_message(tmp_path):
     """The failure as users saw it: ``import torchvision`` raising the nms RuntimeError."""
     fake = tmp_path / "torchvision"

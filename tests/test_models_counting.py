@@ -31,6 +31,7 @@ def table_json():
     return json.loads(buf.getvalue())
 
 
+@pytest.mark.slow
 def test_params_json_matches_paper_table_1(table_json):
     from medattn.models import list_models
 
@@ -52,6 +53,7 @@ def test_params_json_matches_paper_table_1(table_json):
     assert rows["vit_tiny_in21k"]["params_paper"] == rows["vit_tiny_in1k"]["params_paper"]
 
 
+@pytest.mark.slow
 def test_full_count_adds_exactly_the_uncounted_tensors(table_json):
     rows = {r["model"]: r for r in table_json}
     # ViT: pos_embed (197 x 192) and cls_token (192); LA: rel_h + rel_w = C_out * k per layer
@@ -70,6 +72,7 @@ def test_layer_counts_follow_the_definitions():
     assert count_parameters(la, "full") == 3 * 192 * 320 + 320 * 7
 
 
+@pytest.mark.slow
 def test_table_other_num_classes_and_markdown(capsys):
     t = parameter_table(num_classes=7, models=["resnet18", "resnet18+ga"])
     base = count_parameters(create_model("resnet18", 7))
@@ -93,6 +96,7 @@ def test_models_command_lists_every_name_with_a_description(capsys):
         assert name in list_models()
 
 
+@pytest.mark.slow
 def test_models_command_shows_the_parameter_counts_of_table_1(capsys, table_json):
     counts = {r["model"]: r["params_paper_m"] for r in table_json}
     assert main(["models", "--backbone", "densenet121"]) == 0

@@ -15,6 +15,8 @@ from medattn.models import registry as R
 pytestmark = pytest.mark.usefixtures("one_thread")  # steady on the shared 2-core machine
 
 CNNS = [b.name for b in R.backbones() if b.kind == "cnn"]
+# resnet18 in the fast selection; the larger backbones (up to 20 s each on a laptop core) are slow
+CNN_PARAMS = [b if b == "resnet18" else pytest.param(b, marks=pytest.mark.slow) for b in CNNS]
 LOCAL = [a.name for a in R.attentions() if a.placement != "after"]
 
 
@@ -60,7 +62,7 @@ def test_registered_out_of_the_box():
                       "mhsa": False}
 
 
-@pytest.mark.parametrize("backbone", CNNS)
+@pytest.mark.parametrize("backbone", CNN_PARAMS)
 def test_each_module_from_a_pretrained_file(tmp_path, backbone):
     """Each module alone: identity where claimed with the same pretrained file, a different
     function where not; forward and backward at 64 px, and at 224 px for the modules that replace
@@ -89,7 +91,7 @@ def test_each_module_from_a_pretrained_file(tmp_path, backbone):
             _backward(model, torch.randn(1, 3, 224, 224))
 
 
-@pytest.mark.parametrize("backbone", CNNS)
+@pytest.mark.parametrize("backbone", CNN_PARAMS)
 def test_every_combination_from_random_weights(backbone):
     """Every 'after' x 'replace'/'embed' combination against the base built from the same seed
     (the timm backbone is built first, so its random weights are the same): identity where both

@@ -68,6 +68,21 @@ def test_ci_builds_the_docs_site_strictly_and_its_nav_names_every_page():
     assert pages == set(re.findall(r":\s*([\w/.-]+\.md)\s*$", conf, re.M))
 
 
+def test_ci_checks_types_against_the_baseline_after_ruff_and_before_the_tests():
+    ci = (ROOT / ".ci" / "run").read_text()
+    ruff, mypy = ci.find("python3 -m ruff check"), ci.find("python3 -m mypy >")
+    check = ci.find("python3 -m mypy_baseline filter")
+    assert 0 <= ruff < mypy < check < ci.find("python3 -m pytest")
+    assert {"mypy", "mypy-baseline"} <= _extras()["dev"]
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]
+    assert meta["mypy"]["files"] == ["src/medattn"]
+    baseline = ROOT / meta["mypy_baseline"]["baseline_path"]
+    lines = baseline.read_text().splitlines()
+    # entries without line numbers, so that an edit above an old error does not make it "new"
+    assert lines and all(re.match(r"src/medattn/\S+\.py:0: (error|note): ", line)
+                         for line in lines), [x for x in lines if ":0: " not in x][:3]
+
+
 def test_python_floor_is_the_one_the_tests_need_and_the_readme_names():
     floor = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
     assert floor.startswith(">=3.11")  # tests import tomllib (3.11+)

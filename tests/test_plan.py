@@ -127,6 +127,7 @@ def test_delta_must_exceed_the_margin(tmp_path):
         P.plan_runs(tmp_path, delta=1.0, margin=1.0)
 
 
+@pytest.mark.slow
 def test_compare_with_another_margin_says_the_plan_had_another(planned):
     from medattn.analysis import compare
 
@@ -136,6 +137,7 @@ def test_compare_with_another_margin_says_the_plan_had_another(planned):
     assert not any("planned" in n for n in compare.compare_runs(root, bootstrap=0).notes)
 
 
+@pytest.mark.slow
 def test_report_design_section_shows_the_table_and_a_plot(planned, tmp_path):
     from medattn.report.design import design_section
     from medattn.report.html import Figure, Table, Text
@@ -161,6 +163,7 @@ def test_cli_plan_from_a_summary_and_refuses_a_delta_inside_the_margin(tmp_path,
     assert "--delta 0.5 pp does not exceed --margin" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_plan_on_runs_prints_and_saves(planned, capsys):
     root, _ = planned
     assert main(["plan", str(root), "--delta", "3"]) == 0

@@ -92,6 +92,7 @@ print("ok")
 '''
 
 
+@pytest.mark.slow
 def test_report_figures_leave_matplotlib_state_alone():
     """Importing medattn.report.figures and drawing a figure changes neither the backend nor any
     rcParams (fresh interpreter: the module may already be imported here)."""

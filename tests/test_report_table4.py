@@ -3,6 +3,7 @@ flagged as unable to localise (summary and figure), rows carry full labels, and 
 a short summary with the raw CSV folded."""
 
 import pandas as pd
+import pytest
 
 from medattn.explain.grid import gradcam_cells, model_label, row_label
 from medattn.report import build_report
@@ -46,6 +47,7 @@ def test_summary_flags_coarse_gradcam_and_keeps_the_rest():
     assert "note" not in fine and fine.iloc[0]["border: mass / area (%)"] == "37.3 / 37.3"
 
 
+@pytest.mark.slow
 def test_report_section_says_it_cannot_localise(tmp_path):
     write_fake_study(tmp_path)  # image_size 32: a 1 x 1 Grad-CAM map
     ex = tmp_path / "analysis" / "explain"

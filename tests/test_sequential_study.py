@@ -115,6 +115,7 @@ def test_two_clearly_different_models_both_stop_at_the_first_look_that_decides(t
     assert len(_finals(tmp_path, "resnet18")) == len(_finals(tmp_path, "resnet18+ga")) == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill_after, batches_done", [(13, 1), (18, 2)])  # 9 runs a batch:
 def test_an_interrupted_sequential_study_resumes_to_the_same_decisions(tmp_path, kill_after,
                                                                         batches_done):
@@ -252,6 +253,7 @@ def test_cli_runs_until_decided_and_prints_where_each_model_stopped(tmp_path, mo
               "--until-decided")
 
 
+@pytest.mark.slow
 def test_the_report_does_not_list_the_splits_a_stopped_model_skipped_as_missing(tmp_path):
     import yaml
 

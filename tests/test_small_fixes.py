@@ -30,6 +30,7 @@ def study(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_table1_shows_the_trained_models_and_folds_the_rest(study, tmp_path, monkeypatch):
     labels = [R.model_label(b, v) for b, v in [("resnet18", "base"), ("resnet18", "ga"),
                                              ("resnet18", "la"), ("resnet18", "ela"),
@@ -44,6 +45,7 @@ def test_table1_shows_the_trained_models_and_folds_the_rest(study, tmp_path, mon
     assert "ResNet18 +LA" in folded and "6 rows" in folded
 
 
+@pytest.mark.slow
 def test_one_point_grid_says_no_search(study, tmp_path):
     assert selection_note("grid", float("nan"), 0) == "no search: one setting"
     assert selection_note("fixed", float("nan"), 0) == "fixed in the config"

@@ -104,6 +104,7 @@ def _kill_at(epoch, step=None):
     return Hooks(on_epoch_end=at_end, on_step=at_step)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_uninterrupted_result(derm, tmp_path):
     spec = _spec(derm, epochs=2)
     ref = train_run(spec, tmp_path / "a", progress=False)

@@ -58,6 +58,7 @@ def _copy_data(derm, dst):
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_failed_search_run_stops_the_study_before_selection(derm, tmp_path):
     cfg = _config(derm)
 
@@ -187,7 +188,7 @@ def test_changed_data_after_finished_runs_stops_with_what_changed(derm, tmp_path
     cli_error(rc, 2, "pool: 70 -> 40 images", rid)
 
     from medattn.data import load_task
-    from medattn.training.engine import data_change
+    from medattn.training.fingerprint import data_change
     old = {k: v for k, v in store.read_record(store.run_dir(tmp_path / "runs", rid)).items()
            if k != "data_summary"}  # a record from before runs kept a summary of their data
     assert data_change(old, load_task(isic, [pad])).startswith(
@@ -250,6 +251,7 @@ def test_a_run_is_not_resumed_on_changed_data_and_nothing_written_is_lost(derm, 
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_truncated_resume_file_is_a_one_line_error_and_restart_fixes_it(derm, tmp_path,
                                                                            cli_error):
     from medattn.training.config import RunSpec, TrainSettings

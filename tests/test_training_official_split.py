@@ -88,6 +88,7 @@ def test_official_split_is_the_subset_column_and_refused_without_one(derma, tmp_
         official_split(load_task(f"camelyon17:{cam}").table)
 
 
+@pytest.mark.slow
 def test_official_runs_record_the_fixed_split_and_differ_only_by_seed(derma, tmp_path, one_thread):
     data = f"medmnist:{derma}"
     recs = [train_run(_spec(data, seed=s, split="official"), tmp_path, progress=False)
@@ -105,6 +106,7 @@ def test_official_runs_record_the_fixed_split_and_differ_only_by_seed(derma, tmp
         set(tests[0]["image_id"])
 
 
+@pytest.mark.slow
 def test_shipped_medmnist_plus_study_runs_on_the_released_layout(derma, tmp_path, one_thread):
     cfg = load_config("medmnist_plus")
     assert cfg.train.split == "official" and len(cfg.models) == 14

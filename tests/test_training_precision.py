@@ -169,6 +169,7 @@ class _Tiny(nn.Sequential):
         nn.init.ones_(self[3].bn.weight)  # let the block act from the start
 
 
+@pytest.mark.slow
 def test_fp16_run_on_cpu_scales_gradients_and_resumes_exactly(derm, tmp_path, monkeypatch):
     import medattn.models
     monkeypatch.setattr(medattn.models, "create_model", lambda name, num_classes, **kw: _Tiny(num_classes))

@@ -45,6 +45,7 @@ def _cli_args(derm, runs, *extra):
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_store_files_are_readable_by_others_under_the_usual_umask(derm, tmp_path):
     old = os.umask(0o022)
     try:

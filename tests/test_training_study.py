@@ -110,6 +110,7 @@ def test_ray_backend_gives_the_records_of_the_local_backend(derm, tmp_path, monk
         assert pa.read_text() == pb.read_text()
 
 
+@pytest.mark.slow
 def test_study_progress_counts_the_whole_study_with_its_remaining_time(derm, tmp_path, capsys):
     cfg = _config(derm, train={"epochs": 1, "batch_size": 16, "image_size": 32,
                                "pretrained": False, "threads": 1})

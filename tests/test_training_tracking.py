@@ -119,6 +119,7 @@ def test_a_study_in_mlflow_equals_its_run_records(derm, mlflow_uri, tmp_path, mo
     assert len({r.data.tags["medattn.run_id"] for r in again}) == 2
 
 
+@pytest.mark.slow
 @needs_mlflow
 def test_a_run_left_half_logged_is_logged_again(derm, mlflow_uri, tmp_path):
     from mlflow.tracking import MlflowClient

@@ -67,6 +67,7 @@ def test_clear_differences_read_better_worse_and_unmarked():
     assert table["n (runs)"].iloc[0] == "10 vs 10"
 
 
+@pytest.mark.slow
 def test_compare_prints_the_verdict_first(fake):
     root, _ = fake
     text = run_compare(str(root))

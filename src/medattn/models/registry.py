@@ -18,8 +18,8 @@ workers, Ray) through plugins: modules named in ``$MEDATTN_PLUGINS`` (comma-sepa
 ``medattn.plugins`` entry points are imported on the first lookup. This module imports neither
 torch nor timm, so the analysis commands stay quick to start.
 
-(Over 400 lines: registering, looking up and ordering the entries are one job, read together;
-most of the length is the two documented signatures.)
+Over 400 lines because registering, looking up and ordering the entries are one job, read
+together; most of the length is the two documented signatures.
 """
 
 from __future__ import annotations

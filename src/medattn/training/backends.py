@@ -28,7 +28,8 @@ from medattn.progress import setup_console
 from medattn.runs import store
 from medattn.runs.records import RunRecord
 from medattn.training.config import RunSpec
-from medattn.training.engine import Hooks, data_change, train_run
+from medattn.training.engine import Hooks, train_run
+from medattn.training.fingerprint import data_change
 from medattn.training.ray_connect import connect, first_line, plain_logs
 
 log = logging.getLogger("medattn.train")

@@ -1,16 +1,17 @@
-"""Study configs (YAML): schema and validation.
+"""Study configs (YAML): the schema, reading a config and its structure.
 
 A study config names the data sets, the models, the hyper-parameter grid searched on a few splits,
 the number of final splits, and the training settings shared by all runs. :func:`load_config`
 validates it and raises :class:`medattn.errors.ConfigError` naming the offending key (with close
 matches for typos). It expands into :class:`~medattn.training.runspec.RunSpec` (one training run,
 the unit that backends execute; in :mod:`medattn.training.runspec`, importable from here too).
+The checks of single values and of the ``final`` and ``train`` blocks are in
+:mod:`medattn.training.config_checks`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import re
 from dataclasses import dataclass
@@ -21,7 +22,6 @@ from typing import Any
 import yaml
 
 from medattn.errors import ConfigError
-from medattn.kfold_designs import check_kfold_design
 from medattn.training.runspec import (  # noqa: F401  (RunSpec and its settings, public here too)
     AMP_MODES,
     AUGMENT,
@@ -35,6 +35,8 @@ from medattn.training.runspec import (  # noqa: F401  (RunSpec and its settings,
     parse_pretrained,
     spec_source,
 )
+from medattn.training.config_checks import (check_keys, check_label, check_model, check_spec,
+                                             number, numbers, parse_final, parse_train)
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,8 @@ class StudyConfig:
                        lr=float(lr), weight_decay=float(wd), split_seed=int(seed),
                        ood=tuple(self.resolve(s) for s in ds.ood),
                        model_options=self.model_options, train=self.train,
-                       folds=self.final_folds if kfold else 0, fold=int(fold) if kfold else None)
+                       folds=self.final_folds if kfold else 0,
+                       fold=int(fold) if fold is not None else None)
 
     def search_seeds(self) -> list[int]:
         return [self.search_first_seed + i for i in range(self.search_splits)]
@@ -134,87 +137,6 @@ _DATASET_KEYS = {"name", "data", "ood"}
 _TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainSettings)}
 
 
-def _check_keys(d: Any, allowed: set[str], where: str, src: str) -> dict:
-    if not isinstance(d, dict):
-        raise ConfigError(f"{src}: `{where}` must be a mapping of keys to values, got "
-                          f"{type(d).__name__}.")
-    for key in d:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), sorted(allowed), n=2)
-            hint = f" Did you mean {' or '.join(f'`{c}`' for c in close)}?" if close else ""
-            full = f"{where}.{key}" if where != "(top level)" else str(key)
-            raise ConfigError(f"{src}: unknown key `{full}`.{hint} Allowed here: "
-                              f"{', '.join(sorted(allowed))}.")
-    return d
-
-
-def _num(v: Any, key: str, src: str, *, positive: bool = False, integer: bool = False,
-         minimum: float | None = None) -> float:
-    try:
-        if isinstance(v, bool):
-            raise ValueError
-        x = float(v)  # YAML 1.1 reads 1e-3 as a string; accept it
-        if integer:
-            if x != int(x):
-                raise ValueError
-            x = int(x)
-    except (TypeError, ValueError):
-        kind = "an integer" if integer else "a number"
-        raise ConfigError(f"{src}: `{key}` must be {kind}, got {v!r}.") from None
-    if positive and not x > 0:
-        raise ConfigError(f"{src}: `{key}` must be > 0, got {v!r}.")
-    if minimum is not None and x < minimum:
-        raise ConfigError(f"{src}: `{key}` must be >= {minimum}, got {v!r}.")
-    return x
-
-
-def _num_list(v: Any, key: str, src: str, **kw) -> tuple[float, ...]:
-    items = v if isinstance(v, list) else [v]
-    if not items:
-        raise ConfigError(f"{src}: `{key}` must list at least one value.")
-    return tuple(_num(x, f"{key}[{i}]", src, **kw) for i, x in enumerate(items))
-
-
-def _check_model(name: Any, key: str, src: str) -> str:
-    if not isinstance(name, str):
-        raise ConfigError(f"{src}: `{key}` must be a model name, got {name!r}.")
-    try:
-        from medattn.models import list_models, parse_model_name
-    except ImportError:  # models part absent: create_model reports bad names later
-        return name
-    from medattn.models.registry import PluginError
-
-    try:  # any registered backbone x attention (registered in this process or by a plugin)
-        canonical = parse_model_name(name).name
-    except PluginError as err:  # its models are unknown: no guess at a similar name
-        raise ConfigError(f"{src}: `{key}` {name!r}: {err}") from None
-    except ConfigError as err:
-        close = difflib.get_close_matches(name, list_models(), n=2)
-        hint = f" Did you mean {' or '.join(close)}?" if close else ""
-        raise ConfigError(f"{src}: `{key}`: {err}.{hint}") from None
-    if canonical != name:
-        raise ConfigError(f"{src}: `{key}`: write the model {name!r} as {canonical!r} (runs and "
-                          "tables use that name).")
-    return name
-
-
-def _check_label(label: Any, key: str, src: str) -> str:
-    """A study's or data set's name: letters, digits, '-' and '_' only (it names folders, so
-    '..', '/' or an absolute path would write outside the runs folder)."""
-    label = str(label)
-    if not label.replace("-", "").replace("_", "").isalnum():
-        raise ConfigError(f"{src}: `{key}` {label!r} may only hold letters, digits, '-' and '_' "
-                          "(it names folders); e.g. `name: my_study`.")
-    return label
-
-
-def _check_spec(spec: Any, key: str, src: str) -> str:
-    if not isinstance(spec, str) or ":" not in spec or not spec.partition(":")[2]:
-        raise ConfigError(f"{src}: `{key}` must be a data spec `source:PATH` "
-                          f"(e.g. isic:data/isic), got {spec!r}.")
-    return spec
-
-
 def parse_config(raw: Any, src: str = "<config>", *, data_root: str | None = None,
                  overrides: dict[str, Any] | None = None) -> StudyConfig:
     """Validate a config mapping (as read from YAML) into a :class:`StudyConfig`.
@@ -222,19 +144,19 @@ def parse_config(raw: Any, src: str = "<config>", *, data_root: str | None = Non
     ``overrides`` replaces top-level keys (and ``train`` keys, merged) before validation;
     ``data_root`` replaces the config's ``data_root``.
     """
-    raw = dict(_check_keys(raw if raw is not None else {}, _TOP_KEYS, "(top level)", src))
+    raw = dict(check_keys(raw if raw is not None else {}, _TOP_KEYS, "(top level)", src))
     for k, v in (overrides or {}).items():
         if k == "train" and isinstance(v, dict):
             raw["train"] = {**(raw.get("train") or {}), **v}
         else:
             raw[k] = v
-    _check_keys(raw, _TOP_KEYS, "(top level)", src)
+    check_keys(raw, _TOP_KEYS, "(top level)", src)
     for required in ("datasets", "models"):
         if required not in raw:
             raise ConfigError(f"{src}: missing required key `{required}`.")
 
     if raw.get("name") is not None:  # it names the default runs folder and the study's files
-        name = _check_label(raw["name"], "name", src)
+        name = check_label(raw["name"], "name", src)
     else:  # a file name cannot hold a path, but may hold characters a name may not
         name = re.sub(r"[^A-Za-z0-9_-]", "_", Path(src).stem) or "study"
     root = data_root if data_root is not None else raw.get("data_root", ".")
@@ -242,7 +164,39 @@ def parse_config(raw: Any, src: str = "<config>", *, data_root: str | None = Non
         raise ConfigError(f"{src}: `data_root` must be a path, got {root!r}.")
     root = os.path.expanduser(root)  # relative to the working directory, like CLI paths
 
-    dsets = raw["datasets"]
+    datasets = _parse_datasets(raw["datasets"], src)
+    models = raw["models"]
+    models = [models] if isinstance(models, str) else models
+    if not isinstance(models, list) or not models:
+        raise ConfigError(f"{src}: `models` must be a non-empty list of model names.")
+    models = tuple(check_model(m, f"models[{i}]", src) for i, m in enumerate(models))
+
+    mopts = raw.get("model_options") or {}
+    if not isinstance(mopts, dict):
+        raise ConfigError(f"{src}: `model_options` must be a mapping (e.g. {{la_kernel: 7}}).")
+
+    design = _parse_design(raw, src)
+    train_raw = check_keys(raw.get("train") or {}, _TRAIN_KEYS, "train", src)
+    train = parse_train(train_raw, src)
+    if design["final_scheme"] == "kfold":
+        if train.split == "official":
+            raise ConfigError(f"{src}: `final.scheme: kfold` draws its own folds; it cannot be "
+                              "combined with `train.split: official` (the data set's fixed "
+                              "partition). Use one or the other.")
+        from medattn.data.kfold import check_kfold
+        try:
+            check_kfold(design["final_folds"], train.fractions[1])
+        except ConfigError as err:
+            raise ConfigError(f"{src}: {err}") from None
+
+    return StudyConfig(name=name, datasets=datasets, models=models, train=train,
+                       data_root=str(root), model_options=tuple(sorted(mopts.items())),
+                       hparams=_parse_hparams(raw.get("hparams") or {}, models, src),
+                       source=src, **design)
+
+
+def _parse_datasets(dsets: Any, src: str) -> tuple[DatasetConfig, ...]:
+    """The `datasets` list (one mapping or spec string is a list of one)."""
     if isinstance(dsets, dict):
         dsets = [dsets]
     if not isinstance(dsets, list) or not dsets:
@@ -251,147 +205,58 @@ def parse_config(raw: Any, src: str = "<config>", *, data_root: str | None = Non
     for i, d in enumerate(dsets):
         if isinstance(d, str):
             d = {"data": d}
-        d = _check_keys(d, _DATASET_KEYS, f"datasets[{i}]", src)
+        d = check_keys(d, _DATASET_KEYS, f"datasets[{i}]", src)
         if "data" not in d:
             raise ConfigError(f"{src}: `datasets[{i}]` needs a `data` key (source:PATH).")
-        spec = _check_spec(d["data"], f"datasets[{i}].data", src)
+        spec = check_spec(d["data"], f"datasets[{i}].data", src)
         ood = d.get("ood") or []
         ood = [ood] if isinstance(ood, str) else ood
         if not isinstance(ood, list):
             raise ConfigError(f"{src}: `datasets[{i}].ood` must be a list of source:PATH specs.")
-        ood = tuple(_check_spec(s, f"datasets[{i}].ood[{j}]", src) for j, s in enumerate(ood))
-        label = _check_label(d.get("name") or spec_source(spec), f"datasets[{i}].name", src)
+        ood = tuple(check_spec(s, f"datasets[{i}].ood[{j}]", src) for j, s in enumerate(ood))
+        label = check_label(d.get("name") or spec_source(spec), f"datasets[{i}].name", src)
         datasets.append(DatasetConfig(name=label, data=spec, ood=ood))
     labels = [d.name for d in datasets]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"{src}: two `datasets` share the name {labels}; give each a `name`.")
+    return tuple(datasets)
 
-    models = raw["models"]
-    models = [models] if isinstance(models, str) else models
-    if not isinstance(models, list) or not models:
-        raise ConfigError(f"{src}: `models` must be a non-empty list of model names.")
-    models = tuple(_check_model(m, f"models[{i}]", src) for i, m in enumerate(models))
 
-    mopts = raw.get("model_options") or {}
-    if not isinstance(mopts, dict):
-        raise ConfigError(f"{src}: `model_options` must be a mapping (e.g. {{la_kernel: 7}}).")
-
-    search = _check_keys(raw.get("search") or {}, _SEARCH_KEYS, "search", src)
-    final = _check_keys(raw.get("final") or {}, _FINAL_KEYS, "final", src)
-    lrs = _num_list(search.get("lr", [0.01, 0.001, 0.0001]), "search.lr", src, positive=True)
-    wds = _num_list(search.get("weight_decay", [0.0, 0.0001, 0.001, 0.01]),
-                    "search.weight_decay", src, minimum=0)
-    s_splits = int(_num(search.get("splits", 2), "search.splits", src, integer=True, minimum=1))
-    s_seed = int(_num(search.get("first_seed", 1000), "search.first_seed", src, integer=True))
-    f_scheme, f_splits, f_folds = _parse_final(final, src)
-    f_seed = int(_num(final.get("first_seed", 0), "final.first_seed", src, integer=True))
+def _parse_design(raw: dict, src: str) -> dict[str, Any]:
+    """The `search` grid and the `final` splits, as :class:`StudyConfig` fields."""
+    search = check_keys(raw.get("search") or {}, _SEARCH_KEYS, "search", src)
+    final = check_keys(raw.get("final") or {}, _FINAL_KEYS, "final", src)
+    lrs = numbers(search.get("lr", [0.01, 0.001, 0.0001]), "search.lr", src, positive=True)
+    wds = numbers(search.get("weight_decay", [0.0, 0.0001, 0.001, 0.01]),
+                  "search.weight_decay", src, minimum=0)
+    s_splits = int(number(search.get("splits", 2), "search.splits", src, integer=True, minimum=1))
+    s_seed = int(number(search.get("first_seed", 1000), "search.first_seed", src, integer=True))
+    f_scheme, f_splits, f_folds = parse_final(final, src)
+    f_seed = int(number(final.get("first_seed", 0), "final.first_seed", src, integer=True))
     if set(range(s_seed, s_seed + s_splits)) & set(range(f_seed, f_seed + f_splits)):
         raise ConfigError(f"{src}: `search.first_seed` and `final.first_seed` give overlapping "
                           "split seeds; final splits must differ from the search splits.")
+    return {"search_lr": lrs, "search_weight_decay": wds, "search_splits": s_splits,
+            "search_first_seed": s_seed, "final_splits": f_splits, "final_first_seed": f_seed,
+            "final_scheme": f_scheme, "final_folds": f_folds}
 
-    train_raw = _check_keys(raw.get("train") or {}, _TRAIN_KEYS, "train", src)
-    train = _parse_train(train_raw, src)
-    if f_scheme == "kfold":
-        if train.split == "official":
-            raise ConfigError(f"{src}: `final.scheme: kfold` draws its own folds; it cannot be "
-                              "combined with `train.split: official` (the data set's fixed "
-                              "partition). Use one or the other.")
-        from medattn.data.kfold import check_kfold
-        try:
-            check_kfold(f_folds, train.fractions[1])
-        except ConfigError as err:
-            raise ConfigError(f"{src}: {err}") from None
 
-    hp = raw.get("hparams") or {}
+def _parse_hparams(hp: Any, models: tuple[str, ...],
+                   src: str) -> tuple[tuple[str, float, float], ...]:
+    """The fixed `hparams` per model (each one of `models`, with both lr and weight_decay)."""
     if not isinstance(hp, dict):
         raise ConfigError(f"{src}: `hparams` must map model names to {{lr, weight_decay}}.")
     hparams = []
     for m, v in hp.items():
-        _check_model(m, f"hparams.{m}", src)
+        check_model(m, f"hparams.{m}", src)
         if m not in models:
             raise ConfigError(f"{src}: `hparams.{m}`: {m} is not in `models`.")
-        v = _check_keys(v, {"lr", "weight_decay"}, f"hparams.{m}", src)
+        v = check_keys(v, {"lr", "weight_decay"}, f"hparams.{m}", src)
         if "lr" not in v or "weight_decay" not in v:
             raise ConfigError(f"{src}: `hparams.{m}` needs both `lr` and `weight_decay`.")
-        hparams.append((m, _num(v["lr"], f"hparams.{m}.lr", src, positive=True),
-                        _num(v["weight_decay"], f"hparams.{m}.weight_decay", src, minimum=0)))
-
-    return StudyConfig(name=name, datasets=tuple(datasets), models=models, search_lr=lrs,
-                       search_weight_decay=wds, search_splits=s_splits, search_first_seed=s_seed,
-                       final_splits=f_splits, final_first_seed=f_seed, train=train,
-                       data_root=str(root), model_options=tuple(sorted(mopts.items())),
-                       hparams=tuple(hparams), source=src, final_scheme=f_scheme,
-                       final_folds=f_folds)
-
-
-def _parse_final(final: dict, src: str) -> tuple[str, int, int]:
-    """``(scheme, splits, folds)`` of the `final` block; k-fold: splits = repeats."""
-    scheme = final.get("scheme", "random")
-    if scheme not in ("random", "kfold"):
-        raise ConfigError(f"{src}: `final.scheme` must be `random` (J random splits, the "
-                          f"paper's design) or `kfold` (repeated grouped k-fold), got {scheme!r}.")
-    if scheme == "random":
-        for key in ("folds", "repeats"):
-            if key in final:
-                raise ConfigError(f"{src}: `final.{key}` is for `final.scheme: kfold`; random "
-                                  "splits take `final.splits` (or set `scheme: kfold`).")
-        return scheme, int(_num(final.get("splits", 10), "final.splits", src, integer=True,
-                                minimum=1)), 0
-    if "splits" in final:
-        raise ConfigError(f"{src}: `final.splits` is for random splits; `final.scheme: kfold` "
-                          "runs `final.folds` x `final.repeats` (e.g. folds: 5, repeats: 2).")
-    folds = int(_num(final.get("folds", 5), "final.folds", src, integer=True, minimum=3))
-    repeats = int(_num(final.get("repeats", 1), "final.repeats", src, integer=True, minimum=1))
-    try:
-        check_kfold_design(folds, repeats)
-    except ConfigError as err:
-        raise ConfigError(f"{src}: {err}") from None
-    return scheme, repeats, folds
-
-
-def _parse_train(t: dict, src: str) -> TrainSettings:
-    d = TrainSettings()
-    kw: dict[str, Any] = {}
-    for key, value in t.items():
-        k = f"train.{key}"
-        default = getattr(d, key)
-        if key == "pretrained":
-            kw[key] = parse_pretrained(value, f"{src}: `{k}`")
-        elif isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ConfigError(f"{src}: `{k}` must be true or false, got {value!r}.")
-            kw[key] = value
-        elif key in ("amp", "channels_last"):
-            try:
-                kw[key] = amp_mode(value) if key == "amp" else channels_last_mode(value)
-            except ConfigError as err:
-                raise ConfigError(f"{src}: {err}") from None
-        elif key == "schedule":
-            if value not in ("cosine", "constant"):
-                raise ConfigError(f"{src}: `{k}` must be `cosine` or `constant`, got {value!r}.")
-            kw[key] = value
-        elif key == "split":
-            if value not in SPLITS:
-                raise ConfigError(f"{src}: `{k}` must be one of {', '.join(SPLITS)}, got {value!r}.")
-            kw[key] = value
-        elif key == "augment":
-            if value not in AUGMENT:
-                raise ConfigError(f"{src}: `{k}` must be one of {', '.join(AUGMENT)}, got "
-                                  f"{value!r}.")
-            kw[key] = value
-        elif key == "fractions":
-            if not isinstance(value, list) or len(value) != 3:
-                raise ConfigError(f"{src}: `{k}` must be [train, val, test] fractions.")
-            fr = tuple(_num(x, f"{k}[{i}]", src, positive=True) for i, x in enumerate(value))
-            if abs(sum(fr) - 1) > 1e-6:
-                raise ConfigError(f"{src}: `{k}` must sum to 1, got {sum(fr):g}.")
-            kw[key] = fr
-        elif isinstance(default, int):
-            minimum = 0 if key in ("num_workers", "threads") else 1
-            kw[key] = int(_num(value, k, src, integer=True, minimum=minimum))
-        else:
-            kw[key] = _num(value, k, src, minimum=0)
-    return dataclasses.replace(d, **kw)
+        hparams.append((m, number(v["lr"], f"hparams.{m}.lr", src, positive=True),
+                        number(v["weight_decay"], f"hparams.{m}.weight_decay", src, minimum=0)))
+    return tuple(hparams)
 
 
 def load_config(path: str | os.PathLike, *, data_root: str | None = None,

@@ -7,15 +7,15 @@ full training state (model, best model, optimizer, scheduler, AMP scaler, RNG st
 ``resume.safetensors``; a run started again continues after its last finished epoch. Every epoch
 re-seeds all generators from (seed, epoch), so a resumed run is identical to an uninterrupted one.
 
-Over 400 lines on purpose: one job, a run's life (train, select, evaluate, save, resume), whose
-steps share the state of ``_Run`` and its provenance (seeds, data fingerprint, versions).
+Over 400 lines because it is one job, a run's life (set up, train, select, evaluate, finish),
+whose steps share the state of ``_Run``. What the resume state holds and how it is written is in
+:mod:`medattn.training.resume`; the data fingerprint and what changed since a run was trained in
+:mod:`medattn.training.fingerprint`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import math
 import os
@@ -30,18 +30,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from medattn.runs.atomic import json_safe
-from medattn.errors import DataError, MedattnError, StoreError
+from medattn.errors import DataError, MedattnError
 from medattn.progress import progress_bar
-from medattn.runs.tensorfile import write_tensors
 from medattn.runs import store
 from medattn.training.config import AUGMENT, RunSpec
+from medattn.training.fingerprint import data_change, data_fingerprint, data_summary
 from medattn.training.metrics import summarize
 from medattn.training.precision import Precision
+from medattn.training.resume import Progress, Trainer, flat_tensors, load_resume, save_resume
 
 log = logging.getLogger("medattn.train")
 
@@ -172,55 +171,6 @@ def _worker_init(worker_id: int) -> None:  # torch seeds `random` and torch in w
     np.random.seed(torch.initial_seed() % 2**32)
 
 
-def data_fingerprint(table, ood: dict) -> str:
-    """Hash of the sample tables' ids, labels and groups, in-distribution pool and OOD sets
-    (image files are not read); equals ``medattn.data.fingerprint(table)`` without OOD sets."""
-    from medattn.data import fingerprint
-    if not ood:
-        return fingerprint(table)
-    h = hashlib.sha256(fingerprint(table).encode())
-    for name, t in sorted(ood.items()):
-        h.update(f"|{name}:{fingerprint(t)}".encode())
-    return h.hexdigest()[:16]
-
-
-def data_summary(table, ood: dict) -> dict[str, Any]:
-    """What a run was trained on, to say later what changed: per part (``pool``, ``ood-<name>``)
-    the number of images, the images per class and the part's fingerprint."""
-    from medattn.data import fingerprint
-    parts = {"pool": table, **{f"ood-{n}": t for n, t in sorted(ood.items())}}
-    classes = list(table.attrs.get("classes") or [])
-    out = {}
-    for name, t in parts.items():
-        counts = t["label"].value_counts()
-        out[name] = {"images": int(len(t)), "fingerprint": fingerprint(t),
-                     "per_class": {str(c): int(counts.get(k, 0)) for k, c in enumerate(classes)}}
-    return out
-
-
-def data_change(record: dict, task) -> str | None:
-    """None if ``record`` was trained on the data ``task`` holds now, else what changed."""
-    if record.get("data_fingerprint") in (None, data_fingerprint(task.table, task.ood)):
-        return None
-    then, now = record.get("data_summary") or {}, data_summary(task.table, task.ood)
-    changes = []
-    for part in sorted(set(then) | set(now)) if then else ():
-        a, b = then.get(part), now.get(part)
-        if a is None or b is None:
-            changes.append(f"{part} {'added' if a is None else 'removed'}")
-        elif a["fingerprint"] != b["fingerprint"]:
-            diff = [f"{c} {a['per_class'].get(c, 0)} -> {b['per_class'].get(c, 0)}"
-                    for c in dict.fromkeys([*a["per_class"], *b["per_class"]])
-                    if a["per_class"].get(c, 0) != b["per_class"].get(c, 0)]
-            what = f"{a['images']} -> {b['images']} images" + (f" ({', '.join(diff)})" if diff
-                                                              else ", other ids/labels/groups")
-            changes.append(f"{part}: {what}")
-    if not changes:  # the same counts with other ids, labels or groups
-        return (f"data fingerprint {record['data_fingerprint']} when trained, "
-                f"{data_fingerprint(task.table, task.ood)} now")
-    return "; ".join(changes)
-
-
 def versions() -> dict[str, str]:
     import medattn
     out = {"python": platform.python_version(), "medattn": medattn.__version__,
@@ -233,33 +183,18 @@ def versions() -> dict[str, str]:
     return out
 
 
-def _flat_tensors(prefix: str, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {f"{prefix}{k}": v.detach().to("cpu", copy=True).contiguous() for k, v in sd.items()}
-
-
-def _split_optimizer_state(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
-    """Optimizer state -> (tensors for safetensors, JSON-able rest)."""
-    tensors, rest = {}, {}
-    for idx, st in sd["state"].items():
-        rest[str(idx)] = {}
-        for key, v in st.items():
-            if torch.is_tensor(v):
-                tensors[f"optim.{idx}.{key}"] = v.detach().cpu().contiguous()
-            else:
-                rest[str(idx)][key] = v
-    return tensors, {"state": rest, "param_groups": sd["param_groups"]}
-
-
-def _join_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
-    state: dict[int, dict] = {int(i): dict(v) for i, v in meta["state"].items()}
-    for name, v in tensors.items():
-        if name.startswith("optim."):
-            _, idx, key = name.split(".", 2)
-            state.setdefault(int(idx), {})[key] = v
-    return {"state": state, "param_groups": meta["param_groups"]}
-
-
 class _Run:
+    # Data, model and optimisation: built by _setup, which every other step follows (loading data
+    # and weights can fail with a user error, which train_run treats differently from a failure
+    # in training).
+    task: Any
+    model: nn.Module
+    precision: Precision
+    train_set: Subset
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    scaler: Any  # torch.amp.GradScaler, disabled unless float16
+
     def __init__(self, spec: RunSpec, runs_dir: Path, *, device: str | None, hooks: Hooks,
                  progress: bool):
         self.spec, self.runs_dir, self.hooks, self.progress = spec, runs_dir, hooks, progress
@@ -268,20 +203,11 @@ class _Run:
         self.cuda = self.device.type == "cuda"
         self.record: dict[str, Any] = {"run_id": spec.run_id, "status": "running",
                                        "phase": spec.phase, "model": spec.model}
-        # Data, model and optimisation: built by _setup (loading data and weights can fail with
-        # a user error, which train_run treats differently from a failure in training).
-        self.task = None
         self.classes: list[str] = []
         self.split: dict[str, np.ndarray] = {}
         self.fingerprint = ""
-        self.model: nn.Module | None = None
-        self.precision: Precision | None = None
-        self.train_set: Subset | None = None
         self.eval_sets: dict[str, Any] = {}
         self.eval_tables: dict[str, Any] = {}
-        self.optimizer: torch.optim.Optimizer | None = None
-        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
-        self.scaler = None
         # Progress of the run: the best epoch so far and its weights (set once the model
         # exists, replaced by _load_state on resume), and the time spent.
         self.best_state: dict[str, torch.Tensor] = {}
@@ -377,76 +303,24 @@ class _Run:
     # -- resume state --------------------------------------------------------------------------
 
     def _save_state(self, epoch: int) -> None:
-        tensors = _flat_tensors("model.", self.model.state_dict())
-        if self.best_epoch != epoch:  # else the best weights are the current ones: not twice
-            tensors.update(_flat_tensors("best.", self.best_state))
-        opt_tensors, opt_meta = _split_optimizer_state(self.optimizer.state_dict())
-        tensors.update(opt_tensors)
-        tensors["rng.torch"] = torch.get_rng_state()
-        if self.cuda:
-            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
-        state = {
-            "run_id": self.spec.run_id, "epoch": epoch, "data_fingerprint": self.fingerprint,
-            "history": self.record["history"], "best_epoch": self.best_epoch,
-            "best_bacc": self.best_bacc, "optimizer": opt_meta,
-            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
-            "scaler": self.scaler.state_dict(), "timings": self.timings,
-            "numpy_rng": _np_state_json(), "python_rng": _py_state_json(),
-        }
-        text = json.dumps(json_safe(state))
-        # bytes through the one atomic writer: save_file's own temp file would outlive a kill
-        write_tensors(self.dir / store.RESUME, tensors, {"state": text})
-        # Human-readable mirror; the .safetensors file alone is authoritative (one atomic file).
-        store.write_json(self.dir / store.RESUME_JSON,
-                         {k: state[k] for k in ("run_id", "epoch", "best_epoch", "best_bacc",
-                                                "history")})
+        save_resume(self.dir, self.spec.run_id, self.fingerprint, self._trainer(),
+                    Progress(epoch, self.record["history"], self.best_epoch, self.best_bacc,
+                             self.timings), self.best_state)
 
     def _load_state(self) -> int:
         """Restore the resume state if any; returns the number of finished epochs."""
-        path = self.dir / store.RESUME
-        if not path.exists():
+        loaded = load_resume(self.dir, self.spec.run_id, self.fingerprint, self._trainer())
+        if loaded is None:
             return 0
-        from safetensors import safe_open
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                state = json.loads(f.metadata()["state"])
-            run_id, fingerprint = state["run_id"], state["data_fingerprint"]
-        except Exception as err:  # truncated, not safetensors, no state: unusable either way
-            raise self._unreadable(path, err) from None
-        if run_id != self.spec.run_id or fingerprint != self.fingerprint:
-            raise DataError(f"{path}: resume state was written for other data (fingerprint "
-                            f"{fingerprint} != {self.fingerprint}); delete it, or run again with "
-                            "--restart, to start this run afresh.")
-        try:
-            tensors = load_file(str(path))
-            self.model.load_state_dict({k[6:]: v for k, v in tensors.items()
-                                        if k.startswith("model.")})
-            self.best_state = ({k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
-                               or {k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-            self.optimizer.load_state_dict(_join_optimizer_state(tensors, state["optimizer"]))
-            if self.scheduler and state["scheduler"]:
-                self.scheduler.load_state_dict(state["scheduler"])
-            self.scaler.load_state_dict(state["scaler"])
-            torch.set_rng_state(tensors["rng.torch"])
-            if self.cuda and "rng.cuda" in tensors:
-                torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
-            np.random.set_state(_np_state_from_json(state["numpy_rng"]))
-            random.setstate(_py_state_from_json(state["python_rng"]))
-            history, best = state["history"], (state["best_epoch"], state["best_bacc"])
-            timings, epoch = state["timings"], int(state["epoch"])
-        except Exception as err:
-            raise self._unreadable(path, err) from None
-        self.record["history"] = history
-        self.best_epoch, self.best_bacc = best
-        self.timings = timings
-        log.info("%s: resuming after epoch %d", self.spec.run_id, epoch)
-        return epoch
+        progress, self.best_state = loaded
+        self.record["history"] = progress.history
+        self.best_epoch, self.best_bacc = progress.best_epoch, progress.best_bacc
+        self.timings = progress.timings
+        log.info("%s: resuming after epoch %d", self.spec.run_id, progress.epoch)
+        return progress.epoch
 
-    def _unreadable(self, path: Path, err: Exception) -> StoreError:
-        reason = (str(err).strip().splitlines() or [""])[0][:200]
-        return StoreError(f"{path}: the resume state of run {self.spec.run_id} is unreadable "
-                          f"({type(err).__name__}: {reason}); delete it, or run again with "
-                          "--restart, to start this run afresh.")
+    def _trainer(self) -> Trainer:
+        return Trainer(self.model, self.optimizer, self.scheduler, self.scaler, self.device)
 
     # -- loops ---------------------------------------------------------------------------------
 
@@ -515,7 +389,7 @@ class _Run:
         self._setup()
         self.record["status"] = "running"
         store.write_record(self.runs_dir, self.record)
-        self.best_state = _flat_tensors("", self.model.state_dict())
+        self.best_state = flat_tensors("", self.model.state_dict())
         done = self._load_state()
         self.timings["sessions"] += 1
         writer = self._tensorboard()
@@ -540,7 +414,7 @@ class _Run:
             self.record["history"].append(entry)
             if val_bacc > self.best_bacc:  # strict: ties keep the earlier epoch
                 self.best_bacc, self.best_epoch = val_bacc, epoch
-                self.best_state = _flat_tensors("", self.model.state_dict())
+                self.best_state = flat_tensors("", self.model.state_dict())
             self._save_state(epoch)
             log.info("%s | epoch %d/%d | train loss %.4f | val loss %.4f | val bacc %.4f%s | "
                      "lr %.2e | %.1fs", s.run_id, epoch, t.epochs, train_loss, val_loss, val_bacc,
@@ -629,21 +503,3 @@ class _Run:
 def _cache_side(image_size: int) -> int:
     """Short side of cached images: the eval resize side (image_size / 0.875, as timm uses)."""
     return int(math.ceil(image_size / 0.875))
-
-
-def _np_state_json() -> list:
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
-
-
-def _np_state_from_json(s: list) -> tuple:
-    return (s[0], np.array(s[1], dtype=np.uint32), s[2], s[3], s[4])
-
-
-def _py_state_json() -> list:
-    v, internal, gauss = random.getstate()
-    return [v, list(internal), gauss]
-
-
-def _py_state_from_json(s: list) -> tuple:
-    return (s[0], tuple(s[1]), s[2])
