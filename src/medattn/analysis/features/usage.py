@@ -12,7 +12,9 @@ Outputs in ``RUNS_DIR/analysis/features/``: ``features_<data>.csv`` (the per-ima
 cache), ``pvalues.csv`` (one row per run, feature, condition and test; re-used on the next call
 with the same settings, so an interrupted analysis resumes), ``decisions.csv`` (one row per run,
 feature and condition), ``usage.csv`` (per model and feature over runs), ``differences.csv``
-(variant vs base), ``table3.csv``, ``table3.md`` and, on synthetic data, ``truth.json``.
+(variant vs base), ``table3.csv``, ``table3.md``, on a shared (OOD) test set ``jackknife.csv``
+(the test-image term of the CMI CIs, :mod:`.shared_test_usage`) and, on synthetic data,
+``truth.json``.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from medattn.analysis.features.decisions import (  # noqa: F401 (feature_tests, 
     prediction_matrix,
     tests_job,
 )
+from medattn.analysis.features.shared_usage_runs import image_terms
 from medattn.analysis.features.summary import model_differences, usage_summary
 from medattn.analysis.features.table3 import TABLE3_FEATURES, table3, table3_markdown
 from medattn.runs.atomic import atomic_write, write_text
@@ -330,9 +333,16 @@ def feature_usage(runs_dir: str | os.PathLike, *, runs: str = "all", select: str
     _write_csv(pv_path, _merge_previous(pv_path, pvalues.to_dict("records"), key))
     decisions = decide(pvalues, tests)
     ratio = _split_ratio(runs_dir, chosen["run_id"])
-    summary = usage_summary(decisions, tests, ratio, rate=alpha)
+    # --- shared (OOD) test set: the CMI CIs add test-image sampling (None in-distribution) ---
+    image = image_terms(runs_dir, chosen, decisions, set_name, key=key, prediction=prediction,
+                        seed=seed, one_per_group=one_per_group, test_options=test_options,
+                        min_per_diagnosis=int(min_per_diagnosis), out_dir=out_dir,
+                        load=lambda spec: data[spec] if spec in data else data.setdefault(
+                            spec, _load_data(spec, out_dir, patches, progress)))
+    # --- end shared test set ---
+    summary = usage_summary(decisions, tests, ratio, rate=alpha, image=image)
     differences = model_differences(decisions, chosen[["model", "backbone", "variant"]], tests,
-                                    ratio)
+                                    ratio, image=image)
     table = table3(decisions, runs, conditions, rate=alpha)
     truths = {spec: d.truth for spec, d in data.items() if d.truth}
     if not truths:  # everything resumed: read the truth files without loading the data
