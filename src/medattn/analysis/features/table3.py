@@ -175,14 +175,14 @@ def table3_markdown(table: pd.DataFrame, *, summary: pd.DataFrame, differences: 
             f"image; CMIknn's k neighbours) is left out of that test and counted (`n_unused` in "
             f"pvalues.csv)" + (f"; images without a diagnosis are left out ({unknown} at most "
                                f"per run)" if unknown else "") + ".")
+    if runs == "all" and MAGNITUDE in tests and len(summary):
+        legend += variance_lines(summary, differences, set_name)[1:]
     legend += [f"Note: {note}." for note in notes]
     lines += legend
 
     eff = summary[summary["condition"] == primary] if len(summary) else summary
     if runs == "all" and len(eff):
         lines += _effect_lines(eff, features, tests, given)
-        lines += variance_lines(eff, differences[differences["condition"] == primary]
-                                if len(differences) else differences, set_name)
         sig = differences[(differences["condition"] == primary)
                           & (differences["verdict"].isin(["more", "less"]))]
         lines += ["", "### Differences between models", ""]
@@ -250,7 +250,7 @@ def _effect_lines(eff: pd.DataFrame, features: list[str], tests, given: str) -> 
         lines += ["", f"### Effect sizes: {EFFECTS[MAGNITUDE]}, {given}", "",
                   *_grid(["Model", *features], rows), "",
                   "Mean over runs [95% CI, Nadeau-Bengio corrected for overlapping splits; on a "
-                  "shared test set plus test-image sampling, see below]. CMI: "
+                  "shared test set plus test-image sampling, see the legend above]. CMI: "
                   "the CMIknn estimate minus its mean under the shuffles, in nats (0 = no "
                   "dependence); a magnitude, about the same at any number of test images."]
     zs = [t for t in tests if t != MAGNITUDE and f"z_{t}" in eff]
