@@ -13,8 +13,8 @@ run (its effect: the estimate minus its shuffle mean, as Table 3) and the image 
 (:mod:`medattn.analysis.features.shared_test_usage`), then the corrected paired t-test of the
 differences with and without the image term. Rates with 95% Clopper-Pearson intervals.
 
-    nice -n 10 python benchmarks/calibrate_shared_usage.py --replicates 500 --case null & \
-    nice -n 10 python benchmarks/calibrate_shared_usage.py --replicates 500 --case alternative
+    PYTHONPATH=src python benchmarks/calibrate_shared_usage.py --replicates 500 --case null &
+    PYTHONPATH=src python benchmarks/calibrate_shared_usage.py --replicates 500 --case alternative
 """
 
 from __future__ import annotations
