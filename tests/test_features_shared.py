@@ -224,3 +224,73 @@ def test_ood_set_marks_with_splits_and_images_and_resumes(ood_study, monkeypatch
     assert (ind.summary["variance"] == VARIANCE_SPLITS).all()
     assert ind.summary["image_var_cmiknn"].isna().all()
     assert "Variance of the CIs and of the differences: splits (" in ind.markdown
+
+
+def _tiny_study(root, runs, set_name="ood-pad", n=120):
+    """Runs with predictions on the same ``n`` images and a data set of one feature (asymmetry),
+    without images: what ``image_terms`` reads."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(5)
+    ids = [f"img{i}" for i in range(n)]
+    label = rng.integers(0, 3, n)
+    asym = rng.standard_normal(n)
+    for r in runs:
+        logits = rng.standard_normal((n, 3))
+        logits[:, 0] += asym
+        prob = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        preds = pd.DataFrame({"image_id": ids, "label": label, "pred": prob.argmax(1),
+                              **{f"prob_{c}": prob[:, i] for i, c in enumerate(CLASSES)}})
+        d = root / "runs" / r
+        (d / "predictions").mkdir(parents=True, exist_ok=True)
+        preds.to_csv(d / "predictions" / f"{set_name}.csv", index=False)
+        (d / "record.json").write_text(json.dumps({
+            "run_id": r, "status": "done", "phase": "final", "classes": CLASSES,
+            "model": "resnet18", "dataset": "isic", "split_seed": 0,
+            "metrics": {"test": {"balanced_accuracy": 0.7}},
+            "split": {"kind": "random", "n_train": 200, "n_val": 30, "n_test": 70}}))
+    data = SimpleNamespace(features=pd.DataFrame({"asymmetry": asym}, index=ids), groups=None,
+                           diagnosis=None)
+    chosen = pd.DataFrame({"run_id": runs, "data": "tiny"})
+    decisions = pd.DataFrame({"run_id": runs, "condition": "label", "feature": "A",
+                              "effect_cmiknn": 0.05})
+    return data, chosen, decisions
+
+
+def test_jackknife_rows_are_stored_and_resumed(tmp_path, monkeypatch):
+    data, chosen, decisions = _tiny_study(tmp_path, ["r0", "r1"])
+    out = tmp_path / "analysis"
+    out.mkdir()
+    loads = []
+    kw = dict(key="k1", prediction="softmax", seed=0, one_per_group=False, test_options=None,
+              min_per_diagnosis=1, out_dir=out, load=lambda spec: loads.append(spec) or data)
+    first = shared_usage_runs.image_terms(tmp_path, chosen, decisions, "ood-pad", **kw)
+    assert len(first.rows) == 2 * BLOCKS and loads == ["tiny", "tiny"]  # (usage.py caches)
+    v = first.variance("label", "A", {"r0": 0.5, "r1": 0.5})
+    assert v > 0
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("resumed rows were recomputed")
+
+    monkeypatch.setattr(shared_usage_runs, "run_jackknife", refuse)
+    again = shared_usage_runs.image_terms(tmp_path, chosen, decisions, "ood-pad", **kw)
+    pd.testing.assert_frame_equal(again.rows, first.rows, check_dtype=False)
+    assert again.variance("label", "A", {"r0": 0.5, "r1": 0.5}) == pytest.approx(v)
+    assert loads == ["tiny", "tiny"]  # nothing to compute: the data set is not even loaded
+    # other settings: computed anew, the first rows kept in the file
+    monkeypatch.undo()
+    other = shared_usage_runs.image_terms(tmp_path, chosen, decisions, "ood-pad",
+                                          **{**kw, "key": "k2"})
+    assert len(other.rows) == 2 * BLOCKS
+    assert len(pd.read_csv(out / "jackknife.csv")) == 4 * BLOCKS
+
+
+def test_no_jackknife_on_the_test_set_of_random_splits(tmp_path):
+    data, chosen, decisions = _tiny_study(tmp_path, ["r0", "r1"], set_name="test")
+    out = tmp_path / "analysis"
+    out.mkdir()
+    got = shared_usage_runs.image_terms(
+        tmp_path, chosen, decisions, "test", key="k", prediction="softmax", seed=0,
+        one_per_group=False, test_options=None, min_per_diagnosis=1, out_dir=out,
+        load=lambda spec: data)
+    assert got is None and not (out / "jackknife.csv").exists()
