@@ -126,7 +126,9 @@ def table3_section(folder: Path, hint: str):
         if fig is not None:
             blocks.append(Figure(to_png(fig), "table3-effects",
                                  "Effect sizes per feature and model, mean over the final runs "
-                                 "with 95% CIs (Nadeau-Bengio corrected for overlapping splits). "
+                                 "with 95% CIs (Nadeau-Bengio corrected for overlapping splits; "
+                                 "on a shared test set plus test-image sampling, `variance` in "
+                                 "`usage.csv`). "
                                  "CMI: the CMIknn estimate minus its shuffle mean, nats, a "
                                  "magnitude (cHSIC's and RCoT's z-values grow with n and are "
                                  "evidence only, in `usage.csv`). Filled: given the fine "
@@ -135,7 +137,8 @@ def table3_section(folder: Path, hint: str):
     if diffs is not None and len(diffs):
         sig = diffs[diffs["verdict"].isin(["more", "less"])]
         cols = [c for c in ["condition", "feature", "test", "model", "reference", "pairs",
-                            "difference", "low", "high", "p", "p_holm", "verdict"] if c in sig]
+                            "difference", "low", "high", "p", "p_holm", "verdict",
+                            "variance"] if c in sig]
         if len(sig):
             sig = sig[cols].assign(
                 model=[model_name_label(m) for m in sig["model"]],

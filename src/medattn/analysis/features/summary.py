@@ -18,12 +18,15 @@ false "used" rate under no usage (at most alpha), assuming independent runs.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
 from scipy import stats
 
 from medattn.analysis.features.decisions import MAGNITUDE, holm
+from medattn.analysis.features.shared_test_usage import VARIANCE_SHARED, VARIANCE_SPLITS
 from medattn.analysis.stats import corrected_ttest
 
 # Effect sizes per test (see medattn.analysis.citests.CIResult): what the numbers mean.
@@ -31,14 +34,27 @@ EFFECTS = {"cmiknn": "CMI (nats)", "chsic": "HSIC z (evidence)", "rcot": "RCoT z
 DEFAULT_RATIO = 0.2 / 0.7  # n_test / n_train of the default 70/10/20 splits
 
 
-def corrected_t(values, ratio: float = DEFAULT_RATIO, alpha: float = 0.05) -> dict[str, float]:
+def corrected_t(values, ratio: float = DEFAULT_RATIO, alpha: float = 0.05, *,
+                image_var: float = 0.0, n_images: float = math.inf) -> dict[str, float]:
     """Mean of J per-split values with the Nadeau-Bengio corrected t-test against 0
     (:func:`medattn.analysis.stats.corrected_ttest`) as a dict: ``mean``, the ``1 - alpha`` CI
     ``low``/``high``, ``t``, ``df``, the two-sided ``p`` and ``n`` = J. With fewer than 2 finite
-    values (or no spread) only the mean is defined."""
-    r = corrected_ttest(np.asarray(values, dtype=float), ratio, alpha)
-    return {"mean": r.diff, "low": r.ci_low, "high": r.ci_high, "t": r.t, "df": float(r.n - 1),
+    values (or no spread) only the mean is defined. ``image_var`` (nats^2) and ``n_images``: the
+    test-image sampling variance of a shared test set and its df + 1 (:mod:`.shared_test_usage`),
+    added to the corrected variance with Welch-Satterthwaite df; 0 in-distribution."""
+    r = corrected_ttest(np.asarray(values, dtype=float), ratio, alpha, image_var=image_var,
+                        n_images=n_images)
+    df = float(r.df) if image_var > 0 and math.isfinite(r.df) else float(r.n - 1)
+    return {"mean": r.diff, "low": r.ci_low, "high": r.ci_high, "t": r.t, "df": df,
             "p": r.p, "n": r.n}
+
+
+def _image_term(image, condition: str, feature: str, weights: dict) -> tuple[float, float, str]:
+    """``(image_var, n_images, variance label)``: the shared set's image term for these run
+    weights, or none (``image`` None: each split has its own test images)."""
+    if image is None:
+        return 0.0, math.inf, VARIANCE_SPLITS
+    return image.term(condition, feature, weights)
 
 
 def chance_p(k: int, n: int, rate: float) -> float:
@@ -48,11 +64,13 @@ def chance_p(k: int, n: int, rate: float) -> float:
 
 
 def usage_summary(decisions: pd.DataFrame, tests, ratio: float = DEFAULT_RATIO,
-                  rate: float = 0.01) -> pd.DataFrame:
+                  rate: float = 0.01, image=None) -> pd.DataFrame:
     """One row per (condition, model, feature): runs N with a decision, runs k where the feature
     is used, ``chance_p`` = P(>= k of N by chance) at the per-run false rate ``rate``
     (:func:`chance_p`), the median raw p of each test, the CMI (nats) mean over runs with its 95%
-    CI, and the median z of cHSIC/RCoT (``z_<test>``, evidence only)."""
+    CI, and the median z of cHSIC/RCoT (``z_<test>``, evidence only). ``image``: the shared test
+    set's :class:`.shared_test_usage.ImageTerms` (None in-distribution); ``variance`` says what
+    the CI's variance holds and ``image_var_<test>`` the image term (nats^2)."""
     rows = []
     for (cond, model, feature), g in decisions.groupby(["condition", "model", "feature"],
                                                        sort=False):
@@ -65,9 +83,15 @@ def usage_summary(decisions: pd.DataFrame, tests, ratio: float = DEFAULT_RATIO,
             row[f"median_p_{t}"] = float(g[f"p_{t}"].median())
         for t in tests:
             if t == MAGNITUDE:
-                ci = corrected_t(g[f"effect_{t}"], ratio)
+                effect = g[f"effect_{t}"].to_numpy(float)
+                finite = np.isfinite(effect)
+                weights = ({r: 1 / finite.sum() for r in g["run_id"][finite]}
+                           if image is not None else {})
+                v, n_img, label = _image_term(image, cond, feature, weights)
+                ci = corrected_t(effect, ratio, image_var=v, n_images=n_img)
                 row.update({f"effect_{t}": ci["mean"], f"effect_{t}_low": ci["low"],
-                            f"effect_{t}_high": ci["high"]})
+                            f"effect_{t}_high": ci["high"], "variance": label,
+                            f"image_var_{t}": v if label == VARIANCE_SHARED else np.nan})
             else:
                 row[f"z_{t}"] = float(g[f"z_{t}"].median())
         rows.append(row)
@@ -98,15 +122,18 @@ def references(models: pd.DataFrame) -> dict[str, list[str]]:
 
 
 def model_differences(decisions: pd.DataFrame, models: pd.DataFrame, tests,
-                      ratio: float = DEFAULT_RATIO, alpha: float = 0.05) -> pd.DataFrame:
+                      ratio: float = DEFAULT_RATIO, alpha: float = 0.05,
+                      image=None) -> pd.DataFrame:
     """Variant vs base, per (condition, feature), on the magnitude (CMI in nats): the per-split
     differences (runs joined on the split seed) and the corrected paired t-test; ``p_holm`` is
     Holm-adjusted over the features of that (condition, variant, base) family. ``verdict`` is
     "more" / "less" only when ``p_holm < alpha``, else "no difference shown"; a pair of models
     with fewer than 2 shared splits gets no test. Without CMIknn among ``tests`` there is no
-    magnitude, so no rows (z-values are never compared)."""
+    magnitude, so no rows (z-values are never compared). ``image``: as in
+    :func:`usage_summary`; on a shared test set the test's variance adds the image-sampling
+    variance of the mean paired difference (``variance``, ``image_var``)."""
     cols = ["condition", "feature", "test", "model", "reference", "pairs", "difference", "low",
-            "high", "t", "df", "p", "p_holm", "verdict"]
+            "high", "t", "df", "p", "p_holm", "verdict", "variance", "image_var"]
     rows = []
     if "split_seed" not in decisions or MAGNITUDE not in tests:
         return pd.DataFrame(columns=cols)
@@ -120,11 +147,15 @@ def model_differences(decisions: pd.DataFrame, models: pd.DataFrame, tests,
             for cond, fam in joined.groupby("condition", sort=False):
                 family = []
                 for feature, g in fam.groupby("feature", sort=False):
-                    ci = corrected_t(g[f"effect_{t}"] - g[f"effect_{t}_ref"], ratio, alpha)
+                    diffs = (g[f"effect_{t}"] - g[f"effect_{t}_ref"]).to_numpy(float)
+                    weights = _pair_weights(g, np.isfinite(diffs)) if image is not None else {}
+                    v, n_img, label = _image_term(image, cond, feature, weights)
+                    ci = corrected_t(diffs, ratio, alpha, image_var=v, n_images=n_img)
                     family.append({"condition": cond, "feature": feature, "test": t,
                                    "model": model, "reference": ref, "pairs": ci["n"],
                                    "difference": ci["mean"], "low": ci["low"], "high": ci["high"],
-                                   "t": ci["t"], "df": ci["df"], "p": ci["p"]})
+                                   "t": ci["t"], "df": ci["df"], "p": ci["p"], "variance": label,
+                                   "image_var": v if label == VARIANCE_SHARED else np.nan})
                 adjusted = holm([r["p"] for r in family])
                 for r, p_holm in zip(family, adjusted):
                     verdict = "no difference shown"
@@ -132,3 +163,13 @@ def model_differences(decisions: pd.DataFrame, models: pd.DataFrame, tests,
                         verdict = "more" if r["difference"] > 0 else "less"
                     rows.append({**r, "p_holm": p_holm, "verdict": verdict})
     return pd.DataFrame(rows, columns=cols)
+
+
+def _pair_weights(pairs: pd.DataFrame, finite: np.ndarray) -> dict:
+    """Run weights of the mean paired difference: +1/J per variant run, -1/J per base run."""
+    weights: dict = {}
+    j = int(finite.sum())
+    for run, ref in zip(pairs["run_id"][finite], pairs["run_id_ref"][finite]):
+        weights[run] = weights.get(run, 0.0) + 1 / j
+        weights[ref] = weights.get(ref, 0.0) - 1 / j
+    return weights

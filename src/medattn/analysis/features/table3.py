@@ -8,6 +8,12 @@ import numpy as np
 import pandas as pd
 
 from medattn.analysis.features.decisions import MAGNITUDE
+from medattn.analysis.features.shared_test_usage import (
+    BLOCKS,
+    VARIANCE_NO_TERM,
+    VARIANCE_SHARED,
+    VARIANCE_SPLITS,
+)
 from medattn.analysis.features.summary import CHANCE_MARK, EFFECTS, cell, chance_p
 from medattn.render import markdown_table
 
@@ -134,6 +140,8 @@ def table3_markdown(table: pd.DataFrame, *, summary: pd.DataFrame, differences: 
             f"runs, so a lower bound: runs trained on one pool are correlated). "
             + _chance_examples(decisions, alpha))
     lines += _strata_legend(decisions, min_per_diagnosis)
+    if runs == "all" and MAGNITUDE in tests and len(summary):
+        lines += variance_lines(summary, differences, set_name)[1:]
     lines += [f"Note: {note}." for note in notes]
     eff = summary[summary["condition"] == primary] if len(summary) else summary
     if runs == "all" and len(eff):
@@ -219,6 +227,26 @@ def _difference_lines(differences: pd.DataFrame, primary: str, tests) -> list[st
     return lines
 
 
+def variance_lines(eff: pd.DataFrame, diffs: pd.DataFrame, set_name: str) -> list[str]:
+    """Which variance marks the CIs and the differences of this set (the ``variance`` column of
+    usage.csv and differences.csv): the splits alone, or splits + test images on a shared set."""
+    labels = set(eff["variance"].dropna()) if "variance" in eff else set()
+    if "variance" in diffs:
+        labels |= set(diffs["variance"].dropna())
+    if not labels or labels == {VARIANCE_SPLITS}:
+        return ["", f"Variance of the CIs and of the differences: splits (each split has its own "
+                    f"`{set_name}` images; docs/features.md, \"Shared test sets\")."]
+    text = (f"Variance of the CIs and of the differences: {VARIANCE_SHARED}. Every run is "
+            f"tested on the same `{set_name}` images, so the corrected split variance is joined "
+            f"by the variance due to sampling those images (a jackknife over {BLOCKS} blocks of "
+            f"images, Welch-Satterthwaite df; `jackknife.csv`, docs/features.md, \"Shared test "
+            f"sets\").")
+    if VARIANCE_NO_TERM in labels:
+        text += (f" Some cells ({VARIANCE_NO_TERM}) lack the image term and are too narrow "
+                 f"(`variance` in usage.csv, differences.csv).")
+    return ["", text]
+
+
 def _chance_examples(decisions: pd.DataFrame, rate: float) -> str:
     """The chance level in words for the run counts present, e.g. "With N = 10: P(>= 1) = 0.096,
     P(>= 2) = 0.0043"."""
@@ -240,7 +268,8 @@ def _effect_lines(eff: pd.DataFrame, features: list[str], tests, given: str) -> 
                                   for f in features]])
         lines += ["", f"### Effect sizes: {EFFECTS[MAGNITUDE]}, {given}", "",
                   *_grid(["Model", *features], rows), "",
-                  "Mean over runs [95% CI, Nadeau-Bengio corrected for overlapping splits]. CMI: "
+                  "Mean over runs [95% CI, Nadeau-Bengio corrected for overlapping splits; on a "
+                  "shared test set plus test-image sampling, see the legend above]. CMI: "
                   "the CMIknn estimate minus its mean under the shuffles, in nats (0 = no "
                   "dependence); a magnitude, about the same at any number of test images."]
     zs = [t for t in tests if t != MAGNITUDE and f"z_{t}" in eff]

@@ -18,7 +18,8 @@ cache), ``pvalues.csv`` (one row per run, feature, condition and test; re-used o
 with the same settings, so an interrupted analysis resumes), ``decisions.csv`` (one row per run,
 feature and condition), ``usage.csv`` (per model and feature over runs), ``differences.csv``
 (variant vs base), ``table3.csv``, ``table3.md``, ``settings.json`` (the settings of these
-tables) and, on synthetic data, ``truth.json``.
+tables), on a shared (OOD) test set ``jackknife.csv`` (the test-image term of the CMI CIs,
+:mod:`.shared_test_usage`) and, on synthetic data, ``truth.json``.
 """
 
 from __future__ import annotations
@@ -38,10 +39,13 @@ from medattn.analysis.features.decisions import (  # noqa: F401 (feature_tests, 
     prediction_matrix,
 )
 from medattn.analysis.features.settings import ArgumentError, UsageSettings
+from medattn.analysis.features.shared_test_usage import ImageTerms
+from medattn.analysis.features.shared_usage_runs import image_terms
 from medattn.analysis.features.summary import model_differences, usage_summary
 from medattn.analysis.features.table3 import table3, table3_markdown
 from medattn.analysis.features.usage_plan import UsagePlan, plan_usage, select_runs  # noqa: F401
-from medattn.analysis.features.usage_run import TestedRuns, merge_saved, run_tests, write_csv
+from medattn.analysis.features.usage_run import (TestedRuns, load_data, merge_saved, run_tests,
+                                                 write_csv)
 from medattn.runs.atomic import write_text
 
 __all__ = ["ArgumentError", "UsageResult", "UsageSettings", "aggregate", "feature_usage",
@@ -94,9 +98,30 @@ def feature_usage(runs_dir: str | os.PathLike, *, settings: UsageSettings | None
     pvalues["alpha"] = settings.alpha  # resumed rows may have been saved at another alpha
     write_csv(plan.pvalues_path, merge_saved(plan.pvalues_path, pvalues.to_dict("records"),
                                              plan.key))
-    result = aggregate(pvalues, plan, settings, tested)
+    decisions = decide(pvalues, settings.tests)
+    image = shared_image_terms(plan, settings, tested, decisions, progress)
+    result = aggregate(pvalues, decisions, plan, settings, tested, image)
     result.paths = write_outputs(result, plan)
+    if image is not None:
+        result.paths["jackknife"] = plan.out_dir / "jackknife.csv"
     return result
+
+
+def shared_image_terms(plan: UsagePlan, settings: UsageSettings, tested: TestedRuns,
+                       decisions: pd.DataFrame, progress: bool) -> ImageTerms | None:
+    """On a shared (OOD) test set, the test-image sampling term of the CMI CIs (a jackknife over
+    image blocks, stored in ``jackknife.csv`` so it resumes); None in-distribution."""
+    data = tested.data
+
+    def load(spec: str):
+        if spec not in data:
+            data[spec] = load_data(spec, plan.out_dir, settings.patches, progress)
+        return data[spec]
+
+    return image_terms(plan.runs_dir, plan.chosen, decisions, settings.set_name, key=plan.key,
+                       load=load, prediction=settings.prediction, seed=settings.seed,
+                       one_per_group=settings.one_per_group, test_options=settings.test_options,
+                       min_per_diagnosis=int(settings.min_per_diagnosis), out_dir=plan.out_dir)
 
 
 def _with_changes(settings: UsageSettings, changes: dict) -> UsageSettings:
@@ -110,16 +135,16 @@ def _with_changes(settings: UsageSettings, changes: dict) -> UsageSettings:
     return dataclasses.replace(settings, **changes) if changes else settings
 
 
-def aggregate(pvalues: pd.DataFrame, plan: UsagePlan, settings: UsageSettings,
-              tested: TestedRuns) -> UsageResult:
-    """The decisions per run, their summary over runs, the differences between models, Table 3
-    and its Markdown from the p-values (nothing written)."""
+def aggregate(pvalues: pd.DataFrame, decisions: pd.DataFrame, plan: UsagePlan,
+              settings: UsageSettings, tested: TestedRuns,
+              image: ImageTerms | None = None) -> UsageResult:
+    """The summary over runs of the per-run ``decisions``, the differences between models,
+    Table 3 and its Markdown (nothing written). ``image``: the test-image term on a shared set."""
     tests = settings.tests
-    decisions = decide(pvalues, tests)
     ratio = _split_ratio(plan.runs_dir, plan.chosen["run_id"])
-    summary = usage_summary(decisions, tests, ratio, rate=settings.alpha)
+    summary = usage_summary(decisions, tests, ratio, rate=settings.alpha, image=image)
     differences = model_differences(decisions, plan.chosen[["model", "backbone", "variant"]],
-                                    tests, ratio)
+                                    tests, ratio, image=image)
     table = table3(decisions, settings.which_runs, settings.conditions, rate=settings.alpha)
     truths = _truths(plan, tested)
     notes = [*plan.notes, *tested.notes]
