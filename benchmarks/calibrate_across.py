@@ -32,7 +32,8 @@ import numpy as np
 from scipy import stats as ss
 from threadpoolctl import threadpool_limits
 
-from medattn.analysis import stats
+from rates import rate
+
 from medattn.analysis.across import _region_probs, new_dataset_probs
 from medattn.analysis.across_sampler import Priors, gibbs, nu_grid
 
@@ -71,12 +72,6 @@ def verdicts(m, W, rng, n_iter: int, n_warmup: int):
         idx = np.where((p > 0.95).any(axis=1), p.argmax(axis=1), 3)
         out.append(names[idx])
     return out
-
-
-def rate(hits) -> str:
-    k, n = int(np.sum(hits)), int(np.size(hits))
-    r, lo, hi = stats.clopper_pearson(k, n)
-    return f"{r:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
 def part_verdicts(args, rng) -> None:

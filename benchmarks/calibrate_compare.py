@@ -35,6 +35,8 @@ import numpy as np
 from scipy import stats as ss
 from threadpoolctl import threadpool_limits
 
+from rates import rate
+
 from medattn.analysis import stats
 
 PRIORS = np.array([0.5, 0.3, 0.2])
@@ -148,11 +150,6 @@ def decisions(a: np.ndarray, b: np.ndarray, r: float, margin: float, alpha: floa
             "Welch (paper)": sign * (welch.pvalue < alpha),
             "naive paired t-test": sign * (naive.p < alpha),
             "equivalent": dec == "equivalent"}
-
-
-def rate(k: int, n: int) -> str:
-    r, lo, hi = stats.clopper_pearson(k, n)
-    return f"{r:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
 def main() -> None:

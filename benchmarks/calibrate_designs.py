@@ -44,6 +44,8 @@ import time
 import numpy as np
 from scipy import stats as ss
 
+from rates import rate
+
 from medattn.analysis import stats
 from medattn.data.kfold import kfold_assign
 
@@ -158,11 +160,6 @@ def ratio(name: str) -> float:
 def reject(mean, sd, n, factor, alpha):
     t = np.abs(mean) / (sd * np.sqrt(factor))
     return t > ss.t.ppf(1 - alpha / 2, n - 1)
-
-
-def rate(k: int, n: int) -> str:
-    r, lo, hi = stats.clopper_pearson(int(k), int(n))
-    return f"{r:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
 def run_stage(stage: int, n: int, args, q=None) -> dict:

@@ -32,6 +32,8 @@ import time
 
 import numpy as np
 
+from rates import rate
+
 from medattn.analysis import design as D
 from medattn.analysis import plan as P
 from medattn.analysis import stats
@@ -49,11 +51,6 @@ MARGIN, THRESHOLD, TARGET = 1.0, 0.95, 0.8
 def settings(delta: float) -> dict:
     return dict(delta=delta, margin=MARGIN, power=TARGET, threshold=THRESHOLD, alpha=0.05,
                 budget=None, seconds_per_run=60.0, models=2, hours_unit="hours")
-
-
-def rate(k: int, n: int) -> str:
-    p, lo, hi = stats.clopper_pearson(k, n)
-    return f"{p:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
 def observed(a, b, pool, delta, j, reps, rng) -> tuple[int, int]:

@@ -40,8 +40,9 @@ import time
 
 import numpy as np
 
+from rates import rate
+
 from medattn.analysis import sequential as seq
-from medattn.analysis import stats
 
 DESIGNS = [(2, 10), (3, 30), (5, 30)]  # (batch B, max splits N)
 SDS = [0.5, 1.0, 2.0, 4.0, 8.0]  # sd of one paired difference, pp
@@ -53,12 +54,6 @@ def simulate(delta: float, sd: float, r: float, n_rep: int, n_max: int, rng) -> 
     rho = r / (1 + r)
     c = rng.standard_normal((n_rep, 1)) * sd * math.sqrt(rho)
     return delta + c + rng.standard_normal((n_rep, n_max)) * sd * math.sqrt(1 - rho)
-
-
-def rate(hits: np.ndarray) -> str:
-    k, n = int(hits.sum()), hits.size
-    p, lo, hi = stats.clopper_pearson(k, n)
-    return f"{p:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
 def fixed_equal_power(d: np.ndarray, r: float, target: float, want: int, n_max: int,

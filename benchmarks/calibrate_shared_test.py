@@ -42,6 +42,8 @@ import time
 import numpy as np
 from scipy import stats as ss
 
+from rates import rate
+
 from medattn.analysis import stats
 from medattn.analysis.bootstrap import SplitPredictions, image_sampling_variance
 
@@ -111,11 +113,6 @@ def marks(ids, yy, ca, cb, shared: bool, n: int, alpha: float) -> dict[str, tupl
     else:
         out["marking"] = out["corrected"]
     return {k: (t.ci_low, t.ci_high, t.p) for k, t in out.items()}
-
-
-def rate(k: int, n: int) -> str:
-    r, lo, hi = stats.clopper_pearson(k, n)
-    return f"{r:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
 def check_truth(shift: float, args) -> tuple[float, float]:
