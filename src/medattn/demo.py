@@ -159,16 +159,18 @@ def features_step(ctx: DemoContext) -> None:
 def explain_step(ctx: DemoContext) -> None:
     """Table 4: Grad-CAM / GA maps of the best final run per model (``medattn explain``)."""
     from medattn.explain import explain_runs
+    from medattn.explain.settings import ExplainSettings
 
-    out = explain_runs(ctx.runs_dir, n_mean=ctx.n_mean, progress=ctx.progress)
-    ctx.files["Table 4"] = Path(out["png"])
+    out = explain_runs(ctx.runs_dir, settings=ExplainSettings(n_mean=ctx.n_mean),
+                       progress=ctx.progress)
+    ctx.files["Table 4"] = out.paths["png"]
 
 
 def build_report_step(ctx: DemoContext) -> None:
     """The self-contained HTML report of the runs (Tables 1-4)."""
     from medattn.report import build_report
 
-    ctx.files["report"] = Path(build_report(ctx.runs_dir))
+    ctx.files["report"] = build_report(ctx.runs_dir).html
 
 
 STEPS: list[tuple[str, Callable[[DemoContext], None]]] = [

@@ -27,10 +27,12 @@ import pandas as pd
 from scipy import stats
 
 from medattn.analysis import design as D
+from medattn.analysis.labels import comparison_label
+from medattn.analysis.settings import CompareSettings, PlanSettings
+from medattn.errors import ArgumentError, DataError
 from medattn.runs.atomic import write_json
-from medattn.errors import ConfigError, DataError
 
-__all__ = ["PLAN_FILE", "Pilot", "Plan", "load_plan", "margin_notes", "plan_runs", "plan_summary",
+__all__ = ["PLAN_FILE", "Pilot", "Plan", "PlanSettings", "load_plan", "margin_notes", "plan_runs", "plan_summary",
            "sd_upper", "test_sampling_a"]
 
 PLAN_FILE = "plan.json"
@@ -79,15 +81,17 @@ class Pilot:
 
 @dataclass
 class Plan:
-    """A plan: ``settings`` (delta, margin, threshold, target, alpha, budget, seconds per run,
-    models, hours unit), one ``pilots`` entry and one design table (``tables``) and
-    recommendation per comparison, and notes."""
+    """A plan: ``settings`` (:class:`~medattn.analysis.settings.PlanSettings` as a dict, plus
+    the source, seconds per run, models and hours unit), one ``pilots`` entry and one design
+    table (``tables``) and recommendation per comparison, notes, and ``paths``: the files
+    written (``plan``: ``RUNS_DIR/plan.json`` where saved)."""
 
     settings: dict
     pilots: list[Pilot]
     tables: list[pd.DataFrame]
     recommendations: list[dict]
     notes: list[str] = field(default_factory=list)
+    paths: dict[str, Path] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"settings": self.settings, "pilots": [asdict(p) for p in self.pilots],
@@ -162,7 +166,7 @@ def pilots_from_runs(runs_dir, margin: float) -> tuple[list[Pilot], dict, list[s
     from medattn.analysis import compare
     from medattn.runs import store
 
-    res = compare.compare_runs(runs_dir, bootstrap=0, margin=margin)
+    res = compare.compare_runs(runs_dir, settings=CompareSettings(margin=margin, bootstrap=0))
     finals = store.final_runs(runs_dir)
     n_train, n_val, n_test = _split_sizes(finals.done().pipe(
         lambda f: [finals.records[i] for i in f["run_id"]]))
@@ -176,7 +180,7 @@ def pilots_from_runs(runs_dir, margin: float) -> tuple[list[Pilot], dict, list[s
     keys = ["dataset", "backbone", "model", "set", "reference"]
     for key, g in res.pairs.groupby(keys, sort=False):
         k = dict(zip(keys, key))
-        label = compare._comparison_label(k)
+        label = comparison_label(k)
         diffs = g["diff"].to_numpy(float)
         if len(diffs) < 2 or not np.std(diffs) > 0:
             notes.append(f"{label}: {len(diffs)} pair(s) without spread; cannot be planned")
@@ -289,20 +293,6 @@ def recommend(table: pd.DataFrame, settings: dict, tag: str) -> dict:
             "p_right": settings["power"], "images": r[f"images{tag}"]}
 
 
-def _check(delta: float, margin: float, target: float, threshold: float) -> None:
-    if not margin > 0:
-        raise ConfigError(f"--margin must be > 0 pp, got {margin}.")
-    if not abs(delta) > margin:
-        raise ConfigError(f"--delta {delta} pp does not exceed --margin {margin} pp: a true "
-                          "difference inside the margin (the ROPE) is one the Bayesian test "
-                          "should call 'equivalent', not 'better'; plan for a --delta larger than "
-                          "--margin.")
-    if not 0 < target < 1:
-        raise ConfigError(f"--power must lie in (0, 1), got {target}.")
-    if not 0.5 < threshold < 1:
-        raise ConfigError(f"--threshold must lie in (0.5, 1), got {threshold}.")
-
-
 def _plan(pilots, settings, notes) -> Plan:
     tables = [design_table(p, settings) for p in pilots]
     recs = [{"estimate": recommend(t, settings, ""), "upper": recommend(t, settings, "_upper")}
@@ -310,70 +300,68 @@ def _plan(pilots, settings, notes) -> Plan:
     return Plan(settings, pilots, tables, recs, notes)
 
 
-def plan_runs(runs_dir: str | os.PathLike, *, delta: float = 2.0, margin: float = 1.0,
-              power: float = 0.8, budget: float | None = None, threshold: float = 0.95,
-              alpha: float = 0.05, save: bool = True) -> Plan:
-    """Plan from a pilot's (or a finished study's) final runs; saved as ``RUNS_DIR/plan.json``."""
-    _check(delta, margin, power, threshold)
-    if not Path(runs_dir, "runs").is_dir():
-        raise DataError(f"{runs_dir}: no 'runs/' folder; give the RUNS_DIR of a pilot that "
-                        "`medattn study` wrote (or use --summary FILE.csv).")
-    pilots, timing, notes = pilots_from_runs(runs_dir, margin)
+def plan_runs(runs_dir: str | os.PathLike, *, settings: PlanSettings = PlanSettings(),
+              save: bool = True) -> Plan:
+    """Plan from a pilot's (or a finished study's) final runs; saved as ``RUNS_DIR/plan.json``
+    (``plan.paths["plan"]``) unless ``save=False``."""
+    from medattn.runs.hint import check_runs_dir
+
+    check_runs_dir(runs_dir)
+    pilots, timing, notes = pilots_from_runs(runs_dir, settings.margin)
     if not pilots:
         raise DataError(f"{runs_dir}: no comparison has 2 or more pairs with spread; a pilot "
                         "needs at least 2 (better 3) final splits of every model.")
-    settings = dict(delta=abs(delta), margin=margin, power=power, threshold=threshold,
-                    alpha=alpha, budget=budget, source=str(runs_dir), **timing)
-    plan = _plan(pilots, settings, notes)
+    plan = _plan(pilots, {**settings.as_dict(), "source": str(runs_dir), **timing}, notes)
     if save:
-        write_json(Path(runs_dir) / PLAN_FILE, plan.to_dict())
+        plan.paths["plan"] = write_json(Path(runs_dir) / PLAN_FILE, plan.to_dict())
     return plan
 
 
-def plan_summary(path: str, *, sd_diff: float | None = None, test_train_ratio: float = 0.2 / 0.7,
-                 n_test: float | None = None, seconds_per_run: float | None = None,
-                 delta: float = 2.0, margin: float = 1.0, power: float = 0.8,
-                 budget: float | None = None, threshold: float = 0.95,
-                 alpha: float = 0.05) -> Plan:
+def plan_summary(path: str | os.PathLike, *, sd_diff: float | None = None,
+                 test_train_ratio: float = 0.2 / 0.7, n_test: float | None = None,
+                 seconds_per_run: float | None = None,
+                 settings: PlanSettings = PlanSettings()) -> Plan:
     """Plan from published numbers (a summary CSV, ``medattn compare --summary``'s format).
 
     Without runs there is no pairing: the sd of the paired differences is ``sd_diff`` if given,
     else ``sqrt(sd^2 + sd_ref^2)`` (the two models' accuracies uncorrelated across splits; with
     positively correlated models, the usual case, this overstates it). J0 = the smaller n; no
     per-image predictions: all of s_d^2 counts as test sampling (b = 0), so the images needed
-    are a lower bound. ``n_test``: test images per split (default: unknown, no image counts).
+    are a lower bound. ``test_train_ratio``: n_test / n_train of the splits; ``n_test``: test
+    images per split (default: unknown, no image counts).
     """
     from medattn.analysis import compare
     from medattn.analysis.summary import read_summary
 
-    _check(delta, margin, power, threshold)
-    if sd_diff is not None and not sd_diff > 0:
-        raise ConfigError(f"--sd-diff must be > 0 pp, got {sd_diff}.")
-    path = str(compare.PAPER_TABLE2) if path == "paper" else path
+    for name, value in (("sd_diff", sd_diff), ("test_train_ratio", test_train_ratio),
+                        ("n_test", n_test), ("seconds_per_run", seconds_per_run)):
+        if value is not None and not (isinstance(value, (int, float)) and value > 0):
+            raise ArgumentError(f"{{{name}}} must be a number > 0, got {value!r}.", name)
+    path = str(compare.PAPER_TABLE2) if str(path) == "paper" else str(path)
     summary = read_summary(path)
-    table = compare.compare_summary(summary, margin=margin)
+    table = compare.compare_summary(summary, settings=CompareSettings(margin=settings.margin))
     table = table[table["reference"].notna()]
     test_share = 0.9 * test_train_ratio / (1 + test_train_ratio)  # a 10 % validation share
     size = float(n_test) if n_test else 1000.0 * test_share
-    notes = [("sd of the paired differences: --sd-diff as given" if sd_diff else
+    notes = [("sd of the paired differences: sd_diff as given" if sd_diff else
               "no pairing in a summary: sd of the differences = sqrt(sd^2 + sd_ref^2), the two "
               "models taken as uncorrelated across splits (usually an overstatement)"),
              "no per-image predictions: b = 0 assumed (all of s_d^2 from test sampling), so the "
              "images needed are a lower bound"]
     if not n_test:
-        notes.append("test images unknown (give --n-test N): image counts are relative to a "
+        notes.append("test images unknown (give n_test; CLI: --n-test N): image counts are "
+                     "relative to a "
                      f"test set of {size:.0f}")
     pilots = []
     for r in table.itertuples():
         sd = sd_diff or math.hypot(r.sd, r.ref_sd)
-        pilots.append(Pilot(compare._comparison_label(r._asdict()), r.set, int(min(r.n, r.ref_n)),
+        pilots.append(Pilot(comparison_label(r), r.set, int(min(r.n, r.ref_n)),
                             float(sd), size, size / test_share, test_share, 0.1, math.nan,
                             "summary"))
-    settings = dict(delta=abs(delta), margin=margin, power=power, threshold=threshold,
-                    alpha=alpha, budget=budget, source=str(path),
-                    seconds_per_run=seconds_per_run or math.nan, hours_unit="hours",
-                    models=len(summary[["dataset", "backbone", "model"]].drop_duplicates()))
-    return _plan(pilots, settings, notes)
+    recorded = {**settings.as_dict(), "source": path,
+                "seconds_per_run": seconds_per_run or math.nan, "hours_unit": "hours",
+                "models": len(summary[["dataset", "backbone", "model"]].drop_duplicates())}
+    return _plan(pilots, recorded, notes)
 
 
 def load_plan(runs_dir: str | os.PathLike) -> Plan | None:

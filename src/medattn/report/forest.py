@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from medattn.analysis.compare import TEST_LABELS
-from medattn.models import registry as R
+from medattn.analysis.labels import comparison_label as _comparison_label
+from medattn.analysis.settings import TEST_LABELS
 from medattn.report.figures import styled, subplots
 from medattn.report.verdict import _true
 
@@ -30,11 +30,9 @@ def _num(v) -> float:
 
 
 def comparison_label(r) -> str:
-    """``isic ID: +GA vs ResNet18`` / ``isic OOD pad-ufes-20: ViT-21k vs EfficientNet-B0``."""
-    where = "ID" if r.set in ("id", "test") else f"OOD {r.set[4:]}".strip()
-    model = (R.variant_label(r.model) if r.backbone == r.reference
-             else R.model_label(r.backbone, r.model, short=True))
-    return f"{r.dataset} {where}: {model} vs {R.backbone_label(r.reference, short=True)}"
+    """The short label of a comparison for plots (:func:`medattn.analysis.labels.
+    comparison_label`): ``isic ID: +GA vs ResNet18``."""
+    return _comparison_label(r, short=True)
 
 
 def _decision(r) -> str:
