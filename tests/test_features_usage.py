@@ -415,7 +415,7 @@ def test_report_shows_table3_with_k_of_n_effects_truth_and_pvalues(study, tmp_pa
 
     # resumed; other tests wrote
     usage = feature_usage(study, test_options=FAST, alpha=ALPHA, progress=False)
-    html = build_report(study, out=tmp_path / "report", parameters=False).read_text()
+    html = build_report(study, out=tmp_path / "report", parameters=False).html.read_text()
     t3 = html.split('<section id="table3">')[1].split("</section>")[0]
     text = re.sub(r"<[^>]+>", " ", t3)
     cell = usage.table.loc[("resnet18+ga", "diagnosis"), "Colorful patches"]

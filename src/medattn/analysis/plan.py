@@ -343,7 +343,7 @@ def plan_summary(path: str | os.PathLike, *, sd_diff: float | None = None,
     table = table[table["reference"].notna()]
     test_share = 0.9 * test_train_ratio / (1 + test_train_ratio)  # a 10 % validation share
     size = float(n_test) if n_test else 1000.0 * test_share
-    notes = [("sd of the paired differences: sd_diff as given" if sd_diff else
+    notes = [("sd of the paired differences: as given" if sd_diff else
               "no pairing in a summary: sd of the differences = sqrt(sd^2 + sd_ref^2), the two "
               "models taken as uncorrelated across splits (usually an overstatement)"),
              "no per-image predictions: b = 0 assumed (all of s_d^2 from test sampling), so the "

@@ -87,7 +87,11 @@ class CompareSettings:
             raise ArgumentError(f"{{test}} {self.test!r} is unknown; use one of "
                                 f"{', '.join(TESTS)}.", "test")
         r = self.test_train_ratio
-        if r is not None and not (_number(r, "test_train_ratio") > 0):
+        try:
+            bad = r is not None and not (math.isfinite(float(r)) and float(r) > 0)
+        except (TypeError, ValueError):
+            bad = True
+        if bad:
             raise ArgumentError(f"{{test_train_ratio}} must be a finite number > 0 (n_test / "
                                 f"n_train of the splits, e.g. 0.2857 for 70/10/20 splits), got "
                                 f"{r}; for no correction use {{test}} paired (runs) or welch.",
