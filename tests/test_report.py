@@ -153,7 +153,7 @@ def test_cli_report(tmp_path, capsys, monkeypatch):
                      "--bootstrap", "0", "--test-train-ratio", "0.5"]) == 0
     html = _text((tmp_path / "w" / "report.html").read_text(encoding="utf-8"))
     assert "p (Welch&#x27;s t-test)" in html and "bootstrap 95% CI" not in html
-    assert "0.5 as given by --test-train-ratio" in html
+    assert "0.5 as given (test_train_ratio; CLI --test-train-ratio)" in html
 
 
 _CHECK = """<script>

@@ -110,7 +110,8 @@ def test_a_large_planted_effect_stops_early_and_the_base_waits_for_undecided_var
 
 def test_two_clearly_different_models_both_stop_at_the_first_look_that_decides(tmp_path):
     means = {"resnet18": 80.0, "resnet18+ga": 60.0}
-    res = run_until_decided(_config(means), tmp_path, Planted(means, sd=0.5), settings=SequentialSettings(batch=3, max_splits=12))
+    res = run_until_decided(_config(means), tmp_path, Planted(means, sd=0.5),
+                            settings=SequentialSettings(batch=3, max_splits=12))
     assert set(res.models["stopped_batch"]) == {1}
     assert res.comparisons["decision"].tolist() == ["worse"]
     assert len(_finals(tmp_path, "resnet18")) == len(_finals(tmp_path, "resnet18+ga")) == 3
@@ -124,7 +125,8 @@ def test_an_interrupted_sequential_study_resumes_to_the_same_decisions(tmp_path,
     cfg = _config(means, splits=9)
     whole = run_until_decided(cfg, tmp_path / "whole", Planted(means, sd=1.5), settings=SequentialSettings(batch=3))
     with pytest.raises(Kill):
-        run_until_decided(cfg, tmp_path / "cut", Planted(means, sd=1.5, kill_after=kill_after), settings=SequentialSettings(batch=3))
+        run_until_decided(cfg, tmp_path / "cut", Planted(means, sd=1.5, kill_after=kill_after),
+                          settings=SequentialSettings(batch=3))
     state = json.loads((tmp_path / "cut" / seq.STATE_FILE).read_text())
     # +GA is decided (worse) at batch 2 and stops there; the others go on
     assert state["batches_done"] == batches_done
@@ -187,7 +189,8 @@ def test_real_training_interrupted_mid_batch_resumes_to_the_uninterrupted_decisi
             raise Kill
     with pytest.raises(Kill):
         run_until_decided(cfg, tmp_path, LocalBackend(progress=False,
-                                                      hooks=Hooks(kill_in_batch_three)), settings=SequentialSettings(batch=1))
+                                                      hooks=Hooks(kill_in_batch_three)),
+                          settings=SequentialSettings(batch=1))
     statuses = sorted(r["status"] for r in store.iter_records(tmp_path))
     assert statuses.count("running") == 1 and len(statuses) == 5
     seen.clear()

@@ -11,7 +11,7 @@ import math
 
 import pandas as pd
 
-from medattn.analysis.compare import TEST_LABELS
+from medattn.analysis.settings import TEST_LABELS
 from medattn.report.figures import to_png
 from medattn.report.forest import comparison_label, forest_plot, posterior_grid
 from medattn.report.html import Figure, Table, Text

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from medattn.analysis.compare import TEST_LABELS
+from medattn.analysis.settings import TEST_LABELS
 from medattn.models import registry as R
 
 __all__ = ["Verdict", "deciding_table", "verdict_head", "verdict_lines", "verdict_markdown",
