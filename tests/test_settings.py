@@ -120,6 +120,9 @@ def test_one_comparison_label_with_a_short_form_for_plots():
     (["report", "RUNS", "--alpha", "2"], "--alpha must lie in (0, 1)"),
     (["synth", "suite", "--out", "OUT", "--datasets", "9"], "2 <= --datasets <= 5"),
     (["synth", "path", "--out", "OUT", "--image-size", "8"], "--image-size >= 16"),
+    (["study", "demo", "--out", "OUT", "--jobs", "0"], "--jobs must be >= 1"),
+    (["study", "demo", "--out", "OUT", "--backend", "ray", "--retries", "-1"],
+     "--retries must be >= 0"),
 ])
 def test_the_cli_names_its_flags_for_the_library_s_arguments(argv, flag_message, fake, tmp_path,
                                                               capsys):

@@ -684,7 +684,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Library arguments a command spells otherwise than its flag's dest (by the command's prog).
-ARGUMENT_FLAGS = {"medattn study": {"runs_dir": "--out"},
+ARGUMENT_FLAGS = {"medattn study": {"runs_dir": "--out", "max_retries": "--retries"},
                   "medattn synth suite": {"n_datasets": "--datasets"}}
 
 
