@@ -87,6 +87,12 @@ def test_outputs_and_summary(study, explained):
     # per class counts add up to the pool
     per_class = s[s["class"] != "all"].groupby(["method", "model", "block"], dropna=False)["n_images"].sum()
     assert (per_class == 10).all()
+    # the settings are recorded as used, and the result lists the runs it explained
+    import json
+
+    assert json.loads(explained.paths["settings"].read_text()) == explained.settings == {
+        "n_mean": 10, "choose": "split", "image_ids": None, "border": 0.1, "seed": 0}
+    assert set(explained.runs["run_id"]) == set(s["run_id"])
 
 
 def test_saved_maps_and_examples_come_from_the_common_test_set(study, explained):
