@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from medattn.errors import ArgumentError
 
 __all__ = ["CORRECTIONS", "TESTS", "TEST_LABELS", "CompareSettings", "PlanSettings",
-           "SequentialSettings"]
+           "SequentialSettings", "recorded"]
 
 CORRECTIONS = ("holm", "none", "bonferroni", "holm-sidak", "fdr_bh", "fdr_by")
 TESTS = ("corrected", "paired", "welch")
@@ -114,6 +114,13 @@ class CompareSettings:
         """The settings an output recorded (:meth:`as_dict`; other keys, such as ``design``,
         are left out)."""
         return cls(**{f.name: recorded[f.name] for f in fields(cls) if f.name in recorded})
+
+
+def recorded(settings: dict | None) -> CompareSettings:
+    """The settings a Table 2 recorded (``CompareResult.settings``), for its renderers: missing
+    keys take the defaults, a missing test reads as ``welch`` (a table without settings is
+    read as the paper's)."""
+    return CompareSettings.from_dict(settings or {}).for_source(summary=True)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from medattn.analysis.compare import (
     read_summary,
 )
 from medattn.analysis.labels import model_label
-from medattn.analysis.settings import TEST_LABELS, CompareSettings
+from medattn.analysis.settings import TEST_LABELS, CompareSettings, recorded
 from medattn.errors import ArgumentError
 from medattn.runs.atomic import write_text
 from medattn.models import registry as R
@@ -157,14 +157,14 @@ def stats_display(table: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
 
 def legend(settings: dict, table: pd.DataFrame | None = None) -> str:
     """One paragraph explaining the marks and settings of Table 2 (with its usual n if given)."""
+    st = recorded(settings)
+    test, alpha, margin = st.test, st.alpha, st.margin
     corr = {"holm": "Holm", "none": "no", "bonferroni": "Bonferroni", "holm-sidak": "Holm-Sidak",
-            "fdr_bh": "Benjamini-Hochberg", "fdr_by": "Benjamini-Yekutieli"}.get(
-        settings.get("correction", "holm"), settings.get("correction"))
+            "fdr_bh": "Benjamini-Hochberg", "fdr_by": "Benjamini-Yekutieli"}.get(st.correction,
+                                                                                 st.correction)
     n = ""
     if table is not None and len(table) and table["n"].notna().any():
         n = f", n = {int(table['n'].mode().iloc[0])} runs unless marked [n=k]"
-    test = settings.get("test", "welch")
-    alpha, margin = settings.get("alpha", 0.05), settings.get("margin", 1.0)
     what = {"welch": "Welch's t-test against the respective base (the paper's test)",
             "paired": "the paired t-test on the per-split differences against the respective "
                       "base (naive: ignores that the splits overlap)",
@@ -177,7 +177,7 @@ def legend(settings: dict, table: pd.DataFrame | None = None) -> str:
             f"parentheses{n}). **Bold**: {what}, p < {alpha}. †: still significant after "
             f"{corr} correction within each column. ≈: equivalent within ±{margin} pp (TOST on "
             f"the same test, alpha {alpha}). Detectable: the smallest true difference that test "
-            f"finds with {int(100 * settings.get('power', 0.8))}% power at these n and sds.")
+            f"finds with {int(100 * st.power)}% power at these n and sds.")
     if table is not None and table["p_worse"].notna().any():
         text += (f" Bayes: the Bayesian correlated t-test's decision, worse / equivalent / "
                  f"better when its posterior probability of a difference below −{margin} pp, "
@@ -196,10 +196,11 @@ def legend(settings: dict, table: pd.DataFrame | None = None) -> str:
 
 def table2_sections(result: CompareResult) -> list[tuple[str, str, pd.DataFrame | list[str]]]:
     """The parts of the output after Table 2 itself: ``(title, caption, frame or lines)``."""
-    alpha = result.settings.get("alpha", 0.05)
+    st = recorded(result.settings)
+    alpha = st.alpha
     out = [("Statistics per comparison", "Differences are variant − reference in percentage "
             "points (pp); r = n_test / n_train of the correction; Bayes probabilities with the "
-            f"±{result.settings.get('margin', 1.0)} pp region of practical equivalence.",
+            f"±{st.margin} pp region of practical equivalence.",
             stats_display(result.table, alpha))]
     extra = [("Per-split differences (pp)", "Variant − reference on each split seed (the pairs "
               "the paired tests use).", pairs_display(result.pairs)),
@@ -259,11 +260,12 @@ def table2_markdown(result: CompareResult) -> str:
 def table2_latex(result: CompareResult) -> str:
     """Table 2 (paper layout) and the statistics table as LaTeX (booktabs) tabulars."""
     wide = wide_table(result.table, markup="latex")
-    test = TEST_LABELS[result.settings.get("test", "welch")]
+    st = recorded(result.settings)
+    test = TEST_LABELS[st.test]
     return (f"% Table 2: balanced accuracy (%), mean $\\pm$ sd; \\textbf{{}}: p < alpha ({test}), "
             "$^\\dagger$: significant after correction, $^\\approx$: equivalent (TOST)\n"
             + latex_table(wide, index=True, raw_cells=True) + "\n\n% Statistics per comparison (pp)\n"
-            + latex_table(stats_display(result.table, result.settings.get("alpha", 0.05))) + "\n")
+            + latex_table(stats_display(result.table, st.alpha)) + "\n")
 
 
 def _json_value(v):

@@ -11,7 +11,7 @@ import math
 import pandas as pd
 
 from medattn.analysis.labels import model_label
-from medattn.analysis.settings import TEST_LABELS
+from medattn.analysis.settings import TEST_LABELS, recorded
 from medattn.models.registry import backbone_label
 
 __all__ = ["divergence_display", "pairs_display", "recheck_display", "sensitivity_display",
@@ -121,8 +121,8 @@ def terminal_table(result) -> str:
     t = result.table
     if t is None or t.empty:
         return "Table 2: no finished final runs to compare."
-    st = result.settings
-    alpha, margin = st.get("alpha", 0.05), st.get("margin", 1.0)
+    st = recorded(result.settings)
+    alpha, margin = st.alpha, st.margin
     test = TEST_LABELS.get(t["test"].dropna().iloc[0] if t["test"].notna().any() else "welch")
     level = f"{100 * (1 - alpha):g}%"
     rows = []
