@@ -142,11 +142,14 @@ def test_the_cli_names_its_flags_for_the_library_s_arguments(argv, flag_message,
 def test_every_setting_a_command_takes_has_a_flag_of_the_same_name(command, settings, not_flags):
     parser = next(p for p in cli._leaves(cli.build_parser()) if p.prog == f"medattn {command}")
     flags = cli.argument_flags(parser)
+    defaults = {a.dest: a.default for a in parser._actions}
     for f in dataclasses.fields(settings):
         if f.name in not_flags:
             assert f.name not in flags  # the library's default holds on the CLI
             continue
         assert flags.get(f.name) == "--" + f.name.replace("_", "-"), (command, f.name)
+        # and the same default (the command's test default None: corrected or welch by source)
+        assert defaults[f.name] == f.default, (command, f.name, defaults[f.name], f.default)
 
 
 def _argument_errors():

@@ -14,7 +14,13 @@ import sys
 from collections.abc import Callable, Sequence
 
 from medattn import __version__
+from medattn.analysis.settings import CORRECTIONS, TESTS, CompareSettings, PlanSettings, SequentialSettings
 from medattn.errors import ArgumentError, ConfigError, MedattnError
+
+# The flags' defaults are the settings' (declared once, in medattn.analysis.settings, which
+# imports nothing heavy). explain's are written out below, as importing medattn.explain loads
+# torch; a test checks that they agree with ExplainSettings.
+CMP, PLAN, SEQ = CompareSettings(), PlanSettings(), SequentialSettings()
 
 # ---------------------------------------------------------------------------------------------
 # Sub-commands. Keep each one short: argument parsing plus one library call.
@@ -153,20 +159,20 @@ def _add_plan(sub):
                    help="with --summary: test images per split")
     p.add_argument("--seconds-per-run", type=float, metavar="S",
                    help="with --summary: training time of one run, for the hours")
-    p.add_argument("--delta", type=float, default=2.0, metavar="PP",
-                   help="true difference to detect, pp; must exceed --margin (default 2)")
-    p.add_argument("--margin", type=float, default=1.0, metavar="PP",
-                   help="ROPE of the Bayesian test, pp (default 1, as compare)")
-    p.add_argument("--power", type=float, default=0.8,
-                   help="target probability of deciding right (default 0.8)")
-    p.add_argument("--threshold", type=float, default=0.95,
-                   help="posterior probability a decision needs (default 0.95)")
+    p.add_argument("--delta", type=float, default=PLAN.delta, metavar="PP",
+                   help=f"true difference to detect, pp; must exceed --margin (default "
+                   f"{PLAN.delta:g})")
+    p.add_argument("--margin", type=float, default=PLAN.margin, metavar="PP",
+                   help=f"ROPE of the Bayesian test, pp (default {PLAN.margin:g}, as compare)")
+    p.add_argument("--power", type=float, default=PLAN.power,
+                   help=f"target probability of deciding right (default {PLAN.power:g})")
+    p.add_argument("--threshold", type=float, default=PLAN.threshold,
+                   help=f"posterior probability a decision needs (default {PLAN.threshold:g})")
     p.add_argument("--budget", type=float, metavar="HOURS",
                    help="recommend only designs within this many hours")
 
     def run(args):
         from medattn.analysis import plan as P
-        from medattn.analysis.settings import PlanSettings
         from medattn.report.design import format_plan
 
         settings = PlanSettings(delta=args.delta, margin=args.margin, power=args.power,
@@ -207,23 +213,25 @@ def _add_compare_settings(p, summary: bool = True) -> None:
     """The flags of :class:`medattn.analysis.settings.CompareSettings` (compare, report)."""
     p.add_argument("--include-diverged", action="store_true",
                    help="include diverged final runs (excluded and listed by default)")
-    p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
-    p.add_argument("--margin", type=float, default=1.0,
+    p.add_argument("--alpha", type=float, default=CMP.alpha,
+                   help=f"significance level (default {CMP.alpha:g})")
+    p.add_argument("--margin", type=float, default=CMP.margin,
                    help="equivalence margin (TOST) and Bayesian ROPE in percentage points "
-                   "(default 1.0)")
-    p.add_argument("--power", type=float, default=0.8,
-                   help="power for the detectable difference (default 0.8)")
-    p.add_argument("--correction", default="holm",
-                   choices=["holm", "none", "bonferroni", "holm-sidak", "fdr_bh", "fdr_by"],
-                   help="multiple-comparison correction within each column (default holm)")
+                   f"(default {CMP.margin:g})")
+    p.add_argument("--power", type=float, default=CMP.power,
+                   help=f"power for the detectable difference (default {CMP.power:g})")
+    p.add_argument("--correction", default=CMP.correction, choices=CORRECTIONS,
+                   help=f"multiple-comparison correction within each column (default "
+                   f"{CMP.correction})")
     default = "corrected for runs, welch for --summary" if summary else "corrected"
-    p.add_argument("--test", choices=["corrected", "paired", "welch"], default=None,
+    p.add_argument("--test", choices=TESTS, default=CMP.test,
                    help=f"the test that marks Table 2 (default: {default}; docs/statistics.md)")
-    p.add_argument("--bootstrap", type=int, default=10_000, metavar="N",
+    p.add_argument("--bootstrap", type=int, default=CMP.bootstrap, metavar="N",
                    help="resamples of the paired bootstrap over splits and test images "
-                   "(default 10000; 0 = skip)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
-    p.add_argument("--test-train-ratio", type=float, default=None, metavar="R",
+                   f"(default {CMP.bootstrap}; 0 = skip)")
+    p.add_argument("--seed", type=int, default=CMP.seed,
+                   help=f"seed of the bootstrap (default {CMP.seed})")
+    p.add_argument("--test-train-ratio", type=float, default=CMP.test_train_ratio, metavar="R",
                    help="n_test / n_train of the splits for the corrected and Bayesian tests "
                    "(default: from the run records" + ("; a summary needs it for --test "
                    "corrected, e.g. 0.2857 for 70/10/20)" if summary else ")"))
@@ -231,8 +239,6 @@ def _add_compare_settings(p, summary: bool = True) -> None:
 
 def _compare_settings(args):
     """The CompareSettings of compare's and report's flags (the library checks them)."""
-    from medattn.analysis.settings import CompareSettings
-
     return CompareSettings(alpha=args.alpha, margin=args.margin, power=args.power,
                            correction=args.correction, test=args.test,
                            test_train_ratio=args.test_train_ratio, bootstrap=args.bootstrap,
@@ -267,7 +273,8 @@ def _add_explain(sub):
                        "plus the share of map mass in the lesion mask, patch region and border "
                        "(RUNS_DIR/analysis/explain/; docs/explain.md).")
     p.add_argument("runs_dir", metavar="RUNS_DIR", help="study output folder")
-    p.add_argument("--n-mean", type=int, default=500, help="images averaged for the mean map (default 500)")
+    p.add_argument("--n-mean", type=int, default=500,
+                   help="images averaged for the mean map (default 500)")
     p.add_argument("--image-ids", nargs="+", metavar="ID", help="example images (one per class) "
                    "instead of the reproducible choice")
     p.add_argument("--models", nargs="+", metavar="MODEL", help="models to include (default: "
@@ -397,10 +404,11 @@ def _add_study(sub):
     p.add_argument("--max-splits", type=int, metavar="N",
                    help="--until-decided: the most final splits per model (default the "
                    "config's final.splits)")
-    p.add_argument("--batch", type=int, default=5, metavar="B",
-                   help="--until-decided: final splits added per batch (default 5)")
-    p.add_argument("--margin", type=float, default=1.0, metavar="PP",
-                   help="--until-decided: the ROPE / equivalence margin in pp (default 1)")
+    p.add_argument("--batch", type=int, default=SEQ.batch, metavar="B",
+                   help=f"--until-decided: final splits added per batch (default {SEQ.batch})")
+    p.add_argument("--margin", type=float, default=SEQ.margin, metavar="PP",
+                   help=f"--until-decided: the ROPE / equivalence margin in pp (default "
+                   f"{SEQ.margin:g})")
 
     def run(args):
         from medattn.errors import IncompleteStudyError
@@ -415,7 +423,7 @@ def _add_study(sub):
                 if args.backend == "ray" else {"device": args.device, "jobs": args.jobs})
         if args.until_decided:
             return _run_sequential(args, config, opts)
-        if args.max_splits is not None or args.batch != 5 or args.margin != 1.0:
+        if (args.max_splits, args.batch, args.margin) != (SEQ.max_splits, SEQ.batch, SEQ.margin):
             raise ConfigError("--max-splits, --batch and --margin of `medattn study` apply only "
                               "with --until-decided; add it, or drop them.")
         try:
@@ -430,8 +438,6 @@ def _add_study(sub):
 
     def _run_sequential(args, config, opts):
         from medattn.sequential_study import run_until_decided
-
-        from medattn.analysis.settings import SequentialSettings
 
         settings = SequentialSettings(batch=args.batch, max_splits=args.max_splits,
                                       margin=args.margin)
