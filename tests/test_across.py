@@ -9,7 +9,7 @@ import pytest
 from medattn.analysis.across import (adjusted_threshold, hierarchical, new_dataset_probs,
                                      signed_rank, wilcoxon_needed)
 from medattn.analysis.across_sampler import Priors, gibbs
-from medattn.errors import DataError
+from medattn.errors import ConfigError, DataError
 
 R_SPLIT = 0.2 / 0.7
 
@@ -91,7 +91,7 @@ def test_hierarchical_bad_input_says_what():
         hierarchical([np.ones(10), np.ones(1)], R_SPLIT, 1.0)
     with pytest.raises(DataError, match="derm: needs >= 2"):
         hierarchical([np.ones(10), [1.0, np.nan]], R_SPLIT, 1.0, names=["path", "derm"])
-    with pytest.raises(DataError, match="rope"):
+    with pytest.raises(ConfigError, match="^rope must be > 0 pp"):  # a bad argument
         hierarchical([np.ones(3), np.ones(3)], R_SPLIT, 0.0)
 
 

@@ -16,6 +16,7 @@ from medattn.analysis.compare import compare_runs
 from medattn.analysis.across_study import merge_results
 from medattn.errors import DataError
 from tests.fake_study import write_fake_study
+from medattn.analysis.settings import CompareSettings
 
 
 def _main(args: list[str]) -> tuple[int, str]:
@@ -82,7 +83,7 @@ def test_several_runs_dirs_merge_and_one_data_set_says_why(tmp_path):
            "(derm_a)" in one
     rc, none = _main(["compare", str(a), str(b), "--bootstrap", "0", "--no-across"])
     assert "Across data sets" not in none
-    res = compare_runs(a, bootstrap=0)
+    res = compare_runs(a, settings=CompareSettings(bootstrap=0))
     with pytest.raises(DataError, match="'derm_a' is in RUNS_DIR number 1 and 2"):
         merge_results([res, res])
 

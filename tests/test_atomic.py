@@ -91,7 +91,7 @@ def _report(path: Path) -> Path:
     runs = path / "study"
     (runs / "runs").mkdir(parents=True, exist_ok=True)
     (runs / "study.yaml").write_text(f"name: s{len(list(runs.rglob('*')))}\n")
-    return build_report(runs, parameters=False)
+    return build_report(runs, parameters=False).html
 
 
 def _overlay(path: Path) -> Path:

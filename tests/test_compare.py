@@ -11,15 +11,17 @@ from statsmodels.stats.multitest import multipletests
 
 from medattn import cli
 from medattn.analysis import compare
+from medattn.analysis.summary import read_summary
 from medattn.errors import ConfigError, DataError
 from medattn.report import table2
 
 from tests.fake_study import DIVERGED_RUN, FAILED_RUN, N_FINAL, write_fake_study
+from medattn.analysis.settings import CompareSettings
 
 
 @pytest.fixture(scope="module")
 def paper():
-    return compare.compare_summary(compare.read_summary(compare.PAPER_TABLE2))
+    return compare.compare_summary(read_summary(compare.PAPER_TABLE2))
 
 
 def _row(table, dataset, backbone, model, set_, reference=None):
@@ -80,9 +82,9 @@ def test_holm_within_each_column_equals_statsmodels(paper):
 
 
 def test_variant_without_its_base_is_not_compared_with_another_backbone():
-    s = compare.read_summary(compare.PAPER_TABLE2)
+    s = read_summary(compare.PAPER_TABLE2)
     s = s[~((s.backbone == "efficientnet_b0") & (s.model == "base"))]
-    t = compare.compare_summary(s, correction="none")
+    t = compare.compare_summary(s, settings=CompareSettings(correction="none"))
     eff = t[t.backbone == "efficientnet_b0"]
     assert len(eff) == 20 and eff.reference.isna().all() and eff.p.isna().all()
     assert set(t[t.backbone == "vit"].reference) == {"resnet18"}
@@ -93,22 +95,22 @@ def test_variant_without_its_base_is_not_compared_with_another_backbone():
 
 
 def test_correction_none_and_margin_option(paper):
-    s = compare.read_summary(compare.PAPER_TABLE2)
-    raw = compare.compare_summary(s, correction="none")
+    s = read_summary(compare.PAPER_TABLE2)
+    raw = compare.compare_summary(s, settings=CompareSettings(correction="none"))
     has = raw.reference.notna()
     np.testing.assert_allclose(raw.p_adjusted[has], raw.p[has])
-    wide = compare.compare_summary(s, margin=5.0)
+    wide = compare.compare_summary(s, settings=CompareSettings(margin=5.0))
     # A wider margin can only make more comparisons equivalent.
     assert wide.equivalent[has].astype(bool).sum() > paper.equivalent[has].astype(bool).sum()
     with pytest.raises(ConfigError, match="correction"):
-        compare.compare_summary(s, correction="tukey")
+        compare.compare_summary(s, settings=CompareSettings(correction="tukey"))
     with pytest.raises(ConfigError, match="margin"):
-        compare.compare_summary(s, margin=0)
+        compare.compare_summary(s, settings=CompareSettings(margin=0))
 
 
 def test_from_runs_matches_scipy_and_excludes_diverged(tmp_path):
     values = write_fake_study(tmp_path)
-    res = compare.compare_runs(tmp_path, bootstrap=0)
+    res = compare.compare_runs(tmp_path, settings=CompareSettings(bootstrap=0))
     t = res.table
     assert set(t.set) == {"id", "ood-pad-ufes-20"}
     ga = _row(t, "isic", "resnet18", "ga", "id")
@@ -126,7 +128,7 @@ def test_from_runs_matches_scipy_and_excludes_diverged(tmp_path):
     # The ViT has no base of its own and is compared with both CNN bases.
     assert set(t[t.backbone == "vit"].reference) == {"resnet18", "efficientnet_b0"}
 
-    inc = compare.compare_runs(tmp_path, include_diverged=True, bootstrap=0).table
+    inc = compare.compare_runs(tmp_path, settings=CompareSettings(include_diverged=True, bootstrap=0)).table
     ga_inc = _row(inc, "isic", "resnet18", "ga", "id")
     assert ga_inc.n == N_FINAL
     assert ga_inc["mean"] == pytest.approx(np.mean(a + [100 / 3]))
@@ -134,7 +136,8 @@ def test_from_runs_matches_scipy_and_excludes_diverged(tmp_path):
 
 def test_formats(tmp_path, paper):
     out = table2.run_compare(summary=str(compare.PAPER_TABLE2), fmt="json")
-    rows = json.loads(out)
+    assert out.settings["test"] == "welch" and out.paths == {}  # a summary: Welch by default
+    rows = json.loads(out.text)
     assert len(rows) == len(paper)
     need = {"dataset", "backbone", "model", "set", "mean", "sd", "n", "diff", "diff_ci_low",
             "diff_ci_high", "p", "p_adjusted", "significant", "significant_adjusted", "hedges_g",
@@ -148,7 +151,8 @@ def test_formats(tmp_path, paper):
     assert next(r for r in rows if r["model"] == "base")["p"] is None
 
     path = tmp_path / "t2.csv"
-    table2.run_compare(summary="paper", fmt="csv", out=str(path))
+    written = table2.run_compare(summary="paper", fmt="csv", out=str(path))
+    assert written.paths == {"out": path}
     back = pd.read_csv(path)
     assert len(back) == len(paper)
     np.testing.assert_allclose(back.p.dropna(), paper.p.dropna(), rtol=1e-5)
@@ -160,13 +164,13 @@ def test_formats(tmp_path, paper):
     tex = table2.format_result(result, "latex")
     assert r"\begin{tabular}" in tex and r"\textbf{72.1} $\pm$ 1.31" in tex
     assert "efficientnet\\_b0" not in tex.split("Statistics")[0]  # labels, not raw names
-    with pytest.raises(ConfigError, match="format"):
+    with pytest.raises(ConfigError, match="fmt 'xlsx' is unknown"):
         table2.format_result(result, "xlsx")
 
 
 def test_wide_table_flags_unequal_n(tmp_path):
     write_fake_study(tmp_path)
-    md = table2.format_result(compare.compare_runs(tmp_path, bootstrap=0), "md")
+    md = table2.format_result(compare.compare_runs(tmp_path, settings=CompareSettings(bootstrap=0)), "md")
     assert f"[n={N_FINAL - 1}]" in md  # the +GA cell lost its diverged run
     assert DIVERGED_RUN in md and "Final runs not included" in md
 
@@ -188,7 +192,7 @@ def test_summary_errors_name_the_line(tmp_path, text, match):
     path = tmp_path / "s.csv"
     path.write_text(text)
     with pytest.raises(DataError, match=match):
-        compare.read_summary(path)
+        read_summary(path)
 
 
 def test_cli(tmp_path, capsys):

@@ -14,11 +14,13 @@ from statsmodels.stats.proportion import proportion_confint
 
 from medattn import cli
 from medattn.analysis import compare, paired
+from medattn.analysis.summary import read_summary
 from medattn.analysis.bootstrap import SplitPredictions, paired_bootstrap
 from medattn.errors import ConfigError
 from medattn.report import table2
 
 from tests.fake_study import DIVERGED_RUN, N_FINAL, SPLIT, write_fake_study
+from medattn.analysis.settings import CompareSettings
 
 R = SPLIT["n_test"] / SPLIT["n_train"]
 
@@ -31,7 +33,7 @@ def study(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def result(study):
-    return compare.compare_runs(study[0], bootstrap=2000, seed=0)
+    return compare.compare_runs(study[0], settings=CompareSettings(bootstrap=2000, seed=0))
 
 
 def _row(table, backbone, model, set_="id", reference=None):
@@ -99,7 +101,7 @@ def test_vit_is_paired_with_every_base(result):
 
 @pytest.mark.parametrize("test", ["paired", "welch", "corrected"])
 def test_the_chosen_test_marks_the_table_and_holm_follows_it(study, test):
-    t = compare.compare_runs(study[0], test=test, bootstrap=0).table
+    t = compare.compare_runs(study[0], settings=CompareSettings(test=test, bootstrap=0)).table
     has = t.reference.notna()
     src = {"paired": "paired_p", "welch": "welch_p", "corrected": "corrected_p"}[test]
     np.testing.assert_allclose(t.p[has], t[src][has].astype(float))
@@ -135,7 +137,7 @@ def test_split_ratio_comes_from_the_recorded_split(tmp_path):
     write_fake_study(tmp_path)
     _rewrite(tmp_path, lambda rec: rec.update(split={"kind": "random", "n_train": 400,
                                                      "n_val": 60, "n_test": 100}))
-    res = compare.compare_runs(tmp_path, bootstrap=0)
+    res = compare.compare_runs(tmp_path, settings=CompareSettings(bootstrap=0))
     assert _row(res.table, "resnet18", "ga").test_train_ratio == pytest.approx(0.25)
     assert any("from the runs' recorded split sizes" in n for n in res.notes)
 
@@ -145,13 +147,13 @@ def test_split_ratio_comes_from_the_recorded_split(tmp_path):
     rec_path = tmp_path / "runs" / "final-isic-resnet18+ela-s1" / "record.json"
     rec = json.loads(rec_path.read_text())
     rec_path.write_text(json.dumps({**rec, "split_seed": None}))
-    res = compare.compare_runs(tmp_path, bootstrap=0)
+    res = compare.compare_runs(tmp_path, settings=CompareSettings(bootstrap=0))
     assert _row(res.table, "resnet18", "ga").test_train_ratio == pytest.approx(0.2 / 0.7)
     assert any("split sizes unknown" in n for n in res.notes)
     assert _row(res.table, "resnet18", "ela").n_pairs == N_FINAL - 1
     assert any("final-isic-resnet18+ela-s1 records no split seed" in n for n in res.notes)
     # An explicit ratio wins, and says so.
-    res = compare.compare_runs(tmp_path, bootstrap=0, test_train_ratio=0.5)
+    res = compare.compare_runs(tmp_path, settings=CompareSettings(bootstrap=0, test_train_ratio=0.5))
     assert _row(res.table, "resnet18", "ga").test_train_ratio == 0.5
     assert any("--test-train-ratio" in n for n in res.notes)
 
@@ -161,7 +163,7 @@ def test_fixed_official_split_uses_no_correction(tmp_path):
     _rewrite(tmp_path, lambda rec: rec.update(split={"kind": "official", "fractions": None,
                                                      "n_train": 700, "n_val": 100,
                                                      "n_test": 200}))
-    res = compare.compare_runs(tmp_path, bootstrap=0)
+    res = compare.compare_runs(tmp_path, settings=CompareSettings(bootstrap=0))
     ga = _row(res.table, "resnet18", "ga")
     assert ga.test_train_ratio == 0 and ga.corrected_p == pytest.approx(ga.paired_p)
     assert any("fixed split: runs differ only by seed" in n for n in res.notes)
@@ -200,7 +202,7 @@ def test_diverged_run_without_accuracy_counts_at_chance_in_all_runs(tmp_path):
     rec.update(metrics={}, message="loss became non-finite at epoch 2")
     path.write_text(json.dumps(rec))
     shutil.rmtree(path.parent / "predictions")
-    res = compare.compare_runs(tmp_path, include_diverged=True, bootstrap=500)
+    res = compare.compare_runs(tmp_path, settings=CompareSettings(include_diverged=True, bootstrap=500))
     ga = _row(res.table, "resnet18", "ga", "ood-pad-ufes-20")
     assert ga.n == N_FINAL and ga["mean"] == pytest.approx(np.mean(values[("resnet18", "ga",
                                                                            "ood")] + [100 / 3]))
@@ -231,7 +233,7 @@ def test_bootstrap_column_is_the_paired_bootstrap_of_the_stored_predictions(stud
     # The point estimate from the predictions is the recorded paired difference.
     assert ref.diff == pytest.approx(row.paired_diff)
     # Seeded: the same call gives the same CI; the order of comparisons does not matter.
-    again = compare.compare_runs(root, bootstrap=2000, seed=0).table
+    again = compare.compare_runs(root, settings=CompareSettings(bootstrap=2000, seed=0)).table
     np.testing.assert_array_equal(again.boot_ci_low, result.table.boot_ci_low)
 
 
@@ -261,8 +263,10 @@ def test_cli_test_options(study, capsys):
     assert "--test-train-ratio" in capsys.readouterr().err
     assert cli.main(["compare", str(root), "--bootstrap", "-1"]) == 2
     assert "--bootstrap" in capsys.readouterr().err
-    with pytest.raises(ConfigError, match="--test"):
-        compare.compare_runs(root, test="ttest")
+    # the library names its own argument (a notebook user never typed --test)
+    with pytest.raises(ConfigError, match="^test 'ttest' is unknown") as err:
+        compare.compare_runs(root, settings=CompareSettings(test="ttest"))
+    assert "--" not in str(err.value)
 
 
 def test_paper_rechecked_with_the_corrected_test(capsys):
@@ -289,8 +293,8 @@ def test_paper_rechecked_with_the_corrected_test(capsys):
 
 
 def test_tables_without_any_comparison_do_not_break(tmp_path):
-    s = compare.read_summary(compare.PAPER_TABLE2)
-    t = compare.compare_summary(s[s.model == "base"], test="corrected", test_train_ratio=0.3)
+    s = read_summary(compare.PAPER_TABLE2)
+    t = compare.compare_summary(s[s.model == "base"], settings=CompareSettings(test="corrected", test_train_ratio=0.3))
     assert len(t) == 8 and t.p.isna().all() and t.reference.isna().all()
     write_fake_study(tmp_path)
     for d in (tmp_path / "runs").iterdir():
@@ -307,7 +311,7 @@ def test_bootstrap_leaves_out_pairs_whose_predictions_differ_in_images(tmp_path)
     p = pd.read_csv(pred)
     p.loc[0, "image_id"] = "IMG_OTHER"  # one image its base was not tested on
     p.to_csv(pred, index=False)
-    res = compare.compare_runs(tmp_path, bootstrap=300)
+    res = compare.compare_runs(tmp_path, settings=CompareSettings(bootstrap=300))
     ela = _row(res.table, "resnet18", "ela")
     assert ela.n_pairs == N_FINAL and ela.boot_n_pairs == N_FINAL - 1
     assert any("split seed(s) 2 are not on the same images" in n for n in res.notes)
@@ -326,7 +330,7 @@ def test_side_by_side_when_every_run_of_a_variant_diverged(tmp_path):
             "variant": variant, "dataset": "isic", "split_seed": i % 2, "lr": 0.01,
             "weight_decay": 0.0, "message": "chance level" if status == "diverged" else "",
             "metrics": {"test": {"balanced_accuracy": 0.6 + 0.01 * i}}})
-    result = compare.compare_runs(tmp_path, include_diverged=True, bootstrap=0)
+    result = compare.compare_runs(tmp_path, settings=CompareSettings(include_diverged=True, bootstrap=0))
     row = result.sensitivity.set_index("model").loc["ga"]
     assert row["all_n_pairs"] == 2 and pd.isna(row["converged_n_pairs"])
 
@@ -386,7 +390,7 @@ def test_a_fixed_split_with_the_same_test_images_is_a_shared_test_set(tmp_path, 
     if kind == "official":
         _rewrite(tmp_path, lambda rec: rec.update(split={"kind": "official", "n_train": 700,
                                                          "n_val": 100, "n_test": 200}))
-    res = compare.compare_runs(tmp_path, bootstrap=0)
+    res = compare.compare_runs(tmp_path, settings=CompareSettings(bootstrap=0))
     ga = _row(res.table, "resnet18", "ga")
     assert ga.variance == "splits + test images" and ga.image_var > 0
     assert ga.n_images == 120
@@ -403,7 +407,7 @@ def test_no_bayes_decision_from_two_pairs_or_equal_differences(tmp_path):
                 "backbone": "resnet18", "variant": variant, "dataset": "isic",
                 "split_seed": seed, "lr": 0.01, "weight_decay": 0.0, "message": "",
                 "metrics": {"test": {"balanced_accuracy": acc}}})
-        return _row(compare.compare_runs(tmp_path, bootstrap=0).table, "resnet18", "ga")
+        return _row(compare.compare_runs(tmp_path, settings=CompareSettings(bootstrap=0)).table, "resnet18", "ga")
 
     # Two pairs, clearly better: the posterior rests on one df; no decision.
     ga = study([("base", 0, 0.60), ("base", 1, 0.62), ("ga", 0, 0.70), ("ga", 1, 0.71)])
@@ -433,7 +437,7 @@ def test_a_truncated_prediction_file_is_named_not_blamed_on_different_data(tmp_p
     pred = tmp_path / "runs" / "final-isic-resnet18+ela-s2" / "predictions" / "ood-pad-ufes-20.csv"
     data = pred.read_bytes()
     pred.write_bytes(data[: len(data) // 2])  # a write cut off half-way
-    res = compare.compare_runs(tmp_path, bootstrap=200)
+    res = compare.compare_runs(tmp_path, settings=CompareSettings(bootstrap=200))
     ela = _row(res.table, "resnet18", "ela", "ood-pad-ufes-20")
     assert ela.boot_n_pairs == N_FINAL - 1
     mine = [n for n in res.notes if "ResNet18 +ELA" in n and "ood-pad-ufes-20" in n]
@@ -442,7 +446,7 @@ def test_a_truncated_prediction_file_is_named_not_blamed_on_different_data(tmp_p
     # Cut at a row boundary: the file parses, but has fewer rows than its record counts.
     lines = data.decode().splitlines(keepends=True)
     pred.write_text("".join(lines[:50]))
-    res = compare.compare_runs(tmp_path, bootstrap=200)
+    res = compare.compare_runs(tmp_path, settings=CompareSettings(bootstrap=200))
     mine = [n for n in res.notes if "ResNet18 +ELA" in n and "ood-pad-ufes-20" in n]
     assert any(str(pred) in n and "49 rows; its run record counts 120" in n for n in mine), mine
     assert not any("different data" in n for n in mine)
@@ -463,7 +467,7 @@ def test_a_shared_set_without_predictions_says_its_mark_ignores_the_images(tmp_p
     write_fake_study(tmp_path)
     for pred in (tmp_path / "runs").glob("final-*/predictions/ood-pad-ufes-20.csv"):
         pred.unlink()
-    res = compare.compare_runs(tmp_path, bootstrap=0)
+    res = compare.compare_runs(tmp_path, settings=CompareSettings(bootstrap=0))
     ela = _row(res.table, "resnet18", "ela", "ood-pad-ufes-20")
     assert ela.variance == "splits only (shared test set, no predictions)"
     assert math.isnan(ela.image_var)

@@ -177,7 +177,7 @@ def test_bad_options_and_existing_output(tmp_path):
 
 
 def test_camelyon_synthetic_layout_split_and_stain_shift(tmp_path):
-    spec = synthetic.write_path(tmp_path, n=300, seed=1, size=32, workers=1)
+    spec = synthetic.write_path(tmp_path, n=300, seed=1, image_size=32, workers=1)
     t = load_dataset(spec)
     assert len(t) == 300 and spec == f"camelyon17:{tmp_path / 'camelyon17_v1.0'}"
     assert (tmp_path / "camelyon17_v1.0" / "RELEASE_v1.0.txt").is_file()

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from medattn.errors import ConfigError
+from medattn.explain.settings import ExplainSettings
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -56,15 +57,15 @@ def explained(study):
     from medattn.explain import explain_runs
 
     runs_dir, _ = study
-    return explain_runs(runs_dir, n_mean=10, batch_size=4, progress=False)
+    return explain_runs(runs_dir, batch_size=4, progress=False, settings=ExplainSettings(n_mean=10))
 
 
 def test_outputs_and_summary(study, explained):
     runs_dir, table = study
     out = runs_dir / "analysis" / "explain"
-    assert explained["png"] == out / "table4.png" and explained["png"].stat().st_size > 10_000
-    assert explained["pdf"].read_bytes()[:4] == b"%PDF"
-    s = pd.read_csv(explained["summary"])
+    assert explained.paths["png"] == out / "table4.png" and explained.paths["png"].stat().st_size > 10_000
+    assert explained.paths["pdf"].read_bytes()[:4] == b"%PDF"
+    s = pd.read_csv(explained.paths["summary"])
     rows = set(zip(s["method"], s["model"], s["block"].fillna(0).astype(int)))
     assert rows == {("gradcam", "resnet18", 0), ("gradcam", "resnet18+ga", 0), ("ga", "resnet18+ga", 1),
                     ("ga", "resnet18+ga", 2), ("rollout", "vit_tiny_in1k", 0)}
@@ -86,6 +87,12 @@ def test_outputs_and_summary(study, explained):
     # per class counts add up to the pool
     per_class = s[s["class"] != "all"].groupby(["method", "model", "block"], dropna=False)["n_images"].sum()
     assert (per_class == 10).all()
+    # the settings are recorded as used, and the result lists the runs it explained
+    import json
+
+    assert json.loads(explained.paths["settings"].read_text()) == explained.settings == {
+        "n_mean": 10, "choose": "split", "image_ids": None, "border": 0.1, "seed": 0}
+    assert set(explained.runs["run_id"]) == set(s["run_id"])
 
 
 def test_saved_maps_and_examples_come_from_the_common_test_set(study, explained):
@@ -129,11 +136,11 @@ def test_second_call_resumes_without_recomputing(study, explained, monkeypatch):
         raise AssertionError("recomputed a finished unit")
 
     monkeypatch.setattr(pipeline, "_compute", boom)
-    again = explain_runs(runs_dir, n_mean=10, batch_size=4, progress=False)
-    assert pd.read_csv(again["summary"]).equals(pd.read_csv(explained["summary"]))
+    again = explain_runs(runs_dir, batch_size=4, progress=False, settings=ExplainSettings(n_mean=10))
+    assert pd.read_csv(again.paths["summary"]).equals(pd.read_csv(explained.paths["summary"]))
     # a different pool is a different unit: it must be computed
     with pytest.raises(AssertionError, match="recomputed"):
-        explain_runs(runs_dir, n_mean=9, batch_size=4, progress=False, models=["resnet18"])
+        explain_runs(runs_dir, batch_size=4, progress=False, models=["resnet18"], settings=ExplainSettings(n_mean=9))
 
 
 def test_a_model_file_changed_since_is_not_reused(study, explained, tmp_path, cli_error):
@@ -145,7 +152,7 @@ def test_a_model_file_changed_since_is_not_reused(study, explained, tmp_path, cl
 
     runs_dir = tmp_path / "study"
     shutil.copytree(study[0], runs_dir)
-    summary = pd.read_csv(explained["summary"])
+    summary = pd.read_csv(explained.paths["summary"])
     run_id = summary.loc[summary["model"] == "resnet18+ga", "run_id"].iloc[0]
     model = runs_dir / "runs" / run_id / "model.safetensors"
     model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
@@ -158,26 +165,26 @@ def test_run_selection(study):
 
     runs_dir, _ = study
     split = select_runs(runs_dir).set_index("model")
-    best = select_runs(runs_dir, select="best").set_index("model")
+    best = select_runs(runs_dir, choose="best").set_index("model")
     assert list(split.index) == ["resnet18", "resnet18+ga", "vit_tiny_in1k"]  # Table 4 order, no +la
     assert split.loc["resnet18", "run_id"] == "isic-resnet18-s0"
     assert best.loc["resnet18", "run_id"] == "isic-resnet18-s1"  # highest validation accuracy
     named = select_runs(runs_dir, models=["resnet18+la"])
     assert list(named["model"]) == ["resnet18+la"]
-    with pytest.raises(ConfigError, match="--select"):
-        select_runs(runs_dir, select="worst")
+    with pytest.raises(ConfigError, match="^choose must be 'split' or 'best'"):
+        select_runs(runs_dir, choose="worst")
 
 
 def test_given_image_ids_and_bad_options(study, explained):
     from medattn.explain import explain_runs, pipeline
 
     runs_dir, table = study
-    with pytest.raises(ConfigError, match="--models"):
+    with pytest.raises(ConfigError, match="^models: no finished runs for efficientnet_b0"):
         explain_runs(runs_dir, models=["efficientnet_b0"], progress=False)
-    with pytest.raises(ConfigError, match="--image-ids.*NOPE"):
-        explain_runs(runs_dir, image_ids=["NOPE"], progress=False)
-    with pytest.raises(ConfigError, match="--n-mean"):
-        explain_runs(runs_dir, n_mean=0, progress=False)
+    with pytest.raises(ConfigError, match="^image_ids: NOPE not found"):
+        explain_runs(runs_dir, progress=False, settings=ExplainSettings(image_ids=["NOPE"]))
+    with pytest.raises(ConfigError, match="^n_mean must be a whole number >= 1"):
+        explain_runs(runs_dir, progress=False, settings=ExplainSettings(n_mean=0))
     given = table["image_id"].iloc[1]  # not in the common test set: allowed when asked for
     ex, pool = pipeline.choose_images(table, list(table["image_id"].iloc[::2]), 5, image_ids=[given])
     assert ex[int(table["label"].iloc[1])] == given and len(pool) == 5

@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 
 import medattn.analysis.features.usage_run as usage_run
-from medattn.analysis.features.settings import ArgumentError, UsageSettings
+from medattn.analysis.features.settings import CMIKNN_K, UsageSettings
+from medattn.errors import ArgumentError
 from medattn.analysis.features.table3 import TABLE3_FEATURES
 from medattn.analysis.features.usage import feature_usage
-from medattn.cli import FEATURES_FLAGS, main
+from medattn.cli import _leaves, argument_flags, build_parser, main
 from tests.test_features_usage import ALPHA, FAST, write_run
 
 
@@ -95,9 +96,20 @@ def test_cli_names_its_flag_where_the_library_names_its_argument(tmp_path, capsy
     assert not any(f"{argument}=" in err for argument in FEATURES_FLAGS)
 
 
-def test_every_mapped_argument_is_a_settings_field_or_jobs():
-    fields = {f.name for f in dataclasses.fields(UsageSettings)}
-    assert set(FEATURES_FLAGS) - fields == {"jobs", "test_options['cmiknn']['k']"}
+def _features_flags() -> dict[str, str]:
+    leaf = next(p for p in _leaves(build_parser()) if p.prog == "medattn features")
+    return argument_flags(leaf)
+
+
+FEATURES_FLAGS = _features_flags()
+
+
+def test_every_settings_field_has_the_flag_that_sets_it():
+    fields = {f.name for f in dataclasses.fields(UsageSettings)} - {"tests", "test_options"}
+    flags = {a: FEATURES_FLAGS[a] for a in fields | {"jobs", CMIKNN_K}}
+    assert flags["best_only"] == "--runs" and flags["one_per_group"] == "--all-images"
+    assert flags[CMIKNN_K] == "--cmiknn-k" and flags["set_name"] == "--set"
+    assert all(f.startswith("--") for f in flags.values())
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ from medattn.analysis.features.conditioning import diagnosis_strata, normalise_d
 from medattn.analysis.features.summary import corrected_t, model_differences
 from medattn.analysis.features.table3 import TABLE3_FEATURES
 from medattn.analysis.features.usage import (
-    ArgumentError,
     feature_tests,
     feature_usage,
     one_image_per_group,
@@ -26,7 +25,7 @@ from medattn.analysis.features.usage import (
 )
 from medattn.cli import main
 from medattn.data.synthetic.derm import DermConfig, sample_metadata
-from medattn.errors import ConfigError, DataError
+from medattn.errors import ArgumentError, ConfigError, DataError
 
 CLASSES = ["melanoma", "nevus", "other"]
 # 199 permutations keep the tests quick. Table 3 adjusts each test's p over the 8 features (Holm),
@@ -415,7 +414,7 @@ def test_report_shows_table3_with_k_of_n_effects_truth_and_pvalues(study, tmp_pa
 
     # resumed; other tests wrote
     usage = feature_usage(study, test_options=FAST, alpha=ALPHA, progress=False)
-    html = build_report(study, out=tmp_path / "report", parameters=False).read_text()
+    html = build_report(study, out=tmp_path / "report", parameters=False).html.read_text()
     t3 = html.split('<section id="table3">')[1].split("</section>")[0]
     text = re.sub(r"<[^>]+>", " ", t3)
     cell = usage.table.loc[("resnet18+ga", "diagnosis"), "Colorful patches"]

@@ -15,6 +15,8 @@ from medattn.analysis import plan as P
 from medattn.cli import main
 from medattn.errors import ConfigError
 from tests.fake_study import write_fake_study
+from medattn.analysis.settings import CompareSettings
+from medattn.analysis.settings import PlanSettings
 
 SETTINGS = dict(delta=2.0, margin=1.0, power=0.8, threshold=0.95, alpha=0.05, budget=None,
                 seconds_per_run=60.0, models=2, hours_unit="hours")
@@ -31,9 +33,9 @@ def test_plan_reads_the_pilot_as_compare_pairs_it_and_saves_it(planned):
     from medattn.analysis import compare
 
     root, plan = planned
-    table = compare.compare_runs(root, bootstrap=0).table
+    table = compare.compare_runs(root, settings=CompareSettings(bootstrap=0)).table
     row = table[(table["model"] == "ela") & (table["set"] == "id")].iloc[0]
-    pilot = next(p for p in plan.pilots if p.label.startswith("isic id ResNet18 +ELA"))
+    pilot = next(p for p in plan.pilots if p.label.startswith("isic id: ResNet18 +ELA"))
     assert pilot.n_pairs == row["n_pairs"] and pilot.sd_diff == pytest.approx(row["paired_sd"])
     assert pilot.pool == 600 and pilot.n_test == 120 and pilot.a_source == "per-image predictions"
     assert plan.settings["seconds_per_run"] == 6.0  # the records' timings
@@ -123,8 +125,8 @@ def test_ood_images_leave_the_training_cost_alone():
 
 
 def test_delta_must_exceed_the_margin(tmp_path):
-    with pytest.raises(ConfigError, match="--delta 1.0 pp does not exceed --margin 1.0"):
-        P.plan_runs(tmp_path, delta=1.0, margin=1.0)
+    with pytest.raises(ConfigError, match="delta 1.0 pp does not exceed margin 1.0"):
+        P.plan_runs(tmp_path, settings=PlanSettings(delta=1.0, margin=1.0))
 
 
 @pytest.mark.slow
@@ -132,9 +134,9 @@ def test_compare_with_another_margin_says_the_plan_had_another(planned):
     from medattn.analysis import compare
 
     root, _ = planned
-    other = compare.compare_runs(root, bootstrap=0, margin=0.5).notes
+    other = compare.compare_runs(root, settings=CompareSettings(bootstrap=0, margin=0.5)).notes
     assert any("planned" in n and "margin of 1 pp" in n for n in other)
-    assert not any("planned" in n for n in compare.compare_runs(root, bootstrap=0).notes)
+    assert not any("planned" in n for n in compare.compare_runs(root, settings=CompareSettings(bootstrap=0)).notes)
 
 
 @pytest.mark.slow
@@ -158,7 +160,7 @@ def test_cli_plan_from_a_summary_and_refuses_a_delta_inside_the_margin(tmp_path,
                    "isic,resnet18,ga,id,75.0,1.4,10\n", encoding="utf-8")
     assert main(["plan", "--summary", str(csv), "--sd-diff", "2", "--n-test", "500"]) == 0
     out = capsys.readouterr().out
-    assert "random J=10" in out and "--sd-diff as given" in out and "ResNet18 +GA" in out
+    assert "random J=10" in out and "differences: as given" in out and "ResNet18 +GA" in out
     assert main(["plan", "--summary", str(csv), "--delta", "0.5"]) != 0
     assert "--delta 0.5 pp does not exceed --margin" in capsys.readouterr().err
 
@@ -168,7 +170,7 @@ def test_cli_plan_on_runs_prints_and_saves(planned, capsys):
     root, _ = planned
     assert main(["plan", str(root), "--delta", "3"]) == 0
     out = capsys.readouterr().out
-    assert "isic id ResNet18 +ELA vs ResNet18 base" in out and "80 % upper bound" in out
+    assert "isic id: ResNet18 +ELA vs ResNet18 base" in out and "80 % upper bound" in out
     assert P.load_plan(root).settings["delta"] == 3.0
 
 

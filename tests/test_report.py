@@ -46,7 +46,7 @@ def study(tmp_path_factory):
                   "asymmetry": ["used", "not used"]}).to_csv(feat / "table3.csv", index=False)
     (feat / "table3.md").write_text("| model | age |\n|---|---|\n| resnet18 | used |\n")
     (feat / "pvalues.png").write_bytes(_png())
-    html = build_report(root, parameters=True)
+    html = build_report(root, parameters=True).html
     return root, html
 
 
@@ -123,7 +123,7 @@ def test_report_table4_section_uses_explain_outputs(tmp_path):
     ex.mkdir(parents=True)
     (ex / "table4.png").write_bytes(_png((10, 120, 200)))
     (ex / "explain_summary.csv").write_text("model,map,mass_in_lesion\nresnet18,gradcam,0.61\n")
-    html = build_report(tmp_path, out=tmp_path / "r", parameters=False).read_text()
+    html = build_report(tmp_path, out=tmp_path / "r", parameters=False).html.read_text()
     t4 = html.split('<section id="table4">')[1].split("</section>")[0]
     assert "mass_in_lesion" in t4 and "data:image/png;base64," in t4
     assert _hint(EXPLAIN_HINT) not in _text(t4) and _hint(FEATURES_HINT) in _text(html)
@@ -134,7 +134,7 @@ def test_report_without_final_runs_and_bad_dir(tmp_path):
     for d in (tmp_path / "runs").iterdir():
         if d.name.startswith("final-"):
             shutil.rmtree(d)
-    html = build_report(tmp_path, parameters=False).read_text()
+    html = build_report(tmp_path, parameters=False).html.read_text()
     assert "no finished final runs" in html
     assert '<section id="search">' in html and "data:image/png" in html  # heat map still there
     with pytest.raises(DataError, match="runs/"):
@@ -153,7 +153,7 @@ def test_cli_report(tmp_path, capsys, monkeypatch):
                      "--bootstrap", "0", "--test-train-ratio", "0.5"]) == 0
     html = _text((tmp_path / "w" / "report.html").read_text(encoding="utf-8"))
     assert "p (Welch&#x27;s t-test)" in html and "bootstrap 95% CI" not in html
-    assert "0.5 as given by --test-train-ratio" in html
+    assert "0.5 as given (test_train_ratio; CLI --test-train-ratio)" in html
 
 
 _CHECK = """<script>

@@ -57,7 +57,7 @@ def measure(html_path, tmp_path, width=1400, height=900) -> dict:
 @pytest.mark.slow
 def test_report_fits_1400px_and_answers_first(tmp_path):
     write_fake_study(tmp_path / "study")
-    html = build_report(tmp_path / "study", out=tmp_path / "r", parameters=False)
+    html = build_report(tmp_path / "study", out=tmp_path / "r", parameters=False).html
     res = measure(html, tmp_path)
     assert res["width"] == 1400
     assert res["wide"] == [] and res["scroll"] <= 1400, res

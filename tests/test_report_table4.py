@@ -53,7 +53,7 @@ def test_report_section_says_it_cannot_localise(tmp_path):
     ex = tmp_path / "analysis" / "explain"
     ex.mkdir(parents=True)
     _summary().to_csv(ex / "explain_summary.csv", index=False)
-    html = build_report(tmp_path, out=tmp_path / "r", parameters=False).read_text()
+    html = build_report(tmp_path, out=tmp_path / "r", parameters=False).html.read_text()
     t4 = html.split('<section id="table4">')[1].split("</section>")[0]
     assert "1 Grad-CAM row(s) cannot localise" in t4
     assert "cannot localise: a 1×1 map" in t4 and "ResNet18 +GA" in t4

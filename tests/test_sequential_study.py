@@ -21,6 +21,8 @@ from medattn.runs import store
 from medattn.training.backends import LocalBackend
 from medattn.training.config import parse_config
 from medattn.training.engine import Hooks
+from medattn.analysis.settings import CompareSettings
+from medattn.analysis.settings import SequentialSettings
 
 
 class Kill(BaseException):
@@ -79,11 +81,11 @@ def _finals(runs_dir, model):
 def test_a_large_planted_effect_stops_early_and_the_base_waits_for_undecided_variants(tmp_path):
     means = {"resnet18": 80.0, "resnet18+ga": 68.0, "resnet18+ela": 80.0}
     cfg = _config(means)
-    res = run_until_decided(cfg, tmp_path, Planted(means, sd=3.0), batch=3, max_splits=12)
+    res = run_until_decided(cfg, tmp_path, Planted(means, sd=3.0), settings=SequentialSettings(batch=3, max_splits=12))
     stops = res.models.set_index("model")
     comps = res.comparisons.set_index("key")
-    ga = comps.loc[[k for k in comps.index if "ga vs" in k][0]]
-    ela = comps.loc[[k for k in comps.index if "ela vs" in k][0]]
+    ga = comps.loc[[k for k in comps.index if "+GA vs" in k][0]]
+    ela = comps.loc[[k for k in comps.index if "+ELA vs" in k][0]]
     assert ga["decision"] == "worse" and ga["batch"] < 4
     assert stops.loc["resnet18+ga", "n_splits"] < 12
     assert _finals(tmp_path, "resnet18+ga") == list(range(stops.loc["resnet18+ga", "n_splits"]))
@@ -98,18 +100,18 @@ def test_a_large_planted_effect_stops_early_and_the_base_waits_for_undecided_var
     assert state["active"] == [] and state["batch"] == 3 and state["max_splits"] == 12
     assert oct((tmp_path / seq.STATE_FILE).stat().st_mode & 0o777) == "0o644"
     # Table 2 of a sequential study says so
-    notes = compare_runs(tmp_path, bootstrap=0).notes
+    notes = compare_runs(tmp_path, settings=CompareSettings(bootstrap=0)).notes
     assert notes[0].startswith("sequential design") and "optimistic" in notes[0]
-    assert any(n.startswith("sequential: ") and "ga vs resnet18 base: worse at batch "
+    assert any(n.startswith("sequential: ") and "isic id: ResNet18 +GA vs ResNet18 base: worse at batch "
                f"{ga['batch']}" in n and "repeated CI" in n for n in notes)
     (tmp_path / seq.STATE_FILE).unlink()  # a fixed design: no such note
-    assert not any("sequential" in n for n in compare_runs(tmp_path, bootstrap=0).notes)
+    assert not any("sequential" in n for n in compare_runs(tmp_path, settings=CompareSettings(bootstrap=0)).notes)
 
 
 def test_two_clearly_different_models_both_stop_at_the_first_look_that_decides(tmp_path):
     means = {"resnet18": 80.0, "resnet18+ga": 60.0}
-    res = run_until_decided(_config(means), tmp_path, Planted(means, sd=0.5), batch=3,
-                            max_splits=12)
+    res = run_until_decided(_config(means), tmp_path, Planted(means, sd=0.5),
+                            settings=SequentialSettings(batch=3, max_splits=12))
     assert set(res.models["stopped_batch"]) == {1}
     assert res.comparisons["decision"].tolist() == ["worse"]
     assert len(_finals(tmp_path, "resnet18")) == len(_finals(tmp_path, "resnet18+ga")) == 3
@@ -122,16 +124,16 @@ def test_an_interrupted_sequential_study_resumes_to_the_same_decisions(tmp_path,
     # killed mid-batch 2, or at the boundary (batch 2 recorded, batch 3 not started)
     means = {"resnet18": 80.0, "resnet18+ga": 75.0, "resnet18+ela": 80.5}
     cfg = _config(means, splits=9)
-    whole = run_until_decided(cfg, tmp_path / "whole", Planted(means, sd=1.5), batch=3)
+    whole = run_until_decided(cfg, tmp_path / "whole", Planted(means, sd=1.5), settings=SequentialSettings(batch=3))
     with pytest.raises(Kill):
         run_until_decided(cfg, tmp_path / "cut", Planted(means, sd=1.5, kill_after=kill_after),
-                          batch=3)
+                          settings=SequentialSettings(batch=3))
     state = json.loads((tmp_path / "cut" / seq.STATE_FILE).read_text())
     # +GA is decided (worse) at batch 2 and stops there; the others go on
     assert state["batches_done"] == batches_done
     assert len(state["active"]) == {1: 3, 2: 2}[batches_done]
     resumed = Planted(means, sd=1.5)
-    again = run_until_decided(cfg, tmp_path / "cut", resumed, batch=3)
+    again = run_until_decided(cfg, tmp_path / "cut", resumed, settings=SequentialSettings(batch=3))
     assert len(resumed.trained) == sum(len(_finals(tmp_path / "whole", m)) for m in means) \
         - kill_after  # nothing trained twice
     a = json.loads((tmp_path / "whole" / seq.STATE_FILE).read_text())
@@ -140,17 +142,18 @@ def test_an_interrupted_sequential_study_resumes_to_the_same_decisions(tmp_path,
     assert [c["decision"] for c in a["comparisons"].values()] == ["worse", "undecided"]
     assert a["models"]["isic/resnet18+ga"]["stopped_batch"] == 2
     assert again.models.equals(whole.models)
-    # other settings on the same folder are refused, naming the flags
-    with pytest.raises(ConfigError, match="--batch"):
-        run_until_decided(cfg, tmp_path / "cut", Planted(means), batch=2)
+    # other settings on the same folder are refused, naming the arguments
+    with pytest.raises(ConfigError, match="same batch, max_splits and margin"):
+        run_until_decided(cfg, tmp_path / "cut", Planted(means), settings=SequentialSettings(batch=2))
 
 
-def test_bad_settings_are_refused_with_the_flag_to_fix(tmp_path):
+def test_bad_settings_are_refused_naming_the_argument_to_fix(tmp_path):
     cfg = _config({"resnet18": 1.0, "resnet18+ga": 1.0})
-    with pytest.raises(ConfigError, match="--max-splits"):
-        run_until_decided(cfg, tmp_path, Planted({}), batch=1, max_splits=2)
-    with pytest.raises(ConfigError, match="--batch"):
-        run_until_decided(cfg, tmp_path, Planted({}), batch=0)
+    with pytest.raises(ConfigError, match="^max_splits must be >= 3"):
+        run_until_decided(cfg, tmp_path, Planted({}),
+                          settings=SequentialSettings(batch=1, max_splits=2))
+    with pytest.raises(ConfigError, match="^batch must be a whole number >= 1"):
+        SequentialSettings(batch=0)
 
 
 REAL = {"name": "seqreal", "models": ["resnet18", "resnet18+ga"],
@@ -165,7 +168,7 @@ def real_whole(learnable_derm, tmp_path_factory):
     """An uninterrupted tiny sequential study with real training (batches of 1, 3 splits)."""
     cfg = parse_config({**REAL, "datasets": [{"data": learnable_derm[0]}]})
     out = tmp_path_factory.mktemp("whole")
-    res = run_until_decided(cfg, out, LocalBackend(progress=False), batch=1)
+    res = run_until_decided(cfg, out, LocalBackend(progress=False), settings=SequentialSettings(batch=1))
     return cfg, res, json.loads((out / seq.STATE_FILE).read_text())
 
 
@@ -187,12 +190,13 @@ def test_real_training_interrupted_mid_batch_resumes_to_the_uninterrupted_decisi
             raise Kill
     with pytest.raises(Kill):
         run_until_decided(cfg, tmp_path, LocalBackend(progress=False,
-                                                      hooks=Hooks(kill_in_batch_three)), batch=1)
+                                                      hooks=Hooks(kill_in_batch_three)),
+                          settings=SequentialSettings(batch=1))
     statuses = sorted(r["status"] for r in store.iter_records(tmp_path))
     assert statuses.count("running") == 1 and len(statuses) == 5
     seen.clear()
     backend = LocalBackend(progress=False, hooks=Hooks(lambda e, _: seen.append(e)))
-    run_until_decided(cfg, tmp_path, backend, batch=1)
+    run_until_decided(cfg, tmp_path, backend, settings=SequentialSettings(batch=1))
     assert seen == [2, 1, 2]  # the interrupted run resumed at epoch 2, then the last run
     _same_ending(tmp_path, state, whole)
 
@@ -229,7 +233,7 @@ def test_a_sequential_study_killed_with_sigkill_mid_batch_resumes_to_the_same_de
     before = json.loads((tmp_path / "cut" / seq.STATE_FILE).read_text())
     assert before["batches_done"] == 2 and before["active"]
     assert any(r["status"] == "running" for r in store.iter_records(tmp_path / "cut"))
-    run_until_decided(cfg, tmp_path / "cut", LocalBackend(progress=False), batch=1)
+    run_until_decided(cfg, tmp_path / "cut", LocalBackend(progress=False), settings=SequentialSettings(batch=1))
     _same_ending(tmp_path / "cut", state, whole)
 
 
@@ -261,9 +265,9 @@ def test_the_report_does_not_list_the_splits_a_stopped_model_skipped_as_missing(
 
     means = {"resnet18": 80.0, "resnet18+ga": 60.0}
     cfg = _config(means)
-    run_until_decided(cfg, tmp_path, Planted(means, sd=0.5), batch=3, max_splits=12)
+    run_until_decided(cfg, tmp_path, Planted(means, sd=0.5), settings=SequentialSettings(batch=3, max_splits=12))
     assert yaml.safe_load((tmp_path / "study.yaml").read_text())["final"]["splits"] == 12
-    html = build_report(tmp_path).read_text()
+    html = build_report(tmp_path).html.read_text()
     assert "No runs are missing" in html
     assert "sequential design (stop when decided" in html
     assert "--until-decided --batch 3 --max-splits 12 --margin 1.0" in html  # to reproduce

@@ -37,7 +37,7 @@ def test_table1_shows_the_trained_models_and_folds_the_rest(study, tmp_path, mon
                                              ("efficientnet_b0", "base"), ("vit", "1k")]]
     monkeypatch.setattr("medattn.report.tables.table1", lambda num_classes=3, models=None:
                         pd.DataFrame({"model": labels, "parameters (M)": ["1"] * len(labels)}))
-    html = build_report(study, out=tmp_path / "r").read_text()
+    html = build_report(study, out=tmp_path / "r").html.read_text()
     t1 = _section(html, "table1")
     shown, folded = t1.split("<details>")
     assert "ResNet18 +GA" in shown and "ResNet18 +LA" not in shown and "ViT-1k" not in shown
@@ -55,7 +55,7 @@ def test_one_point_grid_says_no_search(study, tmp_path):
     (root / "selection.csv").write_text(
         "dataset,model,lr,weight_decay,mean_val_bacc,n_runs,n_diverged,source,selection_id\n"
         "isic,resnet18,0.001,0.0,,0,0,grid,abc\n")
-    search = _section(build_report(root, out=tmp_path / "r", parameters=False).read_text(),
+    search = _section(build_report(root, out=tmp_path / "r", parameters=False).html.read_text(),
                       "search")
     search = re.sub(r"<img[^>]*>|<[^>]+>", " ", search)  # the text a reader sees
     assert "no search: one setting" in search and "nan" not in search.lower()
@@ -78,7 +78,7 @@ def test_report_on_a_train_folder_has_no_broken_table(tmp_path):
         if not d.name.startswith("final-isic-resnet18-"):
             shutil.rmtree(d)
     (tmp_path / "study.yaml").unlink()
-    html = build_report(tmp_path, out=tmp_path / "r", parameters=False).read_text()
+    html = build_report(tmp_path, out=tmp_path / "r", parameters=False).html.read_text()
     t2 = _section(html, "table2")
     assert "p adj." not in t2 and "approximated from the summary" not in t2
     assert "nothing to compare" in t2 and "73." in t2

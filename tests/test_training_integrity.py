@@ -19,6 +19,7 @@ from medattn.training.backends import LocalBackend
 from medattn.training.config import parse_config
 from medattn.training.engine import Hooks, train
 from medattn.training.study import run_study
+from medattn.analysis.settings import CompareSettings
 
 
 class Kill(BaseException):
@@ -132,7 +133,7 @@ def test_final_runs_of_an_earlier_selection_are_superseded(derm, tmp_path, capsy
         assert len(status) == 1
         assert (row.n, row.n_diverged) == (status.count("done"), status.count("diverged"))
 
-    result = compare_runs(tmp_path, include_diverged=True)
+    result = compare_runs(tmp_path, settings=CompareSettings(include_diverged=True))
     assert stale.isdisjoint(set(result.runs["run_id"]))
     assert len(result.runs.query("model == 'base'")["run_id"].unique()) == 1
     reasons = result.excluded.set_index("run_id").loc[sorted(stale), "reason"]
@@ -160,7 +161,7 @@ def test_compare_and_report_warn_when_one_table_mixes_data_versions(tmp_path, ca
     assert "aaaa (2 runs)" in result.warnings[0] and "isic" in result.warnings[0]
     assert "different versions of the data" in caplog.text
     assert "### Warnings" in format_result(result, "md")
-    html = build_report(tmp_path, parameters=False).read_text()
+    html = build_report(tmp_path, parameters=False).html.read_text()
     assert "different versions of the data" in html
 
 

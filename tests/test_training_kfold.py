@@ -19,6 +19,8 @@ from medattn.report.tables import expected_runs
 from medattn.runs import store
 from medattn.training.config import parse_config
 from medattn.training.study import final_specs, run_study, select_hparams
+from medattn.analysis.settings import CompareSettings
+from medattn.analysis.settings import SequentialSettings
 
 BASE = {"datasets": [{"data": "isic:d/isic"}], "models": ["resnet18", "resnet18+ga"],
         "search": {"lr": [0.01], "weight_decay": [0.0]},
@@ -125,7 +127,7 @@ def test_compare_pairs_on_repetition_and_fold_with_the_designs_factor(tmp_path):
             diffs.append(100 * d)
     accs.pop(("resnet18+ga", 1, 4))  # a unit with one side only is left out, and said so
     _write_runs(tmp_path, accs, folds=5)
-    res = compare.compare_runs(tmp_path, bootstrap=0)
+    res = compare.compare_runs(tmp_path, settings=CompareSettings(bootstrap=0))
     row = res.table[res.table["model"] == "ga"].iloc[0]
     d = np.array(diffs[:-1])
     assert row["n_pairs"] == 9  # pairing on the seed alone would give 2
@@ -169,7 +171,7 @@ def test_tiny_kfold_study_runs_end_to_end_and_compare_pairs_every_fold(learnable
         for r in mine:
             assert r["split"]["kind"] == "kfold" and r["split"]["folds"] == 5
             assert r["split_sizes"]["test"] == r["split"]["n_test"] > 0
-    out = compare.compare_runs(tmp_path, bootstrap=200)
+    out = compare.compare_runs(tmp_path, settings=CompareSettings(bootstrap=200))
     row = out.table[out.table["model"] == "ga"].iloc[0]
     assert row["n_pairs"] == 5 and row["boot_n_pairs"] == 5
     assert len(final_summary(store.final_runs(res.runs_dir))) >= 2
@@ -196,5 +198,5 @@ def test_until_decided_refuses_a_kfold_final_phase_before_training(tmp_path):
     from medattn.sequential_study import run_until_decided
 
     with pytest.raises(ConfigError, match="final.scheme: random"):
-        run_until_decided(_cfg(), tmp_path, backend=object(), batch=1, max_splits=3)
+        run_until_decided(_cfg(), tmp_path, backend=object(), settings=SequentialSettings(batch=1, max_splits=3))
     assert not any(tmp_path.iterdir())

@@ -11,6 +11,7 @@ from medattn.runs import store
 from medattn.training.config import parse_config
 from medattn.runs.records import RunRecord, best_runs
 from medattn.training.study import run_study
+from medattn.analysis.settings import CompareSettings
 
 
 def _record(run_id, label, bacc, seed=0, model="resnet18", variant="base"):
@@ -36,7 +37,7 @@ def test_a_store_compares_per_config_data_set(tmp_path):
                 rec = _record(rid, label, 0.4 + shift + gain + 0.01 * seed, seed,
                               "resnet18" if variant == "base" else "resnet18+ga", variant)
                 (d / store.RECORD).write_text(json.dumps(rec))
-    table = compare_runs(tmp_path, bootstrap=0).table
+    table = compare_runs(tmp_path, settings=CompareSettings(bootstrap=0)).table
     assert sorted(table["dataset"].unique()) == ["derm-a", "derm-b"]
     assert set(table["n"]) == {3}
     means = table[table["model"] == "base"].set_index("dataset")["mean"]
@@ -92,7 +93,7 @@ def test_two_datasets_of_one_source_are_two_table2_columns(tiny_derm, tmp_path):
     assert set(summary["n"] + summary["n_diverged"]) == {2}  # per data set, not pooled
 
     # one epoch may leave a run at chance (diverged): counted here, since grouping is the point
-    result = compare_runs(tmp_path, bootstrap=0, include_diverged=True)
+    result = compare_runs(tmp_path, settings=CompareSettings(bootstrap=0, include_diverged=True))
     table = result.table[result.table["set"] == "id"]
     assert sorted(table["dataset"].unique()) == ["derm-a", "derm-b"]
     assert set(table["n"]) == {2} and set(table["n_pairs"].dropna()) == {2}  # not 4 pooled

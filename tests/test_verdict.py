@@ -6,15 +6,15 @@ import io
 import pandas as pd
 import pytest
 
-from medattn.analysis.compare import CompareResult, _settings, compare_runs, compare_summary
+from medattn.analysis.compare import CompareResult, compare_runs, compare_summary
+from medattn.analysis.settings import CompareSettings
 from medattn.demo import DemoContext, handover
 from medattn.report.table2 import run_compare
 from medattn.report.verdict import deciding_table, verdict_lines, verdict_text, verdicts
 
 from tests.fake_study import write_fake_study
 
-SETTINGS = dict(alpha=0.05, margin=1.0, power=0.8, correction="holm", test="welch",
-                test_train_ratio=None)
+SETTINGS = CompareSettings(test="welch")
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_lines_read_the_result_columns(fake):
 def test_clear_differences_read_better_worse_and_unmarked():
     s = _summary("d,resnet18,base,id,70,1,10\nd,resnet18,ga,id,75,1,10\n"
                  "d,resnet18,la,id,65,1,10\nd,resnet18,ela,id,70.2,3,10\n")
-    result = CompareResult(compare_summary(s, **SETTINGS), settings=_settings(SETTINGS))
+    result = CompareResult(compare_summary(s, settings=SETTINGS), settings=SETTINGS.as_dict())
     lines = verdict_lines(result)
     assert lines[0].startswith("+GA vs ResNet18 base on d, in-distribution test: better: 5.0 pp "
                                "better on average; the data allow ")
@@ -70,7 +70,7 @@ def test_clear_differences_read_better_worse_and_unmarked():
 @pytest.mark.slow
 def test_compare_prints_the_verdict_first(fake):
     root, _ = fake
-    text = run_compare(str(root))
+    text = run_compare(str(root)).text
     assert text.startswith("## What the study found\n\nWhat the study found (each variant minus "
                            "its base; decision by the Bayesian correlated t-test")
     assert text.index("- +GA vs ResNet18 base on isic") < text.index("## Table 2")
@@ -90,7 +90,7 @@ def test_demo_handover_starts_with_the_verdict(fake, tmp_path):
 def test_intervals_wider_than_the_scale_are_said_so():
     # two runs each, as `medattn demo --quick`: the CI spans more than ±100 pp
     s = _summary("d,resnet18,base,id,42,30,2\nd,resnet18,ga,id,38,30,2\n")
-    result = CompareResult(compare_summary(s, **SETTINGS), settings=_settings(SETTINGS))
+    result = CompareResult(compare_summary(s, settings=SETTINGS), settings=SETTINGS.as_dict())
     line = verdict_lines(result)[0]
     assert "the data allow anything: the CI [" in line and "wider than the whole scale" in line
     assert "no possible difference (at most 100 pp) would be found with 80% power" in line

@@ -14,7 +14,13 @@ import sys
 from collections.abc import Callable, Sequence
 
 from medattn import __version__
-from medattn.errors import ConfigError, MedattnError
+from medattn.analysis.settings import CORRECTIONS, TESTS, CompareSettings, PlanSettings, SequentialSettings
+from medattn.errors import ArgumentError, ConfigError, MedattnError
+
+# The flags' defaults are the settings' (declared once, in medattn.analysis.settings, which
+# imports nothing heavy). explain's are written out below, as importing medattn.explain loads
+# torch; a test checks that they agree with ExplainSettings.
+CMP, PLAN, SEQ = CompareSettings(), PlanSettings(), SequentialSettings()
 
 # ---------------------------------------------------------------------------------------------
 # Sub-commands. Keep each one short: argument parsing plus one library call.
@@ -110,18 +116,7 @@ def _add_compare(sub):
                    help="output format: Markdown with every section (default), CSV or JSON of the "
                    "long table, or LaTeX tabulars")
     p.add_argument("--out", metavar="FILE", help="also write the output to FILE")
-    p.add_argument("--include-diverged", action="store_true",
-                   help="include diverged final runs (excluded and listed by default)")
-    p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
-    p.add_argument("--margin", type=float, default=1.0,
-                   help="equivalence margin (TOST) and Bayesian ROPE in percentage points "
-                   "(default 1.0)")
-    p.add_argument("--power", type=float, default=0.8,
-                   help="power for the detectable difference (default 0.8)")
-    p.add_argument("--correction", default="holm",
-                   choices=["holm", "none", "bonferroni", "holm-sidak", "fdr_bh", "fdr_by"],
-                   help="multiple-comparison correction within each column (default holm)")
-    _add_test_options(p)
+    _add_compare_settings(p)
     g = p.add_mutually_exclusive_group()  # default: across data sets when the runs hold >= 2
     g.add_argument("--across", dest="across", action="store_const", const="on", default="auto",
                    help="add the answer across data sets (hierarchical model, signed-rank, "
@@ -136,12 +131,9 @@ def _add_compare(sub):
         if args.summary is None:  # a wrong folder: name the right one
             for d in args.runs_dir:
                 check_runs_dir(d, "compare")
-        print(run_compare(args.runs_dir or None, summary=args.summary, fmt=args.fmt,
-                          out=args.out, include_diverged=args.include_diverged, alpha=args.alpha,
-                          margin=args.margin, power=args.power, correction=args.correction,
-                          test=args.test, test_train_ratio=args.test_train_ratio,
-                          bootstrap=args.bootstrap, seed=args.seed, across=args.across),
-              end="")
+        result = run_compare(args.runs_dir or None, summary=args.summary, fmt=args.fmt,
+                             out=args.out, settings=_compare_settings(args), across=args.across)
+        print(result.text, end="")
 
     p.set_defaults(func=run)
 
@@ -167,14 +159,15 @@ def _add_plan(sub):
                    help="with --summary: test images per split")
     p.add_argument("--seconds-per-run", type=float, metavar="S",
                    help="with --summary: training time of one run, for the hours")
-    p.add_argument("--delta", type=float, default=2.0, metavar="PP",
-                   help="true difference to detect, pp; must exceed --margin (default 2)")
-    p.add_argument("--margin", type=float, default=1.0, metavar="PP",
-                   help="ROPE of the Bayesian test, pp (default 1, as compare)")
-    p.add_argument("--power", type=float, default=0.8,
-                   help="target probability of deciding right (default 0.8)")
-    p.add_argument("--threshold", type=float, default=0.95,
-                   help="posterior probability a decision needs (default 0.95)")
+    p.add_argument("--delta", type=float, default=PLAN.delta, metavar="PP",
+                   help=f"true difference to detect, pp; must exceed --margin (default "
+                   f"{PLAN.delta:g})")
+    p.add_argument("--margin", type=float, default=PLAN.margin, metavar="PP",
+                   help=f"ROPE of the Bayesian test, pp (default {PLAN.margin:g}, as compare)")
+    p.add_argument("--power", type=float, default=PLAN.power,
+                   help=f"target probability of deciding right (default {PLAN.power:g})")
+    p.add_argument("--threshold", type=float, default=PLAN.threshold,
+                   help=f"posterior probability a decision needs (default {PLAN.threshold:g})")
     p.add_argument("--budget", type=float, metavar="HOURS",
                    help="recommend only designs within this many hours")
 
@@ -182,18 +175,21 @@ def _add_plan(sub):
         from medattn.analysis import plan as P
         from medattn.report.design import format_plan
 
-        opts = dict(delta=args.delta, margin=args.margin, power=args.power,
-                    threshold=args.threshold, budget=args.budget)
+        settings = PlanSettings(delta=args.delta, margin=args.margin, power=args.power,
+                                threshold=args.threshold, budget=args.budget)
         if (args.runs_dir is None) == (args.summary is None):
             raise ConfigError("give either RUNS_DIR or --summary FILE.csv (exactly one).")
         if args.summary is not None:
             plan = P.plan_summary(args.summary, sd_diff=args.sd_diff, n_test=args.n_test,
                                   test_train_ratio=args.test_train_ratio,
-                                  seconds_per_run=args.seconds_per_run, **opts)
+                                  seconds_per_run=args.seconds_per_run, settings=settings)
             print(format_plan(plan), end="")
             return
-        plan = P.plan_runs(args.runs_dir, **opts)
-        print(format_plan(plan, saved=f"{args.runs_dir}/{P.PLAN_FILE}"), end="")
+        from medattn.runs.hint import check_runs_dir
+
+        check_runs_dir(args.runs_dir, "plan")  # a wrong folder: name the right one
+        plan = P.plan_runs(args.runs_dir, settings=settings)
+        print(format_plan(plan, saved=str(plan.paths["plan"])), end="")
 
     p.set_defaults(func=run)
 
@@ -213,18 +209,40 @@ def _add_tracking_option(p) -> None:
                    "sqlite:///mlflow.db (default $MEDATTN_TRACKING_URI; needs medattn[mlflow])")
 
 
-def _add_test_options(p, summary: bool = True) -> None:
+def _add_compare_settings(p, summary: bool = True) -> None:
+    """The flags of :class:`medattn.analysis.settings.CompareSettings` (compare, report)."""
+    p.add_argument("--include-diverged", action="store_true",
+                   help="include diverged final runs (excluded and listed by default)")
+    p.add_argument("--alpha", type=float, default=CMP.alpha,
+                   help=f"significance level (default {CMP.alpha:g})")
+    p.add_argument("--margin", type=float, default=CMP.margin,
+                   help="equivalence margin (TOST) and Bayesian ROPE in percentage points "
+                   f"(default {CMP.margin:g})")
+    p.add_argument("--power", type=float, default=CMP.power,
+                   help=f"power for the detectable difference (default {CMP.power:g})")
+    p.add_argument("--correction", default=CMP.correction, choices=CORRECTIONS,
+                   help=f"multiple-comparison correction within each column (default "
+                   f"{CMP.correction})")
     default = "corrected for runs, welch for --summary" if summary else "corrected"
-    p.add_argument("--test", choices=["corrected", "paired", "welch"], default=None,
+    p.add_argument("--test", choices=TESTS, default=CMP.test,
                    help=f"the test that marks Table 2 (default: {default}; docs/statistics.md)")
-    p.add_argument("--bootstrap", type=int, default=10_000, metavar="N",
+    p.add_argument("--bootstrap", type=int, default=CMP.bootstrap, metavar="N",
                    help="resamples of the paired bootstrap over splits and test images "
-                   "(default 10000; 0 = skip)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
-    p.add_argument("--test-train-ratio", type=float, default=None, metavar="R",
+                   f"(default {CMP.bootstrap}; 0 = skip)")
+    p.add_argument("--seed", type=int, default=CMP.seed,
+                   help=f"seed of the bootstrap (default {CMP.seed})")
+    p.add_argument("--test-train-ratio", type=float, default=CMP.test_train_ratio, metavar="R",
                    help="n_test / n_train of the splits for the corrected and Bayesian tests "
                    "(default: from the run records" + ("; a summary needs it for --test "
                    "corrected, e.g. 0.2857 for 70/10/20)" if summary else ")"))
+
+
+def _compare_settings(args):
+    """The CompareSettings of compare's and report's flags (the library checks them)."""
+    return CompareSettings(alpha=args.alpha, margin=args.margin, power=args.power,
+                           correction=args.correction, test=args.test,
+                           test_train_ratio=args.test_train_ratio, bootstrap=args.bootstrap,
+                           seed=args.seed, include_diverged=args.include_diverged)
 
 
 @command
@@ -234,26 +252,15 @@ def _add_report(sub):
                        "offline), report.md and the tables as CSV and LaTeX (docs/report.md).")
     p.add_argument("runs_dir", metavar="RUNS_DIR", help="study output folder")
     p.add_argument("--out", metavar="DIR", help="output folder (default RUNS_DIR/report)")
-    p.add_argument("--include-diverged", action="store_true",
-                   help="include diverged final runs in Table 2 (excluded and listed by default)")
-    p.add_argument("--margin", type=float, default=1.0,
-                   help="equivalence margin (TOST) and Bayesian ROPE in percentage points "
-                   "(default 1.0)")
-    p.add_argument("--correction", default="holm",
-                   choices=["holm", "none", "bonferroni", "holm-sidak", "fdr_bh", "fdr_by"],
-                   help="multiple-comparison correction within each column (default holm)")
-    _add_test_options(p, summary=False)
+    _add_compare_settings(p, summary=False)
 
     def run(args):
         from medattn.report import build_report
-
         from medattn.runs.hint import check_runs_dir
 
         check_runs_dir(args.runs_dir, "report")  # a wrong folder: name the right one
-        print(build_report(args.runs_dir, out=args.out, include_diverged=args.include_diverged,
-                           margin=args.margin, correction=args.correction,
-                           test=args.test or "corrected", bootstrap=args.bootstrap,
-                           seed=args.seed, test_train_ratio=args.test_train_ratio))
+        result = build_report(args.runs_dir, out=args.out, settings=_compare_settings(args))
+        print(result.html)
 
     p.set_defaults(func=run)
 
@@ -266,7 +273,8 @@ def _add_explain(sub):
                        "plus the share of map mass in the lesion mask, patch region and border "
                        "(RUNS_DIR/analysis/explain/; docs/explain.md).")
     p.add_argument("runs_dir", metavar="RUNS_DIR", help="study output folder")
-    p.add_argument("--n-mean", type=int, default=500, help="images averaged for the mean map (default 500)")
+    p.add_argument("--n-mean", type=int, default=500,
+                   help="images averaged for the mean map (default 500)")
     p.add_argument("--image-ids", nargs="+", metavar="ID", help="example images (one per class) "
                    "instead of the reproducible choice")
     p.add_argument("--models", nargs="+", metavar="MODEL", help="models to include (default: "
@@ -276,21 +284,23 @@ def _add_explain(sub):
     p.add_argument("--border", type=float, default=0.1,
                    help="border/corner width as a fraction of the image side (default 0.1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the image choice (default 0)")
-    p.add_argument("--select", choices=["split", "best"], default="split",
-                   help="runs explained: those of one common split, so every model is shown the "
-                   "same test images (default), or each model's best run")
+    p.add_argument("--choose", choices=["split", "best"], default="split",
+                   help="how the run explained per model is chosen: the runs of one common "
+                   "split, so every model is shown the same test images (default), or each "
+                   "model's best run")
 
     def run(args):
         from medattn.explain import explain_runs
-
+        from medattn.explain.settings import ExplainSettings
         from medattn.runs.hint import check_runs_dir
 
         check_runs_dir(args.runs_dir, "explain")  # a wrong folder: name the right one
-        out = explain_runs(args.runs_dir, n_mean=args.n_mean, image_ids=args.image_ids,
-                           models=args.models, datasets=args.datasets, batch_size=args.batch_size,
-                           border=args.border, seed=args.seed, select=args.select)
+        settings = ExplainSettings(n_mean=args.n_mean, choose=args.choose,
+                                   image_ids=args.image_ids, border=args.border, seed=args.seed)
+        result = explain_runs(args.runs_dir, settings=settings, models=args.models,
+                              datasets=args.datasets, batch_size=args.batch_size)
         for key in ("png", "pdf", "summary"):
-            print(out[key])
+            print(result.paths[key])
 
     p.set_defaults(func=run)
 
@@ -394,10 +404,11 @@ def _add_study(sub):
     p.add_argument("--max-splits", type=int, metavar="N",
                    help="--until-decided: the most final splits per model (default the "
                    "config's final.splits)")
-    p.add_argument("--batch", type=int, default=5, metavar="B",
-                   help="--until-decided: final splits added per batch (default 5)")
-    p.add_argument("--margin", type=float, default=1.0, metavar="PP",
-                   help="--until-decided: the ROPE / equivalence margin in pp (default 1)")
+    p.add_argument("--batch", type=int, default=SEQ.batch, metavar="B",
+                   help=f"--until-decided: final splits added per batch (default {SEQ.batch})")
+    p.add_argument("--margin", type=float, default=SEQ.margin, metavar="PP",
+                   help=f"--until-decided: the ROPE / equivalence margin in pp (default "
+                   f"{SEQ.margin:g})")
 
     def run(args):
         from medattn.errors import IncompleteStudyError
@@ -412,7 +423,7 @@ def _add_study(sub):
                 if args.backend == "ray" else {"device": args.device, "jobs": args.jobs})
         if args.until_decided:
             return _run_sequential(args, config, opts)
-        if args.max_splits is not None or args.batch != 5 or args.margin != 1.0:
+        if (args.max_splits, args.batch, args.margin) != (SEQ.max_splits, SEQ.batch, SEQ.margin):
             raise ConfigError("--max-splits, --batch and --margin of `medattn study` apply only "
                               "with --until-decided; add it, or drop them.")
         try:
@@ -428,8 +439,9 @@ def _add_study(sub):
     def _run_sequential(args, config, opts):
         from medattn.sequential_study import run_until_decided
 
-        res = run_until_decided(config, args.out, args.backend, batch=args.batch,
-                                max_splits=args.max_splits, margin=args.margin,
+        settings = SequentialSettings(batch=args.batch, max_splits=args.max_splits,
+                                      margin=args.margin)
+        res = run_until_decided(config, args.out, args.backend, settings=settings,
                                 restart=args.restart, tracking=args.tracking, **opts)
         _print_study(res.study)
         print("stop when decided: where each model stopped and why")
@@ -483,7 +495,8 @@ def _add_synth(sub):
                    help="folder to write isic/ and pad-ufes-20/ into")
     d.add_argument("--n", type=int, default=2000, help="ISIC-layout images (default 2000)")
     d.add_argument("--n-ood", type=int, default=500, help="PAD-UFES-20-layout images (default 500)")
-    d.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
+    d.add_argument("--image-size", "--size", dest="image_size", type=int, default=128,
+                   help="image side in pixels (default 128)")
     d.add_argument("--seed", type=int, default=0, help="seed of the generator (default 0)")
     d.add_argument("--patch-bias", type=float, default=0.6,
                    help="0 = colourful patches independent of class, 1 = tied to nevus (default 0.6)")
@@ -497,7 +510,8 @@ def _add_synth(sub):
     h.add_argument("--out", required=True, metavar="DIR",
                    help="folder to write camelyon17_v1.0/ into")
     h.add_argument("--n", type=int, default=3000, help="patches (default 3000)")
-    h.add_argument("--size", type=int, default=96, help="patch side in pixels (default 96)")
+    h.add_argument("--image-size", "--size", dest="image_size", type=int, default=96,
+                   help="patch side in pixels (default 96)")
     h.add_argument("--seed", type=int, default=0, help="seed of the generator (default 0)")
     h.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     h.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
@@ -506,7 +520,8 @@ def _add_synth(sub):
     u.add_argument("--out", required=True, metavar="DIR", help="folder to write suite_*.npz into")
     u.add_argument("--datasets", type=int, default=3, help="data sets, 2..5 (default 3)")
     u.add_argument("--n", type=int, default=300, help="images per data set (default 300)")
-    u.add_argument("--size", type=int, default=28, help="image side in pixels (default 28)")
+    u.add_argument("--image-size", "--size", dest="image_size", type=int, default=28,
+                   help="image side in pixels (default 28)")
     u.add_argument("--seed", type=int, default=0, help="seed of the generator (default 0)")
     u.add_argument("--overwrite", action="store_true", help="replace existing suite files")
 
@@ -515,17 +530,18 @@ def _add_synth(sub):
 
         if args.kind == "suite":
             specs = synthetic.write_suite(args.out, n_datasets=args.datasets, n=args.n,
-                                          size=args.size, seed=args.seed, overwrite=args.overwrite)
+                                          image_size=args.image_size, seed=args.seed, overwrite=args.overwrite)
             print("\n".join(specs) + f"\nstudy config: {args.out}/suite.yaml "
                   f"(next: medattn study {args.out}/suite.yaml)")
             return
         if args.kind == "derm":
             specs = synthetic.write_derm(
-                args.out, n=args.n, n_ood=args.n_ood, seed=args.seed, image_size=args.size,
+                args.out, n=args.n, n_ood=args.n_ood, seed=args.seed, image_size=args.image_size,
                 patch_bias=args.patch_bias, age_bias=args.age_bias, skin_bias=args.skin_bias,
                 metadata=args.metadata, overwrite=args.overwrite, progress=True, workers=args.workers)
         else:
-            specs = (synthetic.write_path(args.out, n=args.n, seed=args.seed, size=args.size,
+            specs = (synthetic.write_path(args.out, n=args.n, seed=args.seed,
+                                          image_size=args.image_size,
                                           overwrite=args.overwrite, progress=True,
                                           workers=args.workers),)
         print("\n".join(specs))
@@ -600,48 +616,24 @@ def _add_features(sub):
                    help="worker processes for the tests (default 1; same p-values for any number)")
 
     def run(args):
-        from medattn.analysis.features.usage import ArgumentError, UsageSettings, feature_usage
+        from medattn.analysis.features.usage import UsageSettings, feature_usage
         from medattn.runs.hint import check_runs_dir
 
         check_runs_dir(args.runs_dir, "features")  # a wrong folder: name the right one
-        try:
-            settings = UsageSettings(
-                best_only=args.runs == "best", select_by=args.select, dataset=args.dataset,
-                conditions=tuple(args.condition), min_per_diagnosis=args.min_per_diagnosis,
-                prediction=args.prediction, alpha=args.alpha, set_name=args.set_name,
-                seed=args.seed, patches=args.patches, one_per_group=not args.all_images,
-                test_options={"cmiknn": {"k": args.cmiknn_k}} if args.cmiknn_k is not None
-                else {})
-            result = feature_usage(args.runs_dir, settings=settings, jobs=args.jobs)
-        except ArgumentError as e:
-            raise ConfigError(_features_flag(e)) from None
+        settings = UsageSettings(
+            best_only=args.runs == "best", select_by=args.select, dataset=args.dataset,
+            conditions=tuple(args.condition), min_per_diagnosis=args.min_per_diagnosis,
+            prediction=args.prediction, alpha=args.alpha, set_name=args.set_name,
+            seed=args.seed, patches=args.patches, one_per_group=not args.all_images,
+            test_options={"cmiknn": {"k": args.cmiknn_k}} if args.cmiknn_k is not None
+            else {})
+        result = feature_usage(args.runs_dir, settings=settings, jobs=args.jobs)
         print(result.markdown, end="")
         print("\nwritten:")
         for name, path in result.paths.items():
             print(f"  {name + ':':<13} {path}")
 
     p.set_defaults(func=run)
-
-
-# The library argument of each `features` flag: its errors name the argument, the CLI the flag.
-FEATURES_FLAGS = {"best_only": "--runs", "select_by": "--select", "dataset": "--dataset",
-                  "conditions": "--condition", "min_per_diagnosis": "--min-per-diagnosis",
-                  "test_options['cmiknn']['k']": "--cmiknn-k", "prediction": "--prediction",
-                  "alpha": "--alpha", "set_name": "--set", "seed": "--seed",
-                  "patches": "--patches", "jobs": "--jobs"}
-
-
-def _features_flag(error) -> str:
-    """The message of a features ArgumentError with its flag in place of the argument:
-    ``alpha=1.5`` becomes ``--alpha 1.5``, other mentions of ``alpha`` become ``--alpha``."""
-    import re
-
-    text, flag = str(error), FEATURES_FLAGS.get(error.argument)
-    if flag is None:
-        return text
-    name = re.escape(error.argument)
-    text = re.sub(rf"(?<![\w'\[]){name}=(?=\S)", f"{flag} ", text)
-    return re.sub(rf"(?<![\w'\[-]){name}(?![\w'\]])", flag, text)
 
 
 # --- commands end -----------------------------------------------------------------------------
@@ -687,7 +679,41 @@ def build_parser() -> argparse.ArgumentParser:
             leaf.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                               help="no progress bars or informational lines (results and errors "
                               "still print)")
+            leaf.set_defaults(_parser=leaf)  # its flags name the library's arguments in errors
     return parser
+
+
+# Library arguments a command spells otherwise than its flag's dest (by the command's prog).
+ARGUMENT_FLAGS = {"medattn study": {"runs_dir": "--out", "max_retries": "--retries"},
+                  "medattn synth suite": {"n_datasets": "--datasets"},
+                  "medattn features": {"best_only": "--runs", "select_by": "--select",
+                                       "conditions": "--condition", "set_name": "--set",
+                                       "one_per_group": "--all-images",
+                                       "test_options['cmiknn']['k']": "--cmiknn-k"}}
+
+
+def argument_flags(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Library argument -> how the command's user gives it: the flag whose dest is the argument
+    (``margin`` -> ``--margin``), a positional's metavar (``runs_dir`` -> ``RUNS_DIR``), or
+    :data:`ARGUMENT_FLAGS`."""
+    names: dict[str, str] = {}
+    for a in parser._actions:
+        if a.dest in ("help", argparse.SUPPRESS):
+            continue
+        if a.option_strings:
+            shown = next((o for o in a.option_strings if o.startswith("--")), a.option_strings[0])
+        else:
+            shown = a.metavar if isinstance(a.metavar, str) else a.dest.upper()
+        names.setdefault(a.dest, shown)
+    return {**names, **ARGUMENT_FLAGS.get(parser.prog, {})}
+
+
+def _message(err: MedattnError, args: argparse.Namespace) -> str:
+    """The error's message, the library's argument names as this command's flags."""
+    parser = getattr(args, "_parser", None)
+    if isinstance(err, ArgumentError) and parser is not None:
+        return err.render(argument_flags(parser))
+    return str(err)
 
 
 # Commands that import torchvision (models, data transforms, training): checked at their start
@@ -720,7 +746,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             check_torch_install()
         result = args.func(args)
     except MedattnError as err:
-        print(f"medattn {args.command}: error: {err}", file=sys.stderr)
+        print(f"medattn {args.command}: error: {_message(err, args)}", file=sys.stderr)
         return err.exit_code
     except OSError as err:  # a folder not writable, a full disk: the file and the fix, no traceback
         from medattn.runs.store import write_error

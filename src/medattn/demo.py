@@ -33,6 +33,7 @@ from medattn.analysis.study_summary import final_summary
 from medattn.data.synthetic import write_derm
 from medattn.errors import ConfigError
 from medattn.explain import explain_runs
+from medattn.explain.settings import ExplainSettings
 from medattn.render import markdown_table
 from medattn.report import build_report
 from medattn.report.table2 import terminal_table
@@ -162,13 +163,14 @@ def features_step(ctx: DemoContext) -> None:
 
 def explain_step(ctx: DemoContext) -> None:
     """Table 4: Grad-CAM / GA maps of the best final run per model (``medattn explain``)."""
-    out = explain_runs(ctx.runs_dir, n_mean=ctx.n_mean, progress=ctx.progress)
-    ctx.files["Table 4"] = Path(out["png"])
+    out = explain_runs(ctx.runs_dir, settings=ExplainSettings(n_mean=ctx.n_mean),
+                       progress=ctx.progress)
+    ctx.files["Table 4"] = out.paths["png"]
 
 
 def build_report_step(ctx: DemoContext) -> None:
     """The self-contained HTML report of the runs (Tables 1-4)."""
-    ctx.files["report"] = Path(build_report(ctx.runs_dir))
+    ctx.files["report"] = build_report(ctx.runs_dir).html
 
 
 STEPS: list[tuple[str, Callable[[DemoContext], None]]] = [

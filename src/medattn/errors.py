@@ -20,6 +20,33 @@ class ConfigError(MedattnError):
     """A study config or command-line option is invalid."""
 
 
+class ArgumentError(ConfigError):
+    """A library argument has a bad value. The message is written with the argument names in
+    braces (``"{margin} must be > 0 pp, got -1."``): ``str(err)`` shows the library names
+    (``margin``), :meth:`render` any others, so the CLI can name its flags (``--margin``)."""
+
+    def __init__(self, template: str, *arguments: str):
+        self.template = template
+        self.arguments = arguments
+        super().__init__(self.render({}))
+
+    @property
+    def argument(self) -> str | None:
+        """The first argument the message names (the one whose value is bad)."""
+        return self.arguments[0] if self.arguments else None
+
+    def render(self, names: dict[str, str]) -> str:
+        """The message with each ``{argument}`` replaced by ``names[argument]`` (default: the
+        argument's own name); ``{alpha}=1.5`` reads ``--alpha 1.5`` when the name is a flag."""
+        text = self.template
+        for a in self.arguments:
+            name = names.get(a, a)
+            if name.startswith("-"):
+                text = text.replace("{" + a + "}=", name + " ")
+            text = text.replace("{" + a + "}", name)
+        return text
+
+
 class WeightsError(MedattnError):
     """A weight file or checkpoint cannot be used for the requested model."""
 

@@ -22,14 +22,16 @@ import dataclasses
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from medattn.analysis import sequential as seq
 from medattn.analysis.compare import compare_runs
-from medattn.errors import ConfigError
+from medattn.analysis.labels import comparison_label
+from medattn.analysis.settings import CompareSettings, SequentialSettings
+from medattn.errors import ArgumentError, ConfigError
 from medattn.runs import store
 from medattn.training.backends import get_backend
 from medattn.training.config import StudyConfig, load_config
@@ -58,13 +60,14 @@ class SequentialResult:
     """``study``: the last batch's :class:`~medattn.training.study.StudyResult`; ``models``: per
     (dataset, model) ``stopped_batch, n_splits, reason``; ``comparisons``: per comparison its
     decision, the batch and pairs it was decided at, diff and repeated CI (pp); ``state``: the
-    JSON written to ``RUNS_DIR/sequential.json``."""
+    JSON written to ``RUNS_DIR/sequential.json``; ``paths``: the files written (``state``)."""
 
     runs_dir: Path
     study: object
     models: pd.DataFrame
     comparisons: pd.DataFrame
     state: dict
+    paths: dict[str, Path] = field(default_factory=dict)
 
 
 def batch_ends(batch: int, max_splits: int) -> list[int]:
@@ -72,17 +75,12 @@ def batch_ends(batch: int, max_splits: int) -> list[int]:
     return list(range(batch, max_splits, batch)) + [max_splits]
 
 
-def _key(row) -> str:
-    return (f"{row['dataset']} {row['set']}: {row['backbone']} {row['model']} vs "
-            f"{row['reference']} base")
-
-
 def look(runs_dir: Path, first_seed: int, n_splits: int, looks: tuple[int, ...], margin: float,
          alpha: float) -> list[dict]:
     """Every comparison of Table 2 on the replicates ``first_seed .. first_seed + n_splits - 1``:
     dicts with the keys of Table 2 (dataset, backbone, model, set, reference), ``key`` and the
     fields of :class:`~medattn.analysis.sequential.SequentialDecision`."""
-    res = compare_runs(runs_dir, bootstrap=0, margin=margin, alpha=alpha)
+    res = compare_runs(runs_dir, settings=CompareSettings(margin=margin, alpha=alpha, bootstrap=0))
     pairs = pairs_upto(res.pairs, first_seed, n_splits)
     keys = ["dataset", "backbone", "model", "set", "reference"]
     out = []
@@ -95,7 +93,7 @@ def look(runs_dir: Path, first_seed: int, n_splits: int, looks: tuple[int, ...],
         ratio = row.get("test_train_ratio")
         ratio = 0.0 if ratio is None or not ratio == ratio else float(ratio)
         d = seq.decide(mine["diff"].to_numpy(), ratio, margin, looks, alpha)
-        out.append({**{k: row[k] for k in keys}, "key": _key(row), **d.as_dict()})
+        out.append({**{k: row[k] for k in keys}, "key": comparison_label(row), **d.as_dict()})
     return out
 
 
@@ -151,20 +149,22 @@ def _check_settings(old: dict | None, new: dict, runs_dir: Path) -> None:
     diff = [k for k in SETTINGS if old.get(k) != new[k]]
     if diff:
         said = ", ".join(f"{k} {old.get(k)} (now {new[k]})" for k in diff)
-        raise ConfigError(f"{runs_dir}: holds a sequential study run with {said}; resume it with "
-                          "the same --batch, --max-splits and --margin, or give another --out.")
+        raise ArgumentError(f"{runs_dir}: holds a sequential study run with {said}; resume it "
+                            "with the same {batch}, {max_splits} and {margin}, or give another "
+                            "{runs_dir}.", "batch", "max_splits", "margin", "runs_dir")
 
 
 def run_until_decided(config, runs_dir: str | os.PathLike | None = None,
-                      backend: str | object = "local", *, batch: int = 5,
-                      max_splits: int | None = None, margin: float = 1.0, alpha: float = 0.05,
+                      backend: str | object = "local", *,
+                      settings: SequentialSettings = SequentialSettings(),
                       data_root: str | None = None, restart: bool = False,
                       tracking: str | None = None, **backend_options) -> SequentialResult:
     """Run (or resume) ``config`` with a final phase that stops when decided.
 
-    ``batch``: replicates (split seeds) per batch; ``max_splits``: the most per model (default
-    the config's ``final.splits``); ``margin``: the ROPE (pp); ``alpha``: the bound on false
-    decisions. Other arguments as :func:`medattn.training.study.run_study`.
+    ``settings``: the batch, the most splits per model (default the config's ``final.splits``),
+    the ROPE and the bound on false decisions
+    (:class:`~medattn.analysis.settings.SequentialSettings`). Other arguments as
+    :func:`medattn.training.study.run_study`.
     """
     if not isinstance(config, StudyConfig):
         config = load_config(config, data_root=data_root)
@@ -172,28 +172,26 @@ def run_until_decided(config, runs_dir: str | os.PathLike | None = None,
         # Looks are counted in replicates of one pair each and the threshold is calibrated for
         # the random-split variance factor; a k-fold repetition adds k correlated pairs.
         raise ConfigError(
-            f"--until-decided runs random-split final phases only; {config.name!r} uses "
-            f"final.scheme: {config.final_scheme} (its sequential rule is not calibrated). Drop "
-            "--until-decided, or set final.scheme: random in the config.")
-    n_max = int(max_splits if max_splits is not None else config.final_splits)
-    if batch < 1:
-        raise ConfigError(f"--batch must be >= 1 (replicates per batch), got {batch}.")
+            f"a study that stops when decided runs random-split final phases only; "
+            f"{config.name!r} uses final.scheme: {config.final_scheme} (its sequential rule is "
+            "not calibrated). Run it with a fixed number of splits (`medattn study` without "
+            "--until-decided, or run_study), or set final.scheme: random in the config.")
+    batch, margin, alpha = settings.batch, settings.margin, settings.alpha
+    n_max = int(settings.max_splits if settings.max_splits is not None else config.final_splits)
     if n_max < seq.MIN_PAIRS:
-        raise ConfigError(f"--max-splits must be >= {seq.MIN_PAIRS} (a decision needs "
-                          f"{seq.MIN_PAIRS} pairs), got {n_max}.")
-    if not margin > 0:
-        raise ConfigError(f"--margin must be > 0 pp (the ROPE), got {margin}.")
+        raise ArgumentError(f"{{max_splits}} must be >= {seq.MIN_PAIRS} (a decision needs "
+                            f"{seq.MIN_PAIRS} pairs), got {n_max}.", "max_splits")
     if n_max != config.final_splits:
         # The study trains the splits its config names; max_splits is how many it may reach.
         config = dataclasses.replace(config, final_splits=n_max)
     runs_dir = Path(runs_dir if runs_dir is not None else Path("runs") / config.name).resolve()
     looks = seq.planned_looks(batch, n_max)
     first = config.final_first_seed
-    settings = {"batch": batch, "max_splits": n_max, "first_seed": first, "margin": margin,
+    recorded = {"batch": batch, "max_splits": n_max, "first_seed": first, "margin": margin,
                 "alpha": alpha}
-    _check_settings(seq.read_state(runs_dir), settings, runs_dir)
+    _check_settings(seq.read_state(runs_dir), recorded, runs_dir)
     fr = config.train.fractions
-    state = {**settings, "looks": list(looks), "batches_done": 0,
+    state = {**recorded, "looks": list(looks), "batches_done": 0,
              "threshold_note": f"{seq.calibrate_threshold(looks, fr[2] / fr[0], alpha):.4f}",
              "active": [f"{d.name}/{m}" for d in config.datasets for m in config.models],
              "models": {}, "comparisons": {}}
@@ -220,7 +218,7 @@ def run_until_decided(config, runs_dir: str | os.PathLike | None = None,
         if not state["active"]:
             break
     return SequentialResult(runs_dir, study, _models_table(state), _comparisons_table(state),
-                            state)
+                            state, {"state": runs_dir / seq.STATE_FILE})
 
 
 def _models_table(state: dict) -> pd.DataFrame:

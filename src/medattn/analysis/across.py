@@ -22,7 +22,7 @@ from scipy import stats as sps
 
 from medattn.analysis import stats
 from medattn.analysis.across_sampler import Draws, Priors, gibbs
-from medattn.errors import DataError
+from medattn.errors import ArgumentError, DataError
 
 __all__ = ["HierarchicalResult", "Priors", "SignedRankResult", "adjusted_threshold", "decide",
            "hierarchical", "new_dataset_probs", "signed_rank", "wilcoxon_needed"]
@@ -130,7 +130,8 @@ def hierarchical(diffs: Sequence[np.ndarray], test_train_ratios, rope: float, *,
     of ``n_iter`` sweeps after ``n_warmup``.
     """
     if not rope > 0:
-        raise DataError(f"rope (--margin) must be > 0 pp, got {rope}.")
+        raise ArgumentError(f"{{rope}} must be > 0 pp (the comparison's margin), got {rope}.",
+                            "rope")
     ds, r, v, names = _check_diffs(diffs, test_train_ratios, test_var, names)
     D = len(ds)
     J = np.array([d.size for d in ds], float)
@@ -230,7 +231,8 @@ def signed_rank(mean_diffs, rope: float, *, prior: float = 0.5, n_samples: int =
     if z.size < 1 or not np.isfinite(z).all():
         raise DataError(f"signed_rank needs >= 1 finite mean difference, got {z.tolist()}.")
     if not rope >= 0:
-        raise DataError(f"rope (--margin) must be >= 0 pp, got {rope}.")
+        raise ArgumentError(f"{{rope}} must be >= 0 pp (the comparison's margin), got {rope}.",
+                            "rope")
     draws = _dirichlet_regions(z, rope, prior, n_samples, seed)
     winner = draws.argmax(axis=1)
     probs = tuple(float(p) for p in np.bincount(winner, minlength=3) / len(winner))

@@ -15,6 +15,7 @@ from scipy.stats import norm
 
 from medattn.analysis.across import HierarchicalResult, hierarchical, signed_rank
 from medattn.analysis.compare import CompareResult
+from medattn.analysis.settings import CompareSettings
 from medattn.analysis.ranks import FriedmanResult, friedman
 from medattn.errors import DataError
 from medattn.models import registry as R
@@ -94,16 +95,18 @@ def _friedman(table: pd.DataFrame, alpha: float, posthoc: str) -> tuple[Friedman
     return friedman(complete, alpha=alpha, posthoc=posthoc), note
 
 
-def across_study(result: CompareResult, *, margin: float = 1.0, alpha: float = 0.05,
-                 posthoc: str = "wilcoxon-holm", n_iter: int = 2000, seed: int = 0
+def across_study(result: CompareResult, *, posthoc: str = "wilcoxon-holm", n_iter: int = 2000
                  ) -> AcrossStudy:
     """Fit every comparison of ``result`` over the data sets where it has >= 2 split pairs (ID
-    test sets); the verdicts' threshold is adjusted over the comparisons fitted. Raises
+    test sets), with the comparison's own settings (``result.settings``: margin as the ROPE,
+    alpha, seed); the verdicts' threshold is adjusted over the comparisons fitted. Raises
     :class:`DataError` when fewer than 2 data sets have pairs."""
+    settings = CompareSettings.from_dict(result.settings)
+    margin, alpha, seed = settings.margin, settings.alpha, settings.seed
     pairs = result.pairs
     if pairs is None or not len(pairs):
         raise DataError("the answer across data sets needs per-split pairs: give RUNS_DIR(s) "
-                        "of final runs, not --summary.")
+                        "of final runs, not a summary.")
     pairs = pairs[pairs["set"] == "id"]
     datasets = [d for d in dict.fromkeys(result.table["dataset"]) if d in set(pairs["dataset"])]
     if len(datasets) < 2:
@@ -127,7 +130,7 @@ def across_study(result: CompareResult, *, margin: float = 1.0, alpha: float = 0
     if fixed:
         notes.append(f"{', '.join(fixed)}: fixed split (r = 0): its runs share one test set; its "
                      "sampling variance is taken from Table 2's bootstrap over test images where "
-                     "there is one (else it is missing: run compare with --bootstrap N)")
+                     "there is one (else it is missing: compare with a bootstrap, `medattn compare --bootstrap N`)")
     rows, fits, cells = [], {}, {}
     for i, (key, label, g, ok) in enumerate(groups):
         diffs = [g.loc[g["dataset"] == ds, "diff"].to_numpy(float) for ds in ok]

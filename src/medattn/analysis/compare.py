@@ -25,44 +25,32 @@ This module computes; :mod:`medattn.analysis.summary` reads its inputs and
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from medattn.analysis import paired, shared_test, stats
-from medattn.analysis.summary import (  # noqa: F401  (public here too)
-    RUN_COLUMNS,
-    SUMMARY_COLUMNS,
-    _summary_of,
-    read_summary,
-    summarize_runs,
-)
-from medattn.errors import ConfigError, DataError
+from medattn.analysis.labels import comparison_label
+from medattn.analysis.settings import TESTS, CompareSettings
+from medattn.analysis.summary import SUMMARY_COLUMNS, _summary_of, summarize_runs
+from medattn.errors import ArgumentError, DataError
 from medattn.models import registry as R
+from medattn.runs import store
 
-__all__ = [
-    "CompareResult",
-    "FORMATS",
-    "SUMMARY_COLUMNS",
-    "compare_runs",
-    "compare_summary",
-    "read_summary",
-    "summarize_runs",
-]
+__all__ = ["CompareResult", "FORMATS", "PAPER_TABLE2", "compare_runs", "compare_summary"]
 
 log = logging.getLogger("medattn.compare")
 
 PAPER_TABLE2 = Path(__file__).resolve().parents[1] / "configs" / "paper_table2.csv"
 FORMATS = ("md", "csv", "json", "latex")
-CORRECTIONS = ("holm", "none", "bonferroni", "holm-sidak", "fdr_bh", "fdr_by")
-# labels and table order of backbones and variants: the model registry (R.backbone_label, ...)
-TESTS = ("corrected", "paired", "welch")
-TEST_LABELS = {"corrected": "corrected t-test", "paired": "paired t-test", "welch": "Welch's t-test"}
+# labels and table order of backbones and variants: the model registry (R.backbone_label, ...);
+# the settings, tests and corrections: medattn.analysis.settings
 KEY_COLUMNS = ["dataset", "backbone", "model", "set", "reference", "mean", "sd", "n", "ref_mean",
                "ref_sd", "ref_n"]
 # The marking test's statistics, then the Bayesian, paired, bootstrap and Welch (paper) columns.
@@ -91,12 +79,15 @@ class CompareResult:
     ``table``: one row per (dataset, backbone, model, set, reference), columns ``TABLE_COLUMNS``
     (percent / percentage points). ``runs``: per-run values (long form, ``RUN_COLUMNS``; ``None``
     for a summary). ``excluded``: final runs that did not enter, with ``reason``. ``settings``:
-    alpha, margin, test, ... From runs also: ``pairs`` (``PAIR_COLUMNS``, the per-split
+    the :class:`~medattn.analysis.settings.CompareSettings` as a dict, ``test`` resolved (plus
+    ``design: sequential`` for a stop-when-decided study). From runs also: ``pairs`` (``PAIR_COLUMNS``, the per-split
     differences of every comparison), ``divergence`` (rate per model with its exact CI),
     ``sensitivity`` (the comparison on converged runs and on all runs, side by side) and
     ``notes`` (what the reader must know: missing partners, where r came from, ...). Final runs
     of an earlier hyper-parameter selection are among ``excluded``; ``warnings`` names data sets
-    whose final runs were trained on different data (``store.final_runs``).
+    whose final runs were trained on different data (``store.final_runs``). ``paths``: the
+    files written (:func:`medattn.report.table2.run_compare`'s ``out``; none by
+    :func:`compare_runs`); ``text``: the rendered output where one was asked for.
     """
 
     table: pd.DataFrame
@@ -108,17 +99,8 @@ class CompareResult:
     sensitivity: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-
-
-def _comparison_label(k: dict) -> str:
-    """``isic id ResNet18 +GA vs ResNet18 base``."""
-    ref = R.backbone_label(k["reference"])
-    return f"{k['dataset']} {k['set']} {_label(k['backbone'], k['model'])} vs {ref} base"
-
-
-def _label(backbone: str, model: str) -> str:
-    """``ResNet18 +GA``, ``EfficientNet-B0 Base``, ``ViT-21k``."""
-    return R.model_label(backbone, model)
+    paths: dict[str, Path] = field(default_factory=dict)
+    text: str = ""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -150,31 +132,6 @@ def _sort(df: pd.DataFrame, datasets: list[str]) -> pd.DataFrame:
     return df.iloc[idx].reset_index(drop=True)
 
 
-def _check_options(alpha: float, margin: float, power: float, correction: str, test: str) -> None:
-    if correction not in CORRECTIONS:
-        raise ConfigError(f"--correction {correction!r} is unknown; use one of "
-                          f"{', '.join(CORRECTIONS)}.")
-    if test not in TESTS:
-        raise ConfigError(f"--test {test!r} is unknown; use one of {', '.join(TESTS)}.")
-    if not (0 < alpha < 1 and 0 < power < 1 and margin > 0):
-        raise ConfigError("--alpha and --power must lie in (0, 1) and --margin must be > 0 "
-                          f"(got alpha={alpha}, power={power}, margin={margin}).")
-
-
-def _check_ratio(test_train_ratio: float | None) -> None:
-    if test_train_ratio is None:
-        return
-    try:
-        ok = math.isfinite(float(test_train_ratio)) and float(test_train_ratio) > 0
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ConfigError(f"--test-train-ratio must be a finite number > 0 (n_test / n_train "
-                          f"of the splits, e.g. 0.2857 for 70/10/20 splits), got "
-                          f"{test_train_ratio}; for no correction use --test paired (runs) or "
-                          f"--test welch.")
-
-
 def _references(summary: pd.DataFrame):
     """Yield ``(row, reference row or None)`` for every row of a summary (module docstring)."""
     for (_, _), grp in summary.groupby(["dataset", "set"], sort=False):
@@ -192,7 +149,8 @@ def _references(summary: pd.DataFrame):
                 yield dict(r[SUMMARY_COLUMNS]), ref
 
 
-def _welch_columns(own: dict, ref, *, alpha: float, margin: float, power: float) -> dict:
+def _welch_columns(own: dict, ref, settings: CompareSettings) -> dict:
+    alpha, margin, power = settings.alpha, settings.margin, settings.power
     args = (own["mean"], own["sd"], int(own["n"]), ref["mean"], ref["sd"], int(ref["n"]))
     w = stats.welch(*args, confidence=1 - alpha)
     g = stats.hedges_g(*args, confidence=1 - alpha)
@@ -205,9 +163,9 @@ def _welch_columns(own: dict, ref, *, alpha: float, margin: float, power: float)
                                                                  power)}
 
 
-def _finish(rows: list[dict], *, test: str, alpha: float, margin: float, power: float,
-            correction: str, datasets: list[str]) -> pd.DataFrame:
+def _finish(rows: list[dict], settings: CompareSettings, datasets: list[str]) -> pd.DataFrame:
     """Marks from the chosen test, Holm within columns, column order and table order."""
+    test, alpha, margin = settings.test, settings.alpha, settings.margin
     internal = [f"{src}_{c}" for src in TESTS for c in ("diff", "se", "t", "df", "p", "ci_low",
                                                          "ci_high")]
     table = pd.DataFrame(rows).reindex(columns=list(dict.fromkeys(TABLE_COLUMNS + internal)))
@@ -218,13 +176,13 @@ def _finish(rows: list[dict], *, test: str, alpha: float, margin: float, power: 
         table[out] = table[f"{src}_{col}"].astype(float)
     table["tost_p"] = [stats.tost_from_se(d, s, f, margin) for d, s, f in
                        zip(table["diff"], table["se"], table["df"])]
-    table["detectable_diff"] = [stats.detectable_from_se(s, f, alpha, power)
+    table["detectable_diff"] = [stats.detectable_from_se(s, f, alpha, settings.power)
                                 for s, f in zip(table["se"], table["df"])]
     table["p_adjusted"] = np.nan
     has_ref = table["reference"].notna()
     for _, idx in table[has_ref].groupby(["dataset", "set", "reference"]).groups.items():
         table.loc[idx, "p_adjusted"] = stats.adjust_pvalues(table.loc[idx, "p"].to_numpy(float),
-                                                            correction, alpha)
+                                                            settings.correction, alpha)
     for out, src_col in (("significant", "p"), ("significant_adjusted", "p_adjusted"),
                          ("equivalent", "tost_p"), ("welch_significant", "welch_p")):
         v = table[src_col].to_numpy(float)
@@ -252,51 +210,49 @@ def _finish(rows: list[dict], *, test: str, alpha: float, margin: float, power: 
     return _sort(table[TABLE_COLUMNS], datasets)
 
 
-def compare_summary(summary: pd.DataFrame, *, alpha: float = 0.05, margin: float = 1.0,
-                    power: float = 0.8, correction: str = "holm", test: str = "welch",
-                    test_train_ratio: float | None = None) -> pd.DataFrame:
+def compare_summary(summary: pd.DataFrame, *,
+                    settings: CompareSettings = CompareSettings()) -> pd.DataFrame:
     """Compare every variant with its reference; returns Table 2 in long form (``TABLE_COLUMNS``).
 
-    ``summary``: ``SUMMARY_COLUMNS`` in percent. ``test``: the test that marks the table,
-    ``welch`` (the paper's) or ``corrected``: Welch's variance with each term multiplied by
-    ``1 + n * test_train_ratio`` (:func:`medattn.analysis.stats.corrected_welch`, an
-    approximation without pairing information); ``test_train_ratio`` (n_test / n_train of the
-    splits) also gives the Bayesian columns. ``margin``: TOST equivalence margin and Bayesian
-    ROPE in percentage points. ``correction``: ``holm`` (default), ``none`` or another
-    statsmodels ``multipletests`` method, applied to the marking test within each (dataset, set,
+    ``summary``: ``SUMMARY_COLUMNS`` in percent. ``settings.test``: the test that marks the
+    table, ``welch`` (the paper's; the default for a summary) or ``corrected``: Welch's variance
+    with each term multiplied by ``1 + n * test_train_ratio``
+    (:func:`medattn.analysis.stats.corrected_welch`, an approximation without pairing
+    information); ``settings.test_train_ratio`` (n_test / n_train of the splits) also gives the
+    Bayesian columns. The correction applies to the marking test within each (dataset, set,
     reference) family. Base rows are kept (with empty statistics) so the table is complete.
     """
-    _check_options(alpha, margin, power, correction, test)
-    if test == "paired":
-        raise ConfigError("--test paired needs the per-split results of both models; a summary "
-                          "has only means and sds: use --test corrected or welch, or give "
-                          "RUNS_DIR.")
-    _check_ratio(test_train_ratio)
-    if test == "corrected" and test_train_ratio is None:
-        raise ConfigError("--test corrected on a summary needs --test-train-ratio R, the ratio "
-                          "n_test / n_train of the splits (0.2857 for 70/10/20 splits).")
+    settings = settings.for_source(summary=True)
+    if settings.test == "paired":
+        raise ArgumentError("{test} paired needs the per-split results of both models; a summary "
+                            "has only means and sds: use {test} corrected or welch, or give "
+                            "the runs folder.", "test")
+    ratio = settings.test_train_ratio
+    if settings.test == "corrected" and ratio is None:
+        raise ArgumentError("{test} corrected on a summary needs {test_train_ratio}, the ratio "
+                            "n_test / n_train of the splits (0.2857 for 70/10/20 splits).",
+                            "test", "test_train_ratio")
+    alpha, margin = settings.alpha, settings.margin
     rows = []
     for own, ref in _references(summary):
         row = dict(own)
         if ref is not None:
-            row.update(_welch_columns(own, ref, alpha=alpha, margin=margin, power=power))
-            if test_train_ratio is not None:
+            row.update(_welch_columns(own, ref, settings))
+            if ratio is not None:
                 c = stats.corrected_welch(own["mean"], own["sd"], int(own["n"]), ref["mean"],
-                                          ref["sd"], int(ref["n"]), test_train_ratio, 1 - alpha)
+                                          ref["sd"], int(ref["n"]), ratio, 1 - alpha)
                 probs = stats.bayes_from_t(c.diff, c.se, c.df, margin)
                 row.update({"variance": VARIANCE_SUMMARY,
-                            "test_train_ratio": test_train_ratio, "corrected_diff": c.diff,
+                            "test_train_ratio": ratio, "corrected_diff": c.diff,
                             "corrected_se": c.se, "corrected_t": c.t, "corrected_df": c.df,
                             "corrected_p": c.p, "corrected_ci_low": c.ci_low,
                             "corrected_ci_high": c.ci_high, "p_worse": probs[0],
                             "p_equivalent": probs[1], "p_better": probs[2]})
         rows.append(row)
-    return _finish(rows, test=test, alpha=alpha, margin=margin, power=power,
-                   correction=correction, datasets=list(dict.fromkeys(summary["dataset"])))
+    return _finish(rows, settings, list(dict.fromkeys(summary["dataset"])))
 
 
-def _run_table(runs: pd.DataFrame, *, test: str, alpha: float, margin: float, power: float,
-               correction: str, test_train_ratio: float | None, shared=None
+def _run_table(runs: pd.DataFrame, settings: CompareSettings, shared=None
                ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """Table 2 of the runs in ``runs`` (long form, all included): Welch on their summary, the
     paired statistics on the runs joined by split seed. ``shared(set, pairs, used_runs)``:
@@ -304,20 +260,21 @@ def _run_table(runs: pd.DataFrame, *, test: str, alpha: float, margin: float, po
     (:func:`medattn.analysis.shared_test.shared_variance`;
     ``None``: no test-image term). Returns ``(table, pairs, notes)``."""
     summary = _summary_of(runs)
+    alpha, margin = settings.alpha, settings.margin
     groups = dict(list(runs.groupby(["dataset", "set", "backbone", "model"], sort=False)))
     rows, pair_frames, notes = [], [], []
     for own, ref in _references(summary):
         row = dict(own)
         if ref is not None:
-            row.update(_welch_columns(own, ref, alpha=alpha, margin=margin, power=power))
+            row.update(_welch_columns(own, ref, settings))
             v = groups[(own["dataset"], own["set"], own["backbone"], own["model"])]
             r = groups[(own["dataset"], own["set"], ref["backbone"], "base")]
             pairs, why = paired.pair_runs(v, r)
-            label = _comparison_label({**own, "reference": ref["backbone"]})
+            label = comparison_label({**own, "reference": ref["backbone"]})
             notes += [f"{label}: {w}" for w in why]
             both = pd.concat([v, r])
             used = both[both["run_id"].isin(set(pairs["run_id"]) | set(pairs["ref_run_id"]))]
-            ratio, why = paired.comparison_ratio(used, test_train_ratio)
+            ratio, why = paired.comparison_ratio(used, settings.test_train_ratio)
             notes += [f"{own['dataset']}: {w}" for w in why]
             factor, why = paired.comparison_factor(used, len(pairs), ratio)
             notes += [f"{own['dataset']}: {w}" for w in why]
@@ -333,8 +290,7 @@ def _run_table(runs: pd.DataFrame, *, test: str, alpha: float, margin: float, po
                                                                   "model", "set")},
                                             reference=ref["backbone"]))
         rows.append(row)
-    table = _finish(rows, test=test, alpha=alpha, margin=margin, power=power,
-                    correction=correction, datasets=list(dict.fromkeys(summary["dataset"])))
+    table = _finish(rows, settings, list(dict.fromkeys(summary["dataset"])))
     keys = ["dataset", "backbone", "model", "set", "reference"]
     order = {k: i for i, k in enumerate(table[keys].itertuples(index=False, name=None))}
     pair_frames.sort(key=lambda f: order[tuple(f[keys].iloc[0])] if len(f) else len(order))
@@ -343,32 +299,26 @@ def _run_table(runs: pd.DataFrame, *, test: str, alpha: float, margin: float, po
     return table, pairs, list(dict.fromkeys(notes))
 
 
-def compare_runs(runs_dir: str | os.PathLike, *, include_diverged: bool = False,
-                 test: str = "corrected", test_train_ratio: float | None = None,
-                 bootstrap: int = 10_000, seed: int = 0, alpha: float = 0.05, margin: float = 1.0,
-                 power: float = 0.8, correction: str = "holm") -> CompareResult:
+def compare_runs(runs_dir: str | os.PathLike, *,
+                 settings: CompareSettings = CompareSettings()) -> CompareResult:
     """Table 2 from the final runs in ``runs_dir``: variant and reference paired on split seeds.
 
-    ``test``: ``corrected`` (default; Nadeau-Bengio with r = n_test / n_train from the records,
-    or ``test_train_ratio`` if given), ``paired`` (naive) or ``welch`` (unpaired, the paper's).
-    ``bootstrap``: resamples of the paired bootstrap over splits and test images from the stored
-    predictions (0 = skip); ``seed`` seeds it. Diverged runs are excluded unless
-    ``include_diverged``; the result also holds the comparison with the other choice
-    (``sensitivity``), divergence rates, the per-split pairs and notes.
+    ``settings.test``: ``corrected`` (the default for runs; Nadeau-Bengio with r = n_test /
+    n_train from the records, or ``settings.test_train_ratio`` if given), ``paired`` (naive) or
+    ``welch`` (unpaired, the paper's). ``settings.bootstrap``: resamples of the paired bootstrap
+    over splits and test images from the stored predictions (0 = skip), seeded by
+    ``settings.seed``. Diverged runs are excluded unless ``settings.include_diverged``; the
+    result also holds the comparison with the other choice (``sensitivity``), divergence rates,
+    the per-split pairs and notes.
     """
-    from medattn.runs import store
+    from medattn.runs.hint import check_runs_dir
 
-    _check_options(alpha, margin, power, correction, test)
-    _check_ratio(test_train_ratio)
-    if bootstrap < 0:
-        raise ConfigError(f"--bootstrap must be >= 0 (0 = no bootstrap), got {bootstrap}.")
-    if not Path(runs_dir, "runs").is_dir():
-        raise DataError(f"{runs_dir}: no 'runs/' folder; give the RUNS_DIR that `medattn study` "
-                        f"wrote (or use --summary FILE.csv).")
+    settings = settings.for_source(summary=False)
+    check_runs_dir(runs_dir)
     finals = store.final_runs(runs_dir)  # only the current selection's; superseded are listed
     frame = finals.current
     info = paired.run_info(finals.records.values())
-    summary, runs, excluded = summarize_runs(frame, include_diverged, info)
+    summary, runs, excluded = summarize_runs(frame, settings.include_diverged, info)
     if len(finals.superseded):
         sup = finals.superseded.rename(columns={"model": "model_name", "variant": "model"})
         excluded = pd.concat([excluded, sup.reindex(columns=excluded.columns)], ignore_index=True)
@@ -379,35 +329,32 @@ def compare_runs(runs_dir: str | os.PathLike, *, include_diverged: bool = False,
                         f"`medattn study` first (search runs do not enter Table 2).")
     runs = runs.merge(info[["run_id", "kind", "test_train_ratio", "ratio_source", "folds"]],
                       on="run_id", how="left")
-    opts = dict(test=test, alpha=alpha, margin=margin, power=power, correction=correction,
-                test_train_ratio=test_train_ratio)
     cache: dict = {}  # predictions read once for the test-image variance and the bootstrap
     shared = shared_test.shared_variance(runs_dir, cache)
-    table, pairs, notes = _run_table(runs[runs["included"].astype(bool)], **opts, shared=shared)
-    if bootstrap:
-        notes += paired.add_bootstrap(table, pairs, runs_dir, bootstrap, seed, 1 - alpha,
-                                      label=_comparison_label, cache=cache)
+    table, pairs, notes = _run_table(runs[runs["included"].astype(bool)], settings, shared)
+    if settings.bootstrap:
+        notes += paired.add_bootstrap(table, pairs, runs_dir, settings.bootstrap, settings.seed,
+                                      1 - settings.alpha, label=comparison_label, cache=cache)
     # The comparison with the other choice of runs (converged only / all), raw p-values only.
-    other = runs[runs["status"].isin(["done"] if include_diverged else ["done", "diverged"])]
+    other = runs[runs["status"].isin(["done"] if settings.include_diverged
+                                     else ["done", "diverged"])]
     other_table = table
     if (runs["status"] == "diverged").any():
-        other_table = (_run_table(other, **{**opts, "correction": "none"}, shared=shared)[0]
+        other_table = (_run_table(other, replace(settings, correction="none"), shared)[0]
                        if len(other) else None)
-    sensitivity = paired.side_by_side(table, other_table, include_diverged)
+    sensitivity = paired.side_by_side(table, other_table, settings.include_diverged)
     if runs["imputed"].any():
         notes.append("diverged runs without a recorded accuracy (non-finite loss) count at "
                      "chance level, 1 / number of classes, where diverged runs are included")
-    from medattn.analysis.plan import margin_notes  # planned with another margin? say so
-
-    notes += margin_notes(runs_dir, margin)
+    notes += margin_notes(runs_dir, settings.margin)
     divergence = _sort_models(paired.divergence_table(frame), list(summary["dataset"]))
-    settings = _settings(dict(opts, bootstrap=bootstrap, seed=seed), include_diverged)
+    recorded = settings.as_dict()
     from medattn.analysis.sequential import sequential_note  # a stop-when-decided study
 
     if lines := sequential_note(runs_dir):
         notes[:0] = lines
-        settings["design"] = "sequential"
-    return CompareResult(table, runs, excluded, settings, pairs=pairs, divergence=divergence,
+        recorded["design"] = "sequential"
+    return CompareResult(table, runs, excluded, recorded, pairs=pairs, divergence=divergence,
                          sensitivity=sensitivity, notes=notes, warnings=finals.warnings)
 
 
@@ -419,8 +366,17 @@ def _sort_models(df: pd.DataFrame, datasets: list[str]) -> pd.DataFrame:
     return df.iloc[sorted(range(len(df)), key=lambda i: keys[i])].reset_index(drop=True)
 
 
-def _settings(options: dict, include_diverged: bool | None = None) -> dict:
-    s = {"alpha": 0.05, "margin": 1.0, "power": 0.8, "correction": "holm", **options}
-    if include_diverged is not None:
-        s["include_diverged"] = include_diverged
-    return s
+def margin_notes(runs_dir: str | os.PathLike, margin: float) -> list[str]:
+    """A note when the study was planned (``medattn plan``) with a margin other than ``margin``:
+    the plan's power and decision probabilities hold for the planned margin only."""
+    try:
+        planned = json.loads((Path(runs_dir) / store.PLAN_FILE).read_text(encoding="utf-8"))
+        planned = float(planned["settings"]["margin"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []  # no plan, or one this version cannot read: nothing to compare with
+    if math.isclose(planned, margin):
+        return []
+    return [f"this study was planned (`{store.PLAN_FILE}`) with a margin of {planned:g} pp, not "
+            f"the {margin:g} pp used here: its power and decision probabilities hold for the "
+            "planned margin only; changing the margin after seeing the results is a form of "
+            "p-hacking"]

@@ -206,8 +206,8 @@ def divergence_table(frame: pd.DataFrame, confidence: float = 0.95) -> pd.DataFr
 def comparison_ratio(runs: pd.DataFrame, override: float | None) -> tuple[float, list[str]]:
     """r = n_test / n_train of the runs of one comparison, and notes on where it came from."""
     if override is not None:
-        return float(override), [f"r = n_test / n_train = {override:.4g} as given by "
-                                 f"--test-train-ratio"]
+        return float(override), [f"r = n_test / n_train = {override:.4g} as given "
+                                 f"(test_train_ratio; CLI --test-train-ratio)"]
     if "kind" not in runs or runs.empty or runs["test_train_ratio"].isna().all():
         f = DEFAULT_FRACTIONS
         return f[2] / f[0], ["split sizes unknown; r = 0.2 / 0.7 (the default 70/10/20)"]

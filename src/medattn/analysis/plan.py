@@ -17,6 +17,7 @@ probability that the Bayesian test decides in the right direction come from
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -26,14 +27,20 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from medattn.analysis import compare
 from medattn.analysis import design as D
+from medattn.analysis.labels import comparison_label
+from medattn.analysis.settings import CompareSettings, PlanSettings
+from medattn.analysis.summary import read_summary
+from medattn.errors import ArgumentError, DataError
+from medattn.runs import store
 from medattn.runs.atomic import write_json
-from medattn.errors import ConfigError, DataError
+from medattn.runs.hint import check_runs_dir
 
-__all__ = ["PLAN_FILE", "Pilot", "Plan", "load_plan", "margin_notes", "plan_runs", "plan_summary",
+__all__ = ["PLAN_FILE", "Pilot", "Plan", "load_plan", "plan_runs", "plan_summary",
            "sd_upper", "test_sampling_a"]
 
-PLAN_FILE = "plan.json"
+PLAN_FILE = store.PLAN_FILE
 UPPER_LEVEL = 0.8  # the one-sided confidence of the sd bound the cautious plan uses
 GRID = np.geomspace(1.0, 1000.0, 161)  # data multipliers searched for "about N images would"
 
@@ -79,15 +86,17 @@ class Pilot:
 
 @dataclass
 class Plan:
-    """A plan: ``settings`` (delta, margin, threshold, target, alpha, budget, seconds per run,
-    models, hours unit), one ``pilots`` entry and one design table (``tables``) and
-    recommendation per comparison, and notes."""
+    """A plan: ``settings`` (:class:`~medattn.analysis.settings.PlanSettings` as a dict, plus
+    the source, seconds per run, models and hours unit), one ``pilots`` entry and one design
+    table (``tables``) and recommendation per comparison, notes, and ``paths``: the files
+    written (``plan``: ``RUNS_DIR/plan.json`` where saved)."""
 
     settings: dict
     pilots: list[Pilot]
     tables: list[pd.DataFrame]
     recommendations: list[dict]
     notes: list[str] = field(default_factory=list)
+    paths: dict[str, Path] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"settings": self.settings, "pilots": [asdict(p) for p in self.pilots],
@@ -159,10 +168,7 @@ def _timing(finals) -> tuple[float, str, list[str]]:
 def pilots_from_runs(runs_dir, margin: float) -> tuple[list[Pilot], dict, list[str]]:
     """The pilots of every comparison of a runs folder (paired as ``medattn compare`` pairs),
     plus ``{seconds, unit, models}`` and notes."""
-    from medattn.analysis import compare
-    from medattn.runs import store
-
-    res = compare.compare_runs(runs_dir, bootstrap=0, margin=margin)
+    res = compare.compare_runs(runs_dir, settings=CompareSettings(margin=margin, bootstrap=0))
     finals = store.final_runs(runs_dir)
     n_train, n_val, n_test = _split_sizes(finals.done().pipe(
         lambda f: [finals.records[i] for i in f["run_id"]]))
@@ -176,7 +182,7 @@ def pilots_from_runs(runs_dir, margin: float) -> tuple[list[Pilot], dict, list[s
     keys = ["dataset", "backbone", "model", "set", "reference"]
     for key, g in res.pairs.groupby(keys, sort=False):
         k = dict(zip(keys, key))
-        label = compare._comparison_label(k)
+        label = comparison_label(k)
         diffs = g["diff"].to_numpy(float)
         if len(diffs) < 2 or not np.std(diffs) > 0:
             notes.append(f"{label}: {len(diffs)} pair(s) without spread; cannot be planned")
@@ -289,20 +295,6 @@ def recommend(table: pd.DataFrame, settings: dict, tag: str) -> dict:
             "p_right": settings["power"], "images": r[f"images{tag}"]}
 
 
-def _check(delta: float, margin: float, target: float, threshold: float) -> None:
-    if not margin > 0:
-        raise ConfigError(f"--margin must be > 0 pp, got {margin}.")
-    if not abs(delta) > margin:
-        raise ConfigError(f"--delta {delta} pp does not exceed --margin {margin} pp: a true "
-                          "difference inside the margin (the ROPE) is one the Bayesian test "
-                          "should call 'equivalent', not 'better'; plan for a --delta larger than "
-                          "--margin.")
-    if not 0 < target < 1:
-        raise ConfigError(f"--power must lie in (0, 1), got {target}.")
-    if not 0.5 < threshold < 1:
-        raise ConfigError(f"--threshold must lie in (0.5, 1), got {threshold}.")
-
-
 def _plan(pilots, settings, notes) -> Plan:
     tables = [design_table(p, settings) for p in pilots]
     recs = [{"estimate": recommend(t, settings, ""), "upper": recommend(t, settings, "_upper")}
@@ -310,91 +302,77 @@ def _plan(pilots, settings, notes) -> Plan:
     return Plan(settings, pilots, tables, recs, notes)
 
 
-def plan_runs(runs_dir: str | os.PathLike, *, delta: float = 2.0, margin: float = 1.0,
-              power: float = 0.8, budget: float | None = None, threshold: float = 0.95,
-              alpha: float = 0.05, save: bool = True) -> Plan:
-    """Plan from a pilot's (or a finished study's) final runs; saved as ``RUNS_DIR/plan.json``.
+def plan_runs(runs_dir: str | os.PathLike, *, settings: PlanSettings = PlanSettings(),
+              save: bool = True) -> Plan:
+    """Plan from a pilot's (or a finished study's) final runs.
 
     Args:
         runs_dir: the pilot's study folder.
-        delta: the true difference (pp) a design should detect; must exceed ``margin``.
-        margin: the Bayesian test's ROPE (pp).
-        power: the target probability of deciding right.
-        budget: recommend only designs within this many hours (None: any).
-        threshold: the posterior probability a decision needs.
-        alpha: the corrected t-test's level, for its power.
-        save: write ``RUNS_DIR/plan.json``.
+        settings: delta, margin, target power, threshold, alpha and budget
+            (:class:`~medattn.analysis.settings.PlanSettings`).
+        save: write ``RUNS_DIR/plan.json`` (``plan.paths["plan"]``).
 
     Returns:
         Per comparison the pilot's numbers, the table of candidate designs and the
         recommendation.
     """
-    _check(delta, margin, power, threshold)
-    if not Path(runs_dir, "runs").is_dir():
-        raise DataError(f"{runs_dir}: no 'runs/' folder; give the RUNS_DIR of a pilot that "
-                        "`medattn study` wrote (or use --summary FILE.csv).")
-    pilots, timing, notes = pilots_from_runs(runs_dir, margin)
+    check_runs_dir(runs_dir)
+    pilots, timing, notes = pilots_from_runs(runs_dir, settings.margin)
     if not pilots:
         raise DataError(f"{runs_dir}: no comparison has 2 or more pairs with spread; a pilot "
                         "needs at least 2 (better 3) final splits of every model.")
-    settings = dict(delta=abs(delta), margin=margin, power=power, threshold=threshold,
-                    alpha=alpha, budget=budget, source=str(runs_dir), **timing)
-    plan = _plan(pilots, settings, notes)
+    plan = _plan(pilots, {**settings.as_dict(), "source": str(runs_dir), **timing}, notes)
     if save:
-        write_json(Path(runs_dir) / PLAN_FILE, plan.to_dict())
+        plan.paths["plan"] = write_json(Path(runs_dir) / PLAN_FILE, plan.to_dict())
     return plan
 
 
-def plan_summary(path: str, *, sd_diff: float | None = None, test_train_ratio: float = 0.2 / 0.7,
-                 n_test: float | None = None, seconds_per_run: float | None = None,
-                 delta: float = 2.0, margin: float = 1.0, power: float = 0.8,
-                 budget: float | None = None, threshold: float = 0.95,
-                 alpha: float = 0.05) -> Plan:
+def plan_summary(path: str | os.PathLike, *, sd_diff: float | None = None,
+                 test_train_ratio: float = 0.2 / 0.7, n_test: float | None = None,
+                 seconds_per_run: float | None = None,
+                 settings: PlanSettings = PlanSettings()) -> Plan:
     """Plan from published numbers (a summary CSV, ``medattn compare --summary``'s format).
 
     Without runs there is no pairing: the sd of the paired differences is ``sd_diff`` if given,
     else ``sqrt(sd^2 + sd_ref^2)`` (the two models' accuracies uncorrelated across splits; with
     positively correlated models, the usual case, this overstates it). J0 = the smaller n; no
     per-image predictions: all of s_d^2 counts as test sampling (b = 0), so the images needed
-    are a lower bound. ``n_test``: test images per split (default: unknown, no image counts).
+    are a lower bound. ``test_train_ratio``: n_test / n_train of the splits; ``n_test``: test
+    images per split (default: unknown, no image counts).
     """
-    from medattn.analysis import compare
-    from medattn.analysis.summary import read_summary
-
-    _check(delta, margin, power, threshold)
-    if sd_diff is not None and not sd_diff > 0:
-        raise ConfigError(f"--sd-diff must be > 0 pp, got {sd_diff}.")
-    path = str(compare.PAPER_TABLE2) if path == "paper" else path
+    for name, value in (("sd_diff", sd_diff), ("test_train_ratio", test_train_ratio),
+                        ("n_test", n_test), ("seconds_per_run", seconds_per_run)):
+        if value is not None and not (isinstance(value, (int, float)) and value > 0):
+            raise ArgumentError(f"{{{name}}} must be a number > 0, got {value!r}.", name)
+    path = str(compare.PAPER_TABLE2) if str(path) == "paper" else str(path)
     summary = read_summary(path)
-    table = compare.compare_summary(summary, margin=margin)
+    table = compare.compare_summary(summary, settings=CompareSettings(margin=settings.margin))
     table = table[table["reference"].notna()]
     test_share = 0.9 * test_train_ratio / (1 + test_train_ratio)  # a 10 % validation share
     size = float(n_test) if n_test else 1000.0 * test_share
-    notes = [("sd of the paired differences: --sd-diff as given" if sd_diff else
+    notes = [("sd of the paired differences: as given" if sd_diff else
               "no pairing in a summary: sd of the differences = sqrt(sd^2 + sd_ref^2), the two "
               "models taken as uncorrelated across splits (usually an overstatement)"),
              "no per-image predictions: b = 0 assumed (all of s_d^2 from test sampling), so the "
              "images needed are a lower bound"]
     if not n_test:
-        notes.append("test images unknown (give --n-test N): image counts are relative to a "
+        notes.append("test images unknown (give n_test; CLI: --n-test N): image counts are "
+                     "relative to a "
                      f"test set of {size:.0f}")
     pilots = []
     for r in table.itertuples():
         sd = sd_diff or math.hypot(r.sd, r.ref_sd)
-        pilots.append(Pilot(compare._comparison_label(r._asdict()), r.set, int(min(r.n, r.ref_n)),
+        pilots.append(Pilot(comparison_label(r), r.set, int(min(r.n, r.ref_n)),
                             float(sd), size, size / test_share, test_share, 0.1, math.nan,
                             "summary"))
-    settings = dict(delta=abs(delta), margin=margin, power=power, threshold=threshold,
-                    alpha=alpha, budget=budget, source=str(path),
-                    seconds_per_run=seconds_per_run or math.nan, hours_unit="hours",
-                    models=len(summary[["dataset", "backbone", "model"]].drop_duplicates()))
-    return _plan(pilots, settings, notes)
+    recorded = {**settings.as_dict(), "source": path,
+                "seconds_per_run": seconds_per_run or math.nan, "hours_unit": "hours",
+                "models": len(summary[["dataset", "backbone", "model"]].drop_duplicates())}
+    return _plan(pilots, recorded, notes)
 
 
 def load_plan(runs_dir: str | os.PathLike) -> Plan | None:
     """The plan saved in ``runs_dir`` (None when there is none or it is unreadable)."""
-    import json
-
     p = Path(runs_dir) / PLAN_FILE
     if not p.is_file():
         return None
@@ -402,14 +380,3 @@ def load_plan(runs_dir: str | os.PathLike) -> Plan | None:
         return Plan.from_dict(json.loads(p.read_text(encoding="utf-8")))
     except (ValueError, KeyError, TypeError):
         return None
-
-
-def margin_notes(runs_dir: str | os.PathLike, margin: float) -> list[str]:
-    """A note for ``medattn compare`` when the study was planned with another margin."""
-    plan = load_plan(runs_dir)
-    if plan is None or math.isclose(plan.settings.get("margin", margin), margin):
-        return []
-    return [f"this study was planned (`{PLAN_FILE}`) with a margin of "
-            f"{plan.settings['margin']:g} pp, not the {margin:g} pp used here: its power and "
-            "decision probabilities hold for the planned margin only; changing the margin after "
-            "seeing the results is a form of p-hacking"]

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import optimize, special, stats
 
+from medattn.analysis.settings import CompareSettings
 from medattn.errors import ConfigError
 
 __all__ = [
@@ -495,9 +496,11 @@ def adjust_pvalues(p, method: str = "holm", alpha: float = 0.05) -> np.ndarray:
 
 
 def compare_two(mean: float, sd: float, n: int, ref_mean: float, ref_sd: float, ref_n: int, *,
-                margin: float = 1.0, alpha: float = 0.05, power: float = 0.8,
-                confidence: float = 0.95) -> Comparison:
-    """All statistics of a variant (``mean, sd, n``) against its reference (``ref_*``)."""
+                settings: CompareSettings = CompareSettings()) -> Comparison:
+    """All statistics of a variant (``mean, sd, n``) against its reference (``ref_*``) at the
+    settings' margin, power and alpha (CIs at 1 - alpha)."""
+    margin, alpha, power, confidence = (settings.margin, settings.alpha, settings.power,
+                                        1 - settings.alpha)
     w = welch(mean, sd, n, ref_mean, ref_sd, ref_n, confidence)
     g, g_lo, g_hi = hedges_g(mean, sd, n, ref_mean, ref_sd, ref_n, confidence)
     return Comparison(

@@ -1,4 +1,4 @@
-"""``medattn explain RUNS_DIR``: Table 4 for a study's best runs, plus where the maps put their mass.
+"""``medattn explain RUNS_DIR``: Table 4 for a study's chosen runs, plus where the maps put their mass.
 
 Per data set: one example image per class (chosen reproducibly, or given by id) and the mean map
 over N images (500 by default, as in the paper), for the best final run of each selected model.
@@ -15,26 +15,29 @@ Each (data set, model) unit is written atomically and skipped when it is already
 run (the same model file and record, by SHA-256) and images, so an interrupted call resumes where
 it stopped (``units.py``).
 
-Steps: :func:`select_runs` (which run per data set and model) and :func:`plan_datasets` (a
-:class:`DatasetPlan` per data set: its table, examples and pool; ``plan.py``); ``_explain_run``
-(the maps of one run); :func:`write_outputs` (summary and grid).
+Settings: :class:`~medattn.explain.settings.ExplainSettings` (recorded in
+``analysis/explain/settings.json``). Steps: :func:`select_runs` (which run per data set and model)
+and :func:`plan_datasets` (a :class:`DatasetPlan` per data set: its table, examples and pool;
+``plan.py``); ``_explain_run`` (the maps of one run); :func:`write_outputs` (summary and grid).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from medattn.errors import ConfigError, DataError
+from medattn.errors import ArgumentError, DataError
 from medattn.explain.attention_maps import ga_blocks, ga_maps
 from medattn.explain.gradcam import gradcam
 from medattn.explain.images import REGIONS, ExplainImages, region_shares
 from medattn.explain.plan import DatasetPlan, choose_images, plan_datasets
 from medattn.explain.rollout import vit_rollout
+from medattn.explain.settings import CHOICES, ExplainSettings
 from medattn.explain.units import Unit, load_units, save_units, slug, summarise
 
 # The paper's Table 4 rows, in its order (absent models are skipped).
@@ -44,29 +47,32 @@ DEFAULT_MODELS = (
     "vit_tiny_in1k", "vit_tiny_in21k",
 )
 METHODS = {"gradcam": "Grad-CAM", "ga": "GA map", "rollout": "ViT rollout"}
-__all__ = ["DEFAULT_MODELS", "METHODS", "REGIONS", "DatasetPlan", "Unit", "choose_images",
-           "explain_runs", "plan_datasets", "select_runs", "summarise"]
+__all__ = ["DEFAULT_MODELS", "METHODS", "REGIONS", "DatasetPlan", "ExplainResult",
+           "ExplainSettings", "Unit", "choose_images", "explain_runs", "plan_datasets",
+           "select_runs", "summarise"]
 
 
 # --------------------------------------------------------------------------------- run selection
 
 def _restrict(done: pd.DataFrame, column: str, wanted, runs_dir) -> pd.DataFrame:
-    """Rows of ``done`` whose ``column`` is in ``wanted``; ConfigError naming ``--<column>s`` if a
-    wanted value has no finished run."""
+    """Rows of ``done`` whose ``column`` is in ``wanted``; an ArgumentError naming the argument
+    (``models``, ``datasets``) if a wanted value has no finished run."""
     unknown = sorted(set(wanted) - set(done[column]))
     if unknown:
-        raise ConfigError(f"--{column}s: no finished runs for {', '.join(unknown)} in {runs_dir}; "
-                          f"available: {', '.join(sorted(set(done[column])))}.")
+        arg = f"{column}s"
+        raise ArgumentError(f"{{{arg}}}: no finished runs for {', '.join(unknown)} in "
+                            f"{runs_dir}; available: {', '.join(sorted(set(done[column])))}.",
+                            arg)
     return done[done[column].isin(wanted)]
 
 
-def select_runs(runs_dir: str | os.PathLike, models: list[str] | None = None,
-                datasets: list[str] | None = None, select: str = "split") -> pd.DataFrame:
+def select_runs(runs_dir: str | os.PathLike, *, models: list[str] | None = None,
+                datasets: list[str] | None = None, choose: str = "split") -> pd.DataFrame:
     """The run explained per (data set, model), among the finished final runs of the current
     selection (:func:`medattn.runs.store.final_runs`), chosen on validation balanced accuracy.
 
-    ``select="best"``: each model's best run (:func:`medattn.runs.records.best_runs`).
-    ``select="split"`` (default): the runs of one split per data set, the split that holds
+    ``choose="best"``: each model's best run (:func:`medattn.runs.records.best_runs`).
+    ``choose="split"`` (default): the runs of one split per data set, the split that holds
     runs of the most selected models, ties broken by their mean validation score; a model without a
     run on that split falls back to its best run. With 10 random splits the test sets of each
     model's *best* run barely overlap, so only runs of one split can show every model on the same
@@ -82,8 +88,8 @@ def select_runs(runs_dir: str | os.PathLike, models: list[str] | None = None,
     from medattn.runs.records import best_runs
     from medattn.runs.store import final_runs
 
-    if select not in ("split", "best"):
-        raise ConfigError(f"--select must be 'split' or 'best', got {select!r}.")
+    if choose not in CHOICES:
+        raise ArgumentError(f"{{choose}} must be 'split' or 'best', got {choose!r}.", "choose")
     finals = final_runs(runs_dir)
     if finals.current.empty:
         raise DataError(f"{Path(runs_dir) / 'runs'}: no final runs of the current selection; "
@@ -100,7 +106,7 @@ def select_runs(runs_dir: str | os.PathLike, models: list[str] | None = None,
     if done.empty:
         raise DataError(f"{runs_dir}: no final run with status 'done' to explain.")
     best = best_runs(done, ("dataset", "model")).assign(selected_by="best run")
-    if select == "split":
+    if choose == "split":
         best = pd.concat([_on_one_split(done[done["dataset"] == ds], rows)
                           for ds, rows in best.groupby("dataset", sort=False)])
     from medattn.models import list_models
@@ -137,7 +143,8 @@ def _load_model(runs_dir: Path, rec: pd.Series, classes: list[str]) -> torch.nn.
     path = runs_dir / "runs" / rec["run_id"] / "model.safetensors"
     if not path.exists():
         raise DataError(f"{path}: the selected model of run {rec['run_id']} is missing; "
-                        "re-run the study to finish it or pass --models without it.")
+                        "re-run the study to finish it, or explain the other models (the "
+                        "models argument; `medattn explain --models`).")
     from medattn.models import load_checkpoint
 
     _, meta = load_checkpoint(str(path))
@@ -266,52 +273,56 @@ def write_outputs(out: Path, plans: list[DatasetPlan], units: list[Unit]) -> dic
 
 # --------------------------------------------------------------------------------- entry point
 
+@dataclass
+class ExplainResult:
+    """What :func:`explain_runs` wrote: ``paths`` (``png``, ``pdf``: the Table 4 grid;
+    ``summary``: ``explain_summary.csv``; ``settings``: ``settings.json``; ``dir``: the folder),
+    the runs explained (``runs``: one row per data set and model, with ``selected_by``) and the
+    settings (as recorded)."""
+
+    paths: dict[str, Path]
+    runs: pd.DataFrame
+    settings: dict = field(default_factory=dict)
+
+
 def explain_runs(
     runs_dir: str | os.PathLike,
-    n_mean: int = 500,
-    image_ids: list[str] | None = None,
+    *,
+    settings: ExplainSettings = ExplainSettings(),
     models: list[str] | None = None,
     datasets: list[str] | None = None,
     batch_size: int = 32,
-    border: float = 0.1,
-    seed: int = 0,
-    select: str = "split",
     progress: bool = True,
-) -> dict[str, Path]:
-    """Table 4 for the best run of each model in a study, with its quantitative summary.
+) -> ExplainResult:
+    """Table 4 for the chosen run of each model in a study, with its quantitative summary.
 
     Three steps: select the runs (:func:`select_runs`) and plan each data set's images
     (:func:`plan_datasets`); compute every selected run's maps, re-using the units a previous call
-    saved for the same run and images; write the summary and the grid (:func:`write_outputs`).
+    saved for the same run and images; write the summary, the grid (:func:`write_outputs`) and
+    the settings.
 
     Args:
         runs_dir: a study directory (``RUNS_DIR/runs/<id>/record.json`` ...).
-        n_mean: images averaged for the mean map (fewer if the pool is smaller).
-        image_ids: example images to use instead of the reproducible choice (one per class;
-            ids may come from any of the data sets).
+        settings: the mean map's size, how runs are chosen, the example images, the border
+            width and the seed (:class:`~medattn.explain.settings.ExplainSettings`).
         models: model names to include (default: the paper's Table 4 models that were trained;
             all trained models where none of those were).
         datasets: data-set names to include (the study config's names; default: all).
         batch_size: images per forward pass.
-        border: width of the border / corner regions as a fraction of the image side.
-        seed: seed of the image choice.
-        select: ``split`` (runs of one common split) or ``best`` (each model's best run); see
-            :func:`select_runs`.
         progress: show a progress bar.
-
-    Returns:
-        paths of the outputs: ``png``, ``pdf``, ``summary`` (CSV) and ``dir``.
     """
     from medattn.progress import progress_bar
+    from medattn.runs.atomic import write_json
+    from medattn.runs.hint import check_runs_dir
 
-    if n_mean < 1:
-        raise ConfigError(f"--n-mean must be at least 1, got {n_mean}.")
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}.")
-    runs_dir = Path(runs_dir)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ArgumentError(f"{{batch_size}} must be a whole number >= 1, got {batch_size!r}.",
+                            "batch_size")
+    runs_dir = check_runs_dir(runs_dir)
     out = runs_dir / "analysis" / "explain"
-    plans = plan_datasets(runs_dir, select_runs(runs_dir, models, datasets, select), n_mean, seed,
-                          image_ids, border)
+    chosen = select_runs(runs_dir, models=models, datasets=datasets, choose=settings.choose)
+    ids = list(settings.image_ids) if settings.image_ids is not None else None
+    plans = plan_datasets(runs_dir, chosen, settings.n_mean, settings.seed, ids, settings.border)
 
     bar = progress_bar(total=sum(p.n_images * len(p.runs) for p in plans), desc="explain",
                        unit="img", disable=not progress)
@@ -329,4 +340,7 @@ def explain_runs(
                 bar.update(plan.n_images)
             units += done
     bar.close()
-    return write_outputs(out, plans, units)
+    paths = write_outputs(out, plans, units)
+    recorded = settings.as_dict()
+    paths["settings"] = write_json(out / "settings.json", recorded)
+    return ExplainResult(paths, chosen, recorded)

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from medattn.data import load_dataset
-from medattn.errors import ConfigError, DataError
+from medattn.errors import ArgumentError, DataError
 from medattn.explain.images import ExplainImages, area_shares
 from medattn.runs.store import read_predictions
 
@@ -66,7 +66,7 @@ def plan_datasets(runs_dir: str | os.PathLike, selected: pd.DataFrame, n_mean: i
                   border: float = 0.1) -> list[DatasetPlan]:
     """One :class:`DatasetPlan` per data set of ``selected`` (:func:`select_runs`): its table, the
     images in the test set of every selected run, and the examples and pool chosen from them
-    (:func:`choose_images`). ``image_ids`` not found in any of the data sets raise ConfigError."""
+    (:func:`choose_images`). ``image_ids`` not found in any of the data sets raise an ArgumentError."""
     plans, found = [], set()
     for dataset, runs in selected.groupby("dataset", sort=False):
         table = load_dataset(str(runs.iloc[0]["data"]))
@@ -77,7 +77,8 @@ def plan_datasets(runs_dir: str | os.PathLike, selected: pd.DataFrame, n_mean: i
                                  examples, pool, source, border))
     missing = sorted(set(image_ids or []) - found)
     if missing:
-        raise ConfigError(f"--image-ids: {', '.join(missing)} not found in the studied data sets.")
+        raise ArgumentError(f"{{image_ids}}: {', '.join(missing)} not found in the studied data "
+                            "sets.", "image_ids")
     return plans
 
 
@@ -121,8 +122,8 @@ def _common_test_ids(runs_dir: Path, runs: pd.DataFrame, table: pd.DataFrame) ->
     common = (common or set()) & set(everything)
     if not common:
         warnings.warn(f"the test sets of runs {', '.join(runs['run_id'])} share no image: explaining "
-                      "images from the whole table, training images included (--select split avoids "
-                      "this)", stacklevel=3)
+                      "images from the whole table, training images included (choosing the runs of "
+                      "one split avoids this: choose='split', `medattn explain --choose split`)", stacklevel=3)
         return everything, "whole table"
     return sorted(common), "common test set"
 

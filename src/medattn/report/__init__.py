@@ -1,14 +1,16 @@
 """The study report: one self-contained HTML page plus Markdown, CSV and LaTeX tables.
 
-``build_report(runs_dir, out=None) -> Path`` reads a study's runs (docs/architecture.md) and the
-analysis outputs beside them and writes ``out`` (default ``RUNS_DIR/report``):
+``build_report(runs_dir, *, out=None, settings=CompareSettings()) -> ReportResult`` reads a study's
+runs (docs/architecture.md) and the analysis outputs beside them and writes ``out`` (default
+``RUNS_DIR/report``):
 
 - ``report.html``: every section, figures embedded as base64 PNG, CSS inline, no scripts;
 - ``report.md`` with ``figures/*.png``;
 - ``table1.csv/.tex``, ``table2.csv`` (long form, full precision), ``table2.md``, ``table2.tex``,
-  ``runs.csv`` (every final run's balanced accuracy per set).
+  ``runs.csv`` (every final run's balanced accuracy per set), ``settings.json`` (the settings).
 
-See docs/report.md.
+See docs/report.md. Over 400 lines on purpose: one short function per section of the page, in
+page order, so the report reads top to bottom here as it does in the browser.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from medattn.runs.atomic import write_text
-from medattn.errors import DataError, MedattnError
+from medattn.analysis.settings import CompareSettings
+from medattn.errors import MedattnError
+from medattn.runs.atomic import write_json, write_text
 from medattn.report.html import (MAX_ROWS, Details, Figure, Pre, Section, Table, Text, read_table,
                                  render_html, render_markdown)
 
-__all__ = ["build_report"]
+__all__ = ["ReportResult", "build_report"]
 
 log = logging.getLogger("medattn.report")
 
@@ -66,7 +69,7 @@ class _Study:
     config_text: str | None
     name: str
     datasets: list[str]
-    include_diverged: bool
+    settings: CompareSettings
     result: object | None = None  # medattn.analysis.compare.CompareResult
     table2_error: str | None = None
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # written as CSV + LaTeX
@@ -76,56 +79,71 @@ class _Study:
         diverged ones with ``include_diverged``); superseded runs are left out."""
         from medattn.runs import store
 
-        ok = ("done", "diverged") if self.include_diverged else ("done",)
+        ok = ("done", "diverged") if self.settings.include_diverged else ("done",)
         return [r for r in store.final_runs(self.runs_dir).records.values() if r.status in ok]
 
 
-def build_report(runs_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
-                 include_diverged: bool = False, alpha: float = 0.05, margin: float = 1.0,
-                 power: float = 0.8, correction: str = "holm", test: str = "corrected",
-                 test_train_ratio: float | None = None, bootstrap: int = 10_000, seed: int = 0,
-                 parameters: bool = True) -> Path:
-    """Write the report of the study in ``runs_dir``; returns the path of ``report.html``.
+@dataclass
+class ReportResult:
+    """What :func:`build_report` wrote: ``html`` (``report.html``), ``paths`` (every file by
+    name: ``html``, ``md``, ``settings``, ``table2_csv``, ...), the Table 2 it computed
+    (``compare``; None with ``compare_error`` saying why) and the settings (as recorded)."""
 
-    The Table 2 options are those of ``medattn compare`` (:func:`medattn.analysis.compare.
-    compare_runs`). ``parameters=False`` skips Table 1 (it builds every model, a few seconds).
+    html: Path
+    paths: dict[str, Path]
+    settings: dict
+    compare: object | None = None  # medattn.analysis.compare.CompareResult
+    compare_error: str | None = None
+
+
+def build_report(runs_dir: str | os.PathLike, *, out: str | os.PathLike | None = None,
+                 settings: CompareSettings = CompareSettings(),
+                 parameters: bool = True) -> ReportResult:
+    """Write the report of the study in ``runs_dir`` (to ``out``, default ``RUNS_DIR/report``).
+
+    ``settings``: those of Table 2, as ``medattn compare``
+    (:func:`medattn.analysis.compare.compare_runs`); ``settings.include_diverged`` also holds
+    for the figures. ``parameters=False`` skips Table 1 (it builds every model, a few seconds).
     """
-    study = _read_study(Path(runs_dir), include_diverged)
-    settings = dict(alpha=alpha, margin=margin, power=power, correction=correction, test=test,
-                    test_train_ratio=test_train_ratio, bootstrap=bootstrap, seed=seed)
-    _compare(study, settings)
+    from medattn.runs.hint import check_runs_dir
+
+    study = _read_study(check_runs_dir(runs_dir), settings.for_source(summary=False))
+    _compare(study)
     final = study.final_records()
     sections = [_overview(study), _table1(study, parameters), _table2(study),
-                _across(study, settings), _accuracy(study), _curves(study, final),
+                _across(study), _accuracy(study), _curves(study, final),
                 _confusion(study, final), _search(study), _design(study), _table3(study),
                 _table4(study),
                 _run_status(study), _reproduce(study)]
     sections.insert(0, _verdict(study, sections))  # the answer first
-    return _write(study, sections, Path(out) if out is not None else study.runs_dir / "report")
+    paths = _write(study, sections, Path(out) if out is not None else study.runs_dir / "report")
+    return ReportResult(paths["html"], paths, _recorded(study), study.result, study.table2_error)
 
 
-def _read_study(runs_dir: Path, include_diverged: bool) -> _Study:
+def _recorded(study: _Study) -> dict:
+    """The settings the report records: Table 2's (with ``design``) or, without a Table 2, the
+    ones it was asked for."""
+    return dict(study.result.settings) if study.result is not None else study.settings.as_dict()
+
+
+def _read_study(runs_dir: Path, settings: CompareSettings) -> _Study:
     from medattn.runs import store
 
-    if not (runs_dir / "runs").is_dir():
-        raise DataError(f"{runs_dir}: no 'runs/' folder; give the RUNS_DIR that "
-                        f"`medattn study` wrote.")
     records = list(store.iter_records(runs_dir))
     config, config_text = _read_yaml(runs_dir / "study.yaml")
     return _Study(runs_dir, records, config, config_text,
                   name=(config or {}).get("name") or runs_dir.resolve().name,
                   datasets=list(dict.fromkeys(r.get("dataset") for r in records
                                               if r.get("dataset"))),
-                  include_diverged=include_diverged)
+                  settings=settings)
 
 
-def _compare(study: _Study, settings: dict) -> None:
+def _compare(study: _Study) -> None:
     """Table 2 into ``study.result`` (or why not into ``study.table2_error``)."""
     from medattn.analysis import compare
 
     try:
-        study.result = compare.compare_runs(study.runs_dir,
-                                            include_diverged=study.include_diverged, **settings)
+        study.result = compare.compare_runs(study.runs_dir, settings=study.settings)
     except MedattnError as err:
         study.table2_error = str(err)
 
@@ -212,11 +230,11 @@ def _table2(study: _Study) -> Section:
     return Section("table2", "Table 2: balanced accuracy and comparisons", blocks)
 
 
-def _across(study: _Study, settings: dict) -> Section:
+def _across(study: _Study) -> Section:
     """Across data sets (docs/statistics.md): verdicts, forest plots, CD diagram, or why not."""
     from medattn.report.across import across_section
 
-    return across_section(study.result, settings, _slug)
+    return across_section(study.result, _slug)
 
 
 def _set_label(set_name: str) -> str:
@@ -377,37 +395,43 @@ def _reproduce(study: _Study) -> Section:
         blocks.append(Text("Data fingerprints: " + ", ".join(f"`{f}`" for f in fps)))
     blocks.append(Pre(study.config_text, "`RUNS_DIR/study.yaml`:") if study.config_text else
                   Text("`study.yaml` not found in RUNS_DIR."))
+    shown = ", ".join(f"{k}={v}" for k, v in _recorded(study).items())
+    blocks.append(Text(f"Table 2's settings (also in `settings.json`): {shown}."))
     return Section("reproduce", "How to reproduce", blocks)
 
 
-def _write(study: _Study, sections: list[Section], out: Path) -> Path:
-    """Write the HTML and Markdown reports, their figures and the tables' CSV/LaTeX copies;
-    returns the path of ``report.html``."""
+def _write(study: _Study, sections: list[Section], out: Path) -> dict[str, Path]:
+    """Write the HTML and Markdown reports, their figures, the tables' CSV/LaTeX copies and the
+    settings; returns the files written by name."""
     from medattn.report import table2 as T2
     from medattn.report import tables as T
 
     title = f"medattn report: {study.name}"
     subtitle = f"Runs directory `{study.runs_dir}`."
     md, files = render_markdown(title, subtitle, sections)
+    paths = {}
     for rel, data in files.items():
-        write_text(out / rel, data)
-    write_text(out / "report.md", md)
+        paths[rel] = write_text(out / rel, data)
+    paths["md"] = write_text(out / "report.md", md)
+    paths["settings"] = write_json(out / "settings.json", _recorded(study))
     if "table1" in study.tables:
         T.write_table(out, "table1", study.tables["table1"])
+        paths.update(table1_csv=out / "table1.csv", table1_tex=out / "table1.tex")
     result = study.result
     if result is not None:
-        write_text(out / "table2.csv", T2.format_result(result, "csv"))
+        paths["table2_csv"] = write_text(out / "table2.csv", T2.format_result(result, "csv"))
         for name, frame in (("pairs", result.pairs), ("divergence", result.divergence),
                             ("sensitivity", result.sensitivity)):
             if frame is not None:
-                write_text(out / f"{name}.csv", frame.to_csv(index=False, float_format="%.6g"))
-        write_text(out / "table2.md", T2.format_result(result, "md"))
-        write_text(out / "table2.tex", T2.format_result(result, "latex"))
+                paths[name] = write_text(out / f"{name}.csv",
+                                         frame.to_csv(index=False, float_format="%.6g"))
+        paths["table2_md"] = write_text(out / "table2.md", T2.format_result(result, "md"))
+        paths["table2_tex"] = write_text(out / "table2.tex", T2.format_result(result, "latex"))
         if result.runs is not None:
-            write_text(out / "runs.csv", result.runs.to_csv(index=False))
-    html_path = write_text(out / "report.html", render_html(title, subtitle, sections))
-    log.info("report written to %s", html_path)
-    return html_path
+            paths["runs"] = write_text(out / "runs.csv", result.runs.to_csv(index=False))
+    paths["html"] = write_text(out / "report.html", render_html(title, subtitle, sections))
+    log.info("report written to %s", paths["html"])
+    return paths
 
 
 def _artifact_section(folder: Path, sid: str, title: str, csvs: list[str], hint: str,

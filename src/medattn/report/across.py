@@ -72,10 +72,10 @@ def _friedman_lines(ac: AcrossStudy) -> list[str]:
     return lines
 
 
-def across_markdown(result, settings: dict) -> str:
+def across_markdown(result) -> str:
     """The section for ``medattn compare`` (Markdown), or why it is absent."""
     try:
-        ac = _fit(result, settings)
+        ac = across_study(result)
     except MedattnError as err:
         return f"\n## {TITLE}\n\nNot computed: {err}\n"
     parts = ["", f"## {TITLE}", "", markdown_table(across_display(ac)), "", _legend(ac), ""]
@@ -84,12 +84,7 @@ def across_markdown(result, settings: dict) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _fit(result, settings: dict) -> AcrossStudy:
-    return across_study(result, margin=settings.get("margin", 1.0),
-                        alpha=settings.get("alpha", 0.05), seed=settings.get("seed", 0))
-
-
-def across_section(result, settings: dict, slug) -> Section:
+def across_section(result, slug) -> Section:
     """The report's section: verdicts, table, forest plots and the CD diagram; with fewer than 2
     data sets (or no pairs) it says why it is absent."""
     # start-up time: matplotlib (about 1.5 s) only where the figures are drawn, not for the
@@ -100,7 +95,7 @@ def across_section(result, settings: dict, slug) -> Section:
     if result is None:
         return Section("across", TITLE, [Text("Not computed: Table 2 could not be computed.")])
     try:
-        ac = _fit(result, settings)
+        ac = across_study(result)
     except MedattnError as err:
         return Section("across", TITLE, [Text(f"Not computed: {err}")])
     blocks = [Text("\n".join(f"- {verdict_sentence(r, ac)}" for _, r in ac.table.iterrows())),

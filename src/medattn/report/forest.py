@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from medattn.analysis.compare import TEST_LABELS
-from medattn.models import registry as R
+from medattn.analysis.labels import comparison_label as _comparison_label
+from medattn.analysis.settings import TEST_LABELS, recorded
 from medattn.report.figures import styled, subplots
 from medattn.report.verdict import _true
 
@@ -30,11 +30,9 @@ def _num(v) -> float:
 
 
 def comparison_label(r) -> str:
-    """``isic ID: +GA vs ResNet18`` / ``isic OOD pad-ufes-20: ViT-21k vs EfficientNet-B0``."""
-    where = "ID" if r.set in ("id", "test") else f"OOD {r.set[4:]}".strip()
-    model = (R.variant_label(r.model) if r.backbone == r.reference
-             else R.model_label(r.backbone, r.model, short=True))
-    return f"{r.dataset} {where}: {model} vs {R.backbone_label(r.reference, short=True)}"
+    """The short label of a comparison for plots (:func:`medattn.analysis.labels.
+    comparison_label`): ``isic ID: +GA vs ResNet18``."""
+    return _comparison_label(r, short=True)
 
 
 def _decision(r) -> str:
@@ -52,9 +50,9 @@ def forest_plot(result):
     t = t[t["reference"].notna()] if t is not None and len(t) else None
     if t is None or t.empty:
         return None
-    st = result.settings or {}
-    margin, alpha = st.get("margin", 1.0), st.get("alpha", 0.05)
-    test = TEST_LABELS.get(st.get("test", "welch"), "marking test")
+    st = recorded(result.settings)
+    margin, alpha = st.margin, st.alpha
+    test = TEST_LABELS.get(st.test, "marking test")
     rows = list(t.itertuples(index=False))
     fig, ax = subplots(1, 1, figsize=(9.5, 0.42 * len(rows) + 1.6))
     ax.axvspan(-margin, margin, color="#dbe8f7", zorder=0, label=f"±{margin:g} pp (ROPE)")
@@ -108,7 +106,7 @@ def posterior_grid(result, cols: int = 4):
             if _posterior(r) is not None and pd.notna(r.p_better)]
     if not rows:
         return None
-    margin = (result.settings or {}).get("margin", 1.0)
+    margin = recorded(result.settings).margin
     cols = min(cols, len(rows))
     nrows = math.ceil(len(rows) / cols)
     fig, axes = subplots(nrows, cols, figsize=(2.9 * cols, 2.2 * nrows), squeeze=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 import pandas as pd
@@ -16,16 +17,15 @@ import pandas as pd
 from medattn.analysis.compare import (
     FORMATS,
     PAPER_TABLE2,
-    TEST_LABELS,
     CompareResult,
-    _label,
-    _settings,
     compare_runs,
     compare_summary,
-    read_summary,
 )
+from medattn.analysis.summary import read_summary
+from medattn.analysis.labels import model_label
+from medattn.analysis.settings import TEST_LABELS, CompareSettings, recorded
+from medattn.errors import ArgumentError
 from medattn.runs.atomic import write_text
-from medattn.errors import ConfigError
 from medattn.models import registry as R
 from medattn.render import latex_table, markdown_table
 from medattn.report.table2_extras import (
@@ -125,7 +125,7 @@ def stats_display(table: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     out = pd.DataFrame({
         "dataset": t["dataset"],
         "set": t["set"],
-        "model": [_label(b, m) for b, m in zip(t["backbone"], t["model"])],
+        "model": [model_label(b, m) for b, m in zip(t["backbone"], t["model"])],
         "vs": [f"{R.backbone_label(r)} base" for r in t["reference"]],
         "n": [f"{a} vs {b}" for a, b in zip(t["n"], t["ref_n"])],
         "pairs": [_fmt(v if v is not pd.NA else None, "d") for v in t["n_pairs"]],
@@ -157,14 +157,14 @@ def stats_display(table: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
 
 def legend(settings: dict, table: pd.DataFrame | None = None) -> str:
     """One paragraph explaining the marks and settings of Table 2 (with its usual n if given)."""
+    st = recorded(settings)
+    test, alpha, margin = st.test, st.alpha, st.margin
     corr = {"holm": "Holm", "none": "no", "bonferroni": "Bonferroni", "holm-sidak": "Holm-Sidak",
-            "fdr_bh": "Benjamini-Hochberg", "fdr_by": "Benjamini-Yekutieli"}.get(
-        settings.get("correction", "holm"), settings.get("correction"))
+            "fdr_bh": "Benjamini-Hochberg", "fdr_by": "Benjamini-Yekutieli"}.get(st.correction,
+                                                                                 st.correction)
     n = ""
     if table is not None and len(table) and table["n"].notna().any():
         n = f", n = {int(table['n'].mode().iloc[0])} runs unless marked [n=k]"
-    test = settings.get("test", "welch")
-    alpha, margin = settings.get("alpha", 0.05), settings.get("margin", 1.0)
     what = {"welch": "Welch's t-test against the respective base (the paper's test)",
             "paired": "the paired t-test on the per-split differences against the respective "
                       "base (naive: ignores that the splits overlap)",
@@ -177,7 +177,7 @@ def legend(settings: dict, table: pd.DataFrame | None = None) -> str:
             f"parentheses{n}). **Bold**: {what}, p < {alpha}. †: still significant after "
             f"{corr} correction within each column. ≈: equivalent within ±{margin} pp (TOST on "
             f"the same test, alpha {alpha}). Detectable: the smallest true difference that test "
-            f"finds with {int(100 * settings.get('power', 0.8))}% power at these n and sds.")
+            f"finds with {int(100 * st.power)}% power at these n and sds.")
     if table is not None and table["p_worse"].notna().any():
         text += (f" Bayes: the Bayesian correlated t-test's decision, worse / equivalent / "
                  f"better when its posterior probability of a difference below −{margin} pp, "
@@ -196,10 +196,11 @@ def legend(settings: dict, table: pd.DataFrame | None = None) -> str:
 
 def table2_sections(result: CompareResult) -> list[tuple[str, str, pd.DataFrame | list[str]]]:
     """The parts of the output after Table 2 itself: ``(title, caption, frame or lines)``."""
-    alpha = result.settings.get("alpha", 0.05)
+    st = recorded(result.settings)
+    alpha = st.alpha
     out = [("Statistics per comparison", "Differences are variant − reference in percentage "
             "points (pp); r = n_test / n_train of the correction; Bayes probabilities with the "
-            f"±{result.settings.get('margin', 1.0)} pp region of practical equivalence.",
+            f"±{st.margin} pp region of practical equivalence.",
             stats_display(result.table, alpha))]
     extra = [("Per-split differences (pp)", "Variant − reference on each split seed (the pairs "
               "the paired tests use).", pairs_display(result.pairs)),
@@ -259,11 +260,12 @@ def table2_markdown(result: CompareResult) -> str:
 def table2_latex(result: CompareResult) -> str:
     """Table 2 (paper layout) and the statistics table as LaTeX (booktabs) tabulars."""
     wide = wide_table(result.table, markup="latex")
-    test = TEST_LABELS[result.settings.get("test", "welch")]
+    st = recorded(result.settings)
+    test = TEST_LABELS[st.test]
     return (f"% Table 2: balanced accuracy (%), mean $\\pm$ sd; \\textbf{{}}: p < alpha ({test}), "
             "$^\\dagger$: significant after correction, $^\\approx$: equivalent (TOST)\n"
             + latex_table(wide, index=True, raw_cells=True) + "\n\n% Statistics per comparison (pp)\n"
-            + latex_table(stats_display(result.table, result.settings.get("alpha", 0.05))) + "\n")
+            + latex_table(stats_display(result.table, st.alpha)) + "\n")
 
 
 def _json_value(v):
@@ -290,43 +292,46 @@ def format_result(result: CompareResult, fmt: str = "md") -> str:
         return json.dumps(rows, indent=1) + "\n"
     if fmt == "latex":
         return table2_latex(result)
-    raise ConfigError(f"--format {fmt!r} is unknown; use one of {', '.join(FORMATS)}.")
+    raise ArgumentError(f"{{fmt}} {fmt!r} is unknown; use one of {', '.join(FORMATS)}.", "fmt")
 
 
-def run_compare(runs_dir: str | list[str] | None = None, *, summary: str | None = None,
-                fmt: str = "md",
-                out: str | None = None, include_diverged: bool = False, alpha: float = 0.05,
-                margin: float = 1.0, power: float = 0.8, correction: str = "holm",
-                test: str | None = None, test_train_ratio: float | None = None,
-                bootstrap: int = 10_000, seed: int = 0, across: str = "auto") -> str:
-    """What ``medattn compare`` does: compare, render, optionally write ``out``; returns the text.
+def run_compare(runs_dir: str | os.PathLike | list | None = None, *,
+                summary: str | os.PathLike | None = None, fmt: str = "md",
+                out: str | os.PathLike | None = None,
+                settings: CompareSettings = CompareSettings(),
+                across: str = "auto") -> CompareResult:
+    """What ``medattn compare`` does: compare, render (``result.text``), optionally write
+    ``out`` (``result.paths["out"]``).
 
-    ``test`` defaults to ``corrected`` for runs and ``welch`` for a summary. ``runs_dir``: one
-    folder or a list (studies over different data sets, compared together). ``across``:
-    ``auto`` (the Markdown output gets the section "Across data sets" when the runs hold >= 2
-    data sets), ``on`` (always, saying why when it cannot be computed) or ``off``.
+    ``runs_dir``: one folder or a list (studies over different data sets, compared together),
+    or ``summary``: a summary CSV (``paper``: the paper's Table 2). ``settings.test`` defaults
+    to ``corrected`` for runs and ``welch`` for a summary. ``across``: ``auto`` (the Markdown
+    output gets the section "Across data sets" when the runs hold >= 2 data sets), ``on``
+    (always, saying why when it cannot be computed) or ``off``.
     """
     if isinstance(runs_dir, (list, tuple)):
         runs_dir = list(runs_dir) or None
     if (runs_dir is None) == (summary is None):
-        raise ConfigError("give either RUNS_DIR or --summary FILE.csv (exactly one).")
+        raise ArgumentError("give either {runs_dir} or {summary} (exactly one).", "runs_dir",
+                            "summary")
     if fmt not in FORMATS:
-        raise ConfigError(f"--format {fmt!r} is unknown; use one of {', '.join(FORMATS)}.")
-    opts = dict(alpha=alpha, margin=margin, power=power, correction=correction,
-                test_train_ratio=test_train_ratio)
+        raise ArgumentError(f"{{fmt}} {fmt!r} is unknown; use one of {', '.join(FORMATS)}.",
+                            "fmt")
+    if across not in ("auto", "on", "off"):
+        raise ArgumentError(f"{{across}} must be 'auto', 'on' or 'off', got {across!r}.",
+                            "across")
     if summary is not None:
-        if summary == "paper":
-            summary = str(PAPER_TABLE2)
+        if str(summary) == "paper":
+            summary = PAPER_TABLE2
         from medattn.report.summary_checks import implausible_sds
 
-        opts["test"] = test or "welch"
-        table = compare_summary(read_summary(summary), **opts)
-        result = CompareResult(table, settings=_settings(opts), notes=_summary_notes(opts),
-                               warnings=implausible_sds(table))
+        settings = settings.for_source(summary=True)
+        table = compare_summary(read_summary(str(summary)), settings=settings)
+        result = CompareResult(table, settings=settings.as_dict(),
+                               notes=_summary_notes(settings), warnings=implausible_sds(table))
     else:
         dirs = runs_dir if isinstance(runs_dir, list) else [runs_dir]
-        results = [compare_runs(d, include_diverged=include_diverged, bootstrap=bootstrap,
-                                seed=seed, test=test or "corrected", **opts) for d in dirs]
+        results = [compare_runs(d, settings=settings) for d in dirs]
         if len(results) > 1:
             from medattn.analysis.across_study import merge_results
 
@@ -338,17 +343,18 @@ def run_compare(runs_dir: str | list[str] | None = None, *, summary: str | None 
                                               and summary is None)):
         from medattn.report.across import across_markdown
 
-        text += across_markdown(result, {**result.settings, "seed": seed})
+        text += across_markdown(result)
+    result.text = text
     if out:
-        write_text(out, text)
-    return text
+        result.paths["out"] = write_text(out, text)
+    return result
 
 
-def _summary_notes(opts: dict) -> list[str]:
-    if opts.get("test_train_ratio") is None:
+def _summary_notes(settings: CompareSettings) -> list[str]:
+    if settings.test_train_ratio is None:
         return ["a summary has no per-split pairs: the paired and bootstrap columns are empty; "
-                "give --test-train-ratio R (n_test / n_train) for the corrected and Bayesian "
-                "columns"]
+                "give test_train_ratio (CLI: --test-train-ratio), n_test / n_train, for the "
+                "corrected and Bayesian columns"]
     return ["a summary has no per-split pairs: the corrected test and the Bayesian posterior use "
             "Welch's variance with each term corrected, s^2 (1/n + r), which treats the two "
             "models' accuracies on a split as uncorrelated (an approximation; usually "

@@ -10,7 +10,8 @@ import math
 
 import pandas as pd
 
-from medattn.analysis.compare import TEST_LABELS, _label
+from medattn.analysis.labels import model_label
+from medattn.analysis.settings import TEST_LABELS, recorded
 from medattn.models.registry import backbone_label
 
 __all__ = ["divergence_display", "pairs_display", "recheck_display", "sensitivity_display",
@@ -46,7 +47,7 @@ def pairs_display(pairs: pd.DataFrame) -> pd.DataFrame:
                             sort=False)
     out = pd.DataFrame({
         "dataset": [k[0] for k in wide.index], "set": [k[1] for k in wide.index],
-        "model": [_label(k[2], k[3]) for k in wide.index],
+        "model": [model_label(k[2], k[3]) for k in wide.index],
         "vs": [_vs(k[4]) for k in wide.index]})
     for seed, f in sorted(wide.columns):
         name = f"s{int(seed)}" if f < 0 else f"s{int(seed)}f{int(f)}"
@@ -61,7 +62,7 @@ def divergence_display(divergence: pd.DataFrame) -> pd.DataFrame:
     d = divergence
     return pd.DataFrame({
         "dataset": d["dataset"].to_numpy(),
-        "model": [_label(b, m) for b, m in zip(d["backbone"], d["model"])],
+        "model": [model_label(b, m) for b, m in zip(d["backbone"], d["model"])],
         "diverged / finished": [f"{k} / {n}" for k, n in zip(d["diverged"], d["finished"])],
         "rate [95% CI] (%)": [f"{100 * r:.0f} [{100 * lo:.0f}, {100 * hi:.0f}]"
                               for r, lo, hi in zip(d["rate"], d["ci_low"], d["ci_high"])],
@@ -75,7 +76,7 @@ def sensitivity_display(sensitivity: pd.DataFrame) -> pd.DataFrame:
     s = sensitivity
     out = pd.DataFrame({
         "dataset": s["dataset"].to_numpy(), "set": s["set"].to_numpy(),
-        "model": [_label(b, m) for b, m in zip(s["backbone"], s["model"])],
+        "model": [model_label(b, m) for b, m in zip(s["backbone"], s["model"])],
         "vs": [_vs(r) for r in s["reference"]]})
     for name, label in (("converged", "converged"), ("all", "all runs")):
         out[f"{label}: pairs"] = [_num(v, "d") if pd.notna(v) else "" for v in s[f"{name}_n_pairs"]]
@@ -96,7 +97,7 @@ def recheck_display(table: pd.DataFrame) -> pd.DataFrame:
                 for sig, adj in zip(t["significant"], t["significant_adjusted"])]
     return pd.DataFrame({
         "dataset": t["dataset"].to_numpy(), "set": t["set"].to_numpy(),
-        "model": [_label(b, m) for b, m in zip(t["backbone"], t["model"])],
+        "model": [model_label(b, m) for b, m in zip(t["backbone"], t["model"])],
         "vs": [_vs(r) for r in t["reference"]],
         "Welch p": [_p(v) for v in t["welch_p"]],
         f"{TEST_LABELS.get(test, test)} p": [_p(v) for v in t["p"]],
@@ -120,8 +121,8 @@ def terminal_table(result) -> str:
     t = result.table
     if t is None or t.empty:
         return "Table 2: no finished final runs to compare."
-    st = result.settings
-    alpha, margin = st.get("alpha", 0.05), st.get("margin", 1.0)
+    st = recorded(result.settings)
+    alpha, margin = st.alpha, st.margin
     test = TEST_LABELS.get(t["test"].dropna().iloc[0] if t["test"].notna().any() else "welch")
     level = f"{100 * (1 - alpha):g}%"
     rows = []
@@ -130,7 +131,7 @@ def terminal_table(result) -> str:
         mark = "*" if r.significant is True else ""
         rows.append({
             "data set": r.dataset, "set": r.set,
-            "model": _label(r.backbone, r.model) + ("" if base or r.reference == r.backbone
+            "model": model_label(r.backbone, r.model) + ("" if base or r.reference == r.backbone
                                                     else f" vs {_vs(r.reference)}"),
             "bacc (%)": f"{r.mean:.1f} ± {_num(r.sd, '.1f') or 'n/a'}",
             "n": str(r.n),

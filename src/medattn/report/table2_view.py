@@ -11,7 +11,7 @@ import math
 
 import pandas as pd
 
-from medattn.analysis.compare import TEST_LABELS
+from medattn.analysis.settings import TEST_LABELS, recorded
 from medattn.report.figures import to_png
 from medattn.report.forest import comparison_label, forest_plot, posterior_grid
 from medattn.report.html import Figure, Table, Text
@@ -47,8 +47,8 @@ def reading_note(result) -> str | None:
     t = t[t["reference"].notna()] if t is not None and len(t) else None
     if t is None or t.empty:
         return None
-    st = result.settings or {}
-    alpha, test_key = st.get("alpha", 0.05), st.get("test", "welch")
+    st = recorded(result.settings)
+    alpha, test_key = st.alpha, st.test
     test, level = TEST_LABELS.get(test_key, "test"), f"{100 * (1 - alpha):g}%"
     r = _case(t, alpha)
     who = f"{comparison_label(r)} base"
@@ -82,18 +82,18 @@ def reading_note(result) -> str | None:
 def table2_blocks(result) -> list:
     """Report blocks: the deciding table (difference, CI, decision, n) with its caption."""
     t = result.table
-    st = result.settings or {}
-    test = TEST_LABELS.get(st.get("test", "welch"), "test")
-    level = f"{100 * (1 - st.get('alpha', 0.05)):g}%"
+    st = recorded(result.settings)
+    test = TEST_LABELS.get(st.test, "test")
+    level = f"{100 * (1 - st.alpha):g}%"
     has_bayes = t is not None and t["decision"].notna().any()
     decided_by = (f"the Bayesian correlated t-test (posterior probability above 0.95 of a "
-                  f"difference below −{st.get('margin', 1.0):g} pp, within ±"
-                  f"{st.get('margin', 1.0):g} pp, or above; else undecided)" if has_bayes else
-                  f"the {test} at alpha {st.get('alpha', 0.05):g}")
+                  f"difference below −{st.margin:g} pp, within ±"
+                  f"{st.margin:g} pp, or above; else undecided)" if has_bayes else
+                  f"the {test} at alpha {st.alpha:g}")
     frame = deciding_table(result)
     if frame.empty:
         return []
-    margin = st.get("margin", 1.0)
+    margin = st.margin
     blocks = []
     fig = forest_plot(result)
     if fig is not None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from medattn.analysis.compare import TEST_LABELS
+from medattn.analysis.settings import TEST_LABELS, recorded
 from medattn.models import registry as R
 
 __all__ = ["Verdict", "deciding_table", "verdict_head", "verdict_lines", "verdict_markdown",
@@ -126,8 +126,8 @@ def verdicts(result, design: str | None = None) -> list[Verdict]:
     t = result.table
     if t is None or t.empty:
         return []
-    st = result.settings or {}
-    alpha, margin, power = st.get("alpha", 0.05), st.get("margin", 1.0), st.get("power", 0.8)
+    st = recorded(result.settings)
+    alpha, margin, power = st.alpha, st.margin, st.power
     level = f"{100 * (1 - alpha):g}%"
     out = []
     for r in t[t["reference"].notna()].itertuples(index=False):
@@ -149,8 +149,8 @@ def verdict_lines(result, design: str | None = None) -> list[str]:
 def _source(result) -> str:
     t = result.table
     has_bayes = t is not None and "decision" in t and t["decision"].notna().any()
-    alpha = (result.settings or {}).get("alpha", 0.05)
-    test = TEST_LABELS.get((result.settings or {}).get("test", "welch"), "marking test")
+    st = recorded(result.settings)
+    alpha, test = st.alpha, TEST_LABELS.get(st.test, "marking test")
     the = "" if test.startswith("Welch") else "the "
     return (f"decision by the Bayesian correlated t-test, CI of {the}{test}" if has_bayes
             else f"decision by {the}{test} at alpha {alpha:g}, and its CI")
@@ -184,7 +184,7 @@ def deciding_table(result) -> pd.DataFrame:
     """The columns that decide, one row per comparison (strings): data set, test set, model,
     reference, difference and the marking test's CI (pp, one decimal), decision, n (runs)."""
     vs = verdicts(result)
-    alpha = (result.settings or {}).get("alpha", 0.05)
+    alpha = recorded(result.settings).alpha
     level = f"{100 * (1 - alpha):g}%"
     return pd.DataFrame({
         "data set": [v.dataset for v in vs],

@@ -43,23 +43,24 @@ def _subdirs(d: Path) -> list[Path]:
         return []
 
 
-def check_runs_dir(path: str | os.PathLike, command: str) -> Path:
+def check_runs_dir(path: str | os.PathLike, command: str | None = None) -> Path:
     """``path`` as a RUNS_DIR, or a :class:`DataError` that says what is wrong and names the
-    RUNS_DIR(s) nearby (`medattn <command> DIR`)."""
+    RUNS_DIR(s) nearby: as `medattn <command> DIR` where a command is given (the CLI), else as
+    the folders (the library's entry points)."""
     p = Path(path).expanduser()
     if _is_runs_dir(p):
         return p
     what = ("does not exist" if not p.exists() else "is not a folder" if not p.is_dir()
-            else "has no 'runs/' folder, so it is not a RUNS_DIR (the folder `medattn study "
-                 "--out` or `medattn train --runs` wrote)")
+            else "has no 'runs/' folder, so it is not a RUNS_DIR")
     near = nearby_runs_dirs(p)
+    written = "the folder that holds runs/, as `medattn study --out` or `medattn train --runs` wrote it"
     if near:
-        shown = ", ".join(f"`medattn {command} {_shown(d)}`" for d in near)
-        return_msg = f"{p} {what}; did you mean {shown}?"
+        shown = ", ".join(f"`medattn {command} {_shown(d)}`" if command else f"`{_shown(d)}`"
+                          for d in near)
+        message = f"{p} {what}; did you mean {shown}? (a RUNS_DIR is {written})"
     else:
-        return_msg = (f"{p} {what}, and no RUNS_DIR was found near it; give the folder that "
-                      f"`medattn study --out` or `medattn train --runs` wrote.")
-    raise DataError(return_msg)
+        message = f"{p} {what}, and no RUNS_DIR was found near it; give {written}."
+    raise DataError(message)
 
 
 def _shown(p: Path) -> str:

@@ -33,6 +33,7 @@ RESUME = "resume.safetensors"
 RESUME_JSON = "resume.json"
 LOCK = ".lock"
 SELECTION_FILE = "selection.csv"
+PLAN_FILE = "plan.json"  # `medattn plan`: the design chosen before the study (analysis.plan)
 FINISHED = ("done", "diverged")  # a run in one of these states is never trained again
 STATUSES = ("running", "done", "diverged", "failed")
 PHASES = ("search", "final")

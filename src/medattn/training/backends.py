@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from medattn.data import load_task
-from medattn.errors import ConfigError, DataError, MedattnError
+from medattn.errors import ArgumentError, ConfigError, DataError, MedattnError
 from medattn.progress import setup_console
 from medattn.runs import store
 from medattn.runs.records import RunRecord
@@ -128,7 +128,7 @@ class LocalBackend:
     def __init__(self, device: str | None = None, progress: bool = True,
                  hooks: Hooks | None = None, jobs: int = 1):
         if jobs < 1:
-            raise ConfigError(f"--jobs must be >= 1, got {jobs}")
+            raise ArgumentError(f"{{jobs}} must be >= 1, got {jobs}", "jobs")
         if hooks is not None and jobs > 1:
             raise ConfigError("hooks run in this process; use jobs=1 with hooks")
         self.device, self.progress, self.hooks, self.jobs = device, progress, hooks, jobs
@@ -242,10 +242,10 @@ class RayBackend:
                  num_gpus: float | None = None, max_retries: int = 3,
                  connect_timeout: float = 20.0):
         if max_retries < 0:
-            raise ConfigError(f"--retries must be >= 0, got {max_retries}")
+            raise ArgumentError(f"{{max_retries}} must be >= 0, got {max_retries}", "max_retries")
         if not connect_timeout > 0 or connect_timeout == float("inf"):
-            raise ConfigError(f"--connect-timeout must be a number of seconds > 0, got "
-                              f"{connect_timeout}")
+            raise ArgumentError(f"{{connect_timeout}} must be a number of seconds > 0, got "
+                                f"{connect_timeout}", "connect_timeout")
         self.address, self.num_cpus, self.num_gpus = address, num_cpus, num_gpus
         self.max_retries, self.connect_timeout = int(max_retries), float(connect_timeout)
 
@@ -254,7 +254,8 @@ class RayBackend:
         try:
             import ray  # optional dependency: medattn[ray]
         except ImportError:
-            raise ConfigError("--backend ray needs Ray: pip install 'medattn[ray]'.") from None
+            raise ArgumentError("{backend} ray needs Ray: pip install 'medattn[ray]'.",
+                                "backend") from None
         if not ray.is_initialized():
             if self.address:  # a cluster's nodes must have medattn installed
                 connect(ray, self.address, self.connect_timeout)

@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from medattn.errors import ConfigError
+from medattn.errors import ArgumentError
 from medattn.runs import store
 
 log = logging.getLogger("medattn.train")
@@ -106,8 +106,8 @@ class MlflowTracker:
         try:
             from mlflow.tracking import MlflowClient  # optional dependency: medattn[mlflow]
         except ImportError:
-            raise ConfigError(f"tracking to {uri!r} (--tracking or ${ENV}) needs MLflow: pip "
-                              f"install 'medattn[mlflow]', or unset {ENV}.") from None
+            raise ArgumentError(f"tracking to {uri!r} ({{tracking}} or ${ENV}) needs MLflow: pip "
+                                f"install 'medattn[mlflow]', or unset {ENV}.", "tracking") from None
         self.uri, self.runs_dir = uri, Path(runs_dir).resolve()
         self._failed = False
         try:
@@ -117,8 +117,9 @@ class MlflowTracker:
                                   self.client.create_experiment(experiment, _artifact_root(uri)))
             self.logged = self._existing()
         except Exception as err:  # MLflow raises many kinds (connection, SQL, REST)
-            raise ConfigError(f"MLflow tracking URI {uri!r} (--tracking or ${ENV}) cannot be "
-                              f"used: {type(err).__name__}: {_first_line(err)}") from None
+            raise ArgumentError(f"MLflow tracking URI {uri!r} ({{tracking}} or ${ENV}) cannot be "
+                                f"used: {type(err).__name__}: {_first_line(err)}",
+                                "tracking") from None
 
     def _existing(self) -> dict[str, str]:
         """run id -> MLflow run id of this folder's runs already logged completely; incomplete
@@ -233,7 +234,7 @@ def log_runs(runs_dir: str | os.PathLike, uri: str | None = None,
     tracking); returns run id -> MLflow run id of all its logged runs."""
     uri = tracking_uri(uri)
     if not uri:
-        raise ConfigError(f"no tracking URI: give one (--tracking URI) or set ${ENV}.")
+        raise ArgumentError(f"no tracking URI: give one ({{uri}}) or set ${ENV}.", "uri")
     t = MlflowTracker(uri, experiment or experiment_name(runs_dir), runs_dir)
     t.log_many(store.iter_records(runs_dir))
     return dict(t.logged)

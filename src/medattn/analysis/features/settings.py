@@ -3,7 +3,7 @@ checks, declared once. The CLI builds one from its flags, :func:`~.usage.feature
 and ``settings.json`` beside Table 3 records it (``dataclasses.asdict``).
 
 Errors name the library argument (``alpha=0.5 must lie in (0, 1)``) and carry it
-(:class:`ArgumentError`), so the CLI can name its own flag instead.
+(:class:`medattn.errors.ArgumentError`), so the CLI can name its own flag instead.
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ import hashlib
 import inspect
 import json
 import math
+import re
 from dataclasses import dataclass, field
 
 from medattn.analysis.features.conditioning import CONDITIONS, MIN_PER_DIAGNOSIS
 from medattn.analysis.features.decisions import DEFAULT_TESTS, PREDICTIONS
 from medattn.analysis.features.table3 import TABLE3_FEATURES
-from medattn.errors import ConfigError
+from medattn.errors import ArgumentError
 
 SELECT_BY = ("val", "test")
 PATCHES = ("auto", "detector", "annotation")
@@ -29,13 +30,13 @@ _FIXED_OPTIONS = ("x", "y", "z", "seed", "full")
 RESUME_VERSION = 3
 
 
-class ArgumentError(ConfigError):
-    """A feature-usage argument out of range; ``argument`` is its library name (``alpha``,
-    ``test_options['cmiknn']['k']``), written as ``argument=value`` in the message."""
-
-    def __init__(self, argument: str, message: str):
-        super().__init__(f"features: {message}")
-        self.argument = argument
+def argument_error(argument: str, message: str) -> ArgumentError:
+    """The :class:`~medattn.errors.ArgumentError` of a feature-usage argument: ``message`` is
+    written as in a call (``alpha=1.5 must ...``); each mention of ``argument`` becomes a
+    placeholder the CLI fills with its flag (``--alpha 1.5 must ...``)."""
+    pattern = rf"(?<![\w'\[-]){re.escape(argument)}(?![\w'\]])"
+    template = re.sub(pattern, lambda _: "{" + argument + "}", message)
+    return ArgumentError("features: " + template, argument)
 
 
 @dataclass(frozen=True)
@@ -114,13 +115,13 @@ class UsageSettings:
 
 def _one_of(argument: str, value, choices) -> None:
     if value not in choices:
-        raise ArgumentError(argument, f"{argument}={value!r} is not one of {', '.join(choices)}")
+        raise argument_error(argument, f"{argument}={value!r} is not one of {', '.join(choices)}")
 
 
 def _whole(argument: str, value, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value) \
             or value < minimum:
-        raise ArgumentError(argument, f"{argument}={value!r} must be a whole number >= {minimum}")
+        raise argument_error(argument, f"{argument}={value!r} must be a whole number >= {minimum}")
 
 
 def _check_choices(s: UsageSettings) -> None:
@@ -128,30 +129,30 @@ def _check_choices(s: UsageSettings) -> None:
 
     for argument in ("best_only", "one_per_group"):
         if not isinstance(getattr(s, argument), bool):
-            raise ArgumentError(argument, f"{argument}={getattr(s, argument)!r} must be True "
+            raise argument_error(argument, f"{argument}={getattr(s, argument)!r} must be True "
                                 "or False")
     _one_of("select_by", s.select_by, SELECT_BY)
     _one_of("prediction", s.prediction, PREDICTIONS)
     _one_of("patches", s.patches, PATCHES)
     bad = [c for c in s.conditions if c not in CONDITIONS]
     if bad or not s.conditions or len(set(s.conditions)) != len(s.conditions):
-        raise ArgumentError("conditions", f"conditions={' '.join(map(str, s.conditions))!r}: "
+        raise argument_error("conditions", f"conditions={' '.join(map(str, s.conditions))!r}: "
                             f"give one or both of {', '.join(CONDITIONS)}, each once")
     unknown = [t for t in s.tests if t not in TESTS]
     if unknown or not s.tests or len(set(s.tests)) != len(s.tests):
-        raise ArgumentError("tests", f"tests={list(s.tests)!r}: give one or more of "
+        raise argument_error("tests", f"tests={list(s.tests)!r}: give one or more of "
                             f"{', '.join(TESTS)}, each once")
     if s.dataset is not None and (not isinstance(s.dataset, str) or not s.dataset):
-        raise ArgumentError("dataset", f"dataset={s.dataset!r} must be a data set's name or None")
+        raise argument_error("dataset", f"dataset={s.dataset!r} must be a data set's name or None")
     if not isinstance(s.set_name, str) or not s.set_name or "/" in s.set_name \
             or "\\" in s.set_name:
-        raise ArgumentError("set_name", f"set_name={s.set_name!r} must name a prediction set "
+        raise argument_error("set_name", f"set_name={s.set_name!r} must name a prediction set "
                             "(test or ood-<name>)")
 
 
 def _check_numbers(s: UsageSettings) -> None:
     if isinstance(s.alpha, bool) or not isinstance(s.alpha, int | float) or not 0 < s.alpha < 1:
-        raise ArgumentError("alpha", f"alpha={s.alpha!r} must lie in (0, 1)")
+        raise argument_error("alpha", f"alpha={s.alpha!r} must lie in (0, 1)")
     _whole("min_per_diagnosis", s.min_per_diagnosis, 1)
     _whole("seed", s.seed, 0)
     object.__setattr__(s, "min_per_diagnosis", int(s.min_per_diagnosis))
@@ -166,18 +167,18 @@ def _checked_options(options, tests: tuple[str, ...]) -> dict[str, dict]:
     if options is None:
         return {}
     if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
-        raise ArgumentError("test_options", f"test_options={options!r} must map test names to "
+        raise argument_error("test_options", f"test_options={options!r} must map test names to "
                             "dicts of options, e.g. {'cmiknn': {'k': 10}}")
     out = {}
     for name in sorted(options):
         if name not in TESTS:
-            raise ArgumentError("test_options", f"test_options names the test {name!r}; tests "
+            raise argument_error("test_options", f"test_options names the test {name!r}; tests "
                                 f"are {', '.join(TESTS)}")
         known = set(inspect.signature(TESTS[name]).parameters) - set(_FIXED_OPTIONS)
         opts = dict(sorted(options[name].items()))
         for option in opts:
             if option not in known:
-                raise ArgumentError("test_options", f"test_options[{name!r}] has no option "
+                raise argument_error("test_options", f"test_options[{name!r}] has no option "
                                     f"{option!r}; {name} takes {', '.join(sorted(known))}")
         if "permutations" in opts:
             _whole(f"test_options[{name!r}]['permutations']", opts["permutations"], 1)
@@ -194,7 +195,7 @@ def _cmiknn_k(k) -> float | int:
     ok = not isinstance(k, bool) and isinstance(k, int | float) and (
         0 < k < 1 or (k >= 1 and k == int(k)))
     if not ok:
-        raise ArgumentError(CMIKNN_K, f"{CMIKNN_K}={k!r} must be a whole number >= 1 (a count) "
+        raise argument_error(CMIKNN_K, f"{CMIKNN_K}={k!r} must be a whole number >= 1 (a count) "
                             "or a fraction in (0, 1) of each class")
     return int(k) if k >= 1 else float(k)
 
@@ -208,7 +209,7 @@ def _check_resolution(tests, test_options: dict, alpha: float) -> None:
         default = inspect.signature(TESTS[name]).parameters["permutations"].default
         b = test_options.get(name, {}).get("permutations", default)
         if FAMILY / (b + 1) >= alpha:
-            raise ArgumentError(
+            raise argument_error(
                 "alpha",
                 f"{name} with permutations={b} cannot give p below alpha={alpha:g} after Holm's "
                 f"adjustment over the {FAMILY} features (the smallest adjusted p is "

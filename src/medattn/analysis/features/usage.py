@@ -38,7 +38,7 @@ from medattn.analysis.features.decisions import (  # noqa: F401 (feature_tests, 
     one_image_per_group,
     prediction_matrix,
 )
-from medattn.analysis.features.settings import ArgumentError, UsageSettings
+from medattn.analysis.features.settings import UsageSettings, argument_error
 from medattn.analysis.features.shared_test_usage import ImageTerms
 from medattn.analysis.features.shared_usage_runs import image_terms
 from medattn.analysis.features.summary import model_differences, usage_summary
@@ -48,7 +48,7 @@ from medattn.analysis.features.usage_run import (TestedRuns, load_data, merge_sa
                                                  write_csv)
 from medattn.runs.atomic import write_text
 
-__all__ = ["ArgumentError", "UsageResult", "UsageSettings", "aggregate", "feature_usage",
+__all__ = ["UsageResult", "UsageSettings", "aggregate", "feature_usage",
            "select_runs", "write_outputs"]
 
 
@@ -91,7 +91,7 @@ def feature_usage(runs_dir: str | os.PathLike, *, settings: UsageSettings | None
     settings = _with_changes(settings or UsageSettings(), changes)
     if isinstance(jobs, bool) or not isinstance(jobs, int | float) or jobs != int(jobs) \
             or jobs < 1:
-        raise ArgumentError("jobs", f"jobs={jobs!r} must be a whole number >= 1")
+        raise argument_error("jobs", f"jobs={jobs!r} must be a whole number >= 1")
     plan = plan_usage(runs_dir, settings)
     tested = run_tests(plan, settings, jobs=int(jobs), progress=progress)
     pvalues = pd.DataFrame(tested.rows)

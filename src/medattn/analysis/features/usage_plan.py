@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from medattn.analysis.features.settings import SELECT_BY, ArgumentError, UsageSettings
+from medattn.analysis.features.settings import SELECT_BY, UsageSettings, argument_error
 from medattn.errors import DataError
 
 SKIN_SOURCES = ("isic", "ham10000", "pad-ufes-20")
@@ -49,7 +49,7 @@ def select_runs(records: pd.DataFrame, *, best_only: bool = False, select_by: st
     from medattn.runs.records import best_runs
 
     if select_by not in SELECT_BY:
-        raise ArgumentError("select_by", f"select_by={select_by!r} is not one of "
+        raise argument_error("select_by", f"select_by={select_by!r} is not one of "
                             f"{', '.join(SELECT_BY)}")
     if records.empty:
         return records
@@ -58,7 +58,7 @@ def select_runs(records: pd.DataFrame, *, best_only: bool = False, select_by: st
     if datasets:
         unknown = sorted(set(datasets) - set(rec["dataset"]))
         if unknown:
-            raise ArgumentError("dataset", f"dataset={', '.join(unknown)}: no finished final "
+            raise argument_error("dataset", f"dataset={', '.join(unknown)}: no finished final "
                                 "runs on skin data; available: "
                                 f"{', '.join(sorted(set(rec['dataset'])))}")
         rec = rec[rec["dataset"].isin(datasets)]
@@ -100,7 +100,7 @@ def _one_dataset(chosen: pd.DataFrame) -> None:
     ISIC and HAM10000) would be pooled as if they were more runs of each model."""
     names = list(dict.fromkeys(chosen["dataset"]))
     if len(names) > 1:
-        raise ArgumentError("dataset", f"the final runs come from {len(names)} data sets "
+        raise argument_error("dataset", f"the final runs come from {len(names)} data sets "
                             f"({', '.join(names)}); Table 3 describes one at a time: give "
                             f"dataset=NAME (one of {', '.join(names)}).")
 

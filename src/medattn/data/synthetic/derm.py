@@ -29,7 +29,7 @@ from medattn.progress import progress_bar
 from medattn.runs.atomic import atomic_write, write_text
 from medattn.data.synthetic.derm_render import STRUCTURES, ita_to_rgb, render
 from medattn.data.synthetic.diagnoses import DIAGNOSES, MALIGNANT, NOT_VISIBLE, VISIBLE, Diagnosis
-from medattn.errors import ConfigError
+from medattn.errors import ArgumentError, ConfigError
 
 if TYPE_CHECKING:  # pandas is imported where a table is built: the renderer does not need it
     import pandas as pd
@@ -330,7 +330,7 @@ def write_pad_ufes(out: str | Path, n: int, seed: int = 0, cfg: DermConfig | Non
     return f"pad-ufes-20:{out}"
 
 
-def write_derm(out: str | Path, n: int = 2000, n_ood: int = 500, seed: int = 0,
+def write_derm(out: str | Path, *, n: int = 2000, n_ood: int = 500, seed: int = 0,
                image_size: int = 128, patch_bias: float = 0.6, age_bias: float = 0.8,
                skin_bias: float = 0.8, metadata: str = "new", overwrite: bool = False,
                progress: bool = False, workers: int | None = None) -> tuple[str, str]:
@@ -351,11 +351,11 @@ def write_derm(out: str | Path, n: int = 2000, n_ood: int = 500, seed: int = 0,
         ``(isic_spec, pad_spec)``, e.g. ``("isic:OUT/isic", "pad-ufes-20:OUT/pad-ufes-20")``.
     """
     if n < 1 or n_ood < 0 or image_size < 16:
-        raise ConfigError(f"synth derm: need n >= 1, n_ood >= 0, image_size >= 16 "
-                          f"(got {n}, {n_ood}, {image_size})")
+        raise ArgumentError(f"synth derm: need {{n}} >= 1, {{n_ood}} >= 0, {{image_size}} >= 16 "
+                            f"(got {n}, {n_ood}, {image_size})", "n", "n_ood", "image_size")
     for name, v in (("patch_bias", patch_bias), ("age_bias", age_bias), ("skin_bias", skin_bias)):
         if not 0 <= v <= 1:
-            raise ConfigError(f"synth derm: {name}={v} must be within [0, 1]")
+            raise ArgumentError(f"synth derm: {{{name}}}={v} must be within [0, 1]", name)
     out = Path(out).expanduser()
     cfg = DermConfig(image_size=image_size, patch_bias=patch_bias, age_bias=age_bias,
                      skin_bias=skin_bias)
@@ -366,8 +366,8 @@ def write_derm(out: str | Path, n: int = 2000, n_ood: int = 500, seed: int = 0,
         final = out / sub
         if final.exists():
             if not overwrite:
-                raise ConfigError(f"{final} exists; choose another --out or pass overwrite "
-                                  "(--overwrite) to replace it")
+                raise ArgumentError(f"{final} exists; choose another {{out}} or pass "
+                                    "{overwrite} to replace it", "out", "overwrite")
             shutil.rmtree(final)
         tmp = out / f".{sub}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)

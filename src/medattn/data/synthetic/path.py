@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from medattn.data.synthetic.derm import _run_jobs, available_cpus
-from medattn.errors import ConfigError
+from medattn.errors import ArgumentError
 
 # Optical-density stain vectors (H, E) and a stain strength per hospital: the domain shift.
 STAINS = {
@@ -82,7 +82,7 @@ def _save(job: tuple) -> None:
     im.save(path, compress_level=1)
 
 
-def write_path(out: str | Path, n: int = 3000, seed: int = 0, size: int = 96,
+def write_path(out: str | Path, *, n: int = 3000, seed: int = 0, image_size: int = 96,
                patients_per_center: int = 3, nodes_per_patient: int = 2, tumour_rate: float = 0.5,
                id_val_fraction: float = 0.1, overwrite: bool = False, progress: bool = False,
                workers: int | None = None) -> str:
@@ -91,7 +91,7 @@ def write_path(out: str | Path, n: int = 3000, seed: int = 0, size: int = 96,
     Args:
         n: number of patches, spread evenly over 5 centers x ``patients_per_center`` x
             ``nodes_per_patient`` slides.
-        size: patch side in pixels (96 as in WILDS).
+        image_size: patch side in pixels (96 as in WILDS).
         tumour_rate: share of tumour patches.
         id_val_fraction: share of patches of centers 0, 3, 4 marked ``split = 1`` (WILDS id_val).
         workers: processes rendering patches (default: CPUs available); does not change output.
@@ -99,14 +99,17 @@ def write_path(out: str | Path, n: int = 3000, seed: int = 0, size: int = 96,
     Returns:
         ``"camelyon17:<out>/camelyon17_v1.0"``.
     """
-    if n < 10 or size < 16 or patients_per_center < 1 or nodes_per_patient < 1:
-        raise ConfigError(f"synth path: need n >= 10, size >= 16 and at least one patient and node "
-                          f"per center (got n={n}, size={size})")
+    if n < 10 or image_size < 16 or patients_per_center < 1 or nodes_per_patient < 1:
+        raise ArgumentError(f"synth path: need {{n}} >= 10, {{image_size}} >= 16 and at least one "
+                            f"patient and node per center (got n={n}, image_size={image_size}, "
+                            f"patients_per_center={patients_per_center}, "
+                            f"nodes_per_patient={nodes_per_patient})", "n", "image_size")
     out = Path(out).expanduser()
     final = out / "camelyon17_v1.0"
     if final.exists():
         if not overwrite:
-            raise ConfigError(f"{final} exists; choose another --out or pass --overwrite to replace it")
+            raise ArgumentError(f"{final} exists; choose another {{out}} or pass {{overwrite}} to "
+                                "replace it", "out", "overwrite")
         shutil.rmtree(final)
     root = out / ".camelyon17_v1.0.tmp"
     shutil.rmtree(root, ignore_errors=True)
@@ -127,7 +130,7 @@ def write_path(out: str | Path, n: int = 3000, seed: int = 0, size: int = 96,
         (root / "patches" / folder).mkdir(exist_ok=True)
         name = f"patch_{folder}_x_{x}_y_{y}.png"
         split = int(center in (0, 3, 4) and rng.random() < id_val_fraction)
-        jobs.append((str(root / "patches" / folder / name), t, center, size, slide % 2 == 1,
+        jobs.append((str(root / "patches" / folder / name), t, center, image_size, slide % 2 == 1,
                      [seed, 3, i]))
         rows.append(["", f"{patient:03d}", node, x, y, label, slide, center, split, round(t, 4)])
     # duplicates of (slide, x, y) are possible in principle: keep the first of each

@@ -16,7 +16,7 @@ import numpy as np
 import yaml
 
 from medattn.runs.atomic import write_text
-from medattn.errors import ConfigError
+from medattn.errors import ArgumentError
 
 __all__ = ["DIFFICULTY_NAMES", "suite_images", "write_suite"]
 
@@ -44,22 +44,24 @@ def suite_images(n: int, size: int, difficulty: float, rng: np.random.Generator
     return (np.clip(img, 0, 1) * 255).astype(np.uint8), y.astype(np.int64)
 
 
-def write_suite(out: str | Path, n_datasets: int = 3, n: int = 300, size: int = 28,
+def write_suite(out: str | Path, *, n_datasets: int = 3, n: int = 300, image_size: int = 28,
                 seed: int = 0, overwrite: bool = False) -> list[str]:
-    """Write ``n_datasets`` data sets of ``n`` images (``size`` px) with difficulty from 0 to 1
+    """Write ``n_datasets`` data sets of ``n`` images (``image_size`` px) with difficulty from 0 to 1
     into ``out/suite_<name>.npz`` and a study config ``out/suite.yaml`` over all of them; returns
     the data specs (``medmnist:OUT/suite_easy.npz``, ...)."""
-    if not 2 <= n_datasets <= len(DIFFICULTY_NAMES) or n < 30 or size < 16:
-        raise ConfigError(f"synth suite: need 2 <= --datasets <= {len(DIFFICULTY_NAMES)}, "
-                          f"--n >= 30 and --size >= 16 (got {n_datasets}, {n}, {size}).")
+    if not 2 <= n_datasets <= len(DIFFICULTY_NAMES) or n < 30 or image_size < 16:
+        raise ArgumentError(f"synth suite: need 2 <= {{n_datasets}} <= {len(DIFFICULTY_NAMES)}, "
+                            f"{{n}} >= 30 and {{image_size}} >= 16 (got {n_datasets}, {n}, "
+                            f"{image_size}).", "n_datasets", "n", "image_size")
     out = Path(out).expanduser().resolve()
     files = [out / f"suite_{DIFFICULTY_NAMES[k]}.npz" for k in range(n_datasets)]
     if not overwrite and any(f.exists() for f in files):
-        raise ConfigError(f"{out}: suite files exist; choose another --out or pass --overwrite.")
+        raise ArgumentError(f"{out}: suite files exist; choose another {{out}} or pass "
+                            "{overwrite}.", "out", "overwrite")
     specs = []
     for k, f in enumerate(files):
         rng = np.random.default_rng([seed, k])
-        images, labels = suite_images(n, size, k / (n_datasets - 1), rng)
+        images, labels = suite_images(n, image_size, k / (n_datasets - 1), rng)
         cut = np.cumsum([int(round(n * p)) for p in FRACTIONS[:2]])
         parts = dict(zip(("train", "val", "test"), np.split(np.arange(n), cut)))
         arrays = {}
@@ -75,7 +77,7 @@ def write_suite(out: str | Path, n_datasets: int = 3, n: int = 300, size: int = 
               "models": ["resnet18", "resnet18+ga", "resnet18+ela"],
               "search": {"lr": [0.05], "weight_decay": [0.0001]},
               "final": {"splits": 3, "first_seed": 0},
-              "train": {"epochs": 3, "batch_size": 32, "image_size": size, "pretrained": False,
+              "train": {"epochs": 3, "batch_size": 32, "image_size": image_size, "pretrained": False,
                         "augment": "light", "num_workers": 0, "threads": 1}}
     head = ("# medattn synth suite: a study over the synthetic suite; run with "
             "`medattn study OUT/suite.yaml`\n")
