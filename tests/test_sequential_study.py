@@ -277,8 +277,10 @@ def test_max_splits_above_the_configs_final_splits_trains_that_many(tmp_path):
     # Bug report: --max-splits N never trained past the config's final.splits, while
     # sequential.json said N splits and "max splits reached".
     means = {"resnet18": 80.0, "resnet18+ga": 80.0}  # equal: stays open, so every batch trains
-    res = run_until_decided(_config(means, splits=2), tmp_path, Planted(means, sd=3.0), batch=3,
-                            max_splits=6)
+    res = run_until_decided(_config(means, splits=2), tmp_path, Planted(means, sd=3.0),
+                            settings=SequentialSettings(batch=3, max_splits=6))
+    with pytest.raises(TypeError, match="batch, max_splits"):  # not silently dropped
+        run_until_decided(_config(means), tmp_path, Planted(means), batch=3, max_splits=6)
     assert _finals(tmp_path, "resnet18") == _finals(tmp_path, "resnet18+ga") == list(range(6))
     assert set(res.models["n_splits"]) == {6}
     assert res.comparisons["n"].tolist() == [6]

@@ -177,6 +177,11 @@ def run_until_decided(config, runs_dir: str | os.PathLike | None = None,
             "not calibrated). Run it with a fixed number of splits (`medattn study` without "
             "--until-decided, or run_study), or set final.scheme: random in the config.")
     batch, margin, alpha = settings.batch, settings.margin, settings.alpha
+    if backend_options and not isinstance(backend, str):
+        # they would be dropped silently (a mistyped setting, e.g. batch=3, reads as one)
+        raise TypeError(f"run_until_decided() got {', '.join(sorted(backend_options))}: keyword "
+                        "options go to a backend named by string ('local' or 'ray'); the "
+                        "sequential settings go in settings=SequentialSettings(...)")
     n_max = int(settings.max_splits if settings.max_splits is not None else config.final_splits)
     if n_max < seq.MIN_PAIRS:
         raise ArgumentError(f"{{max_splits}} must be >= {seq.MIN_PAIRS} (a decision needs "
