@@ -72,8 +72,8 @@ def write_csv(path: Path, frame: pd.DataFrame) -> None:
 
 def load_data(spec: str, out_dir: Path, patches: str, progress: bool) -> Data:
     """The data set ``spec``: its features (cached in ``out_dir``), groups and diagnoses."""
-    # start-up time: medattn.data imports torch (its package imports the datasets); the analysis
-    # of saved features and predictions (`medattn features`, the report's Table 3) runs without it
+    # start-up time: medattn.data imports torch (its package imports the datasets), which
+    # `medattn features` resumed from its saved files does not need
     from medattn.data import load_dataset
     from medattn.data.synthetic.derm import read_truth
 
