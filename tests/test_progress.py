@@ -159,6 +159,7 @@ def test_features_warn_about_numba_once_and_before_their_bar(monkeypatch, tmp_pa
     import pandas as pd
 
     from medattn.analysis.citests import _cmi_kernel
+    from medattn.analysis.features import extract, usage_run
     from medattn.analysis.features.usage import feature_usage
     from medattn.data import load_dataset
     from medattn.data.synthetic import write_derm
@@ -187,7 +188,8 @@ def test_features_warn_about_numba_once_and_before_their_bar(monkeypatch, tmp_pa
         events.append(f"bar {kwargs.get('desc')}")
         return real_bar(*args, **kwargs)
 
-    monkeypatch.setattr(progress, "progress_bar", recording_bar)
+    monkeypatch.setattr(usage_run, "progress_bar", recording_bar)  # the feature tests' bar
+    monkeypatch.setattr(extract, "progress_bar", recording_bar)  # the feature extraction's
     monkeypatch.setattr(_cmi_kernel, "numba", None)
     monkeypatch.setattr(warnings, "showwarning",
                         lambda message, *a, **k: events.append(f"warning {message}"))

@@ -14,6 +14,7 @@ from fnmatch import fnmatchcase
 from itertools import chain
 from typing import TYPE_CHECKING
 
+import timm
 import torch
 from torch import nn
 
@@ -107,10 +108,6 @@ def check_backbone(entry: Backbone) -> None:
     """Build ``entry``'s timm architecture on the ``meta`` device and check that every ``after``,
     ``local`` and ``gradcam`` path names a module that maps a feature map to a feature map;
     ConfigError otherwise (an unknown architecture too)."""
-    # start-up time: timm is imported here, not with the module, because the zoo imports this
-    # module and parse_model_name (labels for the report, the config check) must not import timm
-    import timm
-
     try:
         with torch.device("meta"):
             model = timm.create_model(entry.architecture, pretrained=False, **entry.timm_kwargs)

@@ -29,6 +29,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from typing import Any
 
 from medattn.errors import ConfigError
@@ -213,7 +214,7 @@ def register_backbone(name: str, checkpoint: str, *, after: tuple[str, ...] | st
         after_text=after_text or ("after " + " and ".join(after) if after else ""),
         local_text=local_text or ", ".join(local),
         timm_kwargs=dict(timm_kwargs or {}), timm_options=tuple(timm_options), paper=bool(paper))
-    if check:
+    if check:  # start-up time: the probe imports torch and timm; labels (report, compare) must not
         from medattn.models.probe import check_backbone
 
         check_backbone(entry)
@@ -298,8 +299,6 @@ def load_plugins() -> None:
     import raises :class:`PluginError`, at this and every later lookup (never silently skipped)."""
     _load_builtins()
     if not _state["entry_points"]:
-        from importlib.metadata import entry_points
-
         for ep in entry_points(group="medattn.plugins"):
             try:
                 ep.load()

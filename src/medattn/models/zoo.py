@@ -24,6 +24,7 @@ from torch import nn
 
 from medattn.errors import ConfigError
 from medattn.models import registry as R
+from medattn.models import weights as W
 from medattn.models.probe import find_modules
 from medattn.models.surgery import attach_attention
 
@@ -204,8 +205,6 @@ def create_model(name: str, num_classes: int, pretrained: bool | str | Path = Fa
         ``pretrained_cfg`` (``mean``/``std`` for the transforms). Input: (B, 3, H, W) with
         H, W >= 32; output: (B, num_classes) logits.
     """
-    from medattn.models import weights as W  # start-up time: weights imports timm; names do not
-
     spec = parse_model_name(name)
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ConfigError(f"num_classes must be a positive int, got {num_classes!r}")

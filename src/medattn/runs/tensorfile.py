@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from safetensors.torch import save
 
 from medattn.runs.atomic import atomic_write
 
@@ -66,8 +67,6 @@ def _layout(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | N
 
 def _library_bytes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None
                    ) -> bytes:
-    from safetensors.torch import save  # start-up time: it imports torch; the store must not
-
     raw = save(dict(tensors), metadata=dict(metadata) if metadata else None)
     (n,) = struct.unpack("<Q", raw[:8])
     header = json.loads(raw[8:8 + n])

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from medattn.data.kfold import check_kfold
 from medattn.errors import ConfigError
 from medattn.training.runspec import (  # noqa: F401  (RunSpec and its settings, public here too)
     AMP_MODES,
@@ -183,7 +184,6 @@ def parse_config(raw: Any, src: str = "<config>", *, data_root: str | None = Non
             raise ConfigError(f"{src}: `final.scheme: kfold` draws its own folds; it cannot be "
                               "combined with `train.split: official` (the data set's fixed "
                               "partition). Use one or the other.")
-        from medattn.data.kfold import check_kfold
         try:
             check_kfold(design["final_folds"], train.fractions[1])
         except ConfigError as err:

@@ -13,6 +13,7 @@ from typing import Any
 
 from medattn.errors import ConfigError
 from medattn.kfold_designs import check_kfold_design
+from medattn.models.registry import PluginError
 from medattn.training.runspec import (AUGMENT, SPLITS, TrainSettings, amp_mode,
                                       channels_last_mode, parse_pretrained)
 
@@ -65,11 +66,10 @@ def check_model(name: Any, key: str, src: str) -> str:
     """``name`` if it is a registered model written in its canonical form."""
     if not isinstance(name, str):
         raise ConfigError(f"{src}: `{key}` must be a model name, got {name!r}.")
-    try:
+    try:  # start-up time: the zoo imports timm, which importing medattn.training does not need
         from medattn.models import list_models, parse_model_name
     except ImportError:  # models part absent: create_model reports bad names later
         return name
-    from medattn.models.registry import PluginError
 
     try:  # any registered backbone x attention (registered in this process or by a plugin)
         canonical = parse_model_name(name).name

@@ -24,23 +24,28 @@ import random
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from medattn.errors import DataError, MedattnError
+import medattn
+from medattn.data import (ImageCache, ImageDataset, build_transform, kfold_split, load_task,
+                          make_split, official_split)
+from medattn.errors import ConfigError, DataError, MedattnError
 from medattn.progress import progress_bar
 from medattn.runs import store
-from medattn.training.config import AUGMENT, RunSpec
+from medattn.training.config import AUGMENT, RunSpec, TrainSettings, parse_pretrained
 from medattn.training.fingerprint import data_change, data_fingerprint, data_summary
 from medattn.training.metrics import summarize
 from medattn.training.precision import Precision
 from medattn.training.resume import Progress, Trainer, flat_tensors, load_resume, save_resume
+from medattn.training.tracking import tracker
 
 log = logging.getLogger("medattn.train")
 
@@ -76,7 +81,6 @@ def train_run(spec: RunSpec | dict, runs_dir: str | os.PathLike, *, device: str 
         store.sweep_run(runs_dir, spec.run_id)
         old = store.read_record(store.run_dir(runs_dir, spec.run_id))
         if old is not None and old.get("status") in store.FINISHED:
-            from medattn.data import load_task
             change = data_change(old, load_task(spec.data, list(spec.ood)))
             if change:
                 raise DataError(f"run {spec.run_id} finished on other data than is there now "
@@ -124,12 +128,6 @@ def train(model: str, data: str, *, ood: tuple[str, ...] | list[str] = (),
     discards the run's resume state first. ``tracking``: an MLflow tracking URI (default
     ``$MEDATTN_TRACKING_URI``) that receives the finished run, in the experiment named after the
     runs folder."""
-    from dataclasses import fields
-
-    from medattn.errors import ConfigError
-    from medattn.training.config import TrainSettings, parse_pretrained
-    from medattn.training.tracking import tracker
-
     known = {f.name for f in fields(TrainSettings)}
     bad = sorted(set(settings) - known)
     if bad:
@@ -172,7 +170,6 @@ def _worker_init(worker_id: int) -> None:  # torch seeds `random` and torch in w
 
 
 def versions() -> dict[str, str]:
-    import medattn
     out = {"python": platform.python_version(), "medattn": medattn.__version__,
            "torch": torch.__version__, "numpy": np.__version__}
     for mod in ("torchvision", "timm", "safetensors"):
@@ -220,8 +217,8 @@ class _Run:
     # -- set-up --------------------------------------------------------------------------------
 
     def _setup(self) -> None:
-        from medattn.data import (ImageCache, ImageDataset, build_transform, load_task, make_split,
-                                  official_split)
+        # start-up time: the zoo imports timm, which importing medattn.training (the report's
+        # selection note) does not need; tests also replace medattn.models.create_model
         from medattn.models import create_model, parse_model_name
 
         s, t = self.spec, self.spec.train
@@ -230,7 +227,6 @@ class _Run:
         if t.split == "official":  # the data set's own partition: runs differ only by seed
             self.split = official_split(task.table)
         elif s.folds:  # fold `fold` of repetition `split_seed`, validation from the other folds
-            from medattn.data.kfold import kfold_split
             self.split = kfold_split(task.table, s.split_seed, s.folds, s.fold,
                                      val_fraction=t.fractions[1])
         else:
@@ -436,7 +432,7 @@ class _Run:
             rec.update(status="diverged", message=diverged_msg, metrics={})
         else:
             self.model.load_state_dict(self.best_state)
-            from medattn.models import save_checkpoint
+            from medattn.models import save_checkpoint  # start-up time: see _setup
             save_checkpoint(self.model, self.dir / store.MODEL,  # atomic itself
                             {"classes": self.classes, "num_classes": len(self.classes),
                              "run_id": self.spec.run_id, "best_epoch": self.best_epoch,
@@ -478,7 +474,6 @@ class _Run:
 
     def _write_predictions(self, name: str, logits: np.ndarray, labels: np.ndarray,
                            rows: np.ndarray) -> None:
-        import pandas as pd
         table = self.eval_tables[name]
         probs = torch.softmax(torch.from_numpy(logits), 1).numpy()
         df = pd.DataFrame({"row": rows, "image_id": table["image_id"].to_numpy()[rows],
@@ -493,7 +488,7 @@ class _Run:
         if not self.spec.train.tensorboard:
             return None
         try:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # optional: medattn[tensorboard]
         except ImportError:
             raise MedattnError("train.tensorboard is on but TensorBoard is not installed: "
                                "pip install 'medattn[tensorboard]' or turn it off.") from None

@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from medattn.data import fingerprint
+
 
 def data_fingerprint(table, ood: dict) -> str:
     """Hash of the sample tables' ids, labels and groups, in-distribution pool and OOD sets
     (image files are not read); equals ``medattn.data.fingerprint(table)`` without OOD sets."""
-    from medattn.data import fingerprint
     if not ood:
         return fingerprint(table)
     h = hashlib.sha256(fingerprint(table).encode())
@@ -25,7 +26,6 @@ def data_fingerprint(table, ood: dict) -> str:
 def data_summary(table, ood: dict) -> dict[str, Any]:
     """What a run was trained on, to say later what changed: per part (``pool``, ``ood-<name>``)
     the number of images, the images per class and the part's fingerprint."""
-    from medattn.data import fingerprint
     parts = {"pool": table, **{f"ood-{n}": t for n, t in sorted(ood.items())}}
     classes = list(table.attrs.get("classes") or [])
     out = {}

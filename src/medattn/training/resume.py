@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
@@ -91,7 +92,6 @@ def load_resume(run_dir: Path, run_id: str, fingerprint: str,
     path = run_dir / store.RESUME
     if not path.exists():
         return None
-    from safetensors import safe_open
     try:
         with safe_open(str(path), framework="pt") as f:
             state = json.loads(f.metadata()["state"])

@@ -7,8 +7,11 @@ import hashlib
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from medattn.analysis.features.conditioning import CONDITIONS, MIN_PER_DIAGNOSIS, strata_for
+from medattn.analysis.citests import TESTS
+from medattn.analysis.stats import adjust_pvalues
 from medattn.errors import ConfigError, DataError
 
 DEFAULT_TESTS = ("chsic", "rcot", "cmiknn")
@@ -36,8 +39,6 @@ def feature_tests(x: np.ndarray, y: np.ndarray, label: np.ndarray, diagnosis: np
     the feature, or it is constant within every stratum). Rows without x, and for the diagnosis
     images without one (``no_diagnosis``), are left out first; strata too small for a test are
     left out of that test by the test itself and counted (``n_unused``), never merged."""
-    from medattn.analysis.citests import TESTS
-
     keep = ~np.isnan(x).any(axis=1)
     x, y, label = x[keep], y[keep], label[keep]
     diagnosis = diagnosis[keep] if diagnosis is not None else None
@@ -65,8 +66,6 @@ def feature_tests(x: np.ndarray, y: np.ndarray, label: np.ndarray, diagnosis: np
 
 def tests_job(*args, **kwargs) -> list[dict]:
     """:func:`feature_tests` in a worker process, with BLAS on one thread."""
-    from threadpoolctl import threadpool_limits
-
     with threadpool_limits(1):
         return feature_tests(*args, **kwargs)
 
@@ -74,8 +73,6 @@ def tests_job(*args, **kwargs) -> list[dict]:
 def holm(p) -> np.ndarray:
     """Holm-adjusted p-values of one family (:func:`medattn.analysis.stats.adjust_pvalues`),
     (m,) -> (m,); NaN entries (tests that could not run) stay NaN and are not counted."""
-    from medattn.analysis.stats import adjust_pvalues
-
     return np.asarray(adjust_pvalues(np.asarray(p, dtype=float), "holm"), dtype=float)
 
 

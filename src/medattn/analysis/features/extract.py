@@ -40,6 +40,7 @@ from medattn.analysis.features.colour import colour_count, colourful_patch, skin
 from medattn.analysis.features.shape import asymmetry, border_irregularity, clean_mask
 from medattn.runs.atomic import atomic_write
 from medattn.errors import ConfigError, DataError
+from medattn.progress import progress_bar
 
 STRUCTURES = ("pigment_network", "negative_network", "streaks", "milia_like_cyst", "globules")
 IMAGE_COLUMNS = ("asymmetry", "border", "n_colours", "structures", "structures_area", "skin_ita",
@@ -165,7 +166,6 @@ def extract_features(table: pd.DataFrame, cache: str | Path | None = None, max_s
     rows = {iid: done.loc[iid, list(IMAGE_COLUMNS)].to_dict() for iid in table["image_id"]
             if iid in done.index}
     todo = table[~table["image_id"].isin(list(rows))]
-    from medattn.progress import progress_bar
 
     for i, (_, row) in enumerate(progress_bar(todo.iterrows(), total=len(todo), desc="features",
                                               disable=not progress or len(todo) == 0)):

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass, field
 
 from medattn.analysis.features.conditioning import CONDITIONS, MIN_PER_DIAGNOSIS
+from medattn.analysis.citests import TESTS
 from medattn.analysis.features.decisions import DEFAULT_TESTS, PREDICTIONS
 from medattn.analysis.features.table3 import TABLE3_FEATURES
 from medattn.errors import ArgumentError
@@ -125,8 +126,6 @@ def _whole(argument: str, value, minimum: int) -> None:
 
 
 def _check_choices(s: UsageSettings) -> None:
-    from medattn.analysis.citests import TESTS
-
     for argument in ("best_only", "one_per_group"):
         if not isinstance(getattr(s, argument), bool):
             raise argument_error(argument, f"{argument}={getattr(s, argument)!r} must be True "
@@ -162,8 +161,6 @@ def _check_numbers(s: UsageSettings) -> None:
 def _checked_options(options, tests: tuple[str, ...]) -> dict[str, dict]:
     """``options`` as a fresh ``{test: {option: value}}`` (sorted, CMIknn's whole k an int),
     refusing tests and options that do not exist and counts that cannot work."""
-    from medattn.analysis.citests import TESTS
-
     if options is None:
         return {}
     if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
@@ -203,8 +200,6 @@ def _cmiknn_k(k) -> float | int:
 def _check_resolution(tests, test_options: dict, alpha: float) -> None:
     """Refuse permutation counts with which no feature could ever be called used: after Holm
     over the 8 features the smallest adjusted p is 8 / (B + 1), which must be below ``alpha``."""
-    from medattn.analysis.citests import TESTS
-
     for name in tests:
         default = inspect.signature(TESTS[name]).parameters["permutations"].default
         b = test_options.get(name, {}).get("permutations", default)

@@ -22,7 +22,9 @@ from medattn.analysis.features.shared_test_usage import (
     shared_set,
 )
 from medattn.analysis.features.table3 import TABLE3_FEATURES
+from medattn.analysis.paired import run_info
 from medattn.runs.atomic import atomic_write
+from medattn.runs.store import iter_records, read_predictions
 
 __all__ = ["JACKKNIFE_TEST", "image_terms", "run_split_kinds"]
 
@@ -32,9 +34,6 @@ COLUMNS = ["run_id", "condition", "feature", "block", "n", "n_out", "full", "wit
 
 def run_split_kinds(runs_dir: Path, run_ids) -> list[str]:
     """The split kind (``random``, ``official``, ``kfold``) of each of the runs."""
-    from medattn.analysis.paired import run_info
-    from medattn.runs.store import iter_records
-
     wanted = set(map(str, run_ids))
     info = run_info([r for r in iter_records(runs_dir) if str(r.get("run_id")) in wanted])
     return list(info["kind"])
@@ -72,8 +71,6 @@ def image_terms(runs_dir, chosen: pd.DataFrame, decisions: pd.DataFrame, set_nam
     ``key``: the analysis's settings key (rows of other settings are kept but not used);
     ``load(spec)``: the data set's features, groups and diagnoses (``usage._Data``), called only
     for runs whose rows are not stored yet. Each run's rows are saved when computed."""
-    from medattn.runs.store import read_predictions
-
     runs_dir = Path(runs_dir)
     if f"effect_{MAGNITUDE}" not in decisions:  # no CMIknn: no magnitude, no CI
         return None

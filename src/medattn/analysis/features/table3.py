@@ -34,7 +34,7 @@ CONDITION_NAMES = {"diagnosis": "fine diagnosis", "label": "3-class label"}
 
 def model_order(models) -> list[str]:
     """Models in the zoo's order (base, +GA, ...), unknown names after them."""
-    try:
+    try:  # start-up time: the zoo imports torch and timm; the report imports this module
         from medattn.models import list_models
 
         known = {m: i for i, m in enumerate(list_models())}

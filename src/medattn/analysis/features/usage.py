@@ -46,7 +46,9 @@ from medattn.analysis.features.table3 import table3, table3_markdown
 from medattn.analysis.features.usage_plan import UsagePlan, plan_usage, select_runs  # noqa: F401
 from medattn.analysis.features.usage_run import (TestedRuns, load_data, merge_saved, run_tests,
                                                  write_csv)
+from medattn.analysis.paired import comparison_ratio, run_info
 from medattn.runs.atomic import write_text
+from medattn.runs.store import iter_records
 
 __all__ = ["UsageResult", "UsageSettings", "aggregate", "feature_usage",
            "select_runs", "write_outputs"]
@@ -187,6 +189,7 @@ def _truths(plan: UsagePlan, tested: TestedRuns) -> dict:
     truths = {spec: d.truth for spec, d in tested.data.items() if d.truth}
     if truths:
         return truths
+    # start-up time: medattn.data imports torch, which the analysis of saved runs does not need
     from medattn.data.synthetic.derm import read_truth
 
     for spec in plan.chosen["data"].unique():
@@ -199,9 +202,6 @@ def _truths(plan: UsagePlan, tested: TestedRuns) -> dict:
 def _split_ratio(runs_dir: Path, run_ids) -> float:
     """n_test / n_train of the runs' splits for the corrected CIs (0 on a fixed official split),
     as Table 2's paired tests take it (:func:`medattn.analysis.paired.comparison_ratio`)."""
-    from medattn.analysis.paired import comparison_ratio, run_info
-    from medattn.runs.store import iter_records
-
     wanted = set(run_ids)
     info = run_info([r for r in iter_records(runs_dir) if r.get("run_id") in wanted])
     return comparison_ratio(info, None)[0]

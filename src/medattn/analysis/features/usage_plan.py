@@ -12,6 +12,8 @@ import pandas as pd
 
 from medattn.analysis.features.settings import SELECT_BY, UsageSettings, argument_error
 from medattn.errors import DataError
+from medattn.runs.records import best_runs
+from medattn.runs.store import final_runs
 
 SKIN_SOURCES = ("isic", "ham10000", "pad-ufes-20")
 
@@ -46,8 +48,6 @@ def select_runs(records: pd.DataFrame, *, best_only: bool = False, select_by: st
     ``select_by`` (``val`` or ``test``; :func:`medattn.runs.records.best_runs`).
 
     ``records``: :func:`medattn.runs.store.final_runs` rows."""
-    from medattn.runs.records import best_runs
-
     if select_by not in SELECT_BY:
         raise argument_error("select_by", f"select_by={select_by!r} is not one of "
                             f"{', '.join(SELECT_BY)}")
@@ -72,8 +72,6 @@ def select_runs(records: pd.DataFrame, *, best_only: bool = False, select_by: st
 def plan_usage(runs_dir: str | os.PathLike, settings: UsageSettings) -> UsagePlan:
     """The runs of ``runs_dir`` that ``settings`` select, from one data set, with the p-values
     saved for them before. DataError when there is nothing to test, saying why."""
-    from medattn.runs.store import final_runs
-
     runs_dir = Path(runs_dir)
     if not (runs_dir / "runs").is_dir():
         raise DataError(f"{runs_dir}: not a study directory (no runs/ inside); give the RUNS_DIR "

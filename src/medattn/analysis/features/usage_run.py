@@ -6,14 +6,17 @@ analysis resumes there."""
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import re
-from concurrent.futures import Future
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
+from medattn.analysis.citests.cmiknn import warn_if_slow
 from medattn.analysis.features.conditioning import finer_than_label, normalise_diagnosis
 from medattn.analysis.features.decisions import (
     derive_seed,
@@ -21,11 +24,14 @@ from medattn.analysis.features.decisions import (
     prediction_matrix,
     tests_job,
 )
+from medattn.analysis.features.extract import extract_features
 from medattn.analysis.features.settings import UsageSettings
 from medattn.analysis.features.table3 import TABLE3_FEATURES
 from medattn.analysis.features.usage_plan import UsagePlan
 from medattn.errors import DataError
+from medattn.progress import progress_bar
 from medattn.runs.atomic import atomic_write
+from medattn.runs.store import read_predictions
 
 
 @dataclass
@@ -66,7 +72,8 @@ def write_csv(path: Path, frame: pd.DataFrame) -> None:
 
 def load_data(spec: str, out_dir: Path, patches: str, progress: bool) -> Data:
     """The data set ``spec``: its features (cached in ``out_dir``), groups and diagnoses."""
-    from medattn.analysis.features.extract import extract_features
+    # start-up time: medattn.data imports torch (its package imports the datasets), which
+    # `medattn features` resumed from its saved files does not need
     from medattn.data import load_dataset
     from medattn.data.synthetic.derm import read_truth
 
@@ -97,8 +104,6 @@ def _slug(spec: str) -> str:
 def prepare_run(runs_dir: Path, rec, data: Data, settings: UsageSettings) -> RunInputs:
     """The tested images of run ``rec``: its ``settings.set_name`` predictions, one image per
     leakage group (unless ``one_per_group`` is off), with their features and diagnoses."""
-    from medattn.runs.store import read_predictions
-
     preds = read_predictions(runs_dir, rec.run_id, settings.set_name)
     classes = [c[len("prob_"):] for c in preds.columns if c.startswith("prob_")]
     missing = ~preds["image_id"].isin(data.features.index)
@@ -118,13 +123,8 @@ def run_tests(plan: UsagePlan, settings: UsageSettings, *, jobs: int = 1,
               progress: bool = True) -> TestedRuns:
     """Every feature of every planned run under each conditioning, resumed where ``pvalues.csv``
     covers the run, else tested (``jobs`` worker processes; the p-values do not depend on it)."""
-    from threadpoolctl import threadpool_limits
-
-    from medattn.progress import progress_bar
-
     plan.out_dir.mkdir(parents=True, exist_ok=True)
     if "cmiknn" in settings.tests:
-        from medattn.analysis.citests.cmiknn import warn_if_slow
         warn_if_slow()  # before the bar and the workers, which then stay silent
     tested = TestedRuns([], {}, [])
     bar = progress_bar(total=len(plan.chosen) * len(TABLE3_FEATURES), desc="feature tests",
@@ -202,9 +202,6 @@ class _InlinePool:
 def _open_pool(jobs: int):
     if jobs == 1:
         return _InlinePool()
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     # spawn: workers never inherit torch's threads from this process
     return ProcessPoolExecutor(int(jobs), mp_context=multiprocessing.get_context("spawn"))
 

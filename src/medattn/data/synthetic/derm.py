@@ -20,9 +20,9 @@ import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from medattn.progress import progress_bar
@@ -30,9 +30,6 @@ from medattn.runs.atomic import atomic_write, write_text
 from medattn.data.synthetic.derm_render import STRUCTURES, ita_to_rgb, render
 from medattn.data.synthetic.diagnoses import DIAGNOSES, MALIGNANT, NOT_VISIBLE, VISIBLE, Diagnosis
 from medattn.errors import ArgumentError, ConfigError
-
-if TYPE_CHECKING:  # pandas is imported where a table is built: the renderer does not need it
-    import pandas as pd
 
 CLASSES = ("melanoma", "nevus", "other")
 
@@ -231,8 +228,6 @@ def sample_metadata(n: int, seed: int = 0, cfg: DermConfig | None = None) -> pd.
     rendering a pixel: one row per image with ``image_id``, ``patient_id``, ``lesion_id``,
     ``label``, ``age_approx`` and the ``true_*`` columns (for quick simulations; the same values
     as the written ``metadata.csv``)."""
-    import pandas as pd  # start-up time of the render workers (see the TYPE_CHECKING note)
-
     cfg = cfg or DermConfig()
     return pd.DataFrame([{"image_id": f"ISIC_{i:07d}", "patient_id": f"IP_{p:07d}",
                           "lesion_id": f"IL_{les:07d}", "label": dx.label,
