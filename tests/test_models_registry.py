@@ -55,8 +55,8 @@ def _backward(model, x) -> None:
 def test_registered_out_of_the_box():
     assert CNNS == ["resnet18", "efficientnet_b0", "resnet50", "densenet121", "efficientnet_b3"]
     assert [a.name for a in R.attentions()] == ["ga", "la", "ela", "se", "cbam", "eca", "mhsa"]
-    # 1 base + 7 single modules + 4 'after' x 3 local per CNN, the two ViTs
-    assert len(list_models()) == 5 * 20 + 2
+    # 1 base + 7 single modules + 4 'after' x 3 local per CNN, the paper's two ViTs and the demo's
+    assert len(list_models()) == 5 * 20 + 3
     claims = {a.name: a.identity_at_init for a in R.attentions()}
     assert claims == {"ga": True, "la": False, "ela": True, "se": True, "cbam": True, "eca": True,
                       "mhsa": False}
