@@ -10,12 +10,19 @@ Over 400 lines on purpose: one job (argument parsing) for a dozen commands, kept
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
-from medattn import __version__
+from medattn import __version__, progress
 from medattn.analysis.settings import CORRECTIONS, TESTS, CompareSettings, PlanSettings, SequentialSettings
-from medattn.errors import ArgumentError, ConfigError, MedattnError
+from medattn.errors import ArgumentError, ConfigError, IncompleteStudyError, MedattnError
+from medattn.install_check import check_torch_install
+from medattn.runs.hint import check_runs_dir
+
+# Each command imports what it runs (the model zoo, training, analysis, report, explain: torch,
+# timm, scipy, pandas, matplotlib; numpy for the error message of a failed file call) inside its
+# function, so `medattn --help` and the parser stay fast. Only light modules are imported above.
 
 # The flags' defaults are the settings' (declared once, in medattn.analysis.settings, which
 # imports nothing heavy). explain's are written out below, as importing medattn.explain loads
@@ -126,8 +133,6 @@ def _add_compare(sub):
 
     def run(args):
         from medattn.report.table2 import run_compare
-        from medattn.runs.hint import check_runs_dir
-
         if args.summary is None:  # a wrong folder: name the right one
             for d in args.runs_dir:
                 check_runs_dir(d, "compare")
@@ -185,8 +190,6 @@ def _add_plan(sub):
                                   seconds_per_run=args.seconds_per_run, settings=settings)
             print(format_plan(plan), end="")
             return
-        from medattn.runs.hint import check_runs_dir
-
         check_runs_dir(args.runs_dir, "plan")  # a wrong folder: name the right one
         plan = P.plan_runs(args.runs_dir, settings=settings)
         print(format_plan(plan, saved=str(plan.paths["plan"])), end="")
@@ -256,8 +259,6 @@ def _add_report(sub):
 
     def run(args):
         from medattn.report import build_report
-        from medattn.runs.hint import check_runs_dir
-
         check_runs_dir(args.runs_dir, "report")  # a wrong folder: name the right one
         result = build_report(args.runs_dir, out=args.out, settings=_compare_settings(args))
         print(result.html)
@@ -292,8 +293,6 @@ def _add_explain(sub):
     def run(args):
         from medattn.explain import explain_runs
         from medattn.explain.settings import ExplainSettings
-        from medattn.runs.hint import check_runs_dir
-
         check_runs_dir(args.runs_dir, "explain")  # a wrong folder: name the right one
         settings = ExplainSettings(n_mean=args.n_mean, choose=args.choose,
                                    image_ids=args.image_ids, border=args.border, seed=args.seed)
@@ -411,7 +410,6 @@ def _add_study(sub):
                    f"{SEQ.margin:g})")
 
     def run(args):
-        from medattn.errors import IncompleteStudyError
         from medattn.training import run_study
         from medattn.training.config import load_config
 
@@ -617,8 +615,6 @@ def _add_features(sub):
 
     def run(args):
         from medattn.analysis.features.usage import UsageSettings, feature_usage
-        from medattn.runs.hint import check_runs_dir
-
         check_runs_dir(args.runs_dir, "features")  # a wrong folder: name the right one
         settings = UsageSettings(
             best_only=args.runs == "best", select_by=args.select, dataset=args.dataset,
@@ -721,10 +717,6 @@ TORCH_COMMANDS = ("models", "params", "report", "explain", "train", "study", "de
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import os
-
-    from medattn import progress
-
     parser = build_parser()
     args = parser.parse_args(argv)
     was_quiet = os.environ.get(progress.QUIET_ENV)  # --quiet holds for this command only
@@ -741,15 +733,13 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return 1
     try:
         if args.command in TORCH_COMMANDS:  # a broken torch/torchvision pair: one message, the fix
-            from medattn.install_check import check_torch_install
-
             check_torch_install()
         result = args.func(args)
     except MedattnError as err:
         print(f"medattn {args.command}: error: {_message(err, args)}", file=sys.stderr)
         return err.exit_code
     except OSError as err:  # a folder not writable, a full disk: the file and the fix, no traceback
-        from medattn.runs.store import write_error
+        from medattn.runs.atomic import write_error
 
         where = err.filename if err.filename is not None else "a file"
         print(f"medattn {args.command}: error: {write_error(err, where, 'access')}",

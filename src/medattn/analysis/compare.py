@@ -37,11 +37,13 @@ import pandas as pd
 
 from medattn.analysis import paired, shared_test, stats
 from medattn.analysis.labels import comparison_label
+from medattn.analysis.sequential import sequential_note
 from medattn.analysis.settings import TESTS, CompareSettings
 from medattn.analysis.summary import SUMMARY_COLUMNS, _summary_of, summarize_runs
 from medattn.errors import ArgumentError, DataError
 from medattn.models import registry as R
 from medattn.runs import store
+from medattn.runs.hint import check_runs_dir
 
 __all__ = ["CompareResult", "FORMATS", "PAPER_TABLE2", "compare_runs", "compare_summary"]
 
@@ -311,8 +313,6 @@ def compare_runs(runs_dir: str | os.PathLike, *,
     result also holds the comparison with the other choice (``sensitivity``), divergence rates,
     the per-split pairs and notes.
     """
-    from medattn.runs.hint import check_runs_dir
-
     settings = settings.for_source(summary=False)
     check_runs_dir(runs_dir)
     finals = store.final_runs(runs_dir)  # only the current selection's; superseded are listed
@@ -349,9 +349,7 @@ def compare_runs(runs_dir: str | os.PathLike, *,
     notes += margin_notes(runs_dir, settings.margin)
     divergence = _sort_models(paired.divergence_table(frame), list(summary["dataset"]))
     recorded = settings.as_dict()
-    from medattn.analysis.sequential import sequential_note  # a stop-when-decided study
-
-    if lines := sequential_note(runs_dir):
+    if lines := sequential_note(runs_dir):  # a stop-when-decided study
         notes[:0] = lines
         recorded["design"] = "sequential"
     return CompareResult(table, runs, excluded, recorded, pairs=pairs, divergence=divergence,

@@ -31,6 +31,7 @@ from medattn.analysis import compare
 from medattn.analysis import design as D
 from medattn.analysis.labels import comparison_label
 from medattn.analysis.settings import CompareSettings, PlanSettings
+from medattn.analysis.shared_test import read_pair_predictions
 from medattn.analysis.summary import read_summary
 from medattn.errors import ArgumentError, DataError
 from medattn.runs import store
@@ -131,8 +132,6 @@ def test_sampling_a(labels, correct_a, correct_b) -> float:
 def _pilot_a(runs_dir, pairs: pd.DataFrame, set_file: str, cache: dict) -> tuple[float, float]:
     """Mean ``a`` and mean test-set size over the pairs with usable predictions (both models
     on the same images; NaNs when none), read as ``compare`` reads them."""
-    from medattn.analysis.shared_test import read_pair_predictions
-
     splits = [s for s in read_pair_predictions(runs_dir, pairs, set_file, cache).splits
               if len(s.labels) > 1]
     if not splits:

@@ -23,6 +23,7 @@ and :func:`plan_datasets` (a :class:`DatasetPlan` per data set: its table, examp
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,12 +34,19 @@ import torch
 
 from medattn.errors import ArgumentError, DataError
 from medattn.explain.attention_maps import ga_blocks, ga_maps
+from medattn.explain.grid import draw_table4
 from medattn.explain.gradcam import gradcam
 from medattn.explain.images import REGIONS, ExplainImages, region_shares
 from medattn.explain.plan import DatasetPlan, choose_images, plan_datasets
 from medattn.explain.rollout import vit_rollout
 from medattn.explain.settings import CHOICES, ExplainSettings
 from medattn.explain.units import Unit, load_units, save_units, slug, summarise
+from medattn.models import create_model, list_models, load_checkpoint
+from medattn.progress import progress_bar
+from medattn.runs.atomic import atomic_write, write_error, write_json
+from medattn.runs.hint import check_runs_dir
+from medattn.runs.records import best_runs
+from medattn.runs.store import final_runs
 
 # The paper's Table 4 rows, in its order (absent models are skipped).
 DEFAULT_MODELS = (
@@ -85,9 +93,6 @@ def select_runs(runs_dir: str | os.PathLike, *, models: list[str] | None = None,
         the Table 4 models, or every model of a study that has none of them (``resnet50+cbam``,
         registered models).
     """
-    from medattn.runs.records import best_runs
-    from medattn.runs.store import final_runs
-
     if choose not in CHOICES:
         raise ArgumentError(f"{{choose}} must be 'split' or 'best', got {choose!r}.", "choose")
     finals = final_runs(runs_dir)
@@ -109,8 +114,6 @@ def select_runs(runs_dir: str | os.PathLike, *, models: list[str] | None = None,
     if choose == "split":
         best = pd.concat([_on_one_split(done[done["dataset"] == ds], rows)
                           for ds, rows in best.groupby("dataset", sort=False)])
-    from medattn.models import list_models
-
     order = {m: i for i, m in enumerate(dict.fromkeys([*(models or DEFAULT_MODELS),
                                                        *list_models()]))}
     best["_order"] = best["model"].map(lambda m: order.get(m, len(order)))
@@ -121,8 +124,6 @@ def select_runs(runs_dir: str | os.PathLike, *, models: list[str] | None = None,
 def _on_one_split(done: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
     """``best`` (one data set's best run per model) moved onto the split seed that holds runs of
     the most models (ties: the higher mean validation score, then the lower seed)."""
-    from medattn.runs.records import best_runs
-
     seeded = done[done["split_seed"].notna()]
     if seeded.empty:
         return best
@@ -138,15 +139,11 @@ def _on_one_split(done: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------------- maps
 
 def _load_model(runs_dir: Path, rec: pd.Series, classes: list[str]) -> torch.nn.Module:
-    from medattn.models import create_model
-
     path = runs_dir / "runs" / rec["run_id"] / "model.safetensors"
     if not path.exists():
         raise DataError(f"{path}: the selected model of run {rec['run_id']} is missing; "
                         "re-run the study to finish it, or explain the other models (the "
                         "models argument; `medattn explain --models`).")
-    from medattn.models import load_checkpoint
-
     _, meta = load_checkpoint(str(path))
     options = meta.get("options") or {}  # e.g. kernel_size: the model must be rebuilt as trained
     model = create_model(rec["model"], num_classes=len(classes), weights=str(path), **options)
@@ -232,8 +229,6 @@ def _explain_run(plan: DatasetPlan, rec: pd.Series, runs_dir: Path, batch_size: 
 def _inputs(runs_dir: Path, run_id: str) -> dict[str, str | None]:
     """Fingerprints (SHA-256) of the run's files the maps are computed from, None where absent:
     saved maps of a model file that was replaced or truncated since are not re-used."""
-    import hashlib
-
     out: dict[str, str | None] = {}
     for name in ("model.safetensors", "record.json"):
         path = runs_dir / "runs" / run_id / name
@@ -243,7 +238,6 @@ def _inputs(runs_dir: Path, run_id: str) -> dict[str, str | None]:
         except FileNotFoundError:
             out[name] = None
         except OSError as err:
-            from medattn.runs.atomic import write_error
             raise write_error(err, path, "read") from None
     return out
 
@@ -259,9 +253,6 @@ def _unit_meta(plan: DatasetPlan, rec: pd.Series, runs_dir: Path) -> dict:
 
 def write_outputs(out: Path, plans: list[DatasetPlan], units: list[Unit]) -> dict[str, Path]:
     """The write step: ``explain_summary.csv`` and the Table 4 grid (PNG and PDF) under ``out``."""
-    from medattn.explain.grid import draw_table4
-    from medattn.runs.store import atomic_write
-
     summary = summarise(units, {p.dataset: p.areas() for p in plans})
     atomic_write(out / "explain_summary.csv",
                  lambda t: summary.to_csv(t, index=False, float_format="%.4f"))
@@ -311,10 +302,6 @@ def explain_runs(
         batch_size: images per forward pass.
         progress: show a progress bar.
     """
-    from medattn.progress import progress_bar
-    from medattn.runs.atomic import write_json
-    from medattn.runs.hint import check_runs_dir
-
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ArgumentError(f"{{batch_size}} must be a whole number >= 1, got {batch_size!r}.",
                             "batch_size")

@@ -22,10 +22,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
+from medattn import __version__
+from medattn.analysis import compare
+from medattn.analysis.sequential import read_state
 from medattn.analysis.settings import CompareSettings
 from medattn.errors import MedattnError
+from medattn.runs import store
 from medattn.runs.atomic import write_json, write_text
+from medattn.runs.hint import check_runs_dir
+from medattn.report import table2 as T2
+from medattn.report import tables as T
+from medattn.report.across import across_section
+from medattn.report.design import design_section
+from medattn.report.verdict import verdict_markdown
+
+# The sections that draw (report.figures, table2_view, features: matplotlib; explain_view: torch)
+# import them inside their function, so `import medattn.report` stays free of both.
 from medattn.report.html import (MAX_ROWS, Details, Figure, Pre, Section, Table, Text, read_table,
                                  render_html, render_markdown)
 
@@ -46,8 +60,6 @@ def _slug(*parts: str) -> str:
 
 
 def _read_yaml(path: Path) -> tuple[dict | None, str | None]:
-    import yaml
-
     if not path.is_file():
         return None, None
     text = path.read_text(encoding="utf-8")
@@ -77,8 +89,6 @@ class _Study:
     def final_records(self) -> list[dict]:
         """Records of the current selection's final runs that enter the figures (done, and
         diverged ones with ``include_diverged``); superseded runs are left out."""
-        from medattn.runs import store
-
         ok = ("done", "diverged") if self.settings.include_diverged else ("done",)
         return [r for r in store.final_runs(self.runs_dir).records.values() if r.status in ok]
 
@@ -105,8 +115,6 @@ def build_report(runs_dir: str | os.PathLike, *, out: str | os.PathLike | None =
     (:func:`medattn.analysis.compare.compare_runs`); ``settings.include_diverged`` also holds
     for the figures. ``parameters=False`` skips Table 1 (it builds every model, a few seconds).
     """
-    from medattn.runs.hint import check_runs_dir
-
     study = _read_study(check_runs_dir(runs_dir), settings.for_source(summary=False))
     _compare(study)
     final = study.final_records()
@@ -127,8 +135,6 @@ def _recorded(study: _Study) -> dict:
 
 
 def _read_study(runs_dir: Path, settings: CompareSettings) -> _Study:
-    from medattn.runs import store
-
     records = list(store.iter_records(runs_dir))
     config, config_text = _read_yaml(runs_dir / "study.yaml")
     return _Study(runs_dir, records, config, config_text,
@@ -140,8 +146,6 @@ def _read_study(runs_dir: Path, settings: CompareSettings) -> _Study:
 
 def _compare(study: _Study) -> None:
     """Table 2 into ``study.result`` (or why not into ``study.table2_error``)."""
-    from medattn.analysis import compare
-
     try:
         study.result = compare.compare_runs(study.runs_dir, settings=study.settings)
     except MedattnError as err:
@@ -150,8 +154,6 @@ def _compare(study: _Study) -> None:
 
 def _verdict(study: _Study, sections: list[Section]) -> Section:
     """What the study found, one plain-words line per comparison (report.verdict)."""
-    from medattn.report.verdict import verdict_markdown
-
     design = "see Design" if any(s.id == "design" for s in sections) else None
     text = verdict_markdown(study.result, design) if study.result is not None else ""
     if not text:
@@ -177,8 +179,6 @@ def _table1(study: _Study, parameters: bool) -> Section:
     if not parameters:
         return Section("table1", "Table 1: parameters", [
             Text("Table 1 was skipped (`parameters=False`); `medattn params` prints it.")])
-    from medattn.report import tables as T
-
     n_classes = next((len(r["classes"]) for r in study.records if r.get("classes")), 3)
     try:
         t1 = T.table1(num_classes=n_classes,
@@ -200,9 +200,6 @@ def _table1(study: _Study, parameters: bool) -> Section:
 
 
 def _table2(study: _Study) -> Section:
-    from medattn.report import table2 as T2
-    from medattn.report.table2_view import table2_blocks
-
     result = study.result
     if result is None:
         return Section("table2", "Table 2: balanced accuracy", [Text(study.table2_error or "")])
@@ -211,6 +208,8 @@ def _table2(study: _Study) -> Section:
             Table(T2.wide_table(result.table), "Balanced accuracy in %, mean ± sd over the final "
                   "runs (in-distribution test set, OOD in parentheses).", index=True),
             Text(NOTHING_TO_COMPARE)])
+    from medattn.report.table2_view import table2_blocks
+
     blocks = table2_blocks(result)
     blocks.append(Table(T2.wide_table(result.table), T2.legend(result.settings, result.table),
                         index=True))
@@ -232,8 +231,6 @@ def _table2(study: _Study) -> Section:
 
 def _across(study: _Study) -> Section:
     """Across data sets (docs/statistics.md): verdicts, forest plots, CD diagram, or why not."""
-    from medattn.report.across import across_section
-
     return across_section(study.result, _slug)
 
 
@@ -309,9 +306,7 @@ def _search(study: _Study) -> Section:
             blocks.append(Figure(F.to_png(fig), _slug("search", ds),
                                  f"{ds}: hyper-parameter search (learning rate × weight decay)."))
     if selection is not None:
-        from medattn.report.tables import selection_table
-
-        blocks.append(Table(selection_table(selection), "The learning rate and weight decay each "
+        blocks.append(Table(T.selection_table(selection), "The learning rate and weight decay each "
                             "model's final runs used, and how they were chosen."))
     return Section("search", "Hyper-parameter search",
                    blocks or [Text("No search runs (hyper-parameters were fixed or the search "
@@ -320,8 +315,6 @@ def _search(study: _Study) -> Section:
 
 def _design(study: _Study) -> Section:
     """The plan saved by ``medattn plan`` (report/design.py)."""
-    from medattn.report.design import design_section
-
     return design_section(study.runs_dir)
 
 
@@ -343,10 +336,7 @@ def _table4(study: _Study) -> Section:
 
 def _run_status(study: _Study) -> Section:
     """Diverged, failed and missing runs."""
-    from medattn.report import tables as T
-
     problems, missing = T.run_problems(study.records, study.config)
-    from medattn.analysis.sequential import read_state
 
     if (state := read_state(study.runs_dir)) and len(missing):  # stopped early on purpose
         stop = {k: v.get("n_splits", 0) for k, v in (state.get("models") or {}).items()}
@@ -370,9 +360,6 @@ def _run_status(study: _Study) -> Section:
 
 
 def _reproduce(study: _Study) -> Section:
-    from medattn import __version__
-    from medattn.report import tables as T
-
     blocks = [Text(f"Generated by medattn {__version__} on "
                    f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC. To reproduce, run "
                    f"`medattn study RUNS_DIR/study.yaml --out NEW_DIR` (the config below), then "
@@ -380,7 +367,6 @@ def _reproduce(study: _Study) -> Section:
                    f"RUNS_DIR` the same command completes this study's missing runs (finished "
                    f"runs are skipped). Each run's split and initialisation are seeded by its "
                    f"split seed.")]
-    from medattn.analysis.sequential import read_state
 
     if state := read_state(study.runs_dir):  # the command must repeat the sequential design
         blocks.append(Text(f"This is a sequential study: add `--until-decided --batch "
@@ -403,9 +389,6 @@ def _reproduce(study: _Study) -> Section:
 def _write(study: _Study, sections: list[Section], out: Path) -> dict[str, Path]:
     """Write the HTML and Markdown reports, their figures, the tables' CSV/LaTeX copies and the
     settings; returns the files written by name."""
-    from medattn.report import table2 as T2
-    from medattn.report import tables as T
-
     title = f"medattn report: {study.name}"
     subtitle = f"Runs directory `{study.runs_dir}`."
     md, files = render_markdown(title, subtitle, sections)

@@ -21,6 +21,7 @@ from medattn.analysis.compare import (
     compare_runs,
     compare_summary,
 )
+from medattn.analysis.across_study import merge_results
 from medattn.analysis.summary import read_summary
 from medattn.analysis.labels import model_label
 from medattn.analysis.settings import TEST_LABELS, CompareSettings, recorded
@@ -28,6 +29,8 @@ from medattn.errors import ArgumentError
 from medattn.runs.atomic import write_text
 from medattn.models import registry as R
 from medattn.render import latex_table, markdown_table
+from medattn.report.across import across_markdown
+from medattn.report.summary_checks import implausible_sds
 from medattn.report.table2_extras import (
     _num,
     _p,
@@ -37,6 +40,7 @@ from medattn.report.table2_extras import (
     sensitivity_display,
     terminal_table,
 )
+from medattn.report.verdict import verdict_text
 
 __all__ = ["format_result", "legend", "run_compare", "stats_display", "table2_latex",
            "table2_markdown", "table2_sections", "terminal_table", "wide_table"]
@@ -232,8 +236,6 @@ def table2_sections(result: CompareResult) -> list[tuple[str, str, pd.DataFrame 
 def table2_markdown(result: CompareResult) -> str:
     """Table 2 (paper layout), the statistics per comparison, the paired extras, notes and the
     excluded runs, as Markdown."""
-    from medattn.report.verdict import verdict_text
-
     verdict = verdict_text(result)  # the answer first
     sections = table2_sections(result)
     first = ("Warnings", "Marks of Welch's test re-checked") if result.runs is None else ()
@@ -323,8 +325,6 @@ def run_compare(runs_dir: str | os.PathLike | list | None = None, *,
     if summary is not None:
         if str(summary) == "paper":
             summary = PAPER_TABLE2
-        from medattn.report.summary_checks import implausible_sds
-
         settings = settings.for_source(summary=True)
         table = compare_summary(read_summary(str(summary)), settings=settings)
         result = CompareResult(table, settings=settings.as_dict(),
@@ -333,16 +333,12 @@ def run_compare(runs_dir: str | os.PathLike | list | None = None, *,
         dirs = runs_dir if isinstance(runs_dir, list) else [runs_dir]
         results = [compare_runs(d, settings=settings) for d in dirs]
         if len(results) > 1:
-            from medattn.analysis.across_study import merge_results
-
             results = [merge_results(results)]
         result = results[0]
     text = format_result(result, fmt)
     n_sets = result.table["dataset"].nunique()
     if fmt == "md" and (across == "on" or (across == "auto" and n_sets >= 2
                                               and summary is None)):
-        from medattn.report.across import across_markdown
-
         text += across_markdown(result)
     result.text = text
     if out:
