@@ -22,6 +22,7 @@ def test_planned_looks_skip_what_cannot_decide():
         seq.planned_looks(1, 2)
 
 
+@pytest.mark.slow
 def test_one_look_is_the_two_sided_fixed_threshold_and_more_looks_are_stricter():
     # one look: T is exactly t(J-1) under the model, so the threshold is 1 - alpha/2
     assert seq.calibrate_threshold((10,), R) == pytest.approx(0.975, abs=0.002)

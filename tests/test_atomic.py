@@ -162,6 +162,7 @@ WRITERS = {"store json": _store_json, "store predictions": _store_predictions,
            "synthetic metadata": _synthetic_metadata, "synthetic truth": _synthetic_truth}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(WRITERS))
 def test_writer_is_atomic_and_readable(name, tmp_path, umask022, monkeypatch):
     write = WRITERS[name]

@@ -69,6 +69,7 @@ def test_paper_p_values_equal_scipy_from_stats(paper):
         assert r.p == pytest.approx(ref.pvalue, rel=1e-10)
 
 
+@pytest.mark.slow
 def test_holm_within_each_column_equals_statsmodels(paper):
     groups = paper[paper.reference.notna()].groupby(["dataset", "set", "reference"])
     assert len(groups) == 2 * 2 * 2
@@ -108,6 +109,7 @@ def test_correction_none_and_margin_option(paper):
         compare.compare_summary(s, settings=CompareSettings(margin=0))
 
 
+@pytest.mark.slow
 def test_from_runs_matches_scipy_and_excludes_diverged(tmp_path):
     values = write_fake_study(tmp_path)
     res = compare.compare_runs(tmp_path, settings=CompareSettings(bootstrap=0))
@@ -168,6 +170,7 @@ def test_formats(tmp_path, paper):
         table2.format_result(result, "xlsx")
 
 
+@pytest.mark.slow
 def test_wide_table_flags_unequal_n(tmp_path):
     write_fake_study(tmp_path)
     md = table2.format_result(compare.compare_runs(tmp_path, settings=CompareSettings(bootstrap=0)), "md")
@@ -195,6 +198,7 @@ def test_summary_errors_name_the_line(tmp_path, text, match):
         read_summary(path)
 
 
+@pytest.mark.slow
 def test_cli(tmp_path, capsys):
     assert cli.main(["compare", "--summary", "paper", "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)

@@ -52,6 +52,7 @@ def _joined(values, variant, reference=("resnet18", "base"), key=""):
     return seeds, np.array([a[s] for s in seeds]), np.array([b[s] for s in seeds])
 
 
+@pytest.mark.slow
 def test_variant_and_base_are_paired_on_the_split_seed(study, result):
     _, values = study
     for set_, key in (("id", ""), ("ood-pad-ufes-20", "ood")):
@@ -99,6 +100,7 @@ def test_vit_is_paired_with_every_base(result):
         assert row.n_pairs == (N_FINAL if ref == "resnet18" else N_FINAL - 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("test", ["paired", "welch", "corrected"])
 def test_the_chosen_test_marks_the_table_and_holm_follows_it(study, test):
     t = compare.compare_runs(study[0], settings=CompareSettings(test=test, bootstrap=0)).table
@@ -133,6 +135,7 @@ def _rewrite(root, edit):
         path.write_text(json.dumps(rec))
 
 
+@pytest.mark.slow
 def test_split_ratio_comes_from_the_recorded_split(tmp_path):
     write_fake_study(tmp_path)
     _rewrite(tmp_path, lambda rec: rec.update(split={"kind": "random", "n_train": 400,
@@ -195,6 +198,7 @@ def test_converged_and_all_runs_side_by_side(study, result):
     assert "### Converged runs and all runs" in md and "all runs: p" in md
 
 
+@pytest.mark.slow
 def test_diverged_run_without_accuracy_counts_at_chance_in_all_runs(tmp_path):
     values = write_fake_study(tmp_path)
     path = tmp_path / "runs" / DIVERGED_RUN / "record.json"
@@ -214,6 +218,7 @@ def test_diverged_run_without_accuracy_counts_at_chance_in_all_runs(tmp_path):
     assert set(imputed.run_id) == {DIVERGED_RUN} and set(imputed.set) == {"id", "ood-pad-ufes-20"}
 
 
+@pytest.mark.slow
 def test_bootstrap_column_is_the_paired_bootstrap_of_the_stored_predictions(study, result):
     root, _ = study
     row = _row(result.table, "resnet18", "ela", "ood-pad-ufes-20")
@@ -374,6 +379,7 @@ def test_ood_marks_count_the_sampling_of_the_shared_test_images(study, result):
     assert "splits + test images" in md and "also count the sampling of those images" in md
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["official", "random"])
 def test_a_fixed_split_with_the_same_test_images_is_a_shared_test_set(tmp_path, kind):
     write_fake_study(tmp_path)
@@ -432,6 +438,7 @@ def test_hedges_g_ci_agrees_with_the_marking_test(result):
             assert mid == pytest.approx(r.hedges_g)
 
 
+@pytest.mark.slow
 def test_a_truncated_prediction_file_is_named_not_blamed_on_different_data(tmp_path):
     write_fake_study(tmp_path)
     pred = tmp_path / "runs" / "final-isic-resnet18+ela-s2" / "predictions" / "ood-pad-ufes-20.csv"

@@ -34,6 +34,7 @@ def derm(tmp_path_factory):
     return out, specs
 
 
+@pytest.mark.slow
 def test_derm_is_deterministic_and_independent_of_workers(derm, tmp_path):
     out, _ = derm
     synthetic.write_derm(tmp_path, n=120, n_ood=40, image_size=48, seed=3, workers=2)

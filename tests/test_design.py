@@ -57,6 +57,7 @@ def test_power_agrees_with_a_simulation_of_the_corrected_test(sd, delta, j, r):
                                                (1.0, 1.5, 10, 0.1, 1.0),
                                                (2.0, 2.0, 10, 0.2857, 1.0),
                                                (1.0, -2.5, 5, 0.25, 0.5)])
+@pytest.mark.slow
 def test_decision_probability_agrees_with_a_simulation_of_bayes_correlated(sd, delta, j, r, rope):
     d = _studies(sd, delta, j, r, 4000, seed=7 + j)
     counts = np.zeros(3)

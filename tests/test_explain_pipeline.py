@@ -60,6 +60,7 @@ def explained(study):
     return explain_runs(runs_dir, batch_size=4, progress=False, settings=ExplainSettings(n_mean=10))
 
 
+@pytest.mark.slow
 def test_outputs_and_summary(study, explained):
     runs_dir, table = study
     out = runs_dir / "analysis" / "explain"
@@ -127,6 +128,7 @@ def test_mean_map_is_the_mean_of_per_image_maps(study, explained):
     assert np.allclose(np.load(unit / "mean.npy"), vit_rollout(model, x).mean(0).numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_second_call_resumes_without_recomputing(study, explained, monkeypatch):
     from medattn.explain import explain_runs, pipeline
 

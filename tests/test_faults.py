@@ -87,6 +87,7 @@ def test_a_kill_during_the_resume_state_write_leaves_nothing_on_the_next_start(t
             assert stat.S_IMODE(p.stat().st_mode) == 0o644, p
 
 
+@pytest.mark.slow
 def test_leftover_temporaries_are_removed_on_start(tiny_derm, tmp_path):
     """A killed writer's `.<name>.<pid>-<hex>.tmp` files (0600, as large as the resume state) are
     removed by the start-up clean-up; files of other shapes are not medattn's and stay."""

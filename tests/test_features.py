@@ -169,6 +169,7 @@ BOUNDS = {"asymmetry": ("true_asymmetry", 0.45), "border": ("true_border", 0.85)
           "age": ("true_age", 0.95), "sex": ("true_sex", 0.99), "skin_ita": ("true_skin_ita", 0.95)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("feature", list(BOUNDS))
 def test_features_track_synthetic_truth(synthetic, feature):
     table, feats = synthetic

@@ -57,6 +57,7 @@ def used_for_age(min_per_diagnosis: int | None, draws: int = 5) -> tuple[int, li
     return count, last
 
 
+@pytest.mark.slow
 def test_rare_diagnoses_of_different_ages_are_never_merged_by_default():
     # The trap of merging: the rare diagnoses of "other" pooled into one rest stratum differ in
     # age and in the model's output, so age looks "used" by a model that never sees it.

@@ -129,6 +129,7 @@ def small_study(tmp_path_factory):
 SETTINGS = UsageSettings(conditions=("label",), test_options=FAST, alpha=ALPHA, seed=21)
 
 
+@pytest.mark.slow
 def test_a_killed_analysis_resumes_after_its_last_saved_run(small_study, tmp_path, monkeypatch):
     killed, whole = tmp_path / "killed", tmp_path / "whole"
     shutil.copytree(small_study, killed)
@@ -159,6 +160,7 @@ def test_a_killed_analysis_resumes_after_its_last_saved_run(small_study, tmp_pat
     pd.testing.assert_frame_equal(resumed.table, fresh.table)
 
 
+@pytest.mark.slow
 def test_settings_are_recorded_beside_table3_and_on_the_result(small_study, tmp_path):
     copy = tmp_path / "study"
     shutil.copytree(small_study, copy)

@@ -197,6 +197,7 @@ def test_results_are_resumed_and_other_rows_kept(study, usage):
     pd.testing.assert_frame_equal(saved(), before)
 
 
+@pytest.mark.slow
 def test_best_run_per_model_by_validation_or_test(study):
     res = feature_usage(study, best_only=True, conditions="label", test_options=FAST, alpha=ALPHA,
                         progress=False)
@@ -292,6 +293,7 @@ def test_runs_of_an_earlier_selection_are_left_out_with_a_note(study, tmp_path):
     assert any(f"{RUNS} final run(s) trained under an earlier" in n for n in res.notes)
 
 
+@pytest.mark.slow
 def test_cli_prints_where_each_file_is(study, capsys):
     assert main(["features", str(study), "--runs", "best", "--condition", "label",
                  "--seed", "7"]) == 0
@@ -407,6 +409,7 @@ def test_prediction_representations():
         prediction_matrix(preds, CLASSES, "argmax")
 
 
+@pytest.mark.slow
 def test_report_shows_table3_with_k_of_n_effects_truth_and_pvalues(study, tmp_path):
     import re
 

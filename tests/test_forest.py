@@ -19,6 +19,7 @@ def result(tmp_path_factory):
     return compare_runs(root)
 
 
+@pytest.mark.slow
 def test_forest_plot_rows_cis_and_rope(result):
     fig = forest_plot(result)
     ax = fig.axes[0]

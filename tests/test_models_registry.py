@@ -62,6 +62,7 @@ def test_registered_out_of_the_box():
                       "mhsa": False}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", CNN_PARAMS)
 def test_each_module_from_a_pretrained_file(tmp_path, backbone):
     """Each module alone: identity where claimed with the same pretrained file, a different
@@ -91,6 +92,7 @@ def test_each_module_from_a_pretrained_file(tmp_path, backbone):
             _backward(model, torch.randn(1, 3, 224, 224))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", CNN_PARAMS)
 def test_every_combination_from_random_weights(backbone):
     """Every 'after' x 'replace'/'embed' combination against the base built from the same seed

@@ -82,6 +82,7 @@ def _train_steps(model, x, y, steps):
     return losses
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list_models(paper_only=True))
 def test_every_model_trains_and_loss_goes_down(name):
     torch.manual_seed(0)

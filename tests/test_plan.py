@@ -29,6 +29,7 @@ def planned(tmp_path_factory):
     return root, P.plan_runs(root)
 
 
+@pytest.mark.slow
 def test_plan_reads_the_pilot_as_compare_pairs_it_and_saves_it(planned):
     from medattn.analysis import compare
 

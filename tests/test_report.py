@@ -50,6 +50,7 @@ def study(tmp_path_factory):
     return root, html
 
 
+@pytest.mark.slow
 def test_report_files_and_sections(study):
     root, html_path = study
     assert html_path == root / "report" / "report.html"
@@ -129,6 +130,7 @@ def test_report_table4_section_uses_explain_outputs(tmp_path):
     assert _hint(EXPLAIN_HINT) not in _text(t4) and _hint(FEATURES_HINT) in _text(html)
 
 
+@pytest.mark.slow
 def test_report_without_final_runs_and_bad_dir(tmp_path):
     write_fake_study(tmp_path)
     for d in (tmp_path / "runs").iterdir():
@@ -182,6 +184,7 @@ def _chromium():
 
 @pytest.mark.skipif(_chromium() is None,
                     reason="chromium not installed (apt-get install chromium; .ci/run does this)")
+@pytest.mark.slow
 def test_report_opens_offline_in_headless_chromium(study, tmp_path):
     _, html_path = study
     # The report has no scripts; a copy gets one that records what the browser loaded.

@@ -71,6 +71,7 @@ def test_settings_are_frozen_and_their_defaults_are_declared_once():
     assert ExplainSettings(image_ids=["a", "b"]).image_ids == ("a", "b")  # hashable, frozen
 
 
+@pytest.mark.slow
 def test_the_entry_points_record_the_settings_they_used(fake, tmp_path):
     from medattn.report import build_report
 
@@ -87,6 +88,7 @@ def test_the_entry_points_record_the_settings_they_used(fake, tmp_path):
     assert "margin=0.5" in rep.html.read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_a_plan_records_its_settings_and_its_file(fake):
     p = plan.plan_runs(fake, settings=PlanSettings(delta=-3.0, margin=0.5))
     assert p.paths == {"plan": fake / plan.PLAN_FILE}

@@ -91,6 +91,7 @@ def test_hedges_g_ci_inverts_noncentral_t():
     assert ss.nct.cdf(t_obs, 18, hi / scale) == pytest.approx(0.025, abs=1e-9)
 
 
+@pytest.mark.slow
 def test_hedges_g_ci_covers_true_effect_95_percent():
     # Monte Carlo coverage of the standardised difference delta = 0.8 (equal variances).
     rng = np.random.default_rng(7)

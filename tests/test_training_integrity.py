@@ -170,6 +170,7 @@ def test_compare_and_report_warn_when_one_table_mixes_data_versions(tmp_path, ca
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_changed_data_after_finished_runs_stops_with_what_changed(derm, tmp_path, cli_error):
     isic, pad = _copy_data(derm, tmp_path)
     cfg = _config((isic, pad), search={"lr": [0.01], "weight_decay": [0.0]}, final={"splits": 1})
@@ -279,6 +280,7 @@ def test_a_truncated_resume_file_is_a_one_line_error_and_restart_fixes_it(derm, 
     assert [h["epoch"] for h in rec["history"]] == [1, 2]
 
 
+@pytest.mark.slow
 def test_a_study_with_a_failed_final_run_exits_non_zero(derm, tmp_path, cli_error, monkeypatch):
     from medattn.training import engine
 

@@ -32,6 +32,7 @@ def _run_dirs(runs):
     return [d for d in (runs / "runs").iterdir() if d.is_dir()] if (runs / "runs").exists() else []
 
 
+@pytest.mark.slow
 def test_train_starts_from_a_local_weight_file(tiny_derm, weight_file, tmp_path, one_thread):
     isic, _ = tiny_derm
     runs = tmp_path / "runs"

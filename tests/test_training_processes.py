@@ -97,6 +97,7 @@ def _stop(proc, pids=()):
     proc.communicate(timeout=30)
 
 
+@pytest.mark.slow
 def test_a_run_locked_by_another_process_is_refused_naming_its_pid(derm, tmp_path):
     spec = RunSpec(phase="final", dataset="isic", data=derm[0], ood=(derm[1],),
                    model="resnet18", lr=0.01, weight_decay=0.0, split_seed=0,

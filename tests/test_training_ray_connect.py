@@ -66,6 +66,7 @@ def _refused(address, timeout, *needles):
     return took, msg
 
 
+@pytest.mark.slow
 def test_a_silent_socket_is_given_up_at_the_deadline(silent):
     took, _ = _refused(silent, 3, "accepts connections", "no answer as a Ray cluster within 3 s",
                        "--connect-timeout", "ray status")
@@ -84,6 +85,7 @@ def test_a_grpc_server_that_is_not_the_gcs_points_to_the_client_port(other_grpc)
     assert took < 10
 
 
+@pytest.mark.slow
 def test_connect_timeout_is_a_study_option_and_bounds_the_whole_attempt(tiny_derm, tmp_path,
                                                                        silent, cli_error):
     config = tmp_path / "c.yaml"
@@ -101,6 +103,7 @@ def test_connect_timeout_is_a_study_option_and_bounds_the_whole_attempt(tiny_der
     cli_error(rc, 2, "--connect-timeout must be")
 
 
+@pytest.mark.slow
 def test_ray_init_itself_is_bounded_by_the_deadline(silent, monkeypatch):
     """Where the probe cannot tell (an address that is not host:port) or passes, a `ray.init`
     that does not return is given up at the deadline, not waited for."""
@@ -135,6 +138,7 @@ def test_worker_log_lines_carry_no_colour_codes_when_not_on_a_terminal(monkeypat
     assert "\x1b" not in out.getvalue()
 
 
+@pytest.mark.slow
 def test_ray_log_deduplication_is_off_when_plain_logs_runs_before_ray_is_imported():
     """Ray marks deduplicated lines `[repeated 2x across cluster]` in colour whatever
     RAY_COLOR_PREFIX says (seen in a CI log file); with output not on a terminal, plain_logs turns

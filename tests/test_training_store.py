@@ -79,6 +79,7 @@ def _train_with_hooks(derm, runs, hooks):
     return train_run(spec, runs, hooks=hooks, progress=False)
 
 
+@pytest.mark.slow
 def test_temporaries_of_a_killed_writer_are_removed_on_the_next_start(derm, tmp_path):
     rec = _train(derm, tmp_path)
     rdir = store.run_dir(tmp_path, rec["run_id"])

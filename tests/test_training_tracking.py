@@ -157,6 +157,7 @@ def test_medattn_works_without_mlflow(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None,
                     reason="TensorBoard not installed (pip install 'medattn[tensorboard]')")
+@pytest.mark.slow
 def test_tensorboard_scalars_equal_the_history(derm, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
