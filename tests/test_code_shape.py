@@ -23,8 +23,6 @@ LONG_FUNCTIONS = {
     # Linear numerical kernels: one computation read top to bottom, no branch worth a name.
     "analysis/citests/cmiknn.py::cmiknn": "option checks, jitter, then the shuffle test",
     "data/synthetic/derm_render.py::render": "one image drawn layer by layer",
-    # Being split on other branches (issue 22); remove each entry once that branch is merged.
-    "cli.py::*": "split on the cli branch",
 }
 
 # Files allowed over MAX_FILE lines without a reason at their top (other branches split them).

@@ -365,18 +365,8 @@ def _add_train(sub):
     p.set_defaults(func=run)
 
 
-@command
-def _add_study(sub):
-    p = sub.add_parser("study", help="the paper's protocol: HP search, then final runs",
-                       description="Run a study config (YAML file, or a shipped one: demo, "
-                       "paper_isic, paper_camelyon17, medmnist_plus): learning rate x weight decay "
-                       "search on a few splits, the best setting per model, then the final runs. "
-                       "Finished runs are skipped, so an interrupted study is completed by running "
-                       "it again (docs/training.md).")
-    p.add_argument("config", metavar="CONFIG", help="config file or shipped config name")
-    p.add_argument("--out", metavar="RUNS_DIR", help="run store (default runs/<config name>)")
-    p.add_argument("--data-root", metavar="DIR", help="folder relative data paths start from "
-                   "(overrides the config's data_root)")
+def _add_backend_options(p) -> None:
+    """Where `medattn study` trains: this process (local) or a Ray cluster."""
     p.add_argument("--backend", choices=["local", "ray"], default="local",
                    help="local: one run after another in this process (default); ray: each run "
                    "a Ray task")
@@ -391,12 +381,11 @@ def _add_study(sub):
                    help="Ray: times a run is retried when its worker dies (default 3)")
     p.add_argument("--connect-timeout", type=float, default=20.0, metavar="SECONDS",
                    help="Ray: give up joining the --address cluster after this long (default 20)")
-    p.add_argument("--restart", action="store_true",
-                   help="discard the resume state of unfinished runs and train them from the "
-                   "first epoch (finished runs are kept)")
-    _add_pretrained_options(p, default=None)
-    _add_tracking_option(p)
-    # Stop when decided (medattn.sequential_study, docs/statistics.md "Stopping when decided").
+
+
+def _add_sequential_options(p) -> None:
+    """`medattn study --until-decided` and its settings."""
+    # medattn.sequential_study, docs/statistics.md "Stopping when decided"
     p.add_argument("--until-decided", action="store_true",
                    help="train the final phase in batches and stop each model once all its "
                    "comparisons are decided (error rates held under the repeated looks)")
@@ -408,6 +397,50 @@ def _add_study(sub):
     p.add_argument("--margin", type=float, default=SEQ.margin, metavar="PP",
                    help=f"--until-decided: the ROPE / equivalence margin in pp (default "
                    f"{SEQ.margin:g})")
+
+
+def _run_sequential(args, config, opts):
+    """`medattn study --until-decided`: run it and print where each model stopped."""
+    from medattn.sequential_study import run_until_decided
+
+    settings = SequentialSettings(batch=args.batch, max_splits=args.max_splits,
+                                  margin=args.margin)
+    res = run_until_decided(config, args.out, args.backend, settings=settings,
+                            restart=args.restart, tracking=args.tracking, **opts)
+    _print_study(res.study)
+    print("stop when decided: where each model stopped and why")
+    print(res.models.to_string(index=False))
+    shown = res.comparisons[["key", "decision", "batch", "n", "diff", "rci_low", "rci_high"]]
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    print(f"repeated CIs (rci_low, rci_high) hold over all looks; state in "
+          f"{res.runs_dir}/sequential.json (next: medattn compare {res.runs_dir})")
+
+
+def _print_study(res):
+    from medattn.analysis.study_summary import format_study
+
+    print(format_study(res))
+
+
+@command
+def _add_study(sub):
+    p = sub.add_parser("study", help="the paper's protocol: HP search, then final runs",
+                       description="Run a study config (YAML file, or a shipped one: demo, "
+                       "paper_isic, paper_camelyon17, medmnist_plus): learning rate x weight decay "
+                       "search on a few splits, the best setting per model, then the final runs. "
+                       "Finished runs are skipped, so an interrupted study is completed by running "
+                       "it again (docs/training.md).")
+    p.add_argument("config", metavar="CONFIG", help="config file or shipped config name")
+    p.add_argument("--out", metavar="RUNS_DIR", help="run store (default runs/<config name>)")
+    p.add_argument("--data-root", metavar="DIR", help="folder relative data paths start from "
+                   "(overrides the config's data_root)")
+    _add_backend_options(p)
+    p.add_argument("--restart", action="store_true",
+                   help="discard the resume state of unfinished runs and train them from the "
+                   "first epoch (finished runs are kept)")
+    _add_pretrained_options(p, default=None)
+    _add_tracking_option(p)
+    _add_sequential_options(p)
 
     def run(args):
         from medattn.training import run_study
@@ -433,26 +466,6 @@ def _add_study(sub):
             raise
         _print_study(res)
         print(f"results in {res.runs_dir} (next: medattn compare {res.runs_dir})")
-
-    def _run_sequential(args, config, opts):
-        from medattn.sequential_study import run_until_decided
-
-        settings = SequentialSettings(batch=args.batch, max_splits=args.max_splits,
-                                      margin=args.margin)
-        res = run_until_decided(config, args.out, args.backend, settings=settings,
-                                restart=args.restart, tracking=args.tracking, **opts)
-        _print_study(res.study)
-        print("stop when decided: where each model stopped and why")
-        print(res.models.to_string(index=False))
-        shown = res.comparisons[["key", "decision", "batch", "n", "diff", "rci_low", "rci_high"]]
-        print(shown.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
-        print(f"repeated CIs (rci_low, rci_high) hold over all looks; state in "
-              f"{res.runs_dir}/sequential.json (next: medattn compare {res.runs_dir})")
-
-    def _print_study(res):
-        from medattn.analysis.study_summary import format_study
-
-        print(format_study(res))
 
     p.set_defaults(func=run)
 
