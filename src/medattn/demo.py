@@ -95,7 +95,7 @@ class DemoContext:
     runs_dir: Path = field(init=False)
     specs: dict[str, str] = field(default_factory=dict)  # data set name -> source:PATH
     result: object | None = None  # medattn.training.StudyResult after the study step
-    summary: object | None = None  # its analysis.study_summary.final_summary (a DataFrame)
+    summary: pd.DataFrame | None = None  # its analysis.study_summary.final_summary
     table2: object | None = None  # medattn.analysis.compare.CompareResult after its step
     files: dict[str, Path] = field(default_factory=dict)  # what the steps wrote, to open
 
@@ -126,6 +126,8 @@ def run_demo_study(ctx: DemoContext) -> None:
 def write_summary(ctx: DemoContext) -> None:
     """Mean +- std balanced accuracy of the final runs per model and test set (summary.md/.csv)."""
     res = ctx.result
+    if res is None or ctx.summary is None:
+        raise RuntimeError("write_summary runs after run_demo_study (STEPS order)")
     order = {m: i for i, m in enumerate(res.selection["model"])}  # the config's model order
     summary = ctx.summary.sort_values("model", key=lambda c: c.map(order),
                                       kind="stable").reset_index(drop=True)

@@ -167,7 +167,7 @@ def _welch_columns(own: dict, ref, settings: CompareSettings) -> dict:
 
 def _finish(rows: list[dict], settings: CompareSettings, datasets: list[str]) -> pd.DataFrame:
     """Marks from the chosen test, Holm within columns, column order and table order."""
-    test, alpha, margin = settings.test, settings.alpha, settings.margin
+    test, alpha, margin = settings.marking_test, settings.alpha, settings.margin
     internal = [f"{src}_{c}" for src in TESTS for c in ("diff", "se", "t", "df", "p", "ci_low",
                                                          "ci_high")]
     table = pd.DataFrame(rows).reindex(columns=list(dict.fromkeys(TABLE_COLUMNS + internal)))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -31,7 +31,7 @@ DEFAULT_FRACTIONS = (0.7, 0.1, 0.2)
 FIXED_SPLIT_NOTE = "fixed split: runs differ only by seed (no resampling correction, r = 0)"
 
 
-def split_info(record: dict) -> dict:
+def split_info(record: Mapping) -> dict:
     """The split a run was trained on: ``kind``, ``test_train_ratio`` (n_test / n_train; 0 for a
     fixed official split) and ``ratio_source`` (where the sizes came from).
 
@@ -52,7 +52,7 @@ def split_info(record: dict) -> dict:
             "ratio_source": "unknown"}
 
 
-def run_info(records: Iterable[dict]) -> pd.DataFrame:
+def run_info(records: Iterable[Mapping]) -> pd.DataFrame:
     """Per final run: ``run_id, n_classes, ood_sets, kind, test_train_ratio, ratio_source,
     folds`` (kind ``random``, ``official`` or ``kfold``; folds: k of a k-fold run, else NaN)."""
     rows = []

@@ -105,6 +105,13 @@ class CompareSettings:
             return self
         return replace(self, test="welch" if summary else "corrected")
 
+    @property
+    def marking_test(self) -> str:
+        """The test that marks the table, once resolved by :meth:`for_source`."""
+        if self.test is None:
+            raise ValueError("CompareSettings.test is not resolved yet: call for_source() first")
+        return self.test
+
     def as_dict(self) -> dict:
         """The settings as the outputs record them."""
         return asdict(self)

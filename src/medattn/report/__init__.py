@@ -82,7 +82,7 @@ class _Study:
     name: str
     datasets: list[str]
     settings: CompareSettings
-    result: object | None = None  # medattn.analysis.compare.CompareResult
+    result: compare.CompareResult | None = None
     table2_error: str | None = None
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # written as CSV + LaTeX
 

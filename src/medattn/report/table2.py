@@ -162,7 +162,7 @@ def stats_display(table: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
 def legend(settings: dict, table: pd.DataFrame | None = None) -> str:
     """One paragraph explaining the marks and settings of Table 2 (with its usual n if given)."""
     st = recorded(settings)
-    test, alpha, margin = st.test, st.alpha, st.margin
+    test, alpha, margin = st.marking_test, st.alpha, st.margin
     corr = {"holm": "Holm", "none": "no", "bonferroni": "Bonferroni", "holm-sidak": "Holm-Sidak",
             "fdr_bh": "Benjamini-Hochberg", "fdr_by": "Benjamini-Yekutieli"}.get(st.correction,
                                                                                  st.correction)
@@ -263,7 +263,7 @@ def table2_latex(result: CompareResult) -> str:
     """Table 2 (paper layout) and the statistics table as LaTeX (booktabs) tabulars."""
     wide = wide_table(result.table, markup="latex")
     st = recorded(result.settings)
-    test = TEST_LABELS[st.test]
+    test = TEST_LABELS[st.marking_test]
     return (f"% Table 2: balanced accuracy (%), mean $\\pm$ sd; \\textbf{{}}: p < alpha ({test}), "
             "$^\\dagger$: significant after correction, $^\\approx$: equivalent (TOST)\n"
             + latex_table(wide, index=True, raw_cells=True) + "\n\n% Statistics per comparison (pp)\n"
@@ -331,7 +331,7 @@ def run_compare(runs_dir: str | os.PathLike | list | None = None, *,
                                notes=_summary_notes(settings), warnings=implausible_sds(table))
     else:
         dirs = runs_dir if isinstance(runs_dir, list) else [runs_dir]
-        results = [compare_runs(d, settings=settings) for d in dirs]
+        results = [compare_runs(d, settings=settings) for d in dirs if d is not None]
         if len(results) > 1:
             results = [merge_results(results)]
         result = results[0]

@@ -48,7 +48,7 @@ def reading_note(result) -> str | None:
     if t is None or t.empty:
         return None
     st = recorded(result.settings)
-    alpha, test_key = st.alpha, st.test
+    alpha, test_key = st.alpha, st.marking_test
     test, level = TEST_LABELS.get(test_key, "test"), f"{100 * (1 - alpha):g}%"
     r = _case(t, alpha)
     who = f"{comparison_label(r)} base"
@@ -83,7 +83,7 @@ def table2_blocks(result) -> list:
     """Report blocks: the deciding table (difference, CI, decision, n) with its caption."""
     t = result.table
     st = recorded(result.settings)
-    test = TEST_LABELS.get(st.test, "test")
+    test = TEST_LABELS.get(st.marking_test, "test")
     level = f"{100 * (1 - st.alpha):g}%"
     has_bayes = t is not None and t["decision"].notna().any()
     decided_by = (f"the Bayesian correlated t-test (posterior probability above 0.95 of a "

@@ -150,7 +150,7 @@ def _source(result) -> str:
     t = result.table
     has_bayes = t is not None and "decision" in t and t["decision"].notna().any()
     st = recorded(result.settings)
-    alpha, test = st.alpha, TEST_LABELS.get(st.test, "marking test")
+    alpha, test = st.alpha, TEST_LABELS.get(st.marking_test, "marking test")
     the = "" if test.startswith("Welch") else "the "
     return (f"decision by the Bayesian correlated t-test, CI of {the}{test}" if has_bayes
             else f"decision by {the}{test} at alpha {alpha:g}, and its CI")

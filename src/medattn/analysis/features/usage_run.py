@@ -154,8 +154,9 @@ def _run_or_resume(rec, plan: UsagePlan, settings: UsageSettings, tested: Tested
         return rec, _rows_of(done, settings.conditions), []
     if rec.data not in tested.data:
         tested.data[rec.data] = load_data(rec.data, plan.out_dir, settings.patches, progress)
-        if tested.data[rec.data].note and "diagnosis" in settings.conditions:
-            tested.notes.append(tested.data[rec.data].note)
+        note = tested.data[rec.data].note
+        if note and "diagnosis" in settings.conditions:
+            tested.notes.append(note)
     data = tested.data[rec.data]
     conditions = settings.conditions if data.diagnosis is not None else ("label",)
     if _covers(done, conditions):
@@ -191,7 +192,7 @@ class _InlinePool:
     """Runs each job at once in this process (``jobs=1``), with the worker pool's interface."""
 
     def submit(self, fn, *args) -> Future:
-        future = Future()
+        future: Future = Future()
         future.set_result(fn(*args))
         return future
 
