@@ -307,7 +307,7 @@ def test_cli_prints_where_each_file_is(study, capsys):
     assert main(["features", str(study), "--runs", "best", "--condition", "label",
                  "--cmiknn-k", "1000000"]) == 2
     err = capsys.readouterr().err
-    assert "k=1000000 (--cmiknn-k) leaves every class out" in err and "from 1 to" in err
+    assert "option --cmiknn-k 1000000 leaves every class out" in err and "from 1 to" in err
 
 
 def test_permutations_too_few_for_alpha_after_holm_are_refused(study):

@@ -108,7 +108,7 @@ def _epochs_saved(runs: Path, run_id: str) -> int:
 def test_a_dead_address_is_a_one_line_error_at_once(derm, tmp_path, cli_error):
     port = _free_port()  # nothing listens there
     t0 = time.monotonic()
-    with pytest.raises(ConfigError, match=rf"--address 127\.0\.0\.1:{port}: cannot reach a Ray "
+    with pytest.raises(ConfigError, match=rf"^address=127\.0\.0\.1:{port}: cannot reach a Ray "
                                           r"cluster .*refused"):
         RayBackend(address=f"127.0.0.1:{port}", connect_timeout=5)._init()
     config = tmp_path / "c.yaml"

@@ -60,7 +60,7 @@ def _refused(address, timeout, *needles):
         RayBackend(address=address, connect_timeout=timeout)._init()
     took = time.monotonic() - t0
     msg = str(info.value)
-    assert msg.startswith(f"--address {address}: ") and "\n" not in msg
+    assert msg.startswith(f"address={address}: ") and "\n" not in msg  # the library's name
     for needle in needles:
         assert needle in msg, (needle, msg)
     return took, msg
@@ -69,7 +69,7 @@ def _refused(address, timeout, *needles):
 @pytest.mark.slow
 def test_a_silent_socket_is_given_up_at_the_deadline(silent):
     took, _ = _refused(silent, 3, "accepts connections", "no answer as a Ray cluster within 3 s",
-                       "--connect-timeout", "ray status")
+                       "(connect_timeout)", "ray status")
     assert 2.5 < took < 15
 
 
@@ -115,7 +115,7 @@ def test_ray_init_itself_is_bounded_by_the_deadline(silent, monkeypatch):
     monkeypatch.setattr(ray, "init", lambda **kw: time.sleep(3600))
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     t0 = time.monotonic()
-    with pytest.raises(ConfigError, match=r"Ray did not connect within 2 s \(--connect-timeout\)"):
+    with pytest.raises(ConfigError, match=r"Ray did not connect within 2 s \(connect_timeout\)"):
         RayBackend(address=silent, connect_timeout=2)._init()
     assert time.monotonic() - t0 < 10
 

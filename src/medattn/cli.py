@@ -698,7 +698,8 @@ ARGUMENT_FLAGS = {"medattn study": {"runs_dir": "--out", "max_retries": "--retri
                   "medattn features": {"best_only": "--runs", "select_by": "--select",
                                        "conditions": "--condition", "set_name": "--set",
                                        "one_per_group": "--all-images",
-                                       "test_options['cmiknn']['k']": "--cmiknn-k"}}
+                                       "test_options['cmiknn']['k']": "--cmiknn-k",
+                                       "k": "--cmiknn-k"}}
 
 
 def argument_flags(parser: argparse.ArgumentParser) -> dict[str, str]:

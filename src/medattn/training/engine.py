@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Subset
 import medattn
 from medattn.data import (ImageCache, ImageDataset, build_transform, kfold_split, load_task,
                           make_split, official_split)
-from medattn.errors import ConfigError, DataError, MedattnError
+from medattn.errors import ArgumentError, ConfigError, DataError, MedattnError
 from medattn.progress import progress_bar
 from medattn.runs import store
 from medattn.training.config import AUGMENT, RunSpec, TrainSettings, parse_pretrained
@@ -133,7 +133,7 @@ def train(model: str, data: str, *, ood: tuple[str, ...] | list[str] = (),
     if bad:
         raise ConfigError(f"unknown training setting(s) {bad}; known: {sorted(known)}")
     if ":" not in data:
-        raise ConfigError(f"--data {data!r}: expected source:PATH, e.g. isic:data/isic")
+        raise ArgumentError(f"{{data}}={data!r}: expected source:PATH, e.g. isic:data/isic", "data")
     if "pretrained" in settings:
         settings["pretrained"] = parse_pretrained(settings["pretrained"], "--pretrained")
     absolute = lambda sp: f"{sp.split(':', 1)[0]}:{os.path.abspath(sp.split(':', 1)[1])}"  # noqa: E731

@@ -18,11 +18,12 @@ import threading
 import time
 from typing import Any
 
-from medattn.errors import ConfigError
+from medattn.errors import ArgumentError
 
 _GET_CLUSTER_ID = "/ray.rpc.NodeInfoGcsService/GetClusterId"
 _FIX = ("give the address of the cluster's head (`ray status` on it, or the line `ray start "
         "--head` printed: host:6379 by default)")
+
 
 
 def first_line(err: BaseException, limit: int = 300) -> str:
@@ -42,9 +43,9 @@ def _target(address: str) -> str | None:
         except (ImportError, AttributeError):
             return None  # Ray's internals moved: let ray.init find it
         except Exception as err:  # noqa: BLE001 - Ray raises ConnectionError and others
-            raise ConfigError(f"--address auto: no running Ray cluster found "
-                              f"({first_line(err)}); start one with `ray start --head` or give "
-                              "--address host:port.") from None
+            raise ArgumentError(f"{{address}}=auto: no running Ray cluster found "
+                                f"({first_line(err)}); start one with `ray start --head` or give "
+                                "{address}=host:port.", "address") from None
     host, _, port = target.rpartition(":")
     return target if host and port.isdigit() else None
 
@@ -68,7 +69,6 @@ def probe(address: str, timeout: float) -> None:
         return  # not host:port: leave it to Ray (within the deadline of connect())
     host, _, port_text = target.rpartition(":")
     host, port = host.strip("[]"), int(port_text)
-    where = f"--address {address}"
     deadline = time.monotonic() + timeout
     try:
         socket.create_connection((host, port), timeout=timeout).close()
@@ -79,9 +79,9 @@ def probe(address: str, timeout: float) -> None:
             reason = "connection refused: nothing listens there"
         else:
             reason = err.strerror or str(err)
-        raise ConfigError(f"{where}: cannot reach a Ray cluster at {host}:{port} ({reason}; "
-                          f"waited up to {timeout:g} s); check the address and that the cluster "
-                          "is up (`ray status` on its head node).") from None
+        raise ArgumentError(f"{{address}}={address}: cannot reach a Ray cluster at {host}:{port} "
+                            f"({reason}; waited up to {timeout:g} s); check the address and that "
+                            "the cluster is up (`ray status` on its head node).", "address") from None
     try:
         import grpc  # Ray's dependency: present where Ray is (optional, medattn[ray])
     except ImportError:  # Ray depends on grpcio; without it, let ray.init try
@@ -97,23 +97,26 @@ def probe(address: str, timeout: float) -> None:
     client = address.startswith("ray://")
     if code is None:
         if client:
-            raise ConfigError(f"{where}: a Ray GCS answers at {host}:{port}, not a Ray client "
-                              f"server; use --address {host}:{port} (without ray://).")
+            raise ArgumentError(f"{{address}}={address}: a Ray GCS answers at {host}:{port}, not a "
+                                f"Ray client server; use {{address}}={host}:{port} (without "
+                                "ray://).", "address")
         return
     if code == grpc.StatusCode.UNIMPLEMENTED:
         if client:
             return  # the client server speaks gRPC but has no GCS methods
-        raise ConfigError(f"{where}: a gRPC server that is not a Ray GCS answers at "
-                          f"{host}:{port} (Ray's client server, port 10001 by default, is one); "
-                          f"{_FIX}, or ray://{host}:{port} for Ray's client.")
+        raise ArgumentError(f"{{address}}={address}: a gRPC server that is not a Ray GCS answers "
+                            f"at {host}:{port} (Ray's client server, port 10001 by default, is "
+                            f"one); {_FIX}, or ray://{host}:{port} for Ray's client.", "address")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        raise ConfigError(f"{where}: something accepts connections at {host}:{port} but gave no "
-                          f"answer as a Ray cluster within {timeout:g} s (--connect-timeout): not "
-                          f"Ray, or a Ray too busy to answer; {_FIX}.")
+        raise ArgumentError(f"{{address}}={address}: something accepts connections at "
+                            f"{host}:{port} but gave no answer as a Ray cluster within {timeout:g} s "
+                            f"({{connect_timeout}}): not Ray, or a Ray too busy to answer; "
+                            f"{_FIX}.", "address", "connect_timeout")
     found = ("a web (HTTP) server" if _speaks_http1(host, port, min(2.0, left))
              else "something that is not a Ray GCS")
     said = first_line(RuntimeError(details), 160)
-    raise ConfigError(f"{where}: {found} listens at {host}:{port} ({said}); {_FIX}.")
+    raise ArgumentError(f"{{address}}={address}: {found} listens at {host}:{port} ({said}); "
+                        f"{_FIX}.", "address")
 
 
 def connect(ray: Any, address: str, timeout: float) -> None:
@@ -134,16 +137,17 @@ def connect(ray: Any, address: str, timeout: float) -> None:
     thread.start()
     thread.join(max(1.0, deadline - time.monotonic()))
     if "error" not in outcome:
-        raise ConfigError(f"--address {address}: Ray did not connect within {timeout:g} s "
-                          "(--connect-timeout); check that the address is the cluster head's "
-                          "and that this machine runs the cluster's Ray version.")
+        raise ArgumentError(f"{{address}}={address}: Ray did not connect within {timeout:g} s "
+                            "({connect_timeout}); check that the address is the cluster head's "
+                            "and that this machine runs the cluster's Ray version.", "address",
+                            "connect_timeout")
     err = outcome["error"]
     if err is not None:
         root = err
         while root.__cause__ is not None:
             root = root.__cause__
-        raise ConfigError(f"--address {address}: cannot connect to the Ray cluster "
-                          f"({type(root).__name__}: {first_line(root)}).") from None
+        raise ArgumentError(f"{{address}}={address}: cannot connect to the Ray cluster "
+                            f"({type(root).__name__}: {first_line(root)}).", "address") from None
 
 
 def plain_logs() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from medattn.errors import ConfigError
+from medattn.errors import ArgumentError, ConfigError
 
 __all__ = ["AMP_MODES", "AUGMENT", "CHANNELS_LAST_MODES", "SPLITS", "RunSpec", "TrainSettings",
            "amp_mode", "channels_last_mode", "parse_pretrained"]
@@ -180,8 +180,8 @@ def _file_digest(path: str) -> str:
     try:
         st = os.stat(path)
     except OSError:
-        raise ConfigError(f"pretrained weight file {path!r} does not exist (--pretrained / "
-                          "train.pretrained).") from None
+        raise ArgumentError(f"pretrained weight file {path!r} does not exist ({{pretrained}} / "
+                            "train.pretrained).", "pretrained") from None
     return _digest(path, st.st_size, st.st_mtime_ns)
 
 

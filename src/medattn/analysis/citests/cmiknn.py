@@ -55,7 +55,7 @@ from medattn.analysis.citests._common import (
     permutation_pvalue,
     standardize,
 )
-from medattn.errors import ConfigError
+from medattn.errors import ArgumentError, ConfigError
 from medattn.progress import warn_once
 
 _FULL_ROWS_LIMIT = 2500  # largest class whose full sorted distance rows are kept (n_c^2 floats)
@@ -357,10 +357,10 @@ def cmiknn(x, y, z, *, seed: int | None = None, k: float = DEFAULT_K, permutatio
     if not strata:  # no class has enough samples to estimate anything
         largest = max(len(idx) for idx in cond.strata())
         if k >= 1:  # a count that no class can hold: the option, not the data, is at fault
-            raise ConfigError(
-                f"cmiknn: option k={k!r} (--cmiknn-k) leaves every class out: a class needs "
+            raise ArgumentError(
+                f"cmiknn: option {{k}}={k!r} leaves every class out: a class needs "
                 f"more than k + 1 samples and the largest has {largest}; give a count from 1 "
-                f"to {max(1, largest - 2)} or a fraction in (0, 1) of each class")
+                f"to {max(1, largest - 2)} or a fraction in (0, 1) of each class", "k")
         # too few samples in every class for any neighbour: the test cannot run (NaN, not p = 1)
         result = CIResult(float("nan"), float("nan"), float("nan"), float("nan"), float("nan"),
                           0, n)
