@@ -104,6 +104,13 @@ class CompareResult:
     paths: dict[str, Path] = field(default_factory=dict)
     text: str = ""
 
+    def comparisons(self) -> pd.DataFrame | None:
+        """The rows of :attr:`table` that compare a model with a reference; None when there
+        are none (a table of bases only, or no table)."""
+        t = self.table
+        t = t[t["reference"].notna()] if t is not None and len(t) else None
+        return None if t is None or t.empty else t
+
 
 # ----------------------------------------------------------------------------------------------
 # The comparison

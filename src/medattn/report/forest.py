@@ -46,13 +46,12 @@ def forest_plot(result):
     """One row per comparison: the difference (dot, coloured by the decision), the marking test's
     CI (thick), the bootstrap CI over runs (thin, below), the ROPE ±margin shaded, 0 marked.
     None when nothing is compared."""
-    t = result.table
-    t = t[t["reference"].notna()] if t is not None and len(t) else None
-    if t is None or t.empty:
+    t = result.comparisons()
+    if t is None:
         return None
     st = recorded(result.settings)
     margin, alpha = st.margin, st.alpha
-    test = TEST_LABELS.get(st.test, "marking test")
+    test = TEST_LABELS.get(st.marking_test, "marking test")
     rows = list(t.itertuples(index=False))
     fig, ax = subplots(1, 1, figsize=(9.5, 0.42 * len(rows) + 1.6))
     ax.axvspan(-margin, margin, color="#dbe8f7", zorder=0, label=f"±{margin:g} pp (ROPE)")

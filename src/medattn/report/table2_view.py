@@ -43,9 +43,8 @@ def reading_note(result) -> str | None:
     hand (why Welch's p is smaller than the corrected one, why the bootstrap CI is narrower,
     what undecided means), pointing to docs/statistics.md. None for a table without
     comparisons."""
-    t = result.table
-    t = t[t["reference"].notna()] if t is not None and len(t) else None
-    if t is None or t.empty:
+    t = result.comparisons()
+    if t is None:
         return None
     st = recorded(result.settings)
     alpha, test_key = st.alpha, st.marking_test
