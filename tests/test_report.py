@@ -3,10 +3,8 @@
 import base64
 import html as html_lib
 import io
-import json
 import re
 import shutil
-import subprocess
 
 import pandas as pd
 import pytest
@@ -16,6 +14,7 @@ from medattn import cli
 from medattn.errors import DataError
 from medattn.report import EXPLAIN_HINT, FEATURES_HINT, build_report
 
+from tests.browser import SKIP_REASON, check_in_chromium, chromium
 from tests.fake_study import DIVERGED_RUN, FAILED_RUN, write_fake_study
 
 SECTIONS = ["verdict", "overview", "table1", "table2", "across", "accuracy", "curves", "confusion",
@@ -178,28 +177,14 @@ window.addEventListener('load', () => {
 </script>"""
 
 
-def _chromium():
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.mark.skipif(_chromium() is None,
-                    reason="chromium not installed (apt-get install chromium; .ci/run does this)")
+@pytest.mark.skipif(chromium() is None, reason=SKIP_REASON)
 @pytest.mark.slow
 def test_report_opens_offline_in_headless_chromium(study, tmp_path):
     _, html_path = study
     # The report has no scripts; a copy gets one that records what the browser loaded.
-    page = tmp_path / "page.html"
-    page.write_text(html_path.read_text(encoding="utf-8").replace("</body>", _CHECK + "</body>"),
-                    encoding="utf-8")
-    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu",
-           "--disable-background-networking", "--disable-component-update", "--no-first-run",
-           f"--user-data-dir={tmp_path / 'profile'}", "--host-resolver-rules=MAP * ~NOTFOUND",
-           "--proxy-server=127.0.0.1:9", "--virtual-time-budget=10000", "--dump-dom",
-           page.as_uri()]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    m = re.search(r'<pre id="medattn-check">(.*?)</pre>', proc.stdout, re.S)
-    assert m, f"no check output from chromium (rc {proc.returncode}): {proc.stderr[-2000:]}"
-    res = json.loads(m.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    res = check_in_chromium(html_path, tmp_path, _CHECK,
+                            ["--disable-component-update", "--host-resolver-rules=MAP * ~NOTFOUND",
+                             "--proxy-server=127.0.0.1:9"])
     assert res["images"] == 9  # 7 + the forest plot and the posteriors of Table 2
     assert res["broken"] == 0
     assert res["sections"] == SECTIONS

@@ -1,15 +1,12 @@
 """The report in a browser at 1400 px: nothing wider than the page, the verdict on the first
 screen (issue 26). Headless chromium, as tests/test_report.py."""
 
-import json
-import re
-import shutil
-import subprocess
 
 import pytest
 
 from medattn.report import build_report
 
+from tests.browser import SKIP_REASON, check_in_chromium, chromium
 from tests.fake_study import write_fake_study
 
 _MEASURE = """<script>
@@ -33,27 +30,13 @@ window.addEventListener('load', () => {
 </script>"""
 
 
-def _chromium():
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 def measure(html_path, tmp_path, width=1400, height=900) -> dict:
     """What chromium sees of the report at ``width`` x ``height`` px (every <details> opened)."""
-    page = tmp_path / "page.html"
-    page.write_text(html_path.read_text(encoding="utf-8").replace("</body>", _MEASURE + "</body>"),
-                    encoding="utf-8")
-    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-           "--disable-background-networking", "--no-first-run", f"--window-size={width},{height}",
-           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000", "--dump-dom",
-           page.as_uri()]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    m = re.search(r'<pre id="medattn-check">(.*?)</pre>', proc.stdout, re.S)
-    assert m, f"no check output from chromium (rc {proc.returncode}): {proc.stderr[-2000:]}"
-    return json.loads(m.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    return check_in_chromium(html_path, tmp_path, _MEASURE,
+                             ["--hide-scrollbars", f"--window-size={width},{height}"])
 
 
-@pytest.mark.skipif(_chromium() is None,
-                    reason="chromium not installed (apt-get install chromium; .ci/run does this)")
+@pytest.mark.skipif(chromium() is None, reason=SKIP_REASON)
 @pytest.mark.slow
 def test_report_fits_1400px_and_answers_first(tmp_path):
     write_fake_study(tmp_path / "study")
