@@ -241,11 +241,12 @@ def test_cli_runs_until_decided_and_prints_where_each_model_stopped(tmp_path, mo
                                                                      cli_error):
     import yaml
 
-    from medattn import sequential_study
     from medattn.cli import main
+    from medattn.training import backends
 
     means = {"resnet18": 80.0, "resnet18+ga": 60.0}
-    monkeypatch.setattr(sequential_study, "get_backend", lambda name, **kw: Planted(means, sd=0.5))
+    # the backend the CLI names ("local") is made by get_backend, through resolve_backend
+    monkeypatch.setattr(backends, "get_backend", lambda name, **kw: Planted(means, sd=0.5))
     cfg = tmp_path / "seq.yaml"
     cfg.write_text(yaml.safe_dump(_config(means).to_dict()))
     rc = main(["study", str(cfg), "--out", str(tmp_path / "runs"), "--until-decided",
@@ -281,6 +282,10 @@ def test_max_splits_above_the_configs_final_splits_trains_that_many(tmp_path):
                             settings=SequentialSettings(batch=3, max_splits=6))
     with pytest.raises(TypeError, match="batch, max_splits"):  # not silently dropped
         run_until_decided(_config(means), tmp_path, Planted(means), batch=3, max_splits=6)
+    # run_study shares the rule (training.backends.resolve_backend)
+    from medattn.training.study import run_study
+    with pytest.raises(TypeError, match=r"run_study\(\) got device"):
+        run_study(_config(means), tmp_path / "fixed", Planted(means), device="cuda")
     assert _finals(tmp_path, "resnet18") == _finals(tmp_path, "resnet18+ga") == list(range(6))
     assert set(res.models["n_splits"]) == {6}
     assert res.comparisons["n"].tolist() == [6]

@@ -33,7 +33,7 @@ from medattn.analysis.labels import comparison_label
 from medattn.analysis.settings import CompareSettings, SequentialSettings
 from medattn.errors import ArgumentError, ConfigError
 from medattn.runs import store
-from medattn.training.backends import get_backend
+from medattn.training.backends import resolve_backend
 from medattn.training.config import StudyConfig, load_config
 from medattn.training.study import run_study
 
@@ -177,11 +177,8 @@ def run_until_decided(config, runs_dir: str | os.PathLike | None = None,
             "not calibrated). Run it with a fixed number of splits (`medattn study` without "
             "--until-decided, or run_study), or set final.scheme: random in the config.")
     batch, margin, alpha = settings.batch, settings.margin, settings.alpha
-    if backend_options and not isinstance(backend, str):
-        # they would be dropped silently (a mistyped setting, e.g. batch=3, reads as one)
-        raise TypeError(f"run_until_decided() got {', '.join(sorted(backend_options))}: keyword "
-                        "options go to a backend named by string ('local' or 'ray'); the "
-                        "sequential settings go in settings=SequentialSettings(...)")
+    backend = resolve_backend(backend, backend_options, "run_until_decided",
+                              "; the sequential settings go in settings=SequentialSettings(...)")
     n_max = int(settings.max_splits if settings.max_splits is not None else config.final_splits)
     if n_max < seq.MIN_PAIRS:
         raise ArgumentError(f"{{max_splits}} must be >= {seq.MIN_PAIRS} (a decision needs "
@@ -200,8 +197,6 @@ def run_until_decided(config, runs_dir: str | os.PathLike | None = None,
              "threshold_note": f"{seq.calibrate_threshold(looks, fr[2] / fr[0], alpha):.4f}",
              "active": [f"{d.name}/{m}" for d in config.datasets for m in config.models],
              "models": {}, "comparisons": {}}
-    if isinstance(backend, str):
-        backend = get_backend(backend, **backend_options)
     ends = batch_ends(batch, n_max)
     study = None
     for k, n_splits in enumerate(ends, 1):

@@ -324,6 +324,19 @@ class RayBackend:
             return record_lost(runs_dir, spec, cause)
 
 
+def resolve_backend(backend, options: dict, caller: str, hint: str = ""):
+    """``backend`` itself, or the backend a name (``local``, ``ray``) makes with ``options``.
+    Options given with a backend object are refused: they would be dropped silently, and a
+    mistyped setting would read as one. ``caller`` and ``hint`` complete the message."""
+    if isinstance(backend, str):
+        return get_backend(backend, **options)
+    if options:
+        raise TypeError(f"{caller}() got {', '.join(sorted(options))}: keyword options go to a "
+                        f"backend named by string ('local' or 'ray'), not to a backend object"
+                        f"{hint}")
+    return backend
+
+
 def get_backend(name: str, **kw) -> LocalBackend | RayBackend:
     """``local`` or ``ray`` (keyword arguments go to the backend's constructor)."""
     if name == "local":

@@ -29,7 +29,7 @@ from medattn.errors import IncompleteStudyError, MedattnError
 from medattn.progress import progress_bar
 from medattn.runs import store
 from medattn.runs.records import RunRecord
-from medattn.training.backends import LocalBackend, get_backend
+from medattn.training.backends import LocalBackend, resolve_backend
 from medattn.training.config import RunSpec, StudyConfig, load_config
 from medattn.training.tracking import tracker
 
@@ -264,8 +264,7 @@ def run_study(config: StudyConfig | str | os.PathLike, runs_dir: str | os.PathLi
         runs_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise store.write_error(err, runs_dir, "create") from None
-    if isinstance(backend, str):
-        backend = get_backend(backend, **backend_options)
+    backend = resolve_backend(backend, backend_options, "run_study")
     opts = {"restart": True} if restart else {}
     with store.lock_runs_dir(runs_dir):
         swept = store.sweep(runs_dir)
