@@ -195,3 +195,46 @@ def test_a_budget_leaves_out_designs_that_cost_more():
     cheapest = ok.loc[ok["hours"].idxmin()]
     assert P.recommend(t, SETTINGS, "")["design"] == cheapest["design"]
     assert P.recommend(t, {**SETTINGS, "budget": cheapest["hours"] / 2}, "")["design"] is None
+
+
+def test_design_for_a_config_is_the_candidate_of_the_same_name():
+    by_name = {d.name: d for d in D.DESIGNS}
+    for got, name in ((D.design_for("kfold", 2, 5), "5-fold x 2"),  # k-fold: splits = repeats
+                      (D.design_for("random", 10), "random J=10")):
+        want = by_name[name]
+        assert (got.name, got.n_pairs, got.shares(0.2, 0.1), got.calibrated) == (
+            want.name, want.n_pairs, want.shares(0.2, 0.1), want.calibrated)
+        assert got.factor(got.n_pairs, 0.25) == want.factor(want.n_pairs, 0.25)
+    three = D.design_for("random", 3)
+    assert (three.n_pairs, three.runs, three.scheme, three.calibrated) == (3, 3, "random", True)
+    assert not D.design_for("kfold", 3, 7).calibrated  # not offered: never recommended
+
+
+def test_a_configured_design_gets_the_row_the_table_gives_it():
+    p = _pilot(3.0, 900.0)
+    t = P.design_table(p, SETTINGS, grid=np.array([1.0]))
+    for design in D.DESIGNS:
+        row = P.design_row(p, SETTINGS, design)
+        assert row["p_right"] == t.loc[t["design"] == design.name, "p_right"].item()
+    # a design outside the candidates: the design functions at its own J
+    row = P.design_row(p, SETTINGS, D.design_for("random", 3))
+    a, b = p.ab(p.sd_diff)
+    sd = math.sqrt(b + a / p.n_test)
+    assert row["p_right"] == pytest.approx(
+        float(D.decided_right(sd, 2.0, 3, 0.2 / 0.7, 1.0)), abs=1e-6)
+    assert row["p_right"] < P.design_row(p, SETTINGS, D.design_for("random", 10))["p_right"]
+
+
+def test_the_brief_names_the_configured_design_and_the_recommendation():
+    from medattn.report.design import plan_brief
+
+    pilots = [_pilot(2.0, 800.0), _pilot(4.0, 200.0)]
+    plan = P._plan(pilots, {**SETTINGS, "source": "sim"}, [])
+    lines = plan_brief(plan, D.design_for("random", 3))
+    assert "a true difference of 2 pp, margin 1 pp, threshold 0.95" in lines[0]
+    assert len(lines) == 3
+    p3 = P.design_row(pilots[0], plan.settings, D.design_for("random", 3))["p_right"]
+    n = plan.recommendations[0]["estimate"]["images"]
+    assert f"random J=3 decides right with P = {p3:.2f}" in lines[1]
+    assert f"about {n:,.0f} images would" in lines[1]
+    assert "no calibrated design reaches 80% at any data size" in lines[2]  # the noise floor

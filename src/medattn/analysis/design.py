@@ -43,7 +43,7 @@ from medattn.analysis.variance import kfold_multiplier
 from medattn.kfold_designs import KFOLD_DESIGNS
 
 __all__ = ["DESIGNS", "Design", "bouckaert_frank_factor", "decided_right",
-           "decision_probability", "nadeau_bengio_factor", "power"]
+           "decision_probability", "design_for", "nadeau_bengio_factor", "power"]
 
 OUTCOMES = ("worse", "equivalent", "better")
 
@@ -132,6 +132,14 @@ DESIGNS: tuple[Design, ...] = (
     _kfold(5, 1), _kfold(5, 2), _kfold(5, 4), _kfold(10, 1),
     Design("random J=10 x 3 seeds", "random", 10, seeds=3),
 )
+
+
+def design_for(scheme: str, splits: int, folds: int | None = None) -> Design:
+    """The design of a study's final phase (``final.scheme``, ``final.splits`` (random: J; k-fold:
+    the repeats), ``final.folds``), e.g. to ask what a configured study can decide."""
+    if scheme == "kfold":
+        return _kfold(int(folds or 0), int(splits))
+    return Design(f"random J={int(splits)}", "random", int(splits))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -269,6 +269,12 @@ def design_table(p: Pilot, settings: dict, designs=D.DESIGNS, grid: np.ndarray =
     return pd.DataFrame(rows)
 
 
+def design_row(p: Pilot, settings: dict, design: D.Design) -> dict:
+    """One design's row of :func:`design_table` on the pilot's own data (no search over data
+    sizes): e.g. what the study as configured can decide (``D.design_for``)."""
+    return design_table(p, settings, designs=(design,), grid=np.array([1.0])).iloc[0].to_dict()
+
+
 def recommend(table: pd.DataFrame, settings: dict, tag: str) -> dict:
     """The cheapest calibrated design reaching the target on this pool (within the budget), or
     with more data; ``tag`` ``""`` (estimate) or ``"_upper"`` (bound)."""

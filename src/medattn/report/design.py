@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 
 from medattn.analysis import design as D
-from medattn.analysis.plan import PLAN_FILE, Pilot, Plan, design_table, load_plan
+from medattn.analysis.plan import PLAN_FILE, Pilot, Plan, design_row, design_table, load_plan
 from medattn.kfold_designs import KFOLD_DESIGNS
 from medattn.render import markdown_table
 from medattn.report.html import Figure, Section, Table, Text
 
-__all__ = ["design_section", "format_plan", "power_curves"]
+__all__ = ["design_section", "format_plan", "plan_brief", "power_curves"]
 
 # report.figures (matplotlib, about 1.5 s) is imported inside the functions that draw: `medattn
 # plan` imports this module for format_plan's text only.
@@ -110,6 +110,21 @@ def format_plan(plan: Plan, saved: str | None = None) -> str:
     if saved:
         out += ["", f"Plan saved to {saved}."]
     return "\n".join(out) + "\n"
+
+
+def plan_brief(plan: Plan, design: D.Design) -> list[str]:
+    """A few lines for a terminal: per comparison, what ``design`` (the study as configured)
+    decides at the plan's delta, and the plan's recommendation on the sd estimate."""
+    s = plan.settings
+    out = [f"Design check (`medattn plan`: a true difference of {s['delta']:g} pp, margin "
+           f"{s['margin']:g} pp, threshold {s['threshold']:g}, target P(right) >= "
+           f"{s['power']:g}):"]
+    for p, rec in zip(plan.pilots, plan.recommendations):
+        row = design_row(p, s, design)
+        out.append(f"  {p.label}: {design.name} decides right with P = {_num(row['p_right'])}; "
+                   + _recommendation(rec["estimate"], s, "sd estimate").removeprefix(
+                       "on the sd estimate: "))
+    return out
 
 
 def _standing_notes() -> list[str]:
