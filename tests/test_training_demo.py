@@ -33,6 +33,10 @@ def test_demo_config_is_a_real_study():
     assert {"resnet18", "resnet18+ga", "resnet18+ela"} <= set(cfg.models)
     assert len(cfg.final_units()) >= 3 and len(cfg.search_lr) * len(cfg.search_weight_decay) > 1
     assert cfg.datasets[0].ood  # an OOD test set
+    # a design whose test is calibrated (the one the plan chose on the pilot: 5-fold x 1)
+    from medattn.kfold_designs import KFOLD_DESIGNS
+    assert cfg.final_scheme == "random" or (cfg.final_folds, cfg.final_splits) in KFOLD_DESIGNS
+    assert demo.PLAN_SETTINGS.margin == 1.0 and demo.PLAN_SETTINGS.threshold == 0.95
     quick = load_config("demo", overrides=demo.SIZES["quick"].overrides)  # a valid config too
     assert {"resnet18", "resnet18+ga"} <= set(quick.models) and quick.final_splits >= 2
 
@@ -81,15 +85,22 @@ def test_demo_hands_over_paths_that_its_commands_accept(tmp_path, monkeypatch, c
     results = {k: v.strip() for k, v in (line.split(": ", 1) for line in
                                          _section(handover, "Results:")
                                          if ": " in line and not line.startswith("("))}
-    assert set(results) == {"summary", "Table 3", "Table 4", "report"}
+    assert set(results) == {"summary", "Table 3", "Table 4", "report", "plan"}
     assert Path(results["report"]).read_text().lstrip().lower().startswith("<!doctype html")
     assert Path(results["Table 4"]).read_bytes()[:4] == b"\x89PNG"
     assert "resnet18+ga" in Path(results["summary"]).read_text()
 
+    # the design check: `medattn plan` on these runs, for the design that ran (2 random splits)
+    plan = json.loads(Path(results["plan"]).read_text())
+    assert plan["settings"]["margin"] == 1.0 and plan["settings"]["threshold"] == 0.95
+    check = _section(handover, "Design check")
+    assert len(check) == len(plan["pilots"]) == 2  # +GA vs base, in-distribution and OOD
+    assert all("random J=2 decides right with P = " in line for line in check)
+
     # the next commands, run exactly as printed
     commands = [line.split("  #")[0].strip() for line in _section(handover, "Next:")]
     assert {c.split()[1] for c in commands} >= {"compare", "report", "features", "explain",
-                                                "study", "data"}
+                                                "study", "data", "plan"}
     mtimes = {p: p.stat().st_mtime_ns for p in (runs / "runs").glob("*/record.json")}
     for command in commands:
         args = shlex.split(command)

@@ -2,9 +2,10 @@
 
 :func:`run_demo` runs :data:`STEPS` in order, each a function of a :class:`DemoContext`:
 write the synthetic data sets, run the demo study (``configs/demo.yaml``: ResNet-18 base, +GA and
-+ELA; a learning-rate search, then final runs on 3 splits; in-distribution and OOD test sets), write
-a summary table, Table 2's statistics, then the analysis steps: feature usage (Table 3),
-explanations (Table 4) and the report. It ends with a hand-over: Table 2 as a compact terminal
++ELA; a learning-rate search, then a 5-fold cross-validation; in-distribution and OOD test sets),
+write a summary table, Table 2's statistics, ``medattn plan`` on the final runs (what the design
+can decide), then the analysis steps: feature usage (Table 3), explanations (Table 4) and the
+report. It ends with a hand-over: Table 2 as a compact terminal
 table, where the results are and the next commands, each path printed as those commands accept
 it. To add a step, append a ``(name, function)`` pair to :data:`STEPS`. Every step skips what an
 earlier, interrupted demo already finished, so running the demo again resumes it.
@@ -28,20 +29,24 @@ from pathlib import Path
 import pandas as pd
 
 from medattn.analysis.compare import compare_runs
+from medattn.analysis.design import design_for
 from medattn.analysis.features.usage import feature_usage
+from medattn.analysis.plan import Plan, plan_runs
+from medattn.analysis.settings import PlanSettings
 from medattn.analysis.study_summary import final_summary
 from medattn.data.synthetic import write_derm
-from medattn.errors import ConfigError
+from medattn.errors import ConfigError, DataError
 from medattn.explain import explain_runs
 from medattn.explain.settings import ExplainSettings
 from medattn.render import markdown_table
 from medattn.report import build_report
+from medattn.report.design import plan_brief
 from medattn.report.table2 import terminal_table
 from medattn.report.verdict import verdict_text
 from medattn.runs import store
 from medattn.training import run_study
 from medattn.training.backends import LocalBackend
-from medattn.training.config import load_config
+from medattn.training.config import StudyConfig, load_config
 from medattn.training.study import selection_note
 
 log = logging.getLogger("medattn.demo")
@@ -54,6 +59,11 @@ IMAGE_SIZE = 64  # side of the written images; the study trains at the config's 
 # hundred images then learn clearly above chance within the time budget, and the feature-usage
 # analysis has a known, strongly used bias feature to find.
 PATCH_BIAS = 0.9
+# `medattn plan` on the demo's own final runs (docs/statistics.md, "The demo's design"): margin and
+# threshold are compare's defaults; 10 pp is the difference the demo's design was planned for (a
+# large one: a demo of 700 images can only look for large effects). No budget: the plan says what
+# deciding would cost, however far beyond the demo's minutes that is.
+PLAN_SETTINGS = PlanSettings(delta=10.0, margin=1.0, threshold=0.95)
 
 
 @dataclass(frozen=True)
@@ -97,6 +107,9 @@ class DemoContext:
     result: object | None = None  # medattn.training.StudyResult after the study step
     summary: pd.DataFrame | None = None  # its analysis.study_summary.final_summary
     table2: object | None = None  # medattn.analysis.compare.CompareResult after its step
+    config: StudyConfig | None = None  # the demo study's config, after the study step
+    plan: Plan | None = None  # `medattn plan` on the final runs, after its step
+    plan_error: str | None = None  # why no plan could be made
     files: dict[str, Path] = field(default_factory=dict)  # what the steps wrote, to open
 
     def __post_init__(self) -> None:
@@ -117,7 +130,7 @@ def make_data(ctx: DemoContext) -> None:
 
 def run_demo_study(ctx: DemoContext) -> None:
     """The demo study (``configs/demo.yaml``) on the synthetic data."""
-    config = load_config("demo", data_root=str(ctx.data_dir), overrides=ctx.overrides)
+    config = ctx.config = load_config("demo", data_root=str(ctx.data_dir), overrides=ctx.overrides)
     ctx.result = run_study(config, ctx.runs_dir, LocalBackend(progress=ctx.progress, jobs=ctx.jobs),
                            tracking=ctx.tracking)
     ctx.summary = final_summary(store.final_runs(ctx.runs_dir))
@@ -155,6 +168,29 @@ def table2_step(ctx: DemoContext) -> None:
     ctx.table2 = compare_runs(ctx.runs_dir)
 
 
+def plan_step(ctx: DemoContext) -> None:
+    """``medattn plan`` on the final runs as a pilot: what the demo's design can decide, and what
+    a design that decides would take (``runs/plan.json``, the report's "Design" section)."""
+    try:
+        ctx.plan = plan_runs(ctx.runs_dir, settings=PLAN_SETTINGS)
+    except DataError as exc:  # e.g. every run of a model diverged: say so in the hand-over
+        ctx.plan_error = str(exc)
+        log.warning("no design plan: %s", exc)
+        return
+    ctx.files["plan"] = ctx.plan.paths["plan"]
+
+
+def design_lines(ctx: DemoContext) -> list[str]:
+    """The hand-over's design check: per comparison, what the configured design decides at
+    :data:`PLAN_SETTINGS` and what the plan recommends."""
+    if ctx.plan_error:
+        return [f"Design check: no plan ({ctx.plan_error})"]
+    if ctx.plan is None or ctx.config is None:
+        return []
+    cfg = ctx.config
+    return plan_brief(ctx.plan, design_for(cfg.final_scheme, cfg.final_splits, cfg.final_folds))
+
+
 def features_step(ctx: DemoContext) -> None:
     """Table 3: which ABCD and bias features the final runs of each model use (k of N runs,
     effect sizes, given the fine diagnosis and given the label)."""
@@ -180,6 +216,7 @@ STEPS: list[tuple[str, Callable[[DemoContext], None]]] = [
     ("study", run_demo_study),
     ("summary", write_summary),
     ("table2", table2_step),
+    ("plan", plan_step),
     ("features", features_step),
     ("explain", explain_step),
     ("report", build_report_step),
@@ -203,6 +240,8 @@ def next_commands(ctx: DemoContext) -> list[tuple[str, str]]:
     cmds = [(f"medattn compare {runs}", "Table 2 in full: every test, bootstrap CIs")]
     if "report" in ctx.files:
         cmds.append((f"medattn report {runs}", "rebuild the HTML report"))
+    cmds.append((f"medattn plan {runs} --delta {PLAN_SETTINGS.delta:g}",
+                 "the design plan in full: every candidate design"))
     cmds += [(f"medattn features {runs}", "Table 3 (reuses finished tests)"),
              (f"medattn explain {runs}", "Table 4")]
     if "isic" in ctx.specs:
@@ -224,6 +263,8 @@ def handover(ctx: DemoContext, seconds: float) -> str:
                  f"{shown(ctx.out / 'timings.json')}")
     if ctx.table2 is not None:
         lines += ["", terminal_table(ctx.table2)]
+    design = design_lines(ctx)
+    lines += ["", *design] if design else []
     if ctx.files:
         lines += ["", "Results:"]
         width = max(len(k) for k in ctx.files) + 1
