@@ -185,6 +185,15 @@ def test_the_printed_plan_says_when_only_more_images_would_reach_the_target():
     assert f"no calibrated design of this data reaches 80%; about {n:,.0f} images would" in text
     assert "no calibrated design reaches 80% at any data size" in text  # the floor case
     assert "5-fold x 2" in text and "(not calibrated)" not in text  # all offered are calibrated
+    # a 3-pair pilot whose estimate and bound recommend different designs is warned about
+    rec = plan.recommendations[0]
+    assert rec["estimate"]["design"] != rec["upper"]["design"]
+    assert text.count("with 3 pairs the two disagree") == 1  # not for the floor case (both None)
+    big = P.Pilot("x", "id", 12, 2.0, 200.0, 1000.0, 0.2, 0.1, 800.0, "per-image predictions")
+    big_plan = P._plan([big], {**SETTINGS, "source": "s"}, [])
+    assert big_plan.recommendations[0]["estimate"]["design"] != big_plan.recommendations[0][
+        "upper"]["design"]  # they disagree here too, but 12 pairs know their sd well enough
+    assert "the two disagree" not in format_plan(big_plan)
 
 
 def test_a_budget_leaves_out_designs_that_cost_more():
@@ -233,8 +242,10 @@ def test_the_brief_names_the_configured_design_and_the_recommendation():
     lines = plan_brief(plan, D.design_for("random", 3))
     assert "a true difference of 2 pp, margin 1 pp, threshold 0.95" in lines[0]
     assert len(lines) == 3
-    p3 = P.design_row(pilots[0], plan.settings, D.design_for("random", 3))["p_right"]
+    row = P.design_row(pilots[0], plan.settings, D.design_for("random", 3))
     n = plan.recommendations[0]["estimate"]["images"]
-    assert f"random J=3 decides right with P = {p3:.2f}" in lines[1]
+    assert row["p_right_upper"] < row["p_right"]  # the bound plans for more noise
+    assert (f"random J=3 decides right with P = {row['p_right']:.2f} "
+            f"({row['p_right_upper']:.2f} on the sd's upper bound)") in lines[1]
     assert f"about {n:,.0f} images would" in lines[1]
     assert "no calibrated design reaches 80% at any data size" in lines[2]  # the noise floor

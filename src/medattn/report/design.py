@@ -22,6 +22,7 @@ __all__ = ["design_section", "format_plan", "plan_brief", "power_curves"]
 
 PLAN_HINT = "not planned yet (run `medattn plan RUNS_DIR` on a pilot's runs)"
 MAX_FIGURES = 6  # power-vs-runs plots in the report; the rest are in plan.json
+SMALL_PILOT = 5  # pairs below which a pilot's sd estimate is a weak guide (bound > 1.6 x estimate)
 
 
 def _num(v, fmt: str = ".2f") -> str:
@@ -105,6 +106,12 @@ def format_plan(plan: Plan, saved: str | None = None) -> str:
         if np.isfinite(est.get("hours") or np.nan) and np.isfinite(up.get("hours") or np.nan):
             out.append(f"- planning on the bound costs {up['hours'] - est['hours']:.1f} "
                        f"{s.get('hours_unit', 'hours')} more than on the estimate")
+        if p.n_pairs < SMALL_PILOT and est["design"] != up["design"]:
+            out.append(f"- with {p.n_pairs} pairs the two disagree: in the planner benchmark a "
+                       "design chosen on a 3-pair estimate truly fell short of the target in "
+                       "about 2 of 3 pilots when the answer was close, one chosen on the bound "
+                       "in about 1 of 5 (docs/statistics.md); plan on the bound unless a "
+                       "shortfall is cheap")
         out.append("")
     out += ["Notes:", ""] + [f"- {n}" for n in plan.notes + _standing_notes()]
     if saved:
@@ -114,14 +121,16 @@ def format_plan(plan: Plan, saved: str | None = None) -> str:
 
 def plan_brief(plan: Plan, design: D.Design) -> list[str]:
     """A few lines for a terminal: per comparison, what ``design`` (the study as configured)
-    decides at the plan's delta, and the plan's recommendation on the sd estimate."""
+    decides at the plan's delta (on the sd estimate and on its 80 % upper bound), and the plan's
+    recommendation on the sd estimate."""
     s = plan.settings
     out = [f"Design check (`medattn plan`: a true difference of {s['delta']:g} pp, margin "
            f"{s['margin']:g} pp, threshold {s['threshold']:g}, target P(right) >= "
            f"{s['power']:g}):"]
     for p, rec in zip(plan.pilots, plan.recommendations):
         row = design_row(p, s, design)
-        out.append(f"  {p.label}: {design.name} decides right with P = {_num(row['p_right'])}; "
+        out.append(f"  {p.label}: {design.name} decides right with P = {_num(row['p_right'])} "
+                   f"({_num(row['p_right_upper'])} on the sd's upper bound); "
                    + _recommendation(rec["estimate"], s, "sd estimate").removeprefix(
                        "on the sd estimate: "))
     return out
