@@ -234,6 +234,16 @@ def test_a_configured_design_gets_the_row_the_table_gives_it():
     assert row["p_right"] < P.design_row(p, SETTINGS, D.design_for("random", 10))["p_right"]
 
 
+
+def test_a_design_of_fewer_pairs_than_a_decision_needs_never_decides():
+    # Table 2 reports no Bayesian decision below 3 pairs (undecided (n<3)): the plan agrees
+    p = _pilot(0.5, 40.0)  # so small an sd that 3 pairs decide almost surely
+    assert P.design_row(p, SETTINGS, D.design_for("random", 3))["p_right"] > 0.5
+    two = P.design_row(p, SETTINGS, D.design_for("random", 2))
+    assert two["p_right"] == 0 and two["p_right_upper"] == 0
+    assert two["power"] > 0  # the corrected t-test's p is reported at 2 pairs
+
+
 def test_the_brief_names_the_configured_design_and_the_recommendation():
     from medattn.report.design import plan_brief
 

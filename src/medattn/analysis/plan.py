@@ -32,6 +32,7 @@ from medattn.analysis import design as D
 from medattn.analysis.labels import comparison_label
 from medattn.analysis.settings import CompareSettings, PlanSettings
 from medattn.analysis.shared_test import read_pair_predictions
+from medattn.analysis.stats import MIN_DECISION_PAIRS
 from medattn.analysis.summary import read_summary
 from medattn.errors import ArgumentError, DataError
 from medattn.runs import store
@@ -218,12 +219,16 @@ def _design_arrays(p: Pilot, sd: float, settings: dict, designs, grid: np.ndarra
     best = b / seeds + a / n_test  # all of b from training seeds: the most seeds can remove
     args = dict(delta=settings["delta"], n_pairs=j[:, None], test_train_ratio=ratio[:, None],
                 rope=settings["margin"], threshold=settings["threshold"], variance_factor=f)
-    return {"p_right": D.decided_right(np.sqrt(var), **args),
-            "p_best": D.decided_right(np.sqrt(best), **args),
+    # Table 2 reports no Bayesian decision below MIN_DECISION_PAIRS pairs: such a design never
+    # decides, whatever the formula would give its posterior
+    can = (j >= MIN_DECISION_PAIRS).astype(float)
+    return {"p_right": D.decided_right(np.sqrt(var), **args) * can[:, None],
+            "p_best": D.decided_right(np.sqrt(best), **args) * can[:, None],
             "power": D.power(np.sqrt(var[:, 0]), settings["delta"], j, ratio,
                              settings["alpha"], variance_factor=f[:, 0], nodes=64),
             "floor": D.decided_right(max(np.sqrt(b), 1e-9), **{**args, "n_pairs": j,
-                                     "test_train_ratio": ratio, "variance_factor": f[:, 0]}),
+                                     "test_train_ratio": ratio, "variance_factor": f[:, 0]})
+            * can,
             "train_share": shares[:, 1]}
 
 
