@@ -29,8 +29,7 @@ import pandas as pd
 
 from medattn import demo
 from medattn.analysis.compare import compare_runs
-from medattn.analysis.design import DESIGNS
-from medattn.analysis.plan import design_row, plan_runs, recommend
+from medattn.analysis.plan import plan_runs, recommend
 from medattn.analysis.settings import CompareSettings, PlanSettings
 from medattn.render import markdown_table
 
@@ -58,9 +57,8 @@ def rows(runs_dir: Path, setting: str, delta: float, minutes: float) -> list[dic
                      & table2["model"].map(lambda m: f"+{m.upper()} vs" in p.label)]
         a, b = p.ab(p.sd_diff)
         # hours are one process's; the demo trains 2 runs at once
-        fits = [d for d in DESIGNS if d.calibrated and (table.loc[table["design"] == d.name,
-                                                                  "hours"].item() * 30 <= minutes)]
-        best = max(fits, key=lambda d: design_row(p, s, d)["p_right"], default=None)
+        fits = table[table["calibrated"] & (table["hours"] * 30 <= minutes)]
+        best = fits.loc[fits["p_right"].idxmax()] if len(fits) else None
         rec = recommend(table, s, "")
         needed = ("none (training-noise floor)" if rec["design"] is None else
                   f"{rec['design']}, {rec['hours'] * 30:.0f} min"
@@ -71,7 +69,7 @@ def rows(runs_dir: Path, setting: str, delta: float, minutes: float) -> list[dic
                     "s_d": f"{p.sd_diff:.1f}", "a/n_test": f"{a / p.n_test:.1f}",
                     "b": f"{b:.1f}",
                     "P(right) in budget": "-" if best is None else
-                    f"{design_row(p, s, best)['p_right']:.2f} ({best.name})",
+                    f"{best['p_right']:.2f} ({best['design']})",
                     "reaches 0.8": needed})
     return out
 

@@ -125,10 +125,13 @@ def _kfold_factor(k: int, rep: int, n_pairs, test_train_ratio):
 # Random splits are the paper's design (calibrated: benchmarks/calibrate_compare.py); k-fold
 # designs are calibrated by benchmarks/calibrate_designs.py and offered from one table,
 # kfold_designs.KFOLD_DESIGNS. Seed designs average S training seeds per split.
+def _random(j: int) -> Design:
+    """J random splits (the paper's scheme), one training seed each."""
+    return Design(f"random J={int(j)}", "random", int(j))
+
+
 DESIGNS: tuple[Design, ...] = (
-    Design("random J=10", "random", 10),
-    Design("random J=20", "random", 20),
-    Design("random J=30", "random", 30),
+    _random(10), _random(20), _random(30),
     _kfold(5, 1), _kfold(5, 2), _kfold(5, 4), _kfold(10, 1),
     Design("random J=10 x 3 seeds", "random", 10, seeds=3),
 )
@@ -139,7 +142,7 @@ def design_for(scheme: str, splits: int, folds: int | None = None) -> Design:
     the repeats), ``final.folds``), e.g. to ask what a configured study can decide."""
     if scheme == "kfold":
         return _kfold(int(folds or 0), int(splits))
-    return Design(f"random J={int(splits)}", "random", int(splits))
+    return _random(splits)
 
 
 # ---------------------------------------------------------------------------------------------
