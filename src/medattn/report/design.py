@@ -73,17 +73,22 @@ def _pilot_line(p: Pilot) -> str:
     return line + f"a unknown ({p.a_source})"
 
 
-def _recommendation(rec: dict, settings: dict, what: str) -> str:
+def _recommended(rec: dict, settings: dict) -> str:
+    """A recommendation of :func:`medattn.analysis.plan.recommend` in words."""
     target = f"{settings['power']:.0%}"
     unit = settings.get("hours_unit", "hours")
     if rec["design"] is None:
-        return (f"on the {what}: no calibrated design reaches {target} at any data size "
-                "searched (training noise b alone is too large, or over 1000x the data)")
+        return (f"no calibrated design reaches {target} at any data size searched (training "
+                "noise b alone is too large, or over 1000x the data)")
     hours = f", {rec['hours']:.1f} {unit}" if np.isfinite(rec["hours"] or np.nan) else ""
     if rec["more_data"]:
-        return (f"on the {what}: no calibrated design of this data reaches {target}; about "
+        return (f"no calibrated design of this data reaches {target}; about "
                 f"{rec['images']:,.0f} images would ({rec['design']}{hours})")
-    return (f"on the {what}: {rec['design']} (P(right) {rec['p_right']:.2f}{hours})")
+    return f"{rec['design']} (P(right) {rec['p_right']:.2f}{hours})"
+
+
+def _recommendation(rec: dict, settings: dict, what: str) -> str:
+    return f"on the {what}: {_recommended(rec, settings)}"
 
 
 def format_plan(plan: Plan, saved: str | None = None) -> str:
@@ -131,8 +136,7 @@ def plan_brief(plan: Plan, design: D.Design) -> list[str]:
         row = design_row(p, s, design)
         out.append(f"  {p.label}: {design.name} decides right with P = {_num(row['p_right'])} "
                    f"({_num(row['p_right_upper'])} on the sd's upper bound); "
-                   + _recommendation(rec["estimate"], s, "sd estimate").removeprefix(
-                       "on the sd estimate: "))
+                   + _recommended(rec["estimate"], s))
     return out
 
 
